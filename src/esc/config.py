@@ -1,0 +1,304 @@
+"""The node configuration: one model, stored as versioned JSON, written atomically.
+
+Everything a node needs to know lives in ``<root>/etc/esc/esc.json``. Secrets
+that must stay usable in clear (the replication password, which libpq has to
+send) live in ``<root>/etc/esc/secrets.json`` with mode 0600; user passwords are
+stored only as salted hashes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+CONFIG_VERSION = 1
+PG_BIN = Path(os.environ.get("ESC_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class ConfigError(ValueError):
+    """A configuration or argument that cannot be used; the message says why."""
+
+
+def parse_ip(text: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        raise ConfigError(f"{what}: {text!r} is not an IPv4 or IPv6 address") from None
+
+
+class Timing(BaseModel):
+    """Failure-detection timing. The safety rule between them is checked on load.
+
+    A standby may promote only within ``promote_window`` of the last moment the
+    active confirmed it a complete synchronous standby. The active may stop
+    waiting for a missing standby (commit alone) only ``alone_after`` after its
+    last contact with it. ``alone_after > promote_window + heartbeat_timeout``
+    makes the two exclusive: by the time the active commits alone, a standby
+    that lost it can no longer promote (see docs/ha.md).
+    """
+
+    advert_int: float = 0.2  # VRRPv3 advertisement interval, seconds
+    heartbeat_interval: float = 0.1
+    heartbeat_timeout: float = 0.4
+    promote_window: float = 2.0
+    alone_after: float = 4.0
+    tick: float = 0.05
+
+    @model_validator(mode="after")
+    def _safety_rule(self) -> Timing:
+        if self.alone_after <= self.promote_window + self.heartbeat_timeout:
+            raise ValueError(
+                f"timing: alone_after ({self.alone_after}s) must exceed promote_window "
+                f"({self.promote_window}s) + heartbeat_timeout ({self.heartbeat_timeout}s), "
+                "or an active could commit alone while its standby may still promote"
+            )
+        master_down = 3 * self.advert_int + self.advert_int
+        if self.promote_window <= master_down + self.heartbeat_timeout:
+            raise ValueError(
+                f"timing: promote_window ({self.promote_window}s) must exceed VRRP master-down "
+                f"time (~{master_down:.2f}s) + heartbeat_timeout, or no failover could ever promote"
+            )
+        if not 0.01 <= self.advert_int <= 40:
+            raise ValueError("timing: advert_int must be between 0.01 and 40 seconds")
+        return self
+
+
+class Vip(BaseModel):
+    address: str
+    prefixlen: int
+    interface: str
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_address(self.address).version
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.prefixlen}"
+
+    @classmethod
+    def parse(cls, text: str, default_iface: str) -> Vip:
+        """Parse the original's ``--kad_vip`` forms: ``IP``, ``IP/len``, ``IP:iface``,
+        ``[IPv6/len]:iface``."""
+        text = text.strip()
+        iface = default_iface
+        if text.startswith("["):
+            inner, _, rest = text[1:].partition("]")
+            if rest.startswith(":"):
+                iface = rest[1:]
+            elif rest:
+                raise ConfigError(f"--kad_vip: cannot parse {text!r}")
+            text = inner
+        elif text.count(":") == 1:  # IPv4 with interface
+            text, iface = text.split(":")
+        addr, _, plen = text.partition("/")
+        ip = parse_ip(addr, "--kad_vip")
+        maxlen = 32 if ip.version == 4 else 128
+        if plen:
+            if not plen.isdigit() or not 0 < int(plen) <= maxlen:
+                raise ConfigError(f"--kad_vip: bad prefix length {plen!r} for {ip}")
+            prefixlen = int(plen)
+        else:
+            prefixlen = maxlen
+        if not iface:
+            raise ConfigError("--kad_vip: no interface (give --kad_vif or VIP:iface)")
+        return cls(address=str(ip), prefixlen=prefixlen, interface=iface)
+
+
+class HaConfig(BaseModel):
+    node_list: list[str]  # addresses of both nodes, in the operator's order
+    vip: Vip
+    vif: str  # the VRRP interface
+    vri: int = 50
+    mode: Literal["drbd", "drbd_on_cinder"] = "drbd"
+    db_volume_id: str | None = None
+    self_index: int  # which entry of node_list is this node
+
+    @field_validator("vri")
+    @classmethod
+    def _vri(cls, v: int) -> int:
+        if not 1 <= v <= 255:
+            raise ValueError(f"--kad_vri must be between 1 and 255, not {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> HaConfig:
+        if len(self.node_list) != 2:
+            raise ValueError("--ha_node_list needs exactly two node addresses")
+        if len({str(parse_ip(a, "--ha_node_list")) for a in self.node_list}) != 2:
+            raise ValueError("--ha_node_list: the two node addresses must differ")
+        if self.mode == "drbd_on_cinder" and not self.db_volume_id:
+            raise ValueError("--ha_mode drbd_on_cinder needs --db_volume_id")
+        return self
+
+    @property
+    def self_address(self) -> str:
+        return self.node_list[self.self_index]
+
+    @property
+    def peer_address(self) -> str:
+        return self.node_list[1 - self.self_index]
+
+    @property
+    def peer_name(self) -> str:
+        return peer_app_name(self.peer_address)
+
+    @property
+    def self_name(self) -> str:
+        return peer_app_name(self.self_address)
+
+
+def peer_app_name(address: str) -> str:
+    """The replication application_name of a node: derived from its HA address,
+    so each node can name its peer without asking it."""
+    return "esc_" + str(ipaddress.ip_address(address)).replace(".", "_").replace(":", "_")
+
+
+class User(BaseModel):
+    name: str
+    password_hash: str
+
+
+class NodeConfig(BaseModel):
+    version: int = CONFIG_VERSION
+    name: str
+    ipaddr: list[str] = Field(default_factory=list)
+    ha: HaConfig | None = None
+    rest_user: User | None = None
+    portal_user: User | None = None
+    os_user: User | None = None
+    api_port: int = 8080
+    peer_port: int = 8021
+    pg_port: int = 5432
+    timing: Timing = Field(default_factory=Timing)
+
+    @property
+    def is_ha(self) -> bool:
+        return self.ha is not None
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """Where each file of a node lives, under one root."""
+
+    root: Path
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc/esc"
+
+    @property
+    def config(self) -> Path:
+        return self.etc / "esc.json"
+
+    @property
+    def secrets(self) -> Path:
+        return self.etc / "secrets.json"
+
+    @property
+    def pgpass(self) -> Path:
+        return self.etc / "pgpass"
+
+    @property
+    def keepalived_conf(self) -> Path:
+        return self.etc / "keepalived.conf"
+
+    @property
+    def lib(self) -> Path:
+        return self.root / "var/lib/esc"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "var/log/esc"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run/esc"
+
+    @property
+    def agent_sock(self) -> Path:
+        return self.run / "agent.sock"
+
+    @property
+    def agent_pid(self) -> Path:
+        return self.run / "agent.pid"
+
+    @property
+    def vrrp_fifo(self) -> Path:
+        return self.run / "vrrp.fifo"
+
+    @property
+    def vrrp_gate(self) -> Path:
+        return self.run / "vrrp_gate"
+
+    @property
+    def pg_socket_dir(self) -> Path:
+        return self.run / "pg"
+
+    @property
+    def state(self) -> Path:
+        return self.lib / "state.json"
+
+    def pgdata(self, cfg: NodeConfig) -> Path:
+        if cfg.ha and cfg.ha.mode == "drbd_on_cinder":
+            return self.db_volume_mount(cfg) / "esc/pgdata"
+        return self.lib / "pgdata"
+
+    def db_volume_mount(self, cfg: NodeConfig) -> Path:
+        assert cfg.ha and cfg.ha.db_volume_id
+        vol = Path(cfg.ha.db_volume_id)
+        return self.lib / "db_volume" if vol.is_block_device() else vol
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("ESC_ROOT", "/"))
+
+
+def write_json_atomic(path: Path, data: object, mode: int = 0o644) -> None:
+    """Write JSON to a temp file in the same directory, fsync, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_config(paths: NodePaths) -> NodeConfig:
+    try:
+        raw = json.loads(paths.config.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no node installed under {paths.root} ({paths.config} missing)") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{paths.config}: not valid JSON ({e})") from None
+    if raw.get("version") != CONFIG_VERSION:
+        raise ConfigError(f"{paths.config}: unsupported config version {raw.get('version')!r}")
+    try:
+        return NodeConfig.model_validate(raw)
+    except ValueError as e:
+        raise ConfigError(f"{paths.config}: {e}") from None
+
+
+def save_config(paths: NodePaths, cfg: NodeConfig) -> None:
+    write_json_atomic(paths.config, cfg.model_dump(mode="json"))
+
+
+def load_secrets(paths: NodePaths) -> dict[str, str]:
+    try:
+        return json.loads(paths.secrets.read_text())
+    except FileNotFoundError:
+        return {}

@@ -1,0 +1,309 @@
+"""The role state machine: observations in, role + desired state + one job out.
+
+Pure: no I/O, no clock reads (``now`` is an observation). The agent gathers an
+:class:`Observation` every tick, calls :func:`decide`, logs the reason of every
+role change and makes reality match :class:`Desired` (database role, services,
+the VRRP gate, synchronous replication). Long actions (promote, rejoin) are
+returned as a ``job`` that the agent runs off the loop.
+
+The rules, in the words of DESIGN.md:
+
+* a database becomes primary only where keepalived is MASTER and the peer's
+  database is not a primary (one writer);
+* a standby promotes only within ``promote_window`` of the active's last
+  confirmation that it was a complete synchronous standby (complete data);
+* the active waits for a missing standby (commits block) until
+  ``alone_after`` has passed since it last confirmed that standby complete; the
+  timing rule ``alone_after > promote_window + heartbeat_timeout`` (checked in
+  config) means a standby that lost the active can no longer promote by then;
+* a node that never reached its peer since it started serves nothing
+  (SWITCHING_TO_ACTIVE) unless the operator forces it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    STANDALONE = "STANDALONE"
+    SWITCHING_TO_ACTIVE = "SWITCHING_TO_ACTIVE"
+    ACTIVE = "ACTIVE"
+    SWITCHING_TO_STANDBY = "SWITCHING_TO_STANDBY"
+    STANDBY = "STANDBY"
+    FAULT = "FAULT"
+    MAINTENANCE = "MAINTENANCE"
+    STOPPED = "STOPPED"
+
+
+class Vrrp(StrEnum):
+    MASTER = "MASTER"
+    BACKUP = "BACKUP"
+    FAULT = "FAULT"
+    UNKNOWN = "UNKNOWN"
+
+
+class Db(StrEnum):
+    ABSENT = "absent"  # no data directory (never cloned, or wiped)
+    STOPPED = "stopped"
+    STARTING = "starting"  # process up, not yet answering
+    PRIMARY = "primary"
+    STANDBY = "standby"  # running in recovery
+
+
+class Job(StrEnum):
+    PROMOTE = "promote"
+    REJOIN = "rejoin"  # stop, pg_rewind from the peer (or clone), come back as standby
+
+
+class Command(StrEnum):
+    FORCE_ACTIVE = "force_active"
+    SWITCHOVER = "switchover"
+
+
+@dataclass(frozen=True)
+class DbView:
+    state: Db = Db.STOPPED
+    timeline: int = 0
+    lsn: int = 0
+    system_id: str = ""
+    streaming: bool = False  # standby: WAL receiver is streaming from the peer
+    peer_streaming: bool = False  # primary: the peer's walsender is in state streaming
+    peer_complete: bool = False  # primary: peer is the sync standby and caught up
+    alone: bool = False  # primary: synchronous_standby_names is empty
+
+    def data_key(self, index: int) -> tuple[int, int, int, int]:
+        """Order for electing the node with the best data (ties: first listed)."""
+        return (self.state != Db.ABSENT, self.timeline, self.lsn, -index)
+
+
+@dataclass(frozen=True)
+class PeerView:
+    role: Role
+    db: DbView
+    index: int  # the peer's position in ha_node_list
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: float
+    ha: bool = True
+    self_index: int = 0
+    vrrp: Vrrp = Vrrp.UNKNOWN
+    db: DbView = field(default_factory=DbView)
+    peer: PeerView | None = None  # None: no answer within the heartbeat timeout
+    peer_ever_seen: bool = False  # since this agent started
+    last_confirm_recv: float | None = None  # standby: peer last confirmed us complete
+    last_confirm_sent: float | None = None  # active: we last confirmed the peer complete
+    not_streaming_since: float | None = None  # standby db running but not streaming since
+    volume_ok: bool = True
+    job_running: Job | None = None
+    job_failed: Job | None = None  # the last job failed (the agent backs off)
+    job_done: Job | None = None  # a job finished successfully (reported once)
+    command: Command | None = None
+    promote_window: float = 2.0
+    alone_after: float = 4.0
+    rejoin_grace: float = 3.0  # a standby not streaming for this long is rejoined
+
+
+@dataclass(frozen=True)
+class Desired:
+    db: str = "stopped"  # "primary" | "standby" | "stopped"
+    services: bool = False
+    vrrp_gate: bool = False  # keepalived may be MASTER
+    alone: bool = True  # primary: commit without waiting for the peer
+
+
+@dataclass(frozen=True)
+class Decision:
+    role: Role
+    desired: Desired
+    reason: str
+    job: Job | None = None
+    consumed: bool = False  # the pending operator command was acted on
+
+
+OFF = Desired()
+FOLLOW = Desired(db="standby")
+SERVE_ALONE = Desired(db="primary", services=True, vrrp_gate=True, alone=True)
+
+
+def confirmed_complete(obs: Observation) -> bool:
+    """Standby side: may this node's data be trusted to hold every acknowledged write?"""
+    return (
+        obs.last_confirm_recv is not None
+        and obs.now - obs.last_confirm_recv < obs.promote_window
+    )
+
+
+def must_wait_for_peer(obs: Observation) -> bool:
+    """Active side: must commits wait for the peer (synchronous), or may we commit alone?"""
+    if obs.db.peer_streaming:
+        return True
+    return obs.last_confirm_sent is not None and obs.now - obs.last_confirm_sent < obs.alone_after
+
+
+def wins_election(obs: Observation) -> bool:
+    """Both nodes are starting: the one with the better data becomes active."""
+    assert obs.peer is not None
+    mine = obs.db.data_key(obs.self_index)
+    theirs = obs.peer.db.data_key(obs.peer.index)
+    if obs.db.state == Db.ABSENT:
+        return False
+    if obs.peer.db.state != Db.ABSENT and obs.db.system_id and obs.peer.db.system_id \
+            and obs.db.system_id != obs.peer.db.system_id:
+        return obs.self_index == 0  # two unrelated databases: the first listed node's wins
+    return mine > theirs
+
+
+def active_desired(obs: Observation) -> Desired:
+    return Desired(db="primary", services=True, vrrp_gate=True, alone=not must_wait_for_peer(obs))
+
+
+def decide(role: Role, obs: Observation) -> Decision:
+    """One step of the state machine."""
+    if not obs.ha:
+        return _standalone(obs)
+    if not obs.volume_ok:
+        return Decision(Role.FAULT, OFF, "the database volume is absent: not serving")
+    if role == Role.FAULT:
+        role = Role.SWITCHING_TO_STANDBY  # the fault cleared: start over as a follower
+    if obs.job_done == Job.PROMOTE and role != Role.ACTIVE:
+        return _active(obs, "promoted: now active")
+    if role == Role.ACTIVE:
+        return _active(obs)
+    if role == Role.STANDBY:
+        return _standby(obs)
+    if role == Role.SWITCHING_TO_ACTIVE and obs.job_running == Job.PROMOTE:
+        return Decision(role, _promoting(obs), "promoting the database")
+    return _joining(role, obs)
+
+
+def _standalone(obs: Observation) -> Decision:
+    if obs.db.state == Db.ABSENT:
+        return Decision(Role.FAULT, OFF, "no database on this node")
+    if obs.db.state == Db.STANDBY and obs.job_running is None:
+        return Decision(Role.STANDALONE, SERVE_ALONE, "standalone node: promoting its database",
+                        job=Job.PROMOTE)
+    return Decision(Role.STANDALONE, SERVE_ALONE, "standalone node")
+
+
+def _promoting(obs: Observation) -> Desired:
+    return Desired(db="standby", services=False, vrrp_gate=True, alone=True)
+
+
+def _active(obs: Observation, why: str = "") -> Decision:
+    if obs.command == Command.SWITCHOVER:
+        return Decision(Role.SWITCHING_TO_STANDBY, OFF,
+                        "switchover requested: stepping down for the peer", job=Job.REJOIN,
+                        consumed=True)
+    if obs.vrrp != Vrrp.MASTER:
+        return Decision(Role.SWITCHING_TO_STANDBY, OFF,
+                        f"keepalived is {obs.vrrp}, not MASTER: fencing and stepping down",
+                        job=Job.REJOIN)
+    if obs.db.state == Db.STANDBY and obs.job_running is None:
+        return Decision(Role.ACTIVE, active_desired(obs), "database still in recovery: promoting",
+                        job=Job.PROMOTE)
+    desired = active_desired(obs)
+    if desired.alone:
+        why = why or "peer not a complete standby within alone_after: committing alone"
+    else:
+        why = why or "serving; commits wait for the synchronous standby"
+    return Decision(Role.ACTIVE, desired, why)
+
+
+def _standby(obs: Observation) -> Decision:
+    complete = confirmed_complete(obs)
+    follow = replace(FOLLOW, vrrp_gate=complete)
+    if obs.command == Command.FORCE_ACTIVE:
+        return Decision(Role.STANDBY, follow, "force-active refused: the peer is reachable "
+                        "or this node is a standby (use switchover)", consumed=True)
+    if obs.vrrp == Vrrp.MASTER:
+        if not complete:
+            return Decision(Role.SWITCHING_TO_ACTIVE, OFF,
+                            "keepalived MASTER but data not confirmed complete within "
+                            "promote_window: refusing to promote")
+        if obs.peer is not None and obs.peer.db.state in (Db.PRIMARY, Db.STARTING):
+            return Decision(Role.STANDBY, follow,
+                            "keepalived MASTER; waiting for the peer's database to stop")
+        lost = "peer lost" if obs.peer is None else f"peer is {obs.peer.role}"
+        return Decision(Role.SWITCHING_TO_ACTIVE, _promoting(obs),
+                        f"keepalived MASTER, {lost}, data complete: promoting", job=Job.PROMOTE)
+    if obs.peer is None:
+        if complete:
+            return Decision(Role.STANDBY, follow, "peer not answering; ready to take over")
+        return Decision(Role.SWITCHING_TO_ACTIVE, OFF,
+                        "peer lost and data no longer confirmed complete: waiting for the peer")
+    if not complete:
+        if obs.peer.role == Role.ACTIVE:
+            return Decision(Role.SWITCHING_TO_STANDBY, FOLLOW,
+                            "the active no longer confirms this standby complete: catching up")
+        return _joining(Role.SWITCHING_TO_STANDBY, obs)
+    return Decision(Role.STANDBY, follow, "following the active")
+
+
+def _joining(role: Role, obs: Observation) -> Decision:
+    """SWITCHING_TO_ACTIVE / SWITCHING_TO_STANDBY / STOPPED: find our place in the pair."""
+    if obs.job_running is not None:
+        return Decision(role, OFF if obs.job_running == Job.REJOIN else FOLLOW,
+                        f"waiting for {obs.job_running}")
+    peer = obs.peer
+    if peer is None:
+        if obs.command == Command.FORCE_ACTIVE:
+            if obs.db.state == Db.ABSENT:
+                return Decision(Role.SWITCHING_TO_ACTIVE, OFF,
+                                "force-active refused: no database on this node", consumed=True)
+            if obs.vrrp != Vrrp.MASTER:
+                return Decision(Role.SWITCHING_TO_ACTIVE, Desired(db="standby", vrrp_gate=True),
+                                "forced active by the operator: waiting for keepalived MASTER")
+            return Decision(Role.SWITCHING_TO_ACTIVE, _promoting(obs),
+                            "forced active by the operator: promoting alone",
+                            job=Job.PROMOTE, consumed=True)
+        if not obs.peer_ever_seen:
+            return Decision(Role.SWITCHING_TO_ACTIVE, _follow_if_data(obs),
+                            "peer never reached since start: not serving (force-active overrides)")
+        if obs.db.state == Db.PRIMARY:
+            return Decision(Role.SWITCHING_TO_ACTIVE, OFF, "peer lost while stepping down: "
+                            "stopping the database until the peer is back")
+        return Decision(Role.SWITCHING_TO_ACTIVE, _follow_if_data(obs),
+                        "peer lost: waiting for it")
+    if obs.command == Command.FORCE_ACTIVE:
+        return Decision(role, _follow_if_data(obs),
+                        "force-active refused: the peer is reachable", consumed=True)
+    if peer.role == Role.ACTIVE:
+        if obs.db.state in (Db.ABSENT, Db.PRIMARY) or obs.job_failed == Job.REJOIN:
+            return Decision(Role.SWITCHING_TO_STANDBY, OFF,
+                            "the peer is active: rejoining as its standby", job=Job.REJOIN)
+        since = obs.not_streaming_since
+        not_streaming_for = obs.now - since if since is not None else 0.0
+        if obs.db.state == Db.STANDBY and not obs.db.streaming \
+                and not_streaming_for > obs.rejoin_grace:
+            return Decision(Role.SWITCHING_TO_STANDBY, OFF,
+                            f"not streaming from the active after {not_streaming_for:.1f}s: "
+                            "rewinding", job=Job.REJOIN)
+        if obs.db.state == Db.STANDBY and obs.db.streaming and confirmed_complete(obs):
+            return Decision(Role.STANDBY, replace(FOLLOW, vrrp_gate=True),
+                            "streaming and confirmed complete by the active")
+        return Decision(Role.SWITCHING_TO_STANDBY, FOLLOW, "catching up with the active")
+    if peer.role in (Role.SWITCHING_TO_ACTIVE, Role.SWITCHING_TO_STANDBY, Role.STOPPED,
+                     Role.FAULT, Role.STANDBY):
+        if peer.db.state == Db.PRIMARY:
+            return Decision(Role.SWITCHING_TO_STANDBY, FOLLOW,
+                            "the peer's database is still primary: waiting")
+        if wins_election(obs) and peer.role != Role.STANDBY:
+            gate = Desired(db="standby", vrrp_gate=True)
+            if obs.vrrp != Vrrp.MASTER:
+                return Decision(Role.SWITCHING_TO_ACTIVE, gate,
+                                "elected (best data): waiting for keepalived MASTER")
+            return Decision(Role.SWITCHING_TO_ACTIVE, _promoting(obs),
+                            "elected (best data) and keepalived MASTER: promoting",
+                            job=Job.PROMOTE)
+        return Decision(Role.SWITCHING_TO_STANDBY, _follow_if_data(obs),
+                        f"the peer ({peer.role}) has the better claim: waiting for it to be active")
+    return Decision(Role.SWITCHING_TO_STANDBY, _follow_if_data(obs),
+                    f"peer is {peer.role}: waiting")
+
+
+def _follow_if_data(obs: Observation) -> Desired:
+    return FOLLOW if obs.db.state != Db.ABSENT else OFF

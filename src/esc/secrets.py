@@ -1,0 +1,47 @@
+"""Password hashing and generated secrets. Nothing here logs or prints a secret."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """``scrypt$<salt b64>$<hash b64>``; slow on purpose, verified in constant time."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, salt_b64, digest_b64 = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    salt = base64.b64decode(salt_b64)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+
+
+def derive(shared: str, purpose: str) -> str:
+    """A secret both nodes can compute from the pair's shared secret, one per purpose."""
+    return hmac.new(shared.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+
+
+def generate() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def split_user_pass(text: str, option: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        from esc.config import ConfigError
+
+        raise ConfigError(f"{option}: expected USER:PASSWORD")
+    return user, password
