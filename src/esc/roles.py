@@ -72,6 +72,7 @@ class DbView:
     peer_streaming: bool = False  # primary: the peer's walsender is in state streaming
     peer_complete: bool = False  # primary: peer is the sync standby and caught up
     alone: bool = False  # primary: synchronous_standby_names is empty
+    was_primary: bool = False  # stopped: the data was last a primary (needs a rewind)
 
     def data_key(self, index: int) -> tuple[int, int, int, int]:
         """Order for electing the node with the best data (ties: first listed)."""
@@ -272,7 +273,8 @@ def _joining(role: Role, obs: Observation) -> Decision:
         return Decision(role, _follow_if_data(obs),
                         "force-active refused: the peer is reachable", consumed=True)
     if peer.role == Role.ACTIVE:
-        if obs.db.state in (Db.ABSENT, Db.PRIMARY) or obs.job_failed == Job.REJOIN:
+        if obs.db.state in (Db.ABSENT, Db.PRIMARY) or obs.job_failed == Job.REJOIN \
+                or (obs.db.state == Db.STOPPED and obs.db.was_primary):
             return Decision(Role.SWITCHING_TO_STANDBY, OFF,
                             "the peer is active: rejoining as its standby", job=Job.REJOIN)
         since = obs.not_streaming_since

@@ -1,0 +1,5 @@
+import sys
+
+from esc.agent.core import main
+
+sys.exit(main())

@@ -1,0 +1,532 @@
+"""The agent: one loop per node that observes, decides (esc.roles) and actuates.
+
+Each tick: reap children, gather an Observation, call the pure ``decide``,
+log any role change with its reason, start a job if one is asked for, then
+make reality match the desired state (gate file, keepalived, PostgreSQL,
+synchronous replication, the controller service). Notifications (keepalived's
+FIFO, the peer poller, the API) only wake the loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from esc import secrets as esc_secrets
+from esc.agent import api
+from esc.agent.peer import PeerPoller
+from esc.agent.supervisor import Child, become_subreaper, reap_orphans
+from esc.config import NodeConfig, NodePaths, load_config, load_secrets
+from esc.ha import keepalived, postgres, vip
+from esc.render import render_all
+from esc.roles import (
+    Command,
+    Db,
+    DbView,
+    Decision,
+    Desired,
+    Job,
+    Observation,
+    PeerView,
+    Role,
+    Vrrp,
+    decide,
+)
+
+log = logging.getLogger("esc.agent")
+
+SERVICE_NAMES = ("keepalived", "pgsql", "escmanager")
+
+
+class Agent:
+    def __init__(self, root: Path) -> None:
+        self.paths = NodePaths(root)
+        self.cfg: NodeConfig = load_config(self.paths)
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.role = Role.STOPPED
+        self.reason = "starting"
+        self.role_since = time.monotonic()
+        self.transitions: collections.deque[dict] = collections.deque(maxlen=30)
+        self.vrrp = Vrrp.UNKNOWN
+        self.pending: Command | None = None
+        self.stop_requested = False
+        self.last_confirm_sent: float | None = None
+        self.alone = True
+        self.sync = postgres.SyncState()
+        self.db_view = DbView()
+        self.peer_view: PeerView | None = None
+        self.desired = Desired()
+        self.not_streaming_since: float | None = None
+        self.stopped_was_primary: bool | None = None
+        self.job: Job | None = None
+        self.job_outcome: tuple[Job, bool] | None = None
+        self.job_failed: Job | None = None
+        self.job_failed_at = 0.0
+        self.pg_down = threading.Event()
+        self.serving = False
+        self.localdb = postgres.LocalDb(self.paths, self.cfg)
+        logs = self.paths.log
+        self.pg = Child("pgsql", lambda: postgres.server_argv(self.paths, self.cfg),
+                        logs / "postgres.log", user=postgres.PG_USER,
+                        stop_signal=signal.SIGINT, grace=15.0)
+        self.keepalived = Child("keepalived", lambda: keepalived.argv(self.paths),
+                                logs / "keepalived.log", grace=5.0)
+        self.manager = Child("escmanager", lambda: [sys.executable, "-m", "esc.services.manager",
+                                                    "--root", str(self.paths.root)],
+                             logs / "escmanager.out", stdin_pipe=True, grace=5.0)
+        self.poller: PeerPoller | None = None
+        self.servers: list = []
+        self.token = ""
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> int:
+        become_subreaper()
+        self.paths.run.mkdir(parents=True, exist_ok=True)
+        self.paths.agent_pid.write_text(f"{os.getpid()}\n")
+        signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self._request_stop())
+        postgres.prepare_dirs(self.paths, self.cfg)
+        ha = self.cfg.ha
+        log.info("agent starting (pid %d, %s)", os.getpid(),
+                 f"HA with {ha.peer_address}, VIP {ha.vip.cidr}" if ha else "standalone")
+        if ha:
+            shared = load_secrets(self.paths).get("ha_secret", "")
+            self.token = esc_secrets.derive(shared, "peer-token")
+            keepalived.write_gate(self.paths, False)
+            keepalived.NotifyReader(self.paths.vrrp_fifo, self._on_vrrp).start()
+            self.poller = PeerPoller(ha.peer_address, self.cfg.peer_port, self.token,
+                                     ha.self_name, self.cfg.timing.heartbeat_interval,
+                                     self.cfg.timing.heartbeat_timeout, self.wake)
+            self.poller.start()
+            self.servers.append(api.serve_peer(ha.self_address, self.cfg.peer_port, self,
+                                               self.token))
+        self.servers.append(api.serve_unix(self.paths.agent_sock, self))
+        try:
+            while not self.stop_requested:
+                try:
+                    self.tick()
+                except Exception:  # the loop must go on; the next tick re-applies everything
+                    log.exception("tick failed")
+                self.wake.wait(self.cfg.timing.tick)
+                self.wake.clear()
+        finally:
+            self.shutdown()
+        return 0
+
+    def _request_stop(self) -> None:
+        self.stop_requested = True
+        self.wake.set()
+
+    def _on_vrrp(self, state: Vrrp) -> None:
+        with self.lock:
+            old, self.vrrp = self.vrrp, state
+        if old != state:
+            log.info("keepalived reports %s (was %s)", state, old)
+        self.wake.set()
+
+    # ---------------------------------------------------------------- tick
+    def tick(self) -> None:
+        now = time.monotonic()
+        for child in (self.pg, self.keepalived, self.manager):
+            was = child.pid
+            if not child.poll() and was is not None and child.last_exit is not None \
+                    and not self.stop_requested:
+                log.warning("%s (pid %d) exited with %s", child.name, was, child.last_exit)
+                if child is self.manager:
+                    self.serving = False
+                if child is self.keepalived:
+                    self._on_vrrp(Vrrp.UNKNOWN)
+                child.last_exit = None
+        reap_orphans({c.pid for c in (self.pg, self.keepalived, self.manager) if c.pid})
+        obs = self._observe(now)
+        dec = decide(self.role, obs)
+        self._record(dec)
+        if dec.job is not None:
+            self._start_job(dec.job, now)
+        self._actuate(dec.desired, obs, now)
+
+    def _observe(self, now: float) -> Observation:
+        running = self.pg.running
+        if running:
+            self.pg_down.clear()
+            self.stopped_was_primary = None
+        else:
+            self.pg_down.set()
+        db = self.localdb.observe(running, self.sync)
+        if db.state == Db.STOPPED:
+            db = DbView(state=Db.STOPPED, was_primary=self._was_primary())
+        if db.state == Db.STANDBY and not db.streaming:
+            self.not_streaming_since = self.not_streaming_since or now
+        else:
+            self.not_streaming_since = None
+        peer, ever_seen, confirm_recv = None, False, None
+        if self.poller is not None:
+            snap = self.poller.snapshot()
+            t = self.cfg.timing
+            fresh = snap.received_at is not None and \
+                now - snap.received_at <= t.heartbeat_timeout + 2 * t.heartbeat_interval
+            peer = snap.view if fresh else None
+            ever_seen, confirm_recv = snap.ever_seen, snap.last_confirm_recv
+        outcome, self.job_outcome = self.job_outcome, None
+        job_done = None
+        if outcome is not None:
+            done, ok = outcome
+            if ok:
+                job_done, self.job_failed = done, None
+            else:
+                self.job_failed, self.job_failed_at = done, now
+        with self.lock:
+            self.db_view, self.peer_view = db, peer
+            command, vrrp, confirm_sent = self.pending, self.vrrp, self.last_confirm_sent
+        t = self.cfg.timing
+        return Observation(
+            now=now, ha=self.cfg.is_ha, self_index=self.cfg.ha.self_index if self.cfg.ha else 0,
+            vrrp=vrrp, db=db, peer=peer, peer_ever_seen=ever_seen,
+            last_confirm_recv=confirm_recv, last_confirm_sent=confirm_sent,
+            not_streaming_since=self.not_streaming_since, volume_ok=self._volume_ok(),
+            job_running=self.job, job_failed=self.job_failed, job_done=job_done,
+            command=command, promote_window=t.promote_window, alone_after=t.alone_after,
+        )
+
+    def _was_primary(self) -> bool:
+        if self.stopped_was_primary is None:
+            pgdata = self.paths.pgdata(self.cfg)
+            if not postgres.has_data(pgdata):
+                return False
+            state = postgres.controldata(pgdata).get("Database cluster state", "")
+            self.stopped_was_primary = state in ("shut down", "in production") \
+                and not (pgdata / "standby.signal").exists()
+        return self.stopped_was_primary
+
+    def _volume_ok(self) -> bool:
+        ha = self.cfg.ha
+        if ha is None or ha.mode != "drbd_on_cinder":
+            return True
+        assert ha.db_volume_id
+        dev = Path(ha.db_volume_id)
+        mount = self.paths.db_volume_mount(self.cfg)
+        if dev.is_block_device() and not os.path.ismount(mount):
+            mount.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", str(dev), str(mount)], capture_output=True)
+        return os.path.ismount(mount)
+
+    def _record(self, dec: Decision) -> None:
+        with self.lock:
+            if dec.consumed:
+                self.pending = None
+            old = self.role
+            if dec.role != old:
+                self.role, self.role_since = dec.role, time.monotonic()
+                self.transitions.append({"at": time.time(), "from": old, "to": dec.role,
+                                         "reason": dec.reason})
+            changed_reason = dec.reason != self.reason
+            self.reason, self.desired = dec.reason, dec.desired
+        if dec.role != old:
+            log.warning("role %s -> %s: %s", old, dec.role, dec.reason)
+        elif changed_reason:
+            log.info("%s", dec.reason)
+
+    # ---------------------------------------------------------------- jobs
+    def _start_job(self, job: Job, now: float) -> None:
+        if self.job is not None:
+            return
+        if self.job_failed == job and now - self.job_failed_at < 2.0:
+            return  # back off after a failure
+        self.job = job
+        log.info("job %s started", job)
+        threading.Thread(target=self._run_job, args=(job,), name=f"job-{job}",
+                         daemon=True).start()
+
+    def _run_job(self, job: Job) -> None:
+        ok = False
+        started = time.monotonic()
+        try:
+            if job == Job.PROMOTE:
+                db = postgres.LocalDb(self.paths, self.cfg)
+                try:
+                    db.promote()
+                finally:
+                    db.close()
+            else:
+                self._rejoin()
+            ok = True
+            log.info("job %s done in %.3fs", job, time.monotonic() - started)
+        except Exception as e:
+            log.error("job %s failed after %.3fs: %s", job, time.monotonic() - started, e)
+        finally:
+            self.job_outcome = (job, ok)
+            self.job = None
+            self.wake.set()
+
+    def _rejoin(self) -> None:
+        """Stop (the loop does it), then follow the peer: pg_rewind, or a fresh clone."""
+        if not self.pg_down.wait(30):
+            raise RuntimeError("the local database did not stop within 30s")
+        deadline = time.monotonic() + 60
+        while not postgres.peer_is_primary(self.paths, self.cfg):
+            if time.monotonic() > deadline or self.stop_requested:
+                raise RuntimeError("the peer's database is not a primary; cannot rejoin yet")
+            time.sleep(0.2)
+        pgdata = self.paths.pgdata(self.cfg)
+        if postgres.has_data(pgdata):
+            postgres.checkpoint_peer(self.paths, self.cfg)
+            res = postgres.rewind(self.paths, self.cfg)
+            if res.returncode == 0:
+                log.info("pg_rewind: %s", (res.stderr.strip().splitlines() or ["done"])[-1])
+            else:
+                log.warning("pg_rewind failed (%s); cloning the peer instead",
+                            res.stderr.strip()[-300:])
+                postgres.clone(self.paths, self.cfg)
+        else:
+            postgres.clone(self.paths, self.cfg)
+            log.info("cloned the peer's database")
+        postgres.write_managed_files(self.paths, self.cfg)
+        postgres.set_standby_signal(pgdata, True)
+        self.stopped_was_primary = None
+
+    # ------------------------------------------------------------- actuate
+    def _actuate(self, desired: Desired, obs: Observation, now: float) -> None:
+        if self.cfg.is_ha:
+            keepalived.write_gate(self.paths, desired.vrrp_gate)
+            if not self.keepalived.running and not self.stop_requested:
+                ha = self.cfg.ha
+                assert ha
+                if vip.remove(ha.vip.address, ha.vip.prefixlen, ha.vip.interface):
+                    log.warning("removed a stale VIP %s left by a dead keepalived", ha.vip.cidr)
+                self._on_vrrp(Vrrp.UNKNOWN)
+                self.keepalived.start()
+                log.info("keepalived started (pid %s)", self.keepalived.pid)
+        self._actuate_db(desired, obs)
+        if obs.db.state == Db.PRIMARY and self.cfg.is_ha:
+            self._actuate_sync(desired.alone, obs, now)
+        self._actuate_services(desired.services and obs.db.state in (Db.PRIMARY, Db.STARTING))
+
+    def _actuate_db(self, desired: Desired, obs: Observation) -> None:
+        if desired.db == "stopped":
+            if self.pg.running and not self.pg.stopping:
+                log.info("stopping the database (fast)")
+                self.pg.stop()
+            return
+        if self.pg.running or self.job is not None or obs.db.state == Db.ABSENT:
+            return
+        pgdata = self.paths.pgdata(self.cfg)
+        if desired.db == "standby":
+            postgres.set_standby_signal(pgdata, True)
+        self.localdb.close()
+        self.pg.start()
+        log.info("database started as %s (pid %s)", desired.db, self.pg.pid)
+
+    def _actuate_sync(self, want_alone: bool, obs: Observation, now: float) -> None:
+        assert self.cfg.ha
+        with self.lock:
+            if want_alone and (obs.db.peer_streaming or (
+                    self.last_confirm_sent is not None
+                    and now - self.last_confirm_sent < self.cfg.timing.alone_after)):
+                want_alone = False  # a confirmation raced the decision: keep waiting
+            if want_alone:
+                self.alone = True  # no more confirmations from this moment
+        if want_alone == obs.db.alone:
+            if not want_alone:
+                with self.lock:
+                    self.alone = False
+            return
+        if want_alone:
+            self.localdb.set_sync(None)
+            log.warning("synchronous replication off: committing alone (peer %s)",
+                        "never confirmed" if self.last_confirm_sent is None else
+                        f"unconfirmed for {now - self.last_confirm_sent:.1f}s")
+        else:
+            self.sync.from_lsn = self.localdb.set_sync(self.cfg.ha.peer_name)
+            log.info("synchronous replication on: commits wait for %s", self.cfg.ha.peer_name)
+
+    def _actuate_services(self, on: bool) -> None:
+        m = self.manager
+        if on:
+            if not m.running:
+                m.start()
+                self.serving = False
+            if not self.serving and m.send_line("serve"):
+                self.serving = True
+                log.info("escmanager serving (pid %s)", m.pid)
+            return
+        if self.serving:
+            log.info("escmanager stopped")
+            m.stop()
+            self.serving = False
+        elif not m.running and not self.stop_requested:
+            m.start()  # parked: imported and ready, serving nothing
+
+    # ------------------------------------------------------------ shutdown
+    def shutdown(self) -> None:
+        log.warning("agent stopping (role %s)", self.role)
+        if self.cfg.is_ha:
+            keepalived.write_gate(self.paths, False)  # hand the VIP over first
+        self.manager.stop_wait(5)
+        self.pg.stop_wait(20)
+        self.keepalived.stop_wait(5)
+        if self.poller:
+            self.poller.stop()
+        for srv in self.servers:
+            srv.shutdown()
+        self.paths.agent_sock.unlink(missing_ok=True)
+        self.paths.agent_pid.unlink(missing_ok=True)
+        with self.lock:
+            self.role = Role.STOPPED
+        log.warning("agent stopped")
+
+    # ----------------------------------------------------------------- API
+    def peer_state(self, caller: str) -> dict:
+        now = time.monotonic()
+        with self.lock:
+            ha = self.cfg.ha
+            complete = (ha is not None and caller == ha.peer_name and self.role == Role.ACTIVE
+                        and self.db_view.state == Db.PRIMARY and not self.alone
+                        and self.db_view.peer_complete)
+            if complete:
+                self.last_confirm_sent = now
+            return {"name": self.cfg.name, "index": ha.self_index if ha else 0,
+                    "role": self.role, "vrrp": self.vrrp, "complete_for_you": complete,
+                    "db": {"state": self.db_view.state, "timeline": self.db_view.timeline,
+                           "lsn": self.db_view.lsn, "system_id": self.db_view.system_id}}
+
+    def command(self, name: str, body: dict) -> tuple[int, dict]:
+        via_peer = bool(body.get("_via_peer"))
+        if via_peer and name != "switchover":
+            return 403, {"error": f"{name} cannot be asked by the peer"}
+        if name == "stop":
+            self._request_stop()
+            return 202, {"result": "stopping"}
+        if name == "reload":
+            return self._reload()
+        if name not in ("force_active", "switchover"):
+            return 404, {"error": f"unknown command {name!r}"}
+        if not self.cfg.is_ha:
+            return 409, {"error": "this node is STANDALONE (no HA configured)"}
+        with self.lock:
+            role, peer, db, alone = self.role, self.peer_view, self.db_view, self.alone
+        if name == "force_active":
+            if role != Role.SWITCHING_TO_ACTIVE:
+                return 409, {"error": f"force-active is for a lone node waiting in "
+                             f"SWITCHING_TO_ACTIVE; this node is {role}"}
+            with self.lock:
+                self.pending = Command.FORCE_ACTIVE
+            self.wake.set()
+            return 202, {"result": "forcing active"}
+        # switchover
+        if role == Role.STANDBY and not via_peer:
+            return self._forward_switchover()
+        if role != Role.ACTIVE:
+            return 409, {"error": f"switchover needs an ACTIVE and a STANDBY; this node is {role}"}
+        if peer is None or peer.role != Role.STANDBY or not db.peer_complete or alone:
+            return 409, {"error": "the peer is not a complete synchronous standby "
+                         f"(peer {peer.role if peer else 'unreachable'}); a switchover now "
+                         "could lose writes or leave no active"}
+        with self.lock:
+            self.pending = Command.SWITCHOVER
+        self.wake.set()
+        return 202, {"result": "switching over"}
+
+    def _forward_switchover(self) -> tuple[int, dict]:
+        import httpx
+
+        ha = self.cfg.ha
+        assert ha
+        host = f"[{ha.peer_address}]" if ":" in ha.peer_address else ha.peer_address
+        try:
+            r = httpx.post(f"http://{host}:{self.cfg.peer_port}/v1/peer/command/switchover",
+                           json={}, headers={"X-ESC-Peer-Token": self.token}, timeout=5)
+            return r.status_code, r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            return 502, {"error": f"could not reach the active peer: {e}"}
+
+    def _reload(self) -> tuple[int, dict]:
+        try:
+            cfg = load_config(self.paths)
+        except ValueError as e:
+            return 400, {"error": str(e)}
+        if cfg.is_ha != self.cfg.is_ha or (cfg.ha and self.cfg.ha and
+                                           cfg.ha.node_list != self.cfg.ha.node_list):
+            return 409, {"error": "HA membership changed: run `escadm restart` to apply"}
+        render_all(self.paths, cfg)
+        self.cfg = cfg
+        if self.keepalived.running and self.keepalived.proc:
+            self.keepalived.proc.send_signal(signal.SIGHUP)
+        if self.pg.running:
+            try:
+                self.localdb.execute("SELECT pg_reload_conf()")
+            except Exception:
+                pass
+        log.info("configuration reloaded")
+        return 200, {"result": "reloaded"}
+
+    def status(self) -> dict:
+        now = time.monotonic()
+        with self.lock:
+            db, peer, role = self.db_view, self.peer_view, self.role
+            out: dict = {
+                "node": self.cfg.name, "role": role, "reason": self.reason,
+                "role_for_s": round(now - self.role_since, 3), "ha": self.cfg.is_ha,
+                "vrrp": self.vrrp, "job": self.job,
+                "alone": self.alone if db.state == Db.PRIMARY else None,
+                "transitions": list(self.transitions),
+            }
+        out["db"] = {"state": db.state, "timeline": db.timeline, "lsn": db.lsn,
+                     "streaming": db.streaming, "peer_streaming": db.peer_streaming,
+                     "peer_complete": db.peer_complete, "sync": not db.alone}
+        out["services"] = {
+            "keepalived": self._svc(self.keepalived, self.cfg.is_ha),
+            "pgsql": self._svc(self.pg, True, db.state.value),
+            "escmanager": self._svc(self.manager, True,
+                                    "serving" if self.serving else "parked"),
+            "filesystem": {"state": "running" if self._volume_ok() else "stopped", "pid": 0},
+        }
+        ha = self.cfg.ha
+        if ha:
+            out["vip"] = {"address": ha.vip.cidr, "interface": ha.vip.interface,
+                          "present": vip.has_address(ha.vip.address, ha.vip.interface)}
+            snap = self.poller.snapshot() if self.poller else None
+            out["peer"] = {
+                "address": ha.peer_address,
+                "reachable": peer is not None,
+                "role": peer.role if peer else None,
+                "last_seen_s": round(now - snap.received_at, 3)
+                if snap and snap.received_at else None,
+                "error": snap.last_error if snap else "",
+            }
+            if peer is not None:
+                lag = peer.db.lsn - db.lsn if role != Role.ACTIVE else db.lsn - peer.db.lsn
+                out["replication"] = {"lag_bytes": max(lag, 0),
+                                      "peer_timeline": peer.db.timeline}
+        return out
+
+    @staticmethod
+    def _svc(child: Child, enabled: bool, detail: str = "") -> dict:
+        if not enabled:
+            return {"state": "disabled", "pid": None}
+        running = child.pid is not None
+        return {"state": "running" if running else "stopped", "pid": child.pid,
+                "detail": detail, "restarts": child.exits}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from esc import logs
+
+    parser = argparse.ArgumentParser(prog="esc-agent")
+    parser.add_argument("--root", required=True)
+    args = parser.parse_args(argv)
+    agent = Agent(Path(args.root))
+    listener = logs.setup(agent.paths.log, "agent.log", agent.cfg.name, lambda: agent.role)
+    try:
+        return agent.run()
+    finally:
+        listener.stop()

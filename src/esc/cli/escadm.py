@@ -1,0 +1,325 @@
+"""escadm: the operator's tool (click)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from esc import health, logcollect
+from esc.client import AgentClient, AgentDown
+from esc.config import ConfigError, NodePaths, default_root, load_config
+from esc.install import HaArgs, ha_set, install
+
+MULTI_VALUE = ("--ha_node_list", "--ipaddr")
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """The original installer takes ``--ha_node_list IP1 IP2`` (several values
+    after one option); click takes one. Join such values into one argument."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, first = arg.partition("=")
+        if name in MULTI_VALUE:
+            values = [first] if eq else []
+            i += 1
+            while i < len(argv) and not argv[i].startswith("-"):
+                values.append(argv[i])
+                i += 1
+            out += [name, " ".join(values)]
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def paths_of(ctx: click.Context) -> NodePaths:
+    return NodePaths(ctx.obj["root"])
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"escadm: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Root of the node's files (default $ESC_ROOT or /).")
+@click.pass_context
+def cli(ctx: click.Context, root: Path | None) -> None:
+    """Operate one node of an active/standby controller pair."""
+    ctx.obj = {"root": (root or default_root()).resolve()}
+
+
+def ha_options(f):  # type: ignore[no-untyped-def]
+    for opt in reversed([
+        click.option("--ha_node_list", help="Both nodes' addresses: 'IP1 IP2'."),
+        click.option("--kad_vip", help="VIP[/len][:iface] or [IPv6/len]:iface."),
+        click.option("--kad_vif", help="Interface for VRRP."),
+        click.option("--kad_vri", type=int, help="VRRP virtual router id (1-255)."),
+        click.option("--ha_mode", type=click.Choice(["drbd", "drbd_on_cinder"])),
+        click.option("--db_volume_id", help="Block device or mount point of the DB volume."),
+        click.option("--ha_secret", help="Secret shared by both nodes (else from --user_pass)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@cli.command("install")
+@click.argument("name")
+@click.option("--ipaddr", help="This node's address(es).")
+@ha_options
+@click.option("--user_pass", help="USER:PASS of the admin user.")
+@click.option("--user_rest_pass", help="USER:PASS for the REST API.")
+@click.option("--user_portal_pass", help="USER:PASS for the portal.")
+@click.option("--force", is_flag=True, help="Replace an existing node under this root.")
+@click.pass_context
+def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list, kad_vip, kad_vif,  # type: ignore[no-untyped-def]
+                kad_vri, ha_mode, db_volume_id, ha_secret, user_pass, user_rest_pass,
+                user_portal_pass, force) -> None:
+    """Install a node (STANDALONE, or HA with --ha_node_list/--kad_vip/--kad_vif)."""
+    ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret)
+    try:
+        cfg = install(name, ctx.obj["root"], ipaddr or [], ha, user_pass, user_rest_pass,
+                      user_portal_pass, force)
+    except ConfigError as e:
+        fail(str(e), 2)
+    except RuntimeError as e:
+        fail(f"install failed, nothing left behind: {e}")
+    kind = f"HA node {cfg.ha.self_index + 1} of 2, VIP {cfg.ha.vip.cidr}" if cfg.ha else "STANDALONE node"
+    click.echo(f"installed {cfg.name} under {ctx.obj['root']}: {kind}")
+
+
+@cli.group()
+def ha() -> None:
+    """HA settings and role operations."""
+
+
+@ha.command("set")
+@ha_options
+@click.option("--user_pass", help="USER:PASS, to derive the shared secret if --ha_secret is absent.")
+@click.pass_context
+def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode,  # type: ignore[no-untyped-def]
+               db_volume_id, ha_secret, user_pass) -> None:
+    """Make this node an HA node (then `escadm reload` and `escadm restart`)."""
+    args = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret)
+    try:
+        cfg = ha_set(ctx.obj["root"], args, user_pass)
+    except ConfigError as e:
+        fail(str(e), 2)
+    assert cfg.ha
+    click.echo(f"HA configured: peer {cfg.ha.peer_address}, VIP {cfg.ha.vip.cidr}; "
+               "run `escadm reload` and `escadm restart` to apply")
+
+
+def _command(ctx: click.Context, name: str) -> dict:
+    try:
+        code, body = AgentClient(paths_of(ctx)).command(name)
+    except AgentDown as e:
+        fail(str(e))
+    if code >= 300:
+        fail(body.get("error", f"agent answered {code}"))
+    return body
+
+
+def _wait_role(ctx: click.Context, roles: set[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    role = "?"
+    while time.monotonic() < deadline:
+        try:
+            role = AgentClient(paths_of(ctx)).status()["role"]
+        except AgentDown:
+            role = "STOPPED"
+        if role in roles:
+            return role
+        time.sleep(0.1)
+    fail(f"still {role} after {timeout:.0f}s")
+    return role
+
+
+@ha.command("switchover")
+@click.option("--wait/--no-wait", default=True, help="Wait until the roles have swapped.")
+@click.option("--timeout", default=60.0, show_default=True)
+@click.pass_context
+def switchover(ctx: click.Context, wait: bool, timeout: float) -> None:
+    """Planned role swap: the active steps down, the synchronous standby takes over."""
+    before = AgentClient(paths_of(ctx)).status()["role"]
+    _command(ctx, "switchover")
+    if wait:
+        want = {"STANDBY"} if before == "ACTIVE" else {"ACTIVE"}
+        click.echo(f"switchover: this node is now {_wait_role(ctx, want, timeout)}")
+    else:
+        click.echo("switchover requested")
+
+
+@ha.command("force-active")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--timeout", default=30.0, show_default=True)
+@click.pass_context
+def force_active(ctx: click.Context, yes: bool, timeout: float) -> None:
+    """Make a lone node active without its peer (it commits alone)."""
+    if not yes:
+        click.confirm("Force this node ACTIVE without its peer? If the peer is in fact active "
+                      "behind a partition, both will accept writes", abort=True)
+    _command(ctx, "force_active")
+    click.echo(f"force-active: this node is now {_wait_role(ctx, {'ACTIVE'}, timeout)}")
+
+
+@cli.command()
+@click.pass_context
+def reload(ctx: click.Context) -> None:
+    """Re-render generated configs and apply them."""
+    from esc.render import render_all
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+        written = render_all(paths, cfg)
+    except (ConfigError, ValueError) as e:
+        fail(str(e), 2)
+    try:
+        body = _command(ctx, "reload") if paths.agent_sock.exists() else {"result": "agent not running"}
+    except SystemExit:
+        raise
+    click.echo(f"rendered {len(written)} file(s); agent: {body.get('result')}")
+
+
+@cli.command()
+@click.option("--timeout", default=20.0, show_default=True)
+@click.pass_context
+def start(ctx: click.Context, timeout: float) -> None:
+    """Start the agent (which starts everything else)."""
+    paths = paths_of(ctx)
+    try:
+        load_config(paths)
+    except ConfigError as e:
+        fail(str(e), 2)
+    client = AgentClient(paths)
+    try:
+        client.status(timeout=1)
+        click.echo("already running")
+        return
+    except AgentDown:
+        pass
+    paths.log.mkdir(parents=True, exist_ok=True)
+    with open(paths.log / "agent.out", "ab") as out:
+        subprocess.Popen([sys.executable, "-m", "esc.agent", "--root", str(paths.root)],
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                         start_new_session=True, cwd="/")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            role = client.status(timeout=1)["role"]
+            click.echo(f"agent started ({role})")
+            return
+        except AgentDown:
+            time.sleep(0.05)
+    fail(f"the agent did not answer within {timeout:.0f}s; see {paths.log / 'agent.out'}")
+
+
+def _stop(ctx: click.Context, timeout: float) -> None:
+    paths = paths_of(ctx)
+    try:
+        pid = int(paths.agent_pid.read_text())
+    except (FileNotFoundError, ValueError):
+        click.echo("not running")
+        return
+    try:
+        AgentClient(paths).command("stop")
+    except AgentDown:
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        try:  # reap it if we are its parent (tests); else PID 1 does
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    if Path(f"/proc/{pid}").exists():
+        fail(f"the agent (pid {pid}) did not stop within {timeout:.0f}s")
+    click.echo("stopped")
+
+
+@cli.command()
+@click.option("--timeout", default=60.0, show_default=True)
+@click.pass_context
+def stop(ctx: click.Context, timeout: float) -> None:
+    """Stop the agent and everything it runs (an active hands over to its standby)."""
+    _stop(ctx, timeout)
+
+
+@cli.command()
+@click.option("--timeout", default=60.0, show_default=True)
+@click.pass_context
+def restart(ctx: click.Context, timeout: float) -> None:
+    """Stop, then start."""
+    _stop(ctx, timeout)
+    ctx.invoke(start)
+
+
+@cli.command()
+@click.option("-v", "--verbose", is_flag=True, help="Peer, VIP, replication and services.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, verbose: bool, as_json: bool) -> None:
+    """The node's role (one line); -v for details."""
+    try:
+        st = AgentClient(paths_of(ctx)).status()
+    except AgentDown as e:
+        st = {"role": "STOPPED", "reason": str(e)}
+    if as_json:
+        click.echo(json.dumps(st, indent=2, default=str))
+        return
+    click.echo(health.status_line(st))
+    if verbose:
+        click.echo(health.status_details(st))
+
+
+@cli.command("health")
+@click.pass_context
+def health_cmd(ctx: click.Context) -> None:
+    """One line per service, then ESC HEALTH PASSED or FAILED (exit code to match)."""
+    try:
+        st = AgentClient(paths_of(ctx)).status()
+    except AgentDown:
+        st = {"role": "STOPPED", "services": {}}
+    text, ok = health.report(st)
+    click.echo(text)
+    sys.exit(0 if ok else 1)
+
+
+@cli.group("log")
+def log_group() -> None:
+    """Logs."""
+
+
+@log_group.command("collect")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None)
+@click.pass_context
+def log_collect(ctx: click.Context, output: Path | None) -> None:
+    """One archive: logs, configs (secrets removed) and status."""
+    path = logcollect.collect(paths_of(ctx), output)
+    click.echo(f"collected {path}")
+
+
+from esc.cli.lab_cmd import lab  # noqa: E402
+
+cli.add_command(lab)
+
+
+def main() -> None:
+    cli.main(args=normalise_argv(sys.argv[1:]), prog_name="escadm")
+
+
+if __name__ == "__main__":
+    main()

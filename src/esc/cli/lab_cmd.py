@@ -1,0 +1,93 @@
+"""``escadm lab``: the two-node lab in namespaces on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from esc.lab import lab as labmod
+
+
+def _guard(fn, *args):  # type: ignore[no-untyped-def]
+    try:
+        return fn(*args)
+    except labmod.LabError as e:
+        click.echo(f"escadm lab: error: {e}", err=True)
+        sys.exit(1)
+
+
+@click.group()
+def lab() -> None:
+    """Two HA nodes (n1, n2) and a client in network namespaces on this machine."""
+
+
+@lab.command()
+@click.option("--timeout", default=120.0, show_default=True)
+def up(timeout: float) -> None:
+    """Build the lab, install both nodes, start them; return when ACTIVE + STANDBY."""
+    _guard(labmod.up, timeout)
+    click.echo(json.dumps(labmod.roles()))
+
+
+@lab.command()
+def down() -> None:
+    """Remove every namespace and process of the lab."""
+    labmod.down()
+    click.echo("lab down")
+
+
+@lab.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Roles of the nodes, VIP and REST credentials."""
+    st = _guard(labmod.status)
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+    else:
+        for n, v in st["nodes"].items():
+            click.echo(f"{n} {v['address']:<12} {v['role']}")
+        click.echo(f"vip {st['vip']}  rest user {st['rest_user']}")
+
+
+@lab.command(context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, required=True)
+def exec(node: str, argv: tuple[str, ...]) -> None:  # noqa: A001
+    """Run a command in a lab host's namespace: escadm lab exec n1 -- CMD..."""
+    args = _guard(labmod.exec_argv, node, list(argv))
+    os.execvp(args[0], args)
+
+
+@lab.command()
+@click.argument("node")
+def kill(node: str) -> None:
+    """Power cut: kill every process of NODE at once and take its link down."""
+    killed = _guard(labmod.kill, node)
+    click.echo(f"{node}: killed {len(killed)} processes, link down")
+
+
+@lab.command()
+@click.argument("node")
+def start(node: str) -> None:
+    """Power on NODE: link up, then the node's own start-up."""
+    _guard(labmod.start, node)
+    click.echo(f"{node}: started")
+
+
+@lab.command()
+@click.argument("node")
+def cut(node: str) -> None:
+    """Cut NODE's network cable (processes keep running)."""
+    _guard(labmod.cut, node)
+    click.echo(f"{node}: link cut")
+
+
+@lab.command()
+@click.argument("node")
+def heal(node: str) -> None:
+    """Reconnect NODE's cable."""
+    _guard(labmod.heal, node)
+    click.echo(f"{node}: link restored")

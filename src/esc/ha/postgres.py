@@ -1,0 +1,311 @@
+"""PostgreSQL adapter: init, argv, observation, promote, rewind, clone. No HA policy here.
+
+Node-specific settings (socket dir, port, primary_conninfo) go on the command
+line, never into PGDATA: pg_rewind copies postgresql.conf, postgresql.auto.conf
+and pg_hba.conf from the other node (lab note P4), so the files in PGDATA are
+identical on both nodes. ``synchronous_standby_names`` is set with ALTER SYSTEM
+and re-applied by the agent every tick, so a copied value does no harm.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from esc.config import PG_BIN, NodeConfig, NodePaths
+from esc.roles import Db, DbView
+
+PG_USER = "postgres"
+REPL_USER = "replicator"
+
+POSTGRESQL_CONF = """
+# --- managed by esc: identical on both nodes (pg_rewind copies this file) ---
+listen_addresses = '*'
+max_connections = 60
+shared_buffers = '32MB'
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+wal_log_hints = on
+hot_standby = on
+hot_standby_feedback = on
+wal_keep_size = '256MB'
+synchronous_commit = on
+wal_sender_timeout = '3s'
+wal_receiver_timeout = '3s'
+wal_receiver_status_interval = '1s'
+wal_retrieve_retry_interval = '200ms'
+logging_collector = off
+log_line_prefix = '%m [%p] '
+log_min_messages = warning
+"""
+
+
+def lsn_to_int(lsn: str | None) -> int:
+    if not lsn:
+        return 0
+    hi, lo = lsn.split("/")
+    return (int(hi, 16) << 32) + int(lo, 16)
+
+
+def run_as_postgres(argv: list[str], timeout: float = 120, env: dict | None = None,
+                    ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, user=PG_USER, group=PG_USER, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, cwd="/",
+    )
+
+
+def chown_postgres(path: Path) -> None:
+    shutil.chown(path, PG_USER, PG_USER)
+
+
+def hba_conf(cfg: NodeConfig) -> str:
+    lines = ["# --- managed by esc: identical on both nodes ---",
+             "local all all trust"]
+    if cfg.ha:
+        for addr in cfg.ha.node_list:
+            plen = 32 if ":" not in addr else 128
+            lines.append(f"host replication {REPL_USER} {addr}/{plen} scram-sha-256")
+            lines.append(f"host all {REPL_USER} {addr}/{plen} scram-sha-256")
+    return "\n".join(lines) + "\n"
+
+
+def prepare_dirs(paths: NodePaths, cfg: NodeConfig) -> None:
+    """Socket dir 0700 owned by postgres: only root and postgres reach the trusted socket."""
+    sock = paths.pg_socket_dir
+    sock.mkdir(parents=True, exist_ok=True)
+    chown_postgres(sock)
+    os.chmod(sock, 0o700)
+    pgdata = paths.pgdata(cfg)
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    chown_postgres(pgdata.parent)
+
+
+def initdb(paths: NodePaths, cfg: NodeConfig) -> None:
+    pgdata = paths.pgdata(cfg)
+    prepare_dirs(paths, cfg)
+    res = run_as_postgres([str(PG_BIN / "initdb"), "-D", str(pgdata), "-U", PG_USER,
+                           "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
+    if res.returncode != 0:
+        raise RuntimeError(f"initdb failed: {res.stderr.strip()[-500:]}")
+    write_managed_files(paths, cfg)
+
+
+def write_managed_files(paths: NodePaths, cfg: NodeConfig) -> None:
+    pgdata = paths.pgdata(cfg)
+    conf = pgdata / "postgresql.conf"
+    text = conf.read_text()
+    marker = "# --- managed by esc"
+    if marker in text:
+        text = text[: text.index(marker)].rstrip("\n") + "\n"
+    conf.write_text(text + POSTGRESQL_CONF)
+    (pgdata / "pg_hba.conf").write_text(hba_conf(cfg))
+    for f in ("postgresql.conf", "pg_hba.conf"):
+        chown_postgres(pgdata / f)
+
+
+def conninfo_peer(paths: NodePaths, cfg: NodeConfig, dbname: str | None = None) -> str:
+    assert cfg.ha
+    parts = [f"host={cfg.ha.peer_address}", f"port={cfg.pg_port}", f"user={REPL_USER}",
+             f"passfile={paths.pgpass}", f"application_name={cfg.ha.self_name}",
+             "connect_timeout=2", "keepalives_idle=2", "keepalives_interval=1",
+             "keepalives_count=2", "tcp_user_timeout=3000"]
+    if dbname:
+        parts.append(f"dbname={dbname}")
+    return " ".join(parts)
+
+
+def server_argv(paths: NodePaths, cfg: NodeConfig) -> list[str]:
+    argv = [str(PG_BIN / "postgres"), "-D", str(paths.pgdata(cfg)),
+            "-c", f"port={cfg.pg_port}",
+            "-c", f"unix_socket_directories={paths.pg_socket_dir}",
+            "-c", f"cluster_name={cfg.name}"]
+    if cfg.ha:
+        argv += ["-c", f"primary_conninfo={conninfo_peer(paths, cfg)}"]
+    return argv
+
+
+def has_data(pgdata: Path) -> bool:
+    return (pgdata / "PG_VERSION").exists()
+
+
+def set_standby_signal(pgdata: Path, on: bool) -> None:
+    sig = pgdata / "standby.signal"
+    if on and not sig.exists():
+        sig.touch()
+        chown_postgres(sig)
+    elif not on:
+        sig.unlink(missing_ok=True)
+
+
+def local_conninfo(paths: NodePaths, cfg: NodeConfig, dbname: str = "postgres") -> str:
+    return (f"host={paths.pg_socket_dir} port={cfg.pg_port} user={PG_USER} dbname={dbname} "
+            "connect_timeout=2 application_name=esc-agent")
+
+
+OBSERVE_SQL = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery()
+            THEN coalesce(pg_last_wal_replay_lsn(), pg_last_wal_receive_lsn())::text
+            ELSE pg_current_wal_lsn()::text END,
+       (SELECT timeline_id FROM pg_control_checkpoint()),
+       (SELECT received_tli FROM pg_stat_wal_receiver),
+       (SELECT system_identifier FROM pg_control_system())::text,
+       current_setting('synchronous_standby_names'),
+       (SELECT status FROM pg_stat_wal_receiver),
+       (SELECT row(state, sync_state, flush_lsn::text)::text FROM pg_stat_replication
+         WHERE application_name = %(peer)s ORDER BY backend_start DESC LIMIT 1)
+"""
+
+
+@dataclass
+class SyncState:
+    """What the active needs to decide whether the peer is a complete sync standby."""
+
+    from_lsn: int = 0  # LSN when sync was (re)enabled; the peer must have flushed past it
+
+
+class LocalDb:
+    """A cached connection to the local server over its unix socket."""
+
+    def __init__(self, paths: NodePaths, cfg: NodeConfig) -> None:
+        self.paths, self.cfg = paths, cfg
+        self.conn: psycopg.Connection | None = None
+        self.peer_name = cfg.ha.peer_name if cfg.ha else ""
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+    def _connect(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(local_conninfo(self.paths, self.cfg), autocommit=True)
+        return self.conn
+
+    def execute(self, sql: str, params: dict | tuple | None = None) -> list[tuple]:
+        try:
+            cur = self._connect().execute(sql, params)
+            return cur.fetchall() if cur.description else []
+        except psycopg.Error:
+            self.close()
+            raise
+
+    def observe(self, running: bool, sync: SyncState) -> DbView:
+        pgdata = self.paths.pgdata(self.cfg)
+        if not running:
+            return DbView(state=Db.STOPPED if has_data(pgdata) else Db.ABSENT)
+        try:
+            row = self.execute(OBSERVE_SQL, {"peer": self.peer_name})[0]
+        except psycopg.Error:
+            return DbView(state=Db.STARTING)
+        in_recovery, lsn, ckpt_tli, recv_tli, sysid, ssn, wr_status, repl = row
+        view = DbView(
+            state=Db.STANDBY if in_recovery else Db.PRIMARY,
+            timeline=max(ckpt_tli or 0, recv_tli or 0),
+            lsn=lsn_to_int(lsn),
+            system_id=sysid or "",
+            streaming=wr_status == "streaming",
+            alone=not ssn.strip(),
+        )
+        if not in_recovery and repl:
+            state, sync_state, flush = repl.strip("()").split(",")
+            streaming = state == "streaming"
+            complete = (streaming and sync_state == "sync" and not view.alone
+                        and lsn_to_int(flush) >= sync.from_lsn)
+            view = DbView(**{**view.__dict__, "peer_streaming": streaming,
+                             "peer_complete": complete})
+        return view
+
+    def set_sync(self, peer_name: str | None) -> int:
+        """Set synchronous_standby_names; returns the current WAL LSN after the change."""
+        value = f'"{peer_name}"' if peer_name else ""
+        self.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{value}'")
+        self.execute("SELECT pg_reload_conf()")
+        return lsn_to_int(self.execute("SELECT pg_current_wal_lsn()::text")[0][0])
+
+    def promote(self, timeout: float = 10.0) -> None:
+        # A promoted node must not inherit a sync standby name and block every
+        # commit (lab note P6); the loop sets it again once the peer streams.
+        self.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+        self.execute("SELECT pg_reload_conf()")
+        if not self.execute("SELECT pg_is_in_recovery()")[0][0]:
+            return
+        ok = self.execute("SELECT pg_promote(true, %s)", (int(timeout),))[0][0]
+        if not ok:
+            raise RuntimeError(f"pg_promote did not finish within {timeout}s")
+
+
+def checkpoint_peer(paths: NodePaths, cfg: NodeConfig) -> None:
+    """pg_rewind right after a promotion needs a CHECKPOINT on the source (lab note P5)."""
+    with psycopg.connect(conninfo_peer(paths, cfg, "postgres"), autocommit=True) as c:
+        c.execute("CHECKPOINT")
+
+
+def peer_is_primary(paths: NodePaths, cfg: NodeConfig) -> bool:
+    try:
+        with psycopg.connect(conninfo_peer(paths, cfg, "postgres"), autocommit=True) as c:
+            return not c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    except psycopg.Error:
+        return False
+
+
+def rewind(paths: NodePaths, cfg: NodeConfig) -> subprocess.CompletedProcess[str]:
+    return run_as_postgres([str(PG_BIN / "pg_rewind"), "-D", str(paths.pgdata(cfg)),
+                            "--source-server", conninfo_peer(paths, cfg, "postgres")],
+                           timeout=600)
+
+
+def clone(paths: NodePaths, cfg: NodeConfig) -> None:
+    """Fresh copy of the peer's database (pg_basebackup), replacing any local data."""
+    pgdata = paths.pgdata(cfg)
+    tmp = pgdata.with_name(pgdata.name + ".clone")
+    shutil.rmtree(tmp, ignore_errors=True)
+    prepare_dirs(paths, cfg)
+    res = run_as_postgres([str(PG_BIN / "pg_basebackup"), "-D", str(tmp), "-X", "stream",
+                           "-c", "fast", "-d", conninfo_peer(paths, cfg)], timeout=1800)
+    if res.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError(f"pg_basebackup failed: {res.stderr.strip()[-500:]}")
+    # Swap in only a complete copy, so a failed clone never leaves half a database.
+    old = pgdata.with_name(pgdata.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if pgdata.exists():
+        pgdata.rename(old)
+    tmp.rename(pgdata)
+    shutil.rmtree(old, ignore_errors=True)
+    os.chmod(pgdata, 0o700)
+
+
+def controldata(pgdata: Path) -> dict[str, str]:
+    res = run_as_postgres([str(PG_BIN / "pg_controldata"), "-D", str(pgdata)], timeout=30)
+    out = {}
+    for line in res.stdout.splitlines():
+        k, _, v = line.partition(":")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    """A killed process lingers as a zombie until reaped (lab note P1)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    time.sleep(0.05)
+                    continue
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,85 @@
+"""Status and health texts, from the agent's status object (pure functions)."""
+
+from __future__ import annotations
+
+
+def status_line(st: dict) -> str:
+    role = st.get("role", "STOPPED")
+    reason = st.get("reason", "")
+    return f"{role}" + (f" ({reason})" if reason and role not in ("ACTIVE", "STANDBY") else "")
+
+
+def status_details(st: dict) -> str:
+    lines = [f"node:        {st.get('node', '?')}", f"reason:      {st.get('reason', '')}",
+             f"keepalived:  {st.get('vrrp', '?')}"]
+    if "vip" in st:
+        v = st["vip"]
+        lines.append(f"vip:         {v['address']} on {v['interface']} "
+                     f"({'present here' if v['present'] else 'not here'})")
+    if "peer" in st:
+        p = st["peer"]
+        seen = f", last answer {p['last_seen_s']}s ago" if p.get("last_seen_s") is not None else ""
+        lines.append(f"peer:        {p['address']} {p.get('role') or 'unreachable'}{seen}")
+    db = st.get("db", {})
+    if db:
+        if db.get("state") == "primary":
+            rep = ("synchronous, standby complete" if db.get("peer_complete") else
+                   "synchronous, standby catching up" if db.get("peer_streaming") and db.get("sync")
+                   else "alone (commits do not wait for a standby)")
+        elif db.get("state") == "standby":
+            rep = "streaming from the active" if db.get("streaming") else "not streaming"
+        else:
+            rep = "-"
+        lines.append(f"database:    {db.get('state')}, timeline {db.get('timeline')}, "
+                     f"lsn {db.get('lsn')}")
+        lines.append(f"replication: {rep}")
+    if "replication" in st:
+        lines.append(f"lag:         {st['replication']['lag_bytes']} bytes")
+    for name, svc in st.get("services", {}).items():
+        pid = f" (pid {svc['pid']})" if svc.get("pid") else ""
+        detail = f" [{svc['detail']}]" if svc.get("detail") else ""
+        lines.append(f"service:     {name}{pid} {svc['state']}{detail}")
+    for t in st.get("transitions", [])[-5:]:
+        lines.append(f"transition:  {t['from']} -> {t['to']}: {t['reason']}")
+    return "\n".join(lines)
+
+
+def report(st: dict) -> tuple[str, bool]:
+    """Lines in the shape of the original's health.sh, and whether the node is healthy."""
+    role = st.get("role", "STOPPED")
+    svcs = st.get("services", {})
+    db = st.get("db", {})
+
+    def pid(name: str) -> str:
+        return str(svcs.get(name, {}).get("pid") or 0)
+
+    def running(name: str) -> bool:
+        return svcs.get(name, {}).get("state") == "running"
+
+    title = {"ACTIVE": "ESC HA (ACTIVE)", "STANDBY": "ESC HA (Standby)",
+             "STANDALONE": "ESC (STANDALONE)"}.get(role, f"ESC HA ({role})")
+    lines = [f"===== {title} with DRBD =====" if st.get("ha") else f"===== {title} ====="]
+    checks: list[bool] = []
+
+    def line(name: str, ok: bool, text_ok: str, text_bad: str, want: bool = True) -> None:
+        lines.append(f"{name} (pgid {pid(name) if name in svcs else 0}) {text_ok}" if ok
+                     else f"{name} {text_bad}")
+        checks.append(ok == want)
+
+    serving = role in ("ACTIVE", "STANDALONE")
+    if st.get("ha"):
+        line("keepalived", running("keepalived"), "is running", "is stopped")
+    line("pgsql", serving and db.get("state") == "primary", "is running", "is stopped", serving)
+    if st.get("ha"):
+        lines.append(f"drbd (pgid {pid('pgsql')}) is active" if db.get("state") == "primary" else
+                     f"drbd (pgid {pid('pgsql')}) is standby" if db.get("state") == "standby"
+                     else "drbd is stopped")
+        checks.append(db.get("state") == ("primary" if serving else "standby")
+                      and (db.get("streaming") or serving))
+    esc_up = running("escmanager") and svcs.get("escmanager", {}).get("detail") == "serving"
+    line("escmanager", esc_up, "is running", "is stopped", serving)
+    fs = svcs.get("filesystem", {}).get("state") == "running"
+    line("filesystem", fs, "is running", "is stopped")
+    ok = role in ("ACTIVE", "STANDBY", "STANDALONE") and all(checks)
+    lines += ["=====", "ESC HEALTH PASSED" if ok else "ESC HEALTH FAILED"]
+    return "\n".join(lines), ok

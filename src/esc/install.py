@@ -1,0 +1,273 @@
+"""Install a node from the original installer's arguments, and turn a standalone
+node into an HA node (``escadm ha set``).
+
+Everything is validated before anything is written; if a later step fails
+(initdb, say), every directory this install created is removed again, so a
+failed install leaves no half-written node.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from esc import secrets as esc_secrets
+from esc.config import (
+    PG_BIN,
+    ConfigError,
+    HaConfig,
+    NodeConfig,
+    NodePaths,
+    User,
+    Vip,
+    load_config,
+    parse_ip,
+    save_config,
+    write_json_atomic,
+)
+from esc.ha import postgres, vip
+from esc.render import render_all
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+@dataclass
+class HaArgs:
+    ha_node_list: str | None = None
+    kad_vip: str | None = None
+    kad_vif: str | None = None
+    kad_vri: int | None = None
+    ha_mode: str | None = None
+    db_volume_id: str | None = None
+    ha_secret: str | None = None
+
+
+def split_list(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """``'IP1 IP2'``, ``'IP1,IP2'`` or ``['IP1', 'IP2']`` → ``['IP1', 'IP2']``."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return [p for item in items for p in re.split(r"[\s,]+", item.strip()) if p]
+
+
+def local_addresses() -> set[str]:
+    return {str(ipaddress.ip_address(a)) for _, a, _ in vip.addresses()}
+
+
+def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig | None:
+    given = {k: v for k, v in ha.__dict__.items() if v not in (None, "") and k != "ha_secret"}
+    if not given:
+        return None
+    missing = [f"--{k}" for k in ("ha_node_list", "kad_vip", "kad_vif") if not getattr(ha, k)]
+    if missing:
+        raise ConfigError(f"HA needs {', '.join(missing)} (with --ha_node_list, --kad_vip, --kad_vif)")
+    nodes = [str(parse_ip(a, "--ha_node_list")) for a in split_list(ha.ha_node_list)]
+    if len(nodes) != 2:
+        raise ConfigError(f"--ha_node_list needs exactly two node addresses, got {len(nodes)}")
+    if nodes[0] == nodes[1]:
+        raise ConfigError("--ha_node_list: the two node addresses must differ")
+    if ipaddress.ip_address(nodes[0]).version != ipaddress.ip_address(nodes[1]).version:
+        raise ConfigError("--ha_node_list: both addresses must be of the same family")
+    own = {str(parse_ip(a, "--ipaddr")) for a in ipaddr} or local_addresses()
+    mine = [i for i, a in enumerate(nodes) if a in own]
+    if len(mine) != 1:
+        where = "--ipaddr" if ipaddr else "this host's interfaces"
+        raise ConfigError(f"--ha_node_list {' '.join(nodes)}: this node's own address "
+                          f"({where}: {' '.join(sorted(own)) or 'none'}) must be exactly one of them")
+    assert ha.kad_vif and ha.kad_vip
+    if not vip.interface_exists(ha.kad_vif):
+        raise ConfigError(f"--kad_vif: no interface named {ha.kad_vif!r} on this host")
+    vip_cfg = Vip.parse(ha.kad_vip, ha.kad_vif)
+    if not vip.interface_exists(vip_cfg.interface):
+        raise ConfigError(f"--kad_vip: no interface named {vip_cfg.interface!r} on this host")
+    if vip_cfg.address in nodes:
+        raise ConfigError(f"--kad_vip {vip_cfg.address} is a node's own address; it must be a free one")
+    vri = ha.kad_vri if ha.kad_vri is not None else vrid_default
+    mode = ha.ha_mode or "drbd"
+    if mode not in ("drbd", "drbd_on_cinder"):
+        raise ConfigError(f"--ha_mode must be drbd or drbd_on_cinder, not {mode!r}")
+    if mode == "drbd_on_cinder":
+        if not ha.db_volume_id:
+            raise ConfigError("--ha_mode drbd_on_cinder needs --db_volume_id (block device or mount point)")
+        vol = Path(ha.db_volume_id)
+        if not (vol.is_block_device() or vol.is_dir()):
+            raise ConfigError(f"--db_volume_id {vol}: not a block device nor a directory")
+    try:
+        return HaConfig(node_list=nodes, vip=vip_cfg, vif=ha.kad_vif, vri=vri, mode=mode,  # type: ignore[arg-type]
+                        db_volume_id=ha.db_volume_id, self_index=mine[0])
+    except ValueError as e:
+        raise ConfigError(_pydantic_message(e)) from None
+
+
+def _pydantic_message(e: ValueError) -> str:
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        return "; ".join(str(err.get("msg", "")).removeprefix("Value error, ") for err in errors())
+    return str(e)
+
+
+def _user(value: str | None, option: str) -> User | None:
+    if not value:
+        return None
+    name, password = esc_secrets.split_user_pass(value, option)
+    return User(name=name, password_hash=esc_secrets.hash_password(password))
+
+
+def shared_secret(ha_secret: str | None, user_pass: str | None) -> str:
+    """Both nodes must derive the same replication and peer secrets: from
+    ``--ha_secret``, or else from ``--user_pass`` (given identically on both, as
+    the original installer requires)."""
+    if ha_secret:
+        return ha_secret
+    if user_pass:
+        return esc_secrets.derive(user_pass, "esc-ha-shared-secret")
+    raise ConfigError("HA needs a secret shared by both nodes: give --ha_secret "
+                      "(or --user_pass, identical on both nodes)")
+
+
+def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
+            user_pass: str | None = None, user_rest_pass: str | None = None,
+            user_portal_pass: str | None = None, force: bool = False) -> NodeConfig:
+    if not NAME_RE.match(name):
+        raise ConfigError(f"node name {name!r}: use letters, digits, '.', '_' or '-'")
+    ipaddr = split_list(ipaddr)
+    for a in ipaddr:
+        parse_ip(a, "--ipaddr")
+    ha = build_ha(ha_args, ipaddr)
+    cfg = NodeConfig(name=name, ipaddr=ipaddr, ha=ha, rest_user=_user(user_rest_pass, "--user_rest_pass"),
+                     portal_user=_user(user_portal_pass, "--user_portal_pass"),
+                     os_user=_user(user_pass, "--user_pass"))
+    secret = shared_secret(ha_args.ha_secret, user_pass) if ha else ""
+    paths = NodePaths(root)
+    if paths.config.exists():
+        if not force:
+            raise ConfigError(f"a node is already installed under {root} ({paths.config}); "
+                              "use --force to replace it")
+        uninstall(paths)
+    if ha and ha.mode == "drbd_on_cinder" and ha.self_index == 0 and \
+            not _volume_present(paths, cfg):
+        raise ConfigError(f"--db_volume_id {ha.db_volume_id}: the volume is not mounted; "
+                          "the first node needs it to create the database")
+    created = [d for d in (paths.etc, paths.lib, paths.run) if not d.exists()]
+    try:
+        for d in (paths.etc, paths.lib, paths.log, paths.run):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(paths.etc, 0o755)
+        write_secrets(paths, secret)
+        if ha is None or ha.self_index == 0:
+            init_database(paths, cfg, esc_secrets.derive(secret, "replication") if ha else None)
+        else:
+            postgres.prepare_dirs(paths, cfg)
+        render_all(paths, cfg)
+        save_config(paths, cfg)  # last: its presence means "installed"
+    except BaseException:
+        for d in created:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+    return cfg
+
+
+def _volume_present(paths: NodePaths, cfg: NodeConfig) -> bool:
+    assert cfg.ha and cfg.ha.db_volume_id
+    vol = Path(cfg.ha.db_volume_id)
+    if vol.is_block_device():
+        mount = paths.db_volume_mount(cfg)
+        mount.mkdir(parents=True, exist_ok=True)
+        if not os.path.ismount(mount):
+            subprocess.run(["mount", str(vol), str(mount)], capture_output=True)
+        return os.path.ismount(mount)
+    return os.path.ismount(vol)
+
+
+def write_secrets(paths: NodePaths, shared: str) -> None:
+    data = {"ha_secret": shared} if shared else {}
+    write_json_atomic(paths.secrets, data, mode=0o600)
+    if shared:
+        repl = esc_secrets.derive(shared, "replication")
+        paths.pgpass.write_text(f"*:*:*:{postgres.REPL_USER}:{repl}\n")
+        os.chmod(paths.pgpass, 0o600)
+        postgres.chown_postgres(paths.pgpass)
+
+
+def init_database(paths: NodePaths, cfg: NodeConfig, repl_password: str | None) -> None:
+    """initdb, then create the roles, the esc database and its schema."""
+    from esc.services.schema import ensure_schema
+
+    postgres.initdb(paths, cfg)
+    pgdata = paths.pgdata(cfg)
+    opts = f"-c port={cfg.pg_port} -c unix_socket_directories={paths.pg_socket_dir} -c listen_addresses=''"
+    ctl = str(PG_BIN / "pg_ctl")
+    install_log = paths.log / "postgres-install.log"
+    install_log.touch()
+    postgres.chown_postgres(install_log)
+    res = postgres.run_as_postgres([ctl, "-D", str(pgdata), "-o", opts, "-w", "-t", "60",
+                                    "-l", str(install_log), "start"])
+    if res.returncode != 0:
+        raise RuntimeError(f"could not start PostgreSQL for setup: {res.stderr.strip()[-400:]}")
+    try:
+        with psycopg.connect(postgres.local_conninfo(paths, cfg), autocommit=True) as c:
+            if repl_password:
+                c.execute(f"CREATE ROLE {postgres.REPL_USER} WITH LOGIN SUPERUSER REPLICATION "
+                          "PASSWORD %s", (repl_password,))
+            c.execute("CREATE ROLE esc WITH LOGIN")
+            c.execute("CREATE DATABASE esc OWNER esc")
+        conninfo = postgres.local_conninfo(paths, cfg, "esc").replace("user=postgres", "user=esc")
+        with psycopg.connect(conninfo) as c:
+            ensure_schema(c)
+            c.commit()
+    finally:
+        postgres.run_as_postgres([ctl, "-D", str(pgdata), "-m", "fast", "-w", "stop"])
+
+
+def uninstall(paths: NodePaths) -> None:
+    for d in (paths.etc, paths.lib, paths.run):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def ha_set(root: Path, ha_args: HaArgs, user_pass: str | None) -> NodeConfig:
+    """Turn a standalone node into an HA node (or change its HA settings)."""
+    paths = NodePaths(root)
+    cfg = load_config(paths)
+    ha = build_ha(ha_args, cfg.ipaddr)
+    if ha is None:
+        raise ConfigError("escadm ha set needs --ha_node_list, --kad_vip and --kad_vif")
+    secret = ha_args.ha_secret or (shared_secret(None, user_pass) if user_pass else None)
+    if secret is None:
+        from esc.config import load_secrets
+
+        secret = load_secrets(paths).get("ha_secret") or shared_secret(None, None)
+    new = cfg.model_copy(update={"ha": ha})
+    write_secrets(paths, secret)
+    pgdata = paths.pgdata(new)
+    if postgres.has_data(pgdata):
+        _ensure_replication_role(paths, new, esc_secrets.derive(secret, "replication"))
+    render_all(paths, new)
+    save_config(paths, new)
+    return new
+
+
+def _ensure_replication_role(paths: NodePaths, cfg: NodeConfig, password: str) -> None:
+    """A standalone database has no replication role yet: add it (single-user mode, so
+    this works whether or not the agent runs; if it runs, over its socket)."""
+    sql = (f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='{postgres.REPL_USER}') "
+           f"THEN CREATE ROLE {postgres.REPL_USER} WITH LOGIN SUPERUSER REPLICATION; END IF; END$$;")
+    try:
+        with psycopg.connect(postgres.local_conninfo(paths, cfg), autocommit=True) as c:
+            c.execute(sql)
+            c.execute(f"ALTER ROLE {postgres.REPL_USER} PASSWORD %s", (password,))
+        return
+    except psycopg.OperationalError:
+        pass
+    pw = password.replace("'", "''")
+    stmt = f"{sql}\nALTER ROLE {postgres.REPL_USER} PASSWORD '{pw}';\n"
+    res = subprocess.run([str(PG_BIN / "postgres"), "--single", "-D", str(paths.pgdata(cfg)), "postgres"],
+                         input=stmt, capture_output=True, text=True, user=postgres.PG_USER, cwd="/")
+    if res.returncode != 0:
+        raise RuntimeError(f"could not add the replication role: {res.stderr.strip()[-300:]}")

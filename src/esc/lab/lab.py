@@ -1,0 +1,201 @@
+"""The lab: two HA nodes and a client in namespaces on this machine.
+
+Used by ``escadm lab``, the tests, ``make demo`` and ``make bench``. Nodes are
+installed with the same ``escadm install`` arguments a real install takes and
+started as a real host would start them. Faults are verbs: ``kill`` (power
+cut: every process at once, links down), ``start`` (power on), ``cut`` /
+``heal`` (cable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from esc import secrets as esc_secrets
+from esc.client import AgentClient
+from esc.config import NodePaths, write_json_atomic
+from esc.lab import net
+
+NODES = ("n1", "n2")
+CLIENT = "client"
+SUBNET4, SUBNET6 = "10.77.0", "fd77:"
+ADDR = {"n1": 11, "n2": 12, CLIENT: 100}
+VIP = f"{SUBNET4}.50"
+VRID = 77
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def lab_dir() -> Path:
+    return Path(os.environ.get("ESC_LAB_DIR", "/var/tmp/esc-lab"))
+
+
+def state_file() -> Path:
+    return lab_dir() / "lab.json"
+
+
+def node_root(name: str) -> Path:
+    return lab_dir() / name
+
+
+def node_ip(name: str) -> str:
+    return f"{SUBNET4}.{ADDR[name]}"
+
+
+def escadm_argv() -> list[str]:
+    return [sys.executable, "-m", "esc.cli.escadm"]
+
+
+def load_state() -> dict:
+    try:
+        return json.loads(state_file().read_text())
+    except FileNotFoundError:
+        raise LabError("the lab is not up (run `escadm lab up`)") from None
+
+
+def is_up() -> bool:
+    return state_file().exists() or any(n in net.namespaces() for n in (*NODES, CLIENT))
+
+
+def up(timeout: float = 120.0, log=print) -> dict:  # type: ignore[no-untyped-def]
+    if is_up():
+        raise LabError("a lab is already up (or left over): run `escadm lab down` first")
+    t0 = time.monotonic()
+    hosts = [net.Host(n, f"{node_ip(n)}/24", f"{SUBNET6}:{ADDR[n]}/64") for n in (*NODES, CLIENT)]
+    lab_dir().mkdir(parents=True, exist_ok=True)
+    rest_password = esc_secrets.generate()
+    state = {"vip": VIP, "vip6": None, "rest_user": "admin", "rest_password": rest_password,
+             "api_port": 8080, "nodes": {n: {"address": node_ip(n), "root": str(node_root(n))}
+                                          for n in NODES},
+             "client": {"address": node_ip(CLIENT)}}
+    try:
+        net.create(hosts)
+        write_json_atomic(state_file(), state, mode=0o600)
+        shared = esc_secrets.generate()
+        for n in NODES:
+            res = net.netns_exec(n, *escadm_argv(), "--root", str(node_root(n)), "install", n,
+                                 "--ipaddr", node_ip(n),
+                                 "--ha_node_list", f"{node_ip('n1')} {node_ip('n2')}",
+                                 "--kad_vip", f"{VIP}/24", "--kad_vif", "eth0",
+                                 "--kad_vri", str(VRID), "--ha_secret", shared,
+                                 "--user_rest_pass", f"admin:{rest_password}",
+                                 check=False, timeout=180)
+            if res.returncode != 0:
+                raise LabError(f"install of {n} failed: {(res.stderr or res.stdout).strip()}")
+        log(f"lab: network and nodes installed in {time.monotonic() - t0:.1f}s")
+        for n in NODES:
+            start(n)
+        wait_roles({"ACTIVE", "STANDBY"}, timeout)
+        log(f"lab: pair up (one ACTIVE, one STANDBY) in {time.monotonic() - t0:.1f}s")
+    except BaseException:
+        dump_logs()
+        down()
+        raise
+    return state
+
+
+def down() -> None:
+    net.destroy([*NODES, CLIENT])
+    shutil.rmtree(lab_dir(), ignore_errors=True)
+
+
+def start(node: str) -> None:
+    """Power on: cable in, then the node's own start-up (escadm start)."""
+    _check_node(node)
+    net.set_link(node, True)
+    net.ip("-n", node, "link", "set", "eth0", "up")
+    res = net.netns_exec(node, *escadm_argv(), "--root", str(node_root(node)), "start",
+                         check=False, timeout=60)
+    if res.returncode != 0:
+        raise LabError(f"start of {node} failed: {(res.stderr or res.stdout).strip()}")
+
+
+def kill(node: str) -> list[int]:
+    """Power cut: every process of the node at once, links down, VIP gone with the RAM."""
+    _check_node(node)
+    net.set_link(node, False)
+    killed = net.kill_all(node)
+    net.ip("-n", node, "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
+    return killed
+
+
+def cut(node: str) -> None:
+    _check_node(node)
+    net.set_link(node, False)
+
+
+def heal(node: str) -> None:
+    _check_node(node)
+    net.set_link(node, True)
+
+
+def exec_argv(node: str, argv: list[str]) -> list[str]:
+    if node not in (*NODES, CLIENT):
+        raise LabError(f"unknown lab host {node!r} (one of {', '.join((*NODES, CLIENT))})")
+    return ["ip", "netns", "exec", node, *argv]
+
+
+def _check_node(node: str) -> None:
+    if node not in NODES:
+        raise LabError(f"unknown lab node {node!r} (one of {', '.join(NODES)})")
+    if node not in net.namespaces():
+        raise LabError("the lab is not up (run `escadm lab up`)")
+
+
+def node_status(node: str) -> dict:
+    try:
+        return AgentClient(NodePaths(node_root(node))).status(timeout=2)
+    except Exception as e:  # a dead or stopped node is a normal lab state
+        return {"role": "STOPPED", "error": str(e)}
+
+
+def status() -> dict:
+    state = load_state()
+    state = dict(state)
+    state["nodes"] = {n: {**v, **{"role": node_status(n).get("role")}}
+                      for n, v in state["nodes"].items()}
+    return state
+
+
+def roles() -> dict[str, str]:
+    return {n: node_status(n).get("role", "STOPPED") for n in NODES}
+
+
+def wait_roles(want: set[str], timeout: float = 60.0, nodes: tuple[str, ...] = NODES) -> dict[str, str]:
+    """Wait until the roles of ``nodes`` are exactly ``want`` (as a set)."""
+    deadline = time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        seen = {n: node_status(n).get("role", "STOPPED") for n in nodes}
+        if set(seen.values()) == want and len(seen) == len(want):
+            return seen
+        time.sleep(0.1)
+    raise LabError(f"timed out after {timeout:.0f}s waiting for roles {sorted(want)}; roles: {seen}")
+
+
+def active_node() -> str | None:
+    for n, r in roles().items():
+        if r == "ACTIVE":
+            return n
+    return None
+
+
+def dump_logs(lines: int = 40, out=sys.stderr) -> None:  # type: ignore[no-untyped-def]
+    for n in NODES:
+        log_dir = NodePaths(node_root(n)).log
+        for f in sorted(log_dir.glob("*.log")) if log_dir.exists() else []:
+            text = f.read_text(errors="replace").splitlines()[-lines:]
+            print(f"===== {n}: {f.name} (last {len(text)} lines) =====", file=out)
+            print("\n".join(text), file=out)
+
+
+def client_run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return net.netns_exec(CLIENT, *argv, check=False, timeout=timeout)

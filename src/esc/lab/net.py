@@ -1,0 +1,116 @@
+"""Network namespaces for the lab: a bridge, one namespace per host, links that can be cut.
+
+The bridge lives in its own namespace (``esc-sw``) so nothing of the lab
+touches the machine's own network. A host's link is a veth pair: ``eth0`` in
+the host, ``p-<host>`` on the bridge. Cutting the bridge side leaves the host's
+``eth0`` without carrier, as a pulled cable does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+SWITCH = "esc-sw"
+BRIDGE = "br0"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    ipv4: str  # with prefix, e.g. 10.77.0.11/24
+    ipv6: str  # with prefix, e.g. fd77::11/64
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+    return res
+
+
+def namespaces() -> list[str]:
+    res = ip("netns", "list", check=False)
+    return [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
+
+
+def netns_exec(ns: str, *argv: str, check: bool = True, timeout: float = 60
+               ) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                         timeout=timeout)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"[{ns}] {' '.join(argv)}: {(res.stderr or res.stdout).strip()}")
+    return res
+
+
+def create(hosts: list[Host]) -> None:
+    ip("netns", "add", SWITCH)
+    ip("-n", SWITCH, "link", "set", "lo", "up")
+    ip("-n", SWITCH, "link", "add", BRIDGE, "type", "bridge")
+    ip("-n", SWITCH, "link", "set", BRIDGE, "up")
+    for h in hosts:
+        ip("netns", "add", h.name)
+        ip("-n", h.name, "link", "set", "lo", "up")
+        # Global IPv6 addresses must survive a link cut (lab note K5).
+        netns_exec(h.name, "sysctl", "-qw", "net.ipv6.conf.all.keep_addr_on_down=1",
+                   "net.ipv6.conf.default.keep_addr_on_down=1")
+        ip("link", "add", f"v-{h.name}", "netns", h.name, "type", "veth",
+           "peer", "name", f"p-{h.name}", "netns", SWITCH)
+        ip("-n", SWITCH, "link", "set", f"p-{h.name}", "master", BRIDGE)
+        ip("-n", SWITCH, "link", "set", f"p-{h.name}", "up")
+        ip("-n", h.name, "link", "set", f"v-{h.name}", "name", "eth0")
+        ip("-n", h.name, "addr", "add", h.ipv4, "dev", "eth0")
+        ip("-n", h.name, "addr", "add", h.ipv6, "dev", "eth0", "nodad")
+        ip("-n", h.name, "link", "set", "eth0", "up")
+
+
+def set_link(host: str, up: bool) -> None:
+    """Cut or restore a host's cable (the bridge side of its veth)."""
+    ip("-n", SWITCH, "link", "set", f"p-{host}", "up" if up else "down")
+
+
+def pids(ns: str) -> list[int]:
+    res = ip("netns", "pids", ns, check=False)
+    return [int(p) for p in res.stdout.split()]
+
+
+def _gone(pid: int) -> bool:
+    """Reaped, not merely dead: a zombie still holds its PID."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def kill_all(ns: str, timeout: float = 15.0) -> list[int]:
+    """SIGKILL every process in a namespace, all at once; wait until they are
+    reaped (PID 1 here reaps lazily; a zombie postmaster blocks the next start)."""
+    killed = pids(ns)
+    for pid in killed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in killed if not _gone(p)] + [p for p in pids(ns) if p not in killed]
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, os.WNOHANG)  # ours, if we started it
+            except ChildProcessError:
+                pass
+        time.sleep(0.05)
+    return killed
+
+
+def destroy(names: list[str]) -> None:
+    for ns in [*names, SWITCH]:
+        if ns in namespaces():
+            kill_all(ns)
+            ip("netns", "del", ns, check=False)
