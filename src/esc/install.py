@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from esc import secrets as esc_secrets
 from esc.config import (
@@ -214,8 +215,8 @@ def init_database(paths: NodePaths, cfg: NodeConfig, repl_password: str | None) 
     try:
         with psycopg.connect(postgres.local_conninfo(paths, cfg), autocommit=True) as c:
             if repl_password:
-                c.execute(f"CREATE ROLE {postgres.REPL_USER} WITH LOGIN SUPERUSER REPLICATION "
-                          "PASSWORD %s", (repl_password,))
+                c.execute(sql.SQL("CREATE ROLE {} WITH LOGIN SUPERUSER REPLICATION PASSWORD {}")
+                          .format(sql.Identifier(postgres.REPL_USER), sql.Literal(repl_password)))
             c.execute("CREATE ROLE esc WITH LOGIN")
             c.execute("CREATE DATABASE esc OWNER esc")
         conninfo = postgres.local_conninfo(paths, cfg, "esc").replace("user=postgres", "user=esc")
@@ -256,17 +257,18 @@ def ha_set(root: Path, ha_args: HaArgs, user_pass: str | None) -> NodeConfig:
 def _ensure_replication_role(paths: NodePaths, cfg: NodeConfig, password: str) -> None:
     """A standalone database has no replication role yet: add it (single-user mode, so
     this works whether or not the agent runs; if it runs, over its socket)."""
-    sql = (f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='{postgres.REPL_USER}') "
+    create = (f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='{postgres.REPL_USER}') "
            f"THEN CREATE ROLE {postgres.REPL_USER} WITH LOGIN SUPERUSER REPLICATION; END IF; END$$;")
     try:
         with psycopg.connect(postgres.local_conninfo(paths, cfg), autocommit=True) as c:
-            c.execute(sql)
-            c.execute(f"ALTER ROLE {postgres.REPL_USER} PASSWORD %s", (password,))
+            c.execute(create)
+            c.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(postgres.REPL_USER), sql.Literal(password)))
         return
     except psycopg.OperationalError:
         pass
     pw = password.replace("'", "''")
-    stmt = f"{sql}\nALTER ROLE {postgres.REPL_USER} PASSWORD '{pw}';\n"
+    stmt = f"{create}\nALTER ROLE {postgres.REPL_USER} PASSWORD '{pw}';\n"
     res = subprocess.run([str(PG_BIN / "postgres"), "--single", "-D", str(paths.pgdata(cfg)), "postgres"],
                          input=stmt, capture_output=True, text=True, user=postgres.PG_USER, cwd="/")
     if res.returncode != 0:

@@ -111,10 +111,13 @@ def write_managed_files(paths: NodePaths, cfg: NodeConfig) -> None:
         chown_postgres(pgdata / f)
 
 
-def conninfo_peer(paths: NodePaths, cfg: NodeConfig, dbname: str | None = None) -> str:
+def conninfo_peer(paths: NodePaths, cfg: NodeConfig, dbname: str | None = None,
+                  app: str | None = None) -> str:
+    """libpq conninfo to the peer. Only the walreceiver uses this node's own
+    application_name: that is the name synchronous_standby_names waits for."""
     assert cfg.ha
     parts = [f"host={cfg.ha.peer_address}", f"port={cfg.pg_port}", f"user={REPL_USER}",
-             f"passfile={paths.pgpass}", f"application_name={cfg.ha.self_name}",
+             f"passfile={paths.pgpass}", f"application_name={app or 'esc_' + cfg.name + '_admin'}",
              "connect_timeout=2", "keepalives_idle=2", "keepalives_interval=1",
              "keepalives_count=2", "tcp_user_timeout=3000"]
     if dbname:
@@ -128,7 +131,7 @@ def server_argv(paths: NodePaths, cfg: NodeConfig) -> list[str]:
             "-c", f"unix_socket_directories={paths.pg_socket_dir}",
             "-c", f"cluster_name={cfg.name}"]
     if cfg.ha:
-        argv += ["-c", f"primary_conninfo={conninfo_peer(paths, cfg)}"]
+        argv += ["-c", f"primary_conninfo={conninfo_peer(paths, cfg, app=cfg.ha.self_name)}"]
     return argv
 
 

@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -59,6 +60,7 @@ log = logging.getLogger("esc.escmanager")
 MAX_BODY = 64 * 1024
 MAX_NAME = 200
 POOL_TIMEOUT = 5.0  # how long a request waits for a database connection before 503
+HEALTH_TIMEOUT = 1.0  # health checkers give up early: answer 503 before they do
 
 
 # --- database ------------------------------------------------------------------------------
@@ -134,8 +136,8 @@ def get_deployment(pool: ConnectionPool, name: str) -> dict[str, Any] | None:
     return _deployment(row) if row else None
 
 
-def db_in_recovery(pool: ConnectionPool) -> bool:
-    with pool.connection() as conn:
+def db_in_recovery(pool: ConnectionPool, timeout: float) -> bool:
+    with pool.connection(timeout=timeout) as conn:
         row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
     return bool(row and row[0])
 
@@ -274,7 +276,9 @@ async def get_one_deployment(request: Request) -> Response:
 async def health(request: Request) -> Response:
     # Unauthenticated: say nothing about why, the log has it.
     try:
-        in_recovery = await run_in_threadpool(db_in_recovery, _pool(request))
+        pool = _pool(request)
+        timeout = min(pool.timeout, HEALTH_TIMEOUT)
+        in_recovery = await run_in_threadpool(db_in_recovery, pool, timeout)
     except psycopg.Error as e:
         log.warning("health: database unavailable: %s", _one_line(e))
         return JSONResponse({"status": "database unavailable"}, status_code=503)
@@ -348,12 +352,20 @@ def create_app(cfg: NodeConfig, conninfo: str, *, pool_timeout: float = POOL_TIM
 # --- process -------------------------------------------------------------------------------
 
 
+class OneLineFormatter(logging.Formatter):
+    """One line per event, even for libpq's multi-line messages and tracebacks,
+    so that the log can be grepped and merged with the other services' logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return re.sub(r"\s*\n\s*", " | ", super().format(record).strip())
+
+
 def setup_logging(paths: NodePaths, node: str) -> None:
     paths.log.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(paths.log / "escmanager.log")
     node = node.replace("%", "%%")
     handler.setFormatter(
-        logging.Formatter(
+        OneLineFormatter(
             f"%(asctime)s.%(msecs)03d {node} escmanager[%(process)d] %(levelname)s %(message)s",
             "%Y-%m-%dT%H:%M:%S",
         )
@@ -375,13 +387,16 @@ def notify(state: str) -> None:
 def listen_socket(port: int) -> socket.socket:
     """A socket bound to [::]:port with IPV6_V6ONLY off, so that the IPv4 VIP is
     served too whatever the sysctl default; IPv4 only if IPv6 is disabled.
-    Bound but not listening: uvicorn calls listen()."""
+    Bound but not listening: uvicorn calls listen(). The protocol is named
+    explicitly: asyncio sets TCP_NODELAY on accepted sockets only when
+    ``proto == IPPROTO_TCP``; with proto 0, Nagle + delayed ACK added 40 ms to
+    every keep-alive request."""
     try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         addr: tuple[str, int] = ("::", port)
     except OSError:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         addr = ("0.0.0.0", port)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -503,4 +518,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    logging.shutdown()
+    # A worker thread may still be blocked in the database (a commit waiting for
+    # a standby that is gone, past the graceful timeout): it must not keep a
+    # stopped service alive, and its client got no 2xx.
+    os._exit(code)

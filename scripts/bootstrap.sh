@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install what is missing on a fresh Debian 12 machine, then the virtualenv.
+# Safe to run again: each step checks first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "bootstrap: run as root (namespaces, keepalived and PostgreSQL need it)" >&2
+  exit 1
+fi
+
+need=()
+command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v ps >/dev/null 2>&1 || need+=(procps)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+id postgres >/dev/null 2>&1 || need+=(postgresql-15)
+PY=$(command -v python3.11 || true)
+[ -n "$PY" ] || need+=(python3 python3-venv)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${need[*]}"
+  # No cluster of the package's own, and no service started by the install.
+  mkdir -p /etc/postgresql-common
+  [ -f /etc/postgresql-common/createcluster.conf ] || \
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+PY=$(command -v python3.11 || command -v python3)
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -c "import esc, psycopg, starlette, uvicorn, click, hypothesis" 
+  touch .venv/.installed
+fi
