@@ -36,7 +36,7 @@ wal_log_hints = on
 hot_standby = on
 hot_standby_feedback = on
 wal_keep_size = '256MB'
-synchronous_commit = on
+synchronous_commit = remote_apply  # acknowledged = visible on the standby too
 wal_sender_timeout = '3s'
 wal_receiver_timeout = '3s'
 wal_receiver_status_interval = '1s'

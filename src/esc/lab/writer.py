@@ -19,7 +19,7 @@ import httpx
 
 
 def run(url: str, user: str, password: str, duration: float, prefix: str, out: str,
-        pause: float = 0.0) -> None:
+        pause: float = 0.0, read_timeout: float = 0.5) -> None:
     stop = False
 
     def _stop(*_: object) -> None:
@@ -31,7 +31,9 @@ def run(url: str, user: str, password: str, duration: float, prefix: str, out: s
     acked: list[tuple[str, float]] = []
     in_doubt: list[str] = []
     errors: dict[str, int] = {}
-    timeout = httpx.Timeout(10.0, connect=0.5)
+    # A request in flight when the active dies waits for its read timeout (the
+    # dead node's kernel acknowledged the bytes): keep it short and retry.
+    timeout = httpx.Timeout(read_timeout, connect=0.5)
     client = httpx.Client(auth=(user, password), timeout=timeout)
     deadline = time.monotonic() + duration
     i = 0
@@ -72,9 +74,10 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--prefix", default="w")
     p.add_argument("--pause", type=float, default=0.0)
+    p.add_argument("--timeout", type=float, default=0.5, help="read timeout, seconds")
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    run(a.url, a.user, a.password, a.duration, a.prefix, a.out, a.pause)
+    run(a.url, a.user, a.password, a.duration, a.prefix, a.out, a.pause, a.timeout)
 
 
 if __name__ == "__main__":

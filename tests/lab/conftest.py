@@ -1,0 +1,171 @@
+"""Lab fixtures: a fresh two-node pair per test, removed even when the test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from esc.config import NodePaths
+from esc.lab import lab as labmod
+from esc.lab import net
+
+REQUIRED = ("keepalived", "ip", "setpriv")
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "lab tests need root"
+    for tool in REQUIRED:
+        if not shutil.which(tool):
+            return f"lab tests need {tool}"
+    if not Path("/usr/lib/postgresql/15/bin/postgres").exists():
+        return "lab tests need PostgreSQL 15"
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@dataclass
+class Writer:
+    proc: subprocess.Popen[bytes]
+    out: Path
+
+    def stop(self, timeout: float = 20) -> dict:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout)
+        return json.loads(self.out.read_text())
+
+
+class Lab:
+    def __init__(self, state: dict, tmp: Path) -> None:
+        self.state, self.tmp = state, tmp
+        self.vip = state["vip"]
+        self.url = f"http://{self.vip}:{state['api_port']}"
+        self.auth = (state["rest_user"], state["rest_password"])
+
+    # roles
+    def roles(self) -> dict[str, str]:
+        return labmod.roles()
+
+    def wait_roles(self, want: dict[str, str] | set[str], timeout: float = 60) -> dict[str, str]:
+        if isinstance(want, set):
+            return labmod.wait_roles(want, timeout)
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            seen = {n: labmod.node_status(n).get("role", "STOPPED") for n in want}
+            if seen == want:
+                return seen
+            time.sleep(0.1)
+        raise AssertionError(f"roles {seen} did not become {want} within {timeout}s")
+
+    def active(self) -> str:
+        node = labmod.active_node()
+        assert node, f"no active node: {self.roles()}"
+        return node
+
+    @staticmethod
+    def other(node: str) -> str:
+        return "n2" if node == "n1" else "n1"
+
+    def status(self, node: str) -> dict:
+        return labmod.node_status(node)
+
+    # commands
+    def escadm(self, node: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        root = str(labmod.node_root(node))
+        res = net.netns_exec(node, sys.executable, "-m", "esc.cli.escadm", "--root", root, *args,
+                             check=False, timeout=120)
+        if check and res.returncode != 0:
+            raise AssertionError(f"escadm {' '.join(args)} on {node}: rc {res.returncode}\n"
+                                 f"{res.stdout}\n{res.stderr}")
+        return res
+
+    def has_vip(self, node: str) -> bool:
+        res = net.ip("-n", node, "-j", "addr", "show", "dev", "eth0", check=False)
+        return any(a.get("local") == self.vip
+                   for link in json.loads(res.stdout or "[]") for a in link.get("addr_info", []))
+
+    def client_python(self, code: str, timeout: float = 60) -> str:
+        res = labmod.client_run([sys.executable, "-c", code], timeout=timeout)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    def post(self, name: str) -> int:
+        code = (f"import httpx;r=httpx.post({self.url + '/v0/deployments'!r},json={{'name':{name!r}}},"
+                f"auth={self.auth!r},timeout=10);print(r.status_code)")
+        return int(self.client_python(code).strip())
+
+    def names_via_vip(self) -> set[str]:
+        code = (f"import httpx,json;r=httpx.get({self.url + '/v0/deployments'!r},auth={self.auth!r},"
+                "timeout=10);r.raise_for_status();print(json.dumps([d['name'] for d in r.json()]))")
+        return set(json.loads(self.client_python(code)))
+
+    def names_in_db(self, node: str) -> set[str]:
+        """Read the node's own database over its unix socket (standby included)."""
+        sock = NodePaths(labmod.node_root(node)).pg_socket_dir
+        res = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-h", str(sock), "-U",
+                              "postgres", "-d", "esc", "-Atc", "SELECT name FROM deployments"],
+                             capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        return set(res.stdout.split())
+
+    def start_writer(self, prefix: str, duration: float = 120, timeout: float = 0.5) -> Writer:
+        out = self.tmp / f"writer-{prefix}.json"
+        argv = labmod.exec_argv(labmod.CLIENT, [
+            sys.executable, "-m", "esc.lab.writer", "--url", self.url, "--user", self.auth[0],
+            "--password", self.auth[1], "--duration", str(duration), "--prefix", prefix,
+            "--out", str(out), "--timeout", str(timeout)])
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        return Writer(proc, out)
+
+    def wait_acks(self, writer: Writer, n: int = 20, timeout: float = 30) -> None:
+        """Let the writer get some acknowledgements in (it reports on a signal)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if writer.proc.poll() is not None:
+                raise AssertionError("writer exited early")
+            names = self.names_via_vip()
+            if sum(1 for x in names if x.startswith(writer.out.stem.removeprefix("writer-"))) >= n:
+                return
+            time.sleep(0.2)
+        raise AssertionError("the writer got no acknowledgements")
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    why = _missing()
+    if why:
+        pytest.skip(why)
+    tmp = Path(tempfile.mkdtemp(prefix="esc-labtest-"))
+    tmp.chmod(0o755)  # PostgreSQL runs as postgres and must reach its data dir
+    os.environ["ESC_LAB_DIR"] = str(tmp / "lab")
+    labmod.down()
+    try:
+        state = labmod.up(log=lambda *_: None)
+        yield Lab(state, tmp)
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            labmod.dump_logs(lines=60)
+        labmod.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+        left = [ns for ns in net.namespaces() if ns in (*labmod.NODES, labmod.CLIENT, net.SWITCH)]
+        assert not left, f"namespaces left behind: {left}"

@@ -1,0 +1,189 @@
+"""The HA pair end to end: real keepalived, real PostgreSQL, namespaces on this machine."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+
+import pytest
+
+from esc.lab import lab as labmod
+from esc.lab.measure import analyse
+
+pytestmark = pytest.mark.lab
+
+
+def test_pair_comes_up_with_the_vip_on_the_active_only(lab):
+    roles = lab.roles()
+    assert sorted(roles.values()) == ["ACTIVE", "STANDBY"]
+    active = lab.active()
+    assert lab.has_vip(active) and not lab.has_vip(lab.other(active))
+    for node in roles:
+        health = lab.escadm(node, "health")
+        assert "ESC HEALTH PASSED" in health.stdout
+        st = json.loads(lab.escadm(node, "status", "--json").stdout)
+        assert st["role"] == roles[node]
+    standby = lab.escadm(lab.other(active), "health").stdout
+    assert "pgsql is stopped" in standby and "is standby" in standby
+    verbose = lab.escadm(active, "status", "-v").stdout
+    assert "synchronous, standby complete" in verbose and "present here" in verbose
+
+
+def test_a_write_is_on_the_standby_before_it_is_acknowledged(lab):
+    standby = lab.other(lab.active())
+    for i in range(10):
+        name = f"sync-{i}"
+        assert lab.post(name) == 201
+        assert name in lab.names_in_db(standby), f"{name} acknowledged but not on the standby"
+
+
+def test_killing_the_active_fails_over_without_losing_writes(lab):
+    old = lab.active()
+    new = lab.other(old)
+    writer = lab.start_writer("kill")
+    lab.wait_acks(writer)
+    killed_at = time.time()
+    labmod.kill(old)
+    lab.wait_roles({new: "ACTIVE"}, timeout=30)
+    lab.wait_acks(writer, n=1)
+    time.sleep(1)
+    record = writer.stop()
+    out = analyse(record, lab.names_via_vip(), killed_at)
+    assert out.lost == [], f"acknowledged writes lost: {out.lost[:10]}"
+    assert out.kill_to_first_ack is not None
+    assert lab.has_vip(new)
+    # The old node comes back as the standby, with every record.
+    labmod.start(old)
+    lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
+    assert lab.names_in_db(old) >= {name for name, _ in record["acked"]}
+    assert lab.post("after-rejoin") == 201
+    assert "after-rejoin" in lab.names_in_db(old)
+
+
+def test_cutting_the_active_link_fails_over_and_the_node_rejoins(lab):
+    old = lab.active()
+    new = lab.other(old)
+    writer = lab.start_writer("cut")
+    lab.wait_acks(writer)
+    cut_at = time.time()
+    labmod.cut(old)
+    lab.wait_roles({new: "ACTIVE"}, timeout=30)
+    time.sleep(1)
+    record = writer.stop()
+    out = analyse(record, lab.names_via_vip(), cut_at)
+    assert out.lost == [], f"acknowledged writes lost: {out.lost[:10]}"
+    assert not lab.status(old)["role"] == "ACTIVE", "the isolated node still claims ACTIVE"
+    labmod.heal(old)
+    lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
+    assert lab.names_in_db(old) >= {name for name, _ in record["acked"]}
+
+
+def test_switchover_swaps_roles_without_losing_writes(lab):
+    old = lab.active()
+    new = lab.other(old)
+    writer = lab.start_writer("swo")
+    lab.wait_acks(writer)
+    res = lab.escadm(old, "ha", "switchover")
+    assert "STANDBY" in res.stdout
+    lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=30)
+    lab.wait_acks(writer, n=1)
+    record = writer.stop()
+    out = analyse(record, lab.names_via_vip())
+    assert out.lost == []
+    assert lab.has_vip(new) and not lab.has_vip(old)
+    # And back again, asked on the standby this time.
+    lab.escadm(old, "ha", "switchover")
+    lab.wait_roles({old: "ACTIVE", new: "STANDBY"}, timeout=30)
+
+
+def test_switchover_is_refused_without_a_complete_standby(lab):
+    active = lab.active()
+    labmod.kill(lab.other(active))
+    res = lab.escadm(active, "ha", "switchover", check=False)
+    assert res.returncode != 0
+    assert "not a complete synchronous standby" in res.stderr
+
+
+def test_a_lone_node_waits_in_switching_to_active_until_forced(lab):
+    first = lab.active()
+    second = lab.other(first)
+    assert lab.post("before") == 201
+    labmod.kill(second)
+    labmod.kill(first)
+    labmod.start(first)
+    lab.wait_roles({first: "SWITCHING_TO_ACTIVE"}, timeout=20)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # it must stay there, serving nothing
+        assert lab.status(first)["role"] == "SWITCHING_TO_ACTIVE"
+        assert not lab.has_vip(first)
+        time.sleep(0.25)
+    health = lab.escadm(first, "health", check=False)
+    assert health.returncode == 1 and "ESC HEALTH FAILED" in health.stdout
+    lab.escadm(first, "ha", "force-active", "--yes")
+    lab.wait_roles({first: "ACTIVE"}, timeout=10)
+    assert lab.post("forced") == 201
+    labmod.start(second)
+    lab.wait_roles({first: "ACTIVE", second: "STANDBY"}, timeout=60)
+    assert {"before", "forced"} <= lab.names_in_db(second)
+
+
+def test_force_active_is_refused_when_the_peer_is_there(lab):
+    standby = lab.other(lab.active())
+    res = lab.escadm(standby, "ha", "force-active", "--yes", check=False)
+    assert res.returncode != 0 and "SWITCHING_TO_ACTIVE" in res.stderr
+
+
+def test_losing_the_standby_blocks_commits_briefly_then_the_active_goes_alone(lab):
+    active = lab.active()
+    standby = lab.other(active)
+    writer = lab.start_writer("alone", timeout=10)
+    lab.wait_acks(writer)
+    labmod.kill(standby)
+    deadline = time.monotonic() + 15
+    while lab.status(active)["db"]["sync"]:
+        assert time.monotonic() < deadline, "the active never stopped waiting for its standby"
+        time.sleep(0.1)
+    assert lab.status(active)["role"] == "ACTIVE"
+    before = len(lab.names_via_vip())
+    deadline = time.monotonic() + 10
+    while len(lab.names_via_vip()) < before + 5:  # commits flow again, alone
+        assert time.monotonic() < deadline, "no commits after going alone"
+        time.sleep(0.1)
+    labmod.start(standby)
+    lab.wait_roles({standby: "STANDBY"}, timeout=60)
+    record = writer.stop()
+    assert analyse(record, lab.names_via_vip()).lost == []
+    assert lab.names_in_db(standby) >= {name for name, _ in record["acked"]}
+    deadline = time.monotonic() + 10
+    while not lab.status(active)["db"]["peer_complete"]:
+        assert time.monotonic() < deadline, "synchronous replication did not come back"
+        time.sleep(0.1)
+
+
+def test_killing_keepalived_on_the_active_hands_over(lab):
+    old = lab.active()
+    new = lab.other(old)
+    pid = lab.status(old)["services"]["keepalived"]["pid"]
+    import os
+    import signal
+
+    os.kill(pid, signal.SIGKILL)
+    lab.wait_roles({new: "ACTIVE", old: "STANDBY"}, timeout=60)
+    assert lab.has_vip(new) and not lab.has_vip(old)
+    assert lab.post("after-keepalived-kill") == 201
+
+
+def test_log_collect_leaves_secrets_out(lab):
+    node = lab.active()
+    out = lab.tmp / "logs.tar.gz"
+    lab.escadm(node, "log", "collect", "-o", str(out))
+    secret = lab.auth[1]
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        assert any(n.endswith("agent.log") for n in names)
+        assert any(n.endswith("status.json") for n in names)
+        assert not any(n.endswith(("secrets.json", "pgpass")) for n in names)
+        for m in tar.getmembers():
+            data = tar.extractfile(m).read() if m.isfile() else b""
+            assert secret.encode() not in data, f"{m.name} holds the REST password"
