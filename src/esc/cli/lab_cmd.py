@@ -66,7 +66,7 @@ def exec(node: str, argv: tuple[str, ...]) -> None:  # noqa: A001
 def kill(node: str) -> None:
     """Power cut: kill every process of NODE at once and take its link down."""
     killed = _guard(labmod.kill, node)
-    click.echo(f"{node}: killed {len(killed)} processes, link down")
+    click.echo(f"{node}: killed {len(killed.pids)} processes, link down")
 
 
 @lab.command()

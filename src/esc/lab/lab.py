@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from esc import secrets as esc_secrets
@@ -118,13 +119,21 @@ def start(node: str) -> None:
         raise LabError(f"start of {node} failed: {(res.stderr or res.stdout).strip()}")
 
 
-def kill(node: str) -> list[int]:
+@dataclass(frozen=True)
+class Killed:
+    pids: list[int]
+    at: float  # wall time of the SIGKILLs
+
+
+def kill(node: str) -> Killed:
     """Power cut: every process of the node at once, links down, VIP gone with the RAM."""
     _check_node(node)
+    pids = net.pids(node)
+    net.signal_all(pids)  # first, all at once: nothing may react to the link going down
+    at = time.time()
     net.set_link(node, False)
-    killed = net.kill_all(node)
     net.ip("-n", node, "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
-    return killed
+    return Killed(sorted(set(pids) | set(net.kill_all(node))), at)
 
 
 def cut(node: str) -> None:

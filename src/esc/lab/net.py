@@ -82,25 +82,26 @@ def _gone(pid: int) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 
 
+def signal_all(targets: list[int], sig: int = signal.SIGKILL) -> None:
+    for pid in targets:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def kill_all(ns: str, timeout: float = 15.0) -> list[int]:
     """SIGKILL every process in a namespace, all at once; wait until they are
     reaped (PID 1 here reaps lazily; a zombie postmaster blocks the next start)."""
     killed = pids(ns)
-    for pid in killed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    signal_all(killed)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         left = [p for p in killed if not _gone(p)] + [p for p in pids(ns) if p not in killed]
         if not left:
             break
+        signal_all(left)
         for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             try:
                 os.waitpid(pid, os.WNOHANG)  # ours, if we started it
             except ChildProcessError:

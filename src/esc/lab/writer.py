@@ -28,7 +28,7 @@ def run(url: str, user: str, password: str, duration: float, prefix: str, out: s
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    acked: list[tuple[str, float]] = []
+    acked: list[tuple[str, float, str]] = []  # name, wall time of the answer, node
     in_doubt: list[str] = []
     errors: dict[str, int] = {}
     # A request in flight when the active dies waits for its read timeout (the
@@ -43,7 +43,7 @@ def run(url: str, user: str, password: str, duration: float, prefix: str, out: s
         try:
             r = client.post(f"{url}/v0/deployments", json={"name": name})
             if 200 <= r.status_code < 300:
-                acked.append((name, time.time()))
+                acked.append((name, time.time(), r.headers.get("x-esc-node", "?")))
                 i, retrying = i + 1, False
             elif r.status_code == 409 and retrying:
                 in_doubt.append(name)  # committed by an unanswered attempt

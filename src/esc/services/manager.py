@@ -50,7 +50,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config
 from esc.secrets import verify_password
@@ -304,6 +304,26 @@ async def on_db_error(request: Request, exc: Exception) -> Response:
     return error(503, f"database unavailable: {_one_line(exc)}")
 
 
+class NodeHeader:
+    """``X-ESC-Node: <node>`` on every response: a client (and the failover
+    benchmark) can tell which node of the pair answered."""
+
+    def __init__(self, app: ASGIApp, node: str) -> None:
+        self.app, self.header = app, (b"x-esc-node", node.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_node(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_node)
+
+
 def create_app(cfg: NodeConfig, conninfo: str, *, pool_timeout: float = POOL_TIMEOUT) -> Starlette:
     """The ASGI app. The pool is made at lifespan start, so building the app touches
     no database; ``app.state.pool`` exists only while the app runs."""
@@ -345,6 +365,7 @@ def create_app(cfg: NodeConfig, conninfo: str, *, pool_timeout: float = POOL_TIM
             psycopg.Error: on_db_error,
             CommitNotConfirmed: on_db_error,
         },
+        middleware=[Middleware(NodeHeader, node=cfg.name)],
         lifespan=lifespan,
     )
 

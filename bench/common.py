@@ -1,0 +1,104 @@
+"""Shared by the demo and the benchmark: drive the lab and measure a fault."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from esc.lab import lab as labmod
+from esc.lab import net
+from esc.lab.measure import Outcome, analyse
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}, {os.cpu_count()} cores, {cpu}, Linux {platform.release()}"
+
+
+def escadm(node: str, *args: str) -> str:
+    res = net.netns_exec(node, sys.executable, "-m", "esc.cli.escadm", "--root",
+                         str(labmod.node_root(node)), *args, check=False, timeout=120)
+    return (res.stdout + res.stderr).rstrip()
+
+
+class Writer:
+    def __init__(self, state: dict, prefix: str, timeout: float = 0.5) -> None:
+        self.out = Path(tempfile.mkstemp(prefix=f"esc-writer-{prefix}-", suffix=".json")[1])
+        url = f"http://{state['vip']}:{state['api_port']}"
+        argv = labmod.exec_argv(labmod.CLIENT, [
+            sys.executable, "-m", "esc.lab.writer", "--url", url, "--user", state["rest_user"],
+            "--password", state["rest_password"], "--duration", "600", "--prefix", prefix,
+            "--out", str(self.out), "--timeout", str(timeout)])
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+
+    def stop(self) -> dict:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        data = json.loads(self.out.read_text())
+        self.out.unlink(missing_ok=True)
+        return data
+
+
+def names_via_vip(state: dict) -> set[str]:
+    url = f"http://{state['vip']}:{state['api_port']}/v0/deployments"
+    code = (f"import httpx,json;r=httpx.get({url!r},auth=({state['rest_user']!r},"
+            f"{state['rest_password']!r}),timeout=30);r.raise_for_status();"
+            "print(json.dumps([d['name'] for d in r.json()]))")
+    res = labmod.client_run([sys.executable, "-c", code])
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    return set(json.loads(res.stdout))
+
+
+@dataclass
+class FailoverResult:
+    old: str
+    new: str
+    outcome: Outcome
+    rejoin_s: float
+
+
+def failover_once(state: dict, prefix: str, warmup: float = 1.0) -> FailoverResult:
+    """Writer on; kill the active (power cut); wait for the new active's writes;
+    power the old node back on and wait for it to be STANDBY."""
+    old = labmod.active_node()
+    assert old, labmod.roles()
+    new = "n2" if old == "n1" else "n1"
+    writer = Writer(state, prefix)
+    time.sleep(warmup)
+    killed_at = labmod.kill(old).at
+    labmod.wait_roles({"ACTIVE", "STOPPED"}, timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the writer has written through the new active
+        time.sleep(0.5)
+        if labmod.node_status(new).get("role") == "ACTIVE":
+            break
+    time.sleep(1.0)
+    record = writer.stop()
+    outcome = analyse(record, names_via_vip(state), killed_at, new_node=new)
+    t0 = time.monotonic()
+    labmod.start(old)
+    labmod.wait_roles({"ACTIVE", "STANDBY"}, timeout=90)
+    return FailoverResult(old, new, outcome, time.monotonic() - t0)
+
+
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return (s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2) if s else float("nan")
