@@ -222,7 +222,7 @@ def _standby(obs: Observation) -> Decision:
                         "or this node is a standby (use switchover)", consumed=True)
     if obs.vrrp == Vrrp.MASTER:
         if not complete:
-            return Decision(Role.SWITCHING_TO_ACTIVE, OFF,
+            return Decision(Role.SWITCHING_TO_ACTIVE, FOLLOW,
                             "keepalived MASTER but data not confirmed complete within "
                             "promote_window: refusing to promote")
         if obs.peer is not None and obs.peer.db.state in (Db.PRIMARY, Db.STARTING):
@@ -234,7 +234,7 @@ def _standby(obs: Observation) -> Decision:
     if obs.peer is None:
         if complete:
             return Decision(Role.STANDBY, follow, "peer not answering; ready to take over")
-        return Decision(Role.SWITCHING_TO_ACTIVE, OFF,
+        return Decision(Role.SWITCHING_TO_ACTIVE, FOLLOW,
                         "peer lost and data no longer confirmed complete: waiting for the peer")
     if not complete:
         if obs.peer.role == Role.ACTIVE:

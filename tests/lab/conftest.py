@@ -158,8 +158,10 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     tmp.chmod(0o755)  # PostgreSQL runs as postgres and must reach its data dir
     os.environ["ESC_LAB_DIR"] = str(tmp / "lab")
     labmod.down()
+    marker = request.node.get_closest_marker("lab_mode")
+    mode = marker.args[0] if marker else "drbd"
     try:
-        state = labmod.up(log=lambda *_: None)
+        state = labmod.up(log=lambda *_: None, mode=mode)
         yield Lab(state, tmp)
     finally:
         rep = getattr(request.node, "rep_call", None)

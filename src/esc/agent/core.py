@@ -137,14 +137,14 @@ class Agent:
         now = time.monotonic()
         for child in (self.pg, self.keepalived, self.manager):
             was = child.pid
-            if not child.poll() and was is not None and child.last_exit is not None \
-                    and not self.stop_requested:
-                log.warning("%s (pid %d) exited with %s", child.name, was, child.last_exit)
+            if not child.poll() and was is not None:
                 if child is self.manager:
                     self.serving = False
                 if child is self.keepalived:
                     self._on_vrrp(Vrrp.UNKNOWN)
-                child.last_exit = None
+                if child.crashed:
+                    log.warning("%s (pid %d) died (exit %s)", child.name, was, child.last_exit)
+                child.crashed = False
         reap_orphans({c.pid for c in (self.pg, self.keepalived, self.manager) if c.pid})
         obs = self._observe(now)
         dec = decide(self.role, obs)
@@ -452,10 +452,12 @@ class Agent:
             cfg = load_config(self.paths)
         except ValueError as e:
             return 400, {"error": str(e)}
+        render_all(self.paths, cfg)
         if cfg.is_ha != self.cfg.is_ha or (cfg.ha and self.cfg.ha and
                                            cfg.ha.node_list != self.cfg.ha.node_list):
-            return 409, {"error": "HA membership changed: run `escadm restart` to apply"}
-        render_all(self.paths, cfg)
+            log.warning("configuration changed the HA membership: applied at the next restart")
+            return 200, {"result": "files rendered; HA membership changed: "
+                         "`escadm restart` applies it"}
         self.cfg = cfg
         if self.keepalived.running and self.keepalived.proc:
             self.keepalived.proc.send_signal(signal.SIGHUP)

@@ -45,6 +45,7 @@ class Child:
         self.started_at = 0.0
         self.exits = 0  # unexpected exits, for status
         self.last_exit: int | None = None
+        self.crashed = False  # exited without being asked to; the owner resets it
 
     @property
     def pid(self) -> int | None:
@@ -120,6 +121,7 @@ class Child:
             return True
         if self.kill_at is None:
             self.exits += 1
+            self.crashed = True
         self.last_exit = rc
         if self.proc.stdin:
             try:

@@ -26,9 +26,12 @@ def lab() -> None:
 
 @lab.command()
 @click.option("--timeout", default=120.0, show_default=True)
-def up(timeout: float) -> None:
+@click.option("--mode", type=click.Choice(labmod.MODES), default="drbd", show_default=True,
+              help="drbd: database on each node's disk; drbd_on_cinder: on a volume per node; "
+                   "standalone: two standalone nodes (to try `escadm ha set`).")
+def up(timeout: float, mode: str) -> None:
     """Build the lab, install both nodes, start them; return when ACTIVE + STANDBY."""
-    _guard(labmod.up, timeout)
+    _guard(labmod.up, timeout, print, mode)
     click.echo(json.dumps(labmod.roles()))
 
 

@@ -66,14 +66,52 @@ def is_up() -> bool:
     return state_file().exists() or any(n in net.namespaces() for n in (*NODES, CLIENT))
 
 
-def up(timeout: float = 120.0, log=print) -> dict:  # type: ignore[no-untyped-def]
+def install_args(node: str, mode: str, secret: str, rest_password: str) -> list[str]:
+    """The arguments a real install of this node takes, for each lab mode:
+    ``drbd`` (default), ``drbd_on_cinder`` (a volume per node) or ``standalone``."""
+    args = ["install", node, "--ipaddr", node_ip(node), "--user_pass", f"admin:{secret}",
+            "--user_rest_pass", f"admin:{rest_password}"]
+    if mode == "standalone":
+        return args
+    args += ["--ha_node_list", f"{node_ip('n1')} {node_ip('n2')}", "--kad_vip", f"{VIP}/24",
+             "--kad_vif", "eth0", "--kad_vri", str(VRID), "--ha_mode", mode]
+    if mode == "drbd_on_cinder":
+        args += ["--db_volume_id", str(volume_path(node))]
+    return args
+
+
+def volume_path(node: str) -> Path:
+    return lab_dir() / f"volume-{node}"
+
+
+def attach_volume(node: str) -> None:
+    """A small tmpfs stands for the node's database volume (a Cinder volume)."""
+    vol = volume_path(node)
+    vol.mkdir(parents=True, exist_ok=True)
+    if not os.path.ismount(vol):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0755", f"esc-{node}", str(vol)],
+                       check=True, capture_output=True)
+
+
+def detach_volume(node: str) -> None:
+    vol = volume_path(node)
+    if os.path.ismount(vol):
+        subprocess.run(["umount", "-l", str(vol)], capture_output=True)
+
+
+MODES = ("drbd", "drbd_on_cinder", "standalone")
+
+
+def up(timeout: float = 120.0, log=print, mode: str = "drbd") -> dict:  # type: ignore[no-untyped-def]
+    if mode not in MODES:
+        raise LabError(f"unknown lab mode {mode!r} (one of {', '.join(MODES)})")
     if is_up():
         raise LabError("a lab is already up (or left over): run `escadm lab down` first")
     t0 = time.monotonic()
     hosts = [net.Host(n, f"{node_ip(n)}/24", f"{SUBNET6}:{ADDR[n]}/64") for n in (*NODES, CLIENT)]
     lab_dir().mkdir(parents=True, exist_ok=True)
     rest_password = esc_secrets.generate()
-    state = {"vip": VIP, "vip6": None, "rest_user": "admin", "rest_password": rest_password,
+    state = {"mode": mode, "vip": VIP, "rest_user": "admin", "rest_password": rest_password,
              "api_port": 8080, "nodes": {n: {"address": node_ip(n), "root": str(node_root(n))}
                                           for n in NODES},
              "client": {"address": node_ip(CLIENT)}}
@@ -82,20 +120,22 @@ def up(timeout: float = 120.0, log=print) -> dict:  # type: ignore[no-untyped-de
         write_json_atomic(state_file(), state, mode=0o600)
         shared = esc_secrets.generate()
         for n in NODES:
-            res = net.netns_exec(n, *escadm_argv(), "--root", str(node_root(n)), "install", n,
-                                 "--ipaddr", node_ip(n),
-                                 "--ha_node_list", f"{node_ip('n1')} {node_ip('n2')}",
-                                 "--kad_vip", f"{VIP}/24", "--kad_vif", "eth0",
-                                 "--kad_vri", str(VRID), "--ha_secret", shared,
-                                 "--user_rest_pass", f"admin:{rest_password}",
+            if mode == "drbd_on_cinder":
+                attach_volume(n)
+            res = net.netns_exec(n, *escadm_argv(), "--root", str(node_root(n)),
+                                 *install_args(n, mode, shared, rest_password),
                                  check=False, timeout=180)
             if res.returncode != 0:
                 raise LabError(f"install of {n} failed: {(res.stderr or res.stdout).strip()}")
         log(f"lab: network and nodes installed in {time.monotonic() - t0:.1f}s")
         for n in NODES:
             start(n)
-        wait_roles({"ACTIVE", "STANDBY"}, timeout)
-        log(f"lab: pair up (one ACTIVE, one STANDBY) in {time.monotonic() - t0:.1f}s")
+        if mode == "standalone":
+            wait_roles({"STANDALONE"}, timeout)
+        else:
+            wait_roles({"ACTIVE", "STANDBY"}, timeout)
+        log(f"lab: nodes up ({', '.join(f'{k} {v}' for k, v in roles().items())}) "
+            f"in {time.monotonic() - t0:.1f}s")
     except BaseException:
         dump_logs()
         down()
@@ -105,6 +145,8 @@ def up(timeout: float = 120.0, log=print) -> dict:  # type: ignore[no-untyped-de
 
 def down() -> None:
     net.destroy([*NODES, CLIENT])
+    for n in NODES:
+        detach_volume(n)
     shutil.rmtree(lab_dir(), ignore_errors=True)
 
 
@@ -184,7 +226,7 @@ def wait_roles(want: set[str], timeout: float = 60.0, nodes: tuple[str, ...] = N
     seen: dict[str, str] = {}
     while time.monotonic() < deadline:
         seen = {n: node_status(n).get("role", "STOPPED") for n in nodes}
-        if set(seen.values()) == want and len(seen) == len(want):
+        if set(seen.values()) == want and (len(seen) == len(want) or len(want) == 1):
             return seen
         time.sleep(0.1)
     raise LabError(f"timed out after {timeout:.0f}s waiting for roles {sorted(want)}; roles: {seen}")

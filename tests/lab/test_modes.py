@@ -1,0 +1,73 @@
+"""Install modes: standalone converted with `escadm ha set`, and drbd_on_cinder volumes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from esc.lab import lab as labmod
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.mark.lab_mode("standalone")
+def test_two_standalone_nodes_become_a_pair_with_ha_set(lab):
+    assert lab.roles() == {"n1": "STANDALONE", "n2": "STANDALONE"}
+    code = (f"import httpx;print(httpx.post('http://{labmod.node_ip('n1')}:8080/v0/deployments',"
+            f"json={{'name':'kept'}},auth={lab.auth!r},timeout=10).status_code)")
+    assert lab.client_python(code).strip() == "201"
+    for node in labmod.NODES:
+        lab.escadm(node, "ha", "set", "--ha_node_list", "10.77.0.11 10.77.0.12",
+                   "--kad_vip", f"{labmod.VIP}/24", "--kad_vif", "eth0", "--kad_vri", "77",
+                   "--ha_secret", "lab-shared-secret")
+        assert "restart" in lab.escadm(node, "reload").stdout
+    for node in labmod.NODES:
+        lab.escadm(node, "restart")
+    # Two unrelated databases: the first listed node's wins; the other is replaced by a clone.
+    lab.wait_roles({"n1": "ACTIVE", "n2": "STANDBY"}, timeout=60)
+    assert "kept" in lab.names_via_vip()
+    assert "kept" in lab.names_in_db("n2")
+    assert lab.post("after-ha-set") == 201
+
+
+@pytest.mark.lab_mode("drbd_on_cinder")
+def test_a_node_without_its_volume_is_fault_and_never_active(lab):
+    active = lab.active()
+    standby = lab.other(active)
+    assert (labmod.volume_path(active) / "esc/pgdata/PG_VERSION").exists()
+    assert lab.post("on-volume") == 201
+    labmod.detach_volume(standby)
+    lab.wait_roles({standby: "FAULT"}, timeout=20)
+    health = lab.escadm(standby, "health", check=False)
+    assert health.returncode == 1 and "filesystem is stopped" in health.stdout
+    labmod.kill(active)
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:  # the volume-less node must not take over
+        assert lab.status(standby)["role"] == "FAULT"
+        assert not lab.has_vip(standby)
+        time.sleep(0.25)
+    # Volume back (empty) and the old active powered on: the node with data leads again.
+    labmod.attach_volume(standby)
+    labmod.start(active)
+    lab.wait_roles({active: "ACTIVE", standby: "STANDBY"}, timeout=90)
+    assert "on-volume" in lab.names_in_db(standby)
+
+
+def test_stopping_the_active_hands_over_without_losing_writes(lab):
+    old = lab.active()
+    new = lab.other(old)
+    writer = lab.start_writer("stop")
+    lab.wait_acks(writer)
+    lab.escadm(old, "stop")
+    lab.wait_roles({new: "ACTIVE"}, timeout=30)
+    lab.wait_acks(writer, n=1)
+    time.sleep(0.5)
+    record = writer.stop()
+    from esc.lab.measure import analyse
+
+    assert analyse(record, lab.names_via_vip()).lost == []
+    assert json.loads(lab.escadm(old, "status", "--json").stdout)["role"] == "STOPPED"
+    lab.escadm(old, "start")
+    lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
