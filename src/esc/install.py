@@ -156,7 +156,8 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             not _volume_present(paths, cfg):
         raise ConfigError(f"--db_volume_id {ha.db_volume_id}: the volume is not mounted; "
                           "the first node needs it to create the database")
-    created = [d for d in (paths.etc, paths.lib, paths.run) if not d.exists()]
+    created = {top for d in (paths.etc, paths.lib, paths.log, paths.run)
+               if (top := _first_missing(d)) is not None}
     try:
         for d in (paths.etc, paths.lib, paths.log, paths.run):
             d.mkdir(parents=True, exist_ok=True)
@@ -169,10 +170,20 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
         render_all(paths, cfg)
         save_config(paths, cfg)  # last: its presence means "installed"
     except BaseException:
-        for d in created:
+        for d in sorted(created):
             shutil.rmtree(d, ignore_errors=True)
         raise
     return cfg
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` that does not exist yet (what to remove on failure)."""
+    top = None
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        top = p
+    return top
 
 
 def _volume_present(paths: NodePaths, cfg: NodeConfig) -> bool:

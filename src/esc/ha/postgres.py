@@ -86,6 +86,9 @@ def prepare_dirs(paths: NodePaths, cfg: NodeConfig) -> None:
     pgdata = paths.pgdata(cfg)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     chown_postgres(pgdata.parent)
+    if run_as_postgres(["test", "-w", str(pgdata.parent)], timeout=10).returncode != 0:
+        raise RuntimeError(f"PostgreSQL runs as user {PG_USER} and cannot reach {pgdata.parent}: "
+                           f"make {paths.root} and its parent directories traversable (chmod o+x)")
 
 
 def initdb(paths: NodePaths, cfg: NodeConfig) -> None:

@@ -1,0 +1,86 @@
+"""`escadm install` refuses bad arguments with one clear message and writes nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from esc.cli.escadm import cli, normalise_argv
+
+HA = ["--ipaddr", "10.9.9.1", "--ha_node_list", "10.9.9.1 10.9.9.2", "--kad_vip", "10.9.9.50/24",
+      "--kad_vif", "lo", "--ha_secret", "s3cret"]
+
+
+def run(root: Path, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["--root", str(root), *normalise_argv(list(args))])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ha_node_list", "10.9.9.1 10.9.9.300"], "is not an IPv4 or IPv6 address"),
+    (["--kad_vri", "300"], "between 1 and 255"),
+    (["--kad_vri", "0"], "between 1 and 255"),
+    (["--kad_vif", "nosuch0"], "no interface named 'nosuch0'"),
+    (["--kad_vip", "10.9.9.50/24:nosuch1"], "no interface named 'nosuch1'"),
+    (["--kad_vip", "10.9.9.50/40"], "bad prefix length"),
+    (["--kad_vip", "10.9.9.1"], "a node's own address"),
+    (["--ipaddr", "10.9.9.7"], "must be exactly one of them"),
+    (["--ha_node_list", "10.9.9.1"], "exactly two node addresses"),
+    (["--ha_node_list", "10.9.9.1 fd00::2"], "same family"),
+    (["--ha_mode", "drbd_on_cinder"], "needs --db_volume_id"),
+    (["--ha_mode", "drbd_on_cinder", "--db_volume_id", "/nonexistent/vol"], "not a block device"),
+    (["--user_rest_pass", "nopassword"], "USER:PASSWORD"),
+])
+def test_bad_install_arguments_are_refused_and_nothing_is_written(tmp_path, args, message):
+    argv = list(HA)
+    for i in range(0, len(args), 2):  # override an option or add it
+        if args[i] in argv:
+            argv[argv.index(args[i]) + 1] = args[i + 1]
+        else:
+            argv += args[i:i + 2]
+    res = run(tmp_path, "install", "n1", *argv)
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert res.output.count("\n") == 1, "one clear line"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ha_without_kad_vif_or_secret_is_refused(tmp_path):
+    res = run(tmp_path, "install", "n1", "--ipaddr", "10.9.9.1", "--ha_node_list", "10.9.9.1",
+              "10.9.9.2", "--kad_vip", "10.9.9.50")
+    assert res.exit_code == 2 and "--kad_vif" in res.output
+    argv = [a for a in HA if a not in ("--ha_secret", "s3cret")]
+    res = run(tmp_path, "install", "n1", *argv)
+    assert res.exit_code == 2 and "secret shared by both nodes" in res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_node_name_is_refused(tmp_path):
+    res = run(tmp_path, "install", "bad name")
+    assert res.exit_code == 2 and "node name" in res.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/lib/postgresql/15/bin/initdb").exists(),
+                    reason="needs root and PostgreSQL 15")
+def test_standalone_install_then_a_second_install_is_refused():
+    tmp_path = Path(tempfile.mkdtemp(prefix="esc-install-"))  # pytest's tmp is 0700: postgres
+    tmp_path.chmod(0o755)                                      # must reach its data dir
+    try:
+        _install_twice(tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _install_twice(tmp_path: Path) -> None:
+    res = run(tmp_path, "install", "s1", "--user_rest_pass", "admin:pw")
+    assert res.exit_code == 0, res.output
+    assert "STANDALONE" in res.output and "pw" not in res.output.replace("STANDALONE", "")
+    assert (tmp_path / "etc/esc/esc.json").exists()
+    assert (tmp_path / "var/lib/esc/pgdata/PG_VERSION").exists()
+    assert "admin:pw" not in (tmp_path / "etc/esc/esc.json").read_text()
+    res = run(tmp_path, "install", "s1")
+    assert res.exit_code == 2 and "already installed" in res.output
