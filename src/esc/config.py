@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,14 @@ class Timing(BaseModel):
 
     @model_validator(mode="after")
     def _safety_rule(self) -> Timing:
+        for name in ("advert_int", "heartbeat_interval", "heartbeat_timeout", "promote_window",
+                     "alone_after", "tick"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"timing: {name} must be positive")
+        if not 0.01 <= self.advert_int <= 40:
+            raise ValueError("timing: advert_int must be between 0.01 and 40 seconds")
+        if self.heartbeat_interval >= self.heartbeat_timeout:
+            raise ValueError("timing: heartbeat_interval must be shorter than heartbeat_timeout")
         if self.alone_after <= self.promote_window + self.heartbeat_timeout:
             raise ValueError(
                 f"timing: alone_after ({self.alone_after}s) must exceed promote_window "
@@ -65,8 +74,6 @@ class Timing(BaseModel):
                 f"timing: promote_window ({self.promote_window}s) must exceed VRRP master-down "
                 f"time (~{master_down:.2f}s) + heartbeat_timeout, or no failover could ever promote"
             )
-        if not 0.01 <= self.advert_int <= 40:
-            raise ValueError("timing: advert_int must be between 0.01 and 40 seconds")
         return self
 
 
@@ -98,11 +105,12 @@ class Vip(BaseModel):
             text = inner
         elif text.count(":") == 1:  # IPv4 with interface
             text, iface = text.split(":")
-        addr, _, plen = text.partition("/")
+        iface = iface.strip()
+        addr, slash, plen = text.partition("/")
         ip = parse_ip(addr, "--kad_vip")
         maxlen = 32 if ip.version == 4 else 128
-        if plen:
-            if not plen.isdigit() or not 0 < int(plen) <= maxlen:
+        if slash:
+            if not re.fullmatch(r"[0-9]{1,3}", plen) or not 0 < int(plen) <= maxlen:
                 raise ConfigError(f"--kad_vip: bad prefix length {plen!r} for {ip}")
             prefixlen = int(plen)
         else:

@@ -65,6 +65,8 @@ def local_addresses() -> set[str]:
 def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig | None:
     given = {k: v for k, v in ha.__dict__.items() if v not in (None, "") and k != "ha_secret"}
     if not given:
+        if ha.ha_secret:
+            raise ConfigError("--ha_secret is for HA nodes: give --ha_node_list, --kad_vip, --kad_vif")
         return None
     missing = [f"--{k}" for k in ("ha_node_list", "kad_vip", "kad_vif") if not getattr(ha, k)]
     if missing:
@@ -88,6 +90,10 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig 
     vip_cfg = Vip.parse(ha.kad_vip, ha.kad_vif)
     if not vip.interface_exists(vip_cfg.interface):
         raise ConfigError(f"--kad_vip: no interface named {vip_cfg.interface!r} on this host")
+    if ipaddress.ip_address(vip_cfg.address).version != ipaddress.ip_address(nodes[0]).version:
+        raise ConfigError(f"--kad_vip {vip_cfg.address}: keepalived cannot carry a VIP of another "
+                          "address family than the VRRP instance (--ha_node_list); use a VIP of "
+                          "the nodes' family")
     if vip_cfg.address in nodes:
         raise ConfigError(f"--kad_vip {vip_cfg.address} is a node's own address; it must be a free one")
     vri = ha.kad_vri if ha.kad_vri is not None else vrid_default
@@ -147,18 +153,22 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
                      os_user=_user(user_pass, "--user_pass"))
     secret = shared_secret(ha_args.ha_secret, user_pass) if ha else ""
     paths = NodePaths(root)
-    if paths.config.exists():
-        if not force:
-            raise ConfigError(f"a node is already installed under {root} ({paths.config}); "
-                              "use --force to replace it")
-        uninstall(paths)
+    if paths.config.exists() and not force:
+        raise ConfigError(f"a node is already installed under {root} ({paths.config}); "
+                          "use --force to replace it")
     if ha and ha.mode == "drbd_on_cinder" and ha.self_index == 0 and \
-            not _volume_present(paths, cfg):
-        raise ConfigError(f"--db_volume_id {ha.db_volume_id}: the volume is not mounted; "
-                          "the first node needs it to create the database")
+            Path(ha.db_volume_id or "").is_dir() and not os.path.ismount(ha.db_volume_id or ""):
+        raise ConfigError(f"--db_volume_id {ha.db_volume_id}: not a mount point; "
+                          "the first node needs its volume to create the database")
+    if paths.config.exists():
+        uninstall(paths)
     created = {top for d in (paths.etc, paths.lib, paths.log, paths.run)
                if (top := _first_missing(d)) is not None}
     try:
+        if ha and ha.mode == "drbd_on_cinder" and ha.self_index == 0 and \
+                not _volume_present(paths, cfg):
+            raise ConfigError(f"--db_volume_id {ha.db_volume_id}: the volume could not be "
+                              "mounted; the first node needs it to create the database")
         for d in (paths.etc, paths.lib, paths.log, paths.run):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(paths.etc, 0o755)
@@ -170,6 +180,8 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
         render_all(paths, cfg)
         save_config(paths, cfg)  # last: its presence means "installed"
     except BaseException:
+        if ha and ha.mode == "drbd_on_cinder" and os.path.ismount(paths.lib / "db_volume"):
+            subprocess.run(["umount", str(paths.lib / "db_volume")], capture_output=True)
         for d in sorted(created):
             shutil.rmtree(d, ignore_errors=True)
         raise

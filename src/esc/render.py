@@ -17,7 +17,9 @@ def render_all(paths: NodePaths, cfg: NodeConfig) -> list[str]:
         err = keepalived.check_config(new)
         if err:
             new.unlink()
-            raise ValueError(f"generated keepalived config is invalid: {err}")
+            from esc.config import ConfigError
+
+            raise ConfigError(f"the generated keepalived config is refused by keepalived: {err}")
         new.replace(paths.keepalived_conf)
         written.append(str(paths.keepalived_conf))
     else:

@@ -145,9 +145,18 @@ def must_wait_for_peer(obs: Observation) -> bool:
     return obs.last_confirm_sent is not None and obs.now - obs.last_confirm_sent < obs.alone_after
 
 
+KNOWN_POSITION = (Db.PRIMARY, Db.STANDBY, Db.ABSENT)
+
+
 def wins_election(obs: Observation) -> bool:
-    """Both nodes are starting: the one with the better data becomes active."""
+    """Both nodes are starting: the one with the better data becomes active.
+
+    Only positions that are known count: a stopped or starting database reports
+    none, and electing against it could discard the peer's newer writes. The
+    agent starts a stopped database as a standby, so the wait is short."""
     assert obs.peer is not None
+    if obs.db.state not in KNOWN_POSITION or obs.peer.db.state not in KNOWN_POSITION:
+        return False
     mine = obs.db.data_key(obs.self_index)
     theirs = obs.peer.db.data_key(obs.peer.index)
     if obs.db.state == Db.ABSENT:
@@ -264,6 +273,13 @@ def _joining(role: Role, obs: Observation) -> Decision:
         if not obs.peer_ever_seen:
             return Decision(Role.SWITCHING_TO_ACTIVE, _follow_if_data(obs),
                             "peer never reached since start: not serving (force-active overrides)")
+        if confirmed_complete(obs) and obs.db.state == Db.STANDBY:
+            if obs.vrrp == Vrrp.MASTER:  # e.g. a promotion that failed: try again
+                return Decision(Role.SWITCHING_TO_ACTIVE, _promoting(obs),
+                                "keepalived MASTER, peer lost, data complete: promoting",
+                                job=Job.PROMOTE)
+            return Decision(Role.SWITCHING_TO_ACTIVE, replace(FOLLOW, vrrp_gate=True),
+                            "peer lost, data complete: waiting for keepalived MASTER")
         if obs.db.state == Db.PRIMARY:
             return Decision(Role.SWITCHING_TO_ACTIVE, OFF, "peer lost while stepping down: "
                             "stopping the database until the peer is back")

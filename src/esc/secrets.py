@@ -24,9 +24,12 @@ def verify_password(password: str, stored: str) -> bool:
         return False
     if scheme != "scrypt":
         return False
-    salt = base64.b64decode(salt_b64)
+    try:
+        salt, want = base64.b64decode(salt_b64, validate=True), base64.b64decode(digest_b64, validate=True)
+    except ValueError:  # binascii.Error is a ValueError: a corrupt hash verifies nothing
+        return False
     digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
-    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+    return hmac.compare_digest(digest, want)
 
 
 def derive(shared: str, purpose: str) -> str:

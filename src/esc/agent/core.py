@@ -42,7 +42,7 @@ from esc.roles import (
 
 log = logging.getLogger("esc.agent")
 
-SERVICE_NAMES = ("keepalived", "pgsql", "escmanager")
+COMMAND_TTL = 10.0  # seconds an operator command may wait for the loop to act on it
 
 
 class Agent:
@@ -57,6 +57,7 @@ class Agent:
         self.transitions: collections.deque[dict] = collections.deque(maxlen=30)
         self.vrrp = Vrrp.UNKNOWN
         self.pending: Command | None = None
+        self.pending_at = 0.0
         self.stop_requested = False
         self.last_confirm_sent: float | None = None
         self.alone = True
@@ -185,6 +186,12 @@ class Agent:
                 self.job_failed, self.job_failed_at = done, now
         with self.lock:
             self.db_view, self.peer_view = db, peer
+            if self.pending is not None and now - self.pending_at > COMMAND_TTL:
+                # A command the state machine could not act on must not fire later,
+                # in another situation (e.g. a switchover once this node is active again).
+                log.warning("command %s expired after %.0fs without effect", self.pending,
+                            COMMAND_TTL)
+                self.pending = None
             command, vrrp, confirm_sent = self.pending, self.vrrp, self.last_confirm_sent
         t = self.cfg.timing
         return Observation(
@@ -206,17 +213,17 @@ class Agent:
                 and not (pgdata / "standby.signal").exists()
         return self.stopped_was_primary
 
-    def _volume_ok(self) -> bool:
+    def _volume_ok(self, mount: bool = True) -> bool:
         ha = self.cfg.ha
         if ha is None or ha.mode != "drbd_on_cinder":
             return True
         assert ha.db_volume_id
         dev = Path(ha.db_volume_id)
-        mount = self.paths.db_volume_mount(self.cfg)
-        if dev.is_block_device() and not os.path.ismount(mount):
-            mount.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["mount", str(dev), str(mount)], capture_output=True)
-        return os.path.ismount(mount)
+        target = self.paths.db_volume_mount(self.cfg)
+        if mount and dev.is_block_device() and not os.path.ismount(target):
+            target.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", str(dev), str(target)], capture_output=True)
+        return os.path.ismount(target)
 
     def _record(self, dec: Decision) -> None:
         with self.lock:
@@ -270,7 +277,7 @@ class Agent:
         """Stop (the loop does it), then follow the peer: pg_rewind, or a fresh clone."""
         if not self.pg_down.wait(30):
             raise RuntimeError("the local database did not stop within 30s")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 15  # a switchover or failover promotes within ~1 s
         while not postgres.peer_is_primary(self.paths, self.cfg):
             if time.monotonic() > deadline or self.stop_requested:
                 raise RuntimeError("the peer's database is not a primary; cannot rejoin yet")
@@ -416,9 +423,7 @@ class Agent:
             if role != Role.SWITCHING_TO_ACTIVE:
                 return 409, {"error": f"force-active is for a lone node waiting in "
                              f"SWITCHING_TO_ACTIVE; this node is {role}"}
-            with self.lock:
-                self.pending = Command.FORCE_ACTIVE
-            self.wake.set()
+            self._queue(Command.FORCE_ACTIVE)
             return 202, {"result": "forcing active"}
         # switchover
         if role == Role.STANDBY and not via_peer:
@@ -429,10 +434,14 @@ class Agent:
             return 409, {"error": "the peer is not a complete synchronous standby "
                          f"(peer {peer.role if peer else 'unreachable'}); a switchover now "
                          "could lose writes or leave no active"}
-        with self.lock:
-            self.pending = Command.SWITCHOVER
-        self.wake.set()
+        self._queue(Command.SWITCHOVER)
         return 202, {"result": "switching over"}
+
+    def _queue(self, command: Command) -> None:
+        with self.lock:
+            self.pending, self.pending_at = command, time.monotonic()
+        log.info("operator command %s queued", command)
+        self.wake.set()
 
     def _forward_switchover(self) -> tuple[int, dict]:
         import httpx
@@ -488,7 +497,8 @@ class Agent:
             "pgsql": self._svc(self.pg, True, db.state.value),
             "escmanager": self._svc(self.manager, True,
                                     "serving" if self.serving else "parked"),
-            "filesystem": {"state": "running" if self._volume_ok() else "stopped", "pid": 0},
+            "filesystem": {"state": "running" if self._volume_ok(mount=False) else "stopped",
+                           "pid": 0},
         }
         ha = self.cfg.ha
         if ha:

@@ -75,6 +75,10 @@ class PeerPoller(threading.Thread):
                 data = self._get()
                 view = view_from_json(data)
                 now = time.monotonic()
+                if now - started > self.timeout:
+                    # The socket timeout bounds each operation, not the whole answer; the
+                    # promote window counts from receipt, so a late answer must not count.
+                    raise RuntimeError(f"late answer ({now - started:.3f}s)")
                 with self.lock:
                     changed = self.snap.view is None or self.snap.view.role != view.role \
                         or self.snap.view.db.state != view.db.state

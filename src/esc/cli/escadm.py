@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ from esc.config import ConfigError, NodePaths, default_root, load_config
 from esc.install import HaArgs, ha_set, install
 
 MULTI_VALUE = ("--ha_node_list", "--ipaddr")
+# A value continuing a multi-value option looks like addresses (a node name does not).
+ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f.:\[\]/, ]+")
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
@@ -30,7 +33,7 @@ def normalise_argv(argv: list[str]) -> list[str]:
         if name in MULTI_VALUE:
             values = [first] if eq else []
             i += 1
-            while i < len(argv) and not argv[i].startswith("-"):
+            while i < len(argv) and ADDRESS_LIKE.fullmatch(argv[i]):
                 values.append(argv[i])
                 i += 1
             out += [name, " ".join(values)]
