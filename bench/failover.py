@@ -30,7 +30,7 @@ def cpu_hogs(per_node: int) -> list[subprocess.Popen[bytes]]:
     hogs = []
     for n in labmod.NODES:
         for _ in range(per_node):
-            hogs.append(subprocess.Popen(["ip", "netns", "exec", n, "sh", "-c",
+            hogs.append(subprocess.Popen(["ip", "netns", "exec", net.ns(n), "sh", "-c",
                                           "while :; do :; done"]))
     return hogs
 

@@ -99,7 +99,7 @@ class Lab:
         return res
 
     def has_vip(self, node: str) -> bool:
-        res = net.ip("-n", node, "-j", "addr", "show", "dev", "eth0", check=False)
+        res = net.host_ip(node, "-j", "addr", "show", "dev", "eth0", check=False)
         return any(a.get("local") == self.vip
                    for link in json.loads(res.stdout or "[]") for a in link.get("addr_info", []))
 
@@ -157,6 +157,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     tmp = Path(tempfile.mkdtemp(prefix="esc-labtest-"))
     tmp.chmod(0o755)  # PostgreSQL runs as postgres and must reach its data dir
     os.environ["ESC_LAB_DIR"] = str(tmp / "lab")
+    os.environ["ESC_LAB_NS_PREFIX"] = "esct-"  # never touches an operator's lab
     labmod.down()
     marker = request.node.get_closest_marker("lab_mode")
     mode = marker.args[0] if marker else "drbd"
@@ -169,5 +170,5 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             labmod.dump_logs(lines=60)
         labmod.down()
         shutil.rmtree(tmp, ignore_errors=True)
-        left = [ns for ns in net.namespaces() if ns in (*labmod.NODES, labmod.CLIENT, net.SWITCH)]
+        left = [h for h in (*labmod.NODES, labmod.CLIENT, "esc-sw") if net.exists(h)]
         assert not left, f"namespaces left behind: {left}"

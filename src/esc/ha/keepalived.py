@@ -44,7 +44,7 @@ global_defs {{
     vrrp_garp_master_refresh 5
 }}
 
-vrrp_track_file esc_gate {{
+track_file esc_gate {{
     file "{paths.vrrp_gate}"
     weight 0
 }}

@@ -63,7 +63,7 @@ def load_state() -> dict:
 
 
 def is_up() -> bool:
-    return state_file().exists() or any(n in net.namespaces() for n in (*NODES, CLIENT))
+    return state_file().exists() or any(net.exists(n) for n in (*NODES, CLIENT))
 
 
 def install_args(node: str, mode: str, secret: str, rest_password: str) -> list[str]:
@@ -84,17 +84,35 @@ def volume_path(node: str) -> Path:
     return lab_dir() / f"volume-{node}"
 
 
+def _node_mount_ns(node: str) -> list[str]:
+    """``nsenter`` prefix into the running agent's mount namespace: ``ip netns exec``
+    gives each command its own copy, so a mount made here later is not seen there."""
+    try:
+        pid = int((NodePaths(node_root(node)).agent_pid).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return []
+    return ["nsenter", "-t", str(pid), "-m", "--"]
+
+
 def attach_volume(node: str) -> None:
     """A small tmpfs stands for the node's database volume (a Cinder volume)."""
     vol = volume_path(node)
     vol.mkdir(parents=True, exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=512m,mode=0755", f"esc-{node}", str(vol)]
     if not os.path.ismount(vol):
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0755", f"esc-{node}", str(vol)],
-                       check=True, capture_output=True)
+        subprocess.run(mount, check=True, capture_output=True)
+    inside = _node_mount_ns(node)
+    if inside:
+        subprocess.run([*inside, "sh", "-c", f"mountpoint -q {vol} || {' '.join(mount)}"],
+                       capture_output=True)
 
 
 def detach_volume(node: str) -> None:
     vol = volume_path(node)
+    inside = _node_mount_ns(node)
+    if inside:
+        subprocess.run([*inside, "umount", "-l", str(vol)], capture_output=True)
     if os.path.ismount(vol):
         subprocess.run(["umount", "-l", str(vol)], capture_output=True)
 
@@ -154,7 +172,7 @@ def start(node: str) -> None:
     """Power on: cable in, then the node's own start-up (escadm start)."""
     _check_node(node)
     net.set_link(node, True)
-    net.ip("-n", node, "link", "set", "eth0", "up")
+    net.host_ip(node, "link", "set", "eth0", "up")
     res = net.netns_exec(node, *escadm_argv(), "--root", str(node_root(node)), "start",
                          check=False, timeout=60)
     if res.returncode != 0:
@@ -174,7 +192,7 @@ def kill(node: str) -> Killed:
     net.signal_all(pids)  # first, all at once: nothing may react to the link going down
     at = time.time()
     net.set_link(node, False)
-    net.ip("-n", node, "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
+    net.host_ip(node, "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
     return Killed(sorted(set(pids) | set(net.kill_all(node))), at)
 
 
@@ -191,13 +209,13 @@ def heal(node: str) -> None:
 def exec_argv(node: str, argv: list[str]) -> list[str]:
     if node not in (*NODES, CLIENT):
         raise LabError(f"unknown lab host {node!r} (one of {', '.join((*NODES, CLIENT))})")
-    return ["ip", "netns", "exec", node, *argv]
+    return ["ip", "netns", "exec", net.ns(node), *argv]
 
 
 def _check_node(node: str) -> None:
     if node not in NODES:
         raise LabError(f"unknown lab node {node!r} (one of {', '.join(NODES)})")
-    if node not in net.namespaces():
+    if not net.exists(node):
         raise LabError("the lab is not up (run `escadm lab up`)")
 
 

@@ -14,8 +14,17 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-SWITCH = "esc-sw"
 BRIDGE = "br0"
+
+
+def ns(host: str) -> str:
+    """The namespace of a lab host. ``ESC_LAB_NS_PREFIX`` lets a second lab (the test
+    suite's) run beside an operator's without touching it."""
+    return os.environ.get("ESC_LAB_NS_PREFIX", "") + host
+
+
+def switch() -> str:
+    return ns("esc-sw")
 
 
 @dataclass(frozen=True)
@@ -37,43 +46,45 @@ def namespaces() -> list[str]:
     return [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
 
 
-def netns_exec(ns: str, *argv: str, check: bool = True, timeout: float = 60
+def netns_exec(host: str, *argv: str, check: bool = True, timeout: float = 60
                ) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+    res = subprocess.run(["ip", "netns", "exec", ns(host), *argv], capture_output=True, text=True,
                          timeout=timeout)
     if check and res.returncode != 0:
-        raise RuntimeError(f"[{ns}] {' '.join(argv)}: {(res.stderr or res.stdout).strip()}")
+        raise RuntimeError(f"[{host}] {' '.join(argv)}: {(res.stderr or res.stdout).strip()}")
     return res
 
 
 def create(hosts: list[Host]) -> None:
-    ip("netns", "add", SWITCH)
-    ip("-n", SWITCH, "link", "set", "lo", "up")
-    ip("-n", SWITCH, "link", "add", BRIDGE, "type", "bridge")
-    ip("-n", SWITCH, "link", "set", BRIDGE, "up")
+    sw = switch()
+    ip("netns", "add", sw)
+    ip("-n", sw, "link", "set", "lo", "up")
+    ip("-n", sw, "link", "add", BRIDGE, "type", "bridge")
+    ip("-n", sw, "link", "set", BRIDGE, "up")
     for h in hosts:
-        ip("netns", "add", h.name)
-        ip("-n", h.name, "link", "set", "lo", "up")
+        hn = ns(h.name)
+        ip("netns", "add", hn)
+        ip("-n", hn, "link", "set", "lo", "up")
         # Global IPv6 addresses must survive a link cut (lab note K5).
         netns_exec(h.name, "sysctl", "-qw", "net.ipv6.conf.all.keep_addr_on_down=1",
                    "net.ipv6.conf.default.keep_addr_on_down=1")
-        ip("link", "add", f"v-{h.name}", "netns", h.name, "type", "veth",
-           "peer", "name", f"p-{h.name}", "netns", SWITCH)
-        ip("-n", SWITCH, "link", "set", f"p-{h.name}", "master", BRIDGE)
-        ip("-n", SWITCH, "link", "set", f"p-{h.name}", "up")
-        ip("-n", h.name, "link", "set", f"v-{h.name}", "name", "eth0")
-        ip("-n", h.name, "addr", "add", h.ipv4, "dev", "eth0")
-        ip("-n", h.name, "addr", "add", h.ipv6, "dev", "eth0", "nodad")
-        ip("-n", h.name, "link", "set", "eth0", "up")
+        ip("link", "add", f"v-{h.name}", "netns", hn, "type", "veth",
+           "peer", "name", f"p-{h.name}", "netns", sw)
+        ip("-n", sw, "link", "set", f"p-{h.name}", "master", BRIDGE)
+        ip("-n", sw, "link", "set", f"p-{h.name}", "up")
+        ip("-n", hn, "link", "set", f"v-{h.name}", "name", "eth0")
+        ip("-n", hn, "addr", "add", h.ipv4, "dev", "eth0")
+        ip("-n", hn, "addr", "add", h.ipv6, "dev", "eth0", "nodad")
+        ip("-n", hn, "link", "set", "eth0", "up")
 
 
 def set_link(host: str, up: bool) -> None:
     """Cut or restore a host's cable (the bridge side of its veth)."""
-    ip("-n", SWITCH, "link", "set", f"p-{host}", "up" if up else "down")
+    ip("-n", switch(), "link", "set", f"p-{host}", "up" if up else "down")
 
 
-def pids(ns: str) -> list[int]:
-    res = ip("netns", "pids", ns, check=False)
+def pids(host: str) -> list[int]:
+    res = ip("netns", "pids", ns(host), check=False)
     return [int(p) for p in res.stdout.split()]
 
 
@@ -90,14 +101,14 @@ def signal_all(targets: list[int], sig: int = signal.SIGKILL) -> None:
             pass
 
 
-def kill_all(ns: str, timeout: float = 15.0) -> list[int]:
+def kill_all(host: str, timeout: float = 15.0) -> list[int]:
     """SIGKILL every process in a namespace, all at once; wait until they are
     reaped (PID 1 here reaps lazily; a zombie postmaster blocks the next start)."""
-    killed = pids(ns)
+    killed = pids(host)
     signal_all(killed)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        left = [p for p in killed if not _gone(p)] + [p for p in pids(ns) if p not in killed]
+        left = [p for p in killed if not _gone(p)] + [p for p in pids(host) if p not in killed]
         if not left:
             break
         signal_all(left)
@@ -110,8 +121,17 @@ def kill_all(ns: str, timeout: float = 15.0) -> list[int]:
     return killed
 
 
-def destroy(names: list[str]) -> None:
-    for ns in [*names, SWITCH]:
-        if ns in namespaces():
-            kill_all(ns)
-            ip("netns", "del", ns, check=False)
+def exists(host: str) -> bool:
+    return ns(host) in namespaces()
+
+
+def host_ip(host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``ip -n <host's namespace> ...``"""
+    return ip("-n", ns(host), *args, check=check)
+
+
+def destroy(hosts: list[str]) -> None:
+    for host in [*hosts, "esc-sw"]:
+        if exists(host):
+            kill_all(host)
+            ip("netns", "del", ns(host), check=False)
