@@ -30,8 +30,9 @@ def status_details(st: dict) -> str:
             rep = "streaming from the active" if db.get("streaming") else "not streaming"
         else:
             rep = "-"
+        lsn = int(db.get("lsn") or 0)
         lines.append(f"database:    {db.get('state')}, timeline {db.get('timeline')}, "
-                     f"lsn {db.get('lsn')}")
+                     f"lsn {lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}")
         lines.append(f"replication: {rep}")
     if "replication" in st:
         lines.append(f"lag:         {st['replication']['lag_bytes']} bytes")

@@ -148,6 +148,10 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
     for a in ipaddr:
         parse_ip(a, "--ipaddr")
     ha = build_ha(ha_args, ipaddr)
+    generated_rest = None
+    if not user_rest_pass:  # the REST API is never left open: generate a password
+        generated_rest = esc_secrets.generate()
+        user_rest_pass = f"admin:{generated_rest}"
     cfg = NodeConfig(name=name, ipaddr=ipaddr, ha=ha, rest_user=_user(user_rest_pass, "--user_rest_pass"),
                      portal_user=_user(user_portal_pass, "--user_portal_pass"),
                      os_user=_user(user_pass, "--user_pass"))
@@ -156,6 +160,8 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
     if paths.config.exists() and not force:
         raise ConfigError(f"a node is already installed under {root} ({paths.config}); "
                           "use --force to replace it")
+    if paths.config.exists() and paths.agent_sock.exists():
+        raise ConfigError(f"the node under {root} is running: `escadm stop` it before --force")
     if ha and ha.mode == "drbd_on_cinder" and ha.self_index == 0 and \
             Path(ha.db_volume_id or "").is_dir() and not os.path.ismount(ha.db_volume_id or ""):
         raise ConfigError(f"--db_volume_id {ha.db_volume_id}: not a mount point; "
@@ -173,6 +179,10 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(paths.etc, 0o755)
         write_secrets(paths, secret)
+        if generated_rest:
+            rest_file = paths.etc / "rest_credentials"
+            rest_file.write_text(f"admin:{generated_rest}\n")
+            rest_file.chmod(0o600)
         if ha is None or ha.self_index == 0:
             init_database(paths, cfg, esc_secrets.derive(secret, "replication") if ha else None)
         else:
@@ -268,10 +278,10 @@ def ha_set(root: Path, ha_args: HaArgs, user_pass: str | None) -> NodeConfig:
 
         secret = load_secrets(paths).get("ha_secret") or shared_secret(None, None)
     new = cfg.model_copy(update={"ha": ha})
-    write_secrets(paths, secret)
     pgdata = paths.pgdata(new)
     if postgres.has_data(pgdata):
         _ensure_replication_role(paths, new, esc_secrets.derive(secret, "replication"))
+    write_secrets(paths, secret)
     render_all(paths, new)
     save_config(paths, new)
     return new
@@ -284,12 +294,16 @@ def _ensure_replication_role(paths: NodePaths, cfg: NodeConfig, password: str) -
            f"THEN CREATE ROLE {postgres.REPL_USER} WITH LOGIN SUPERUSER REPLICATION; END IF; END$$;")
     try:
         with psycopg.connect(postgres.local_conninfo(paths, cfg), autocommit=True) as c:
+            if c.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                return  # a standby: roles replicate from the primary, where `ha set` runs too
             c.execute(create)
             c.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
                 sql.Identifier(postgres.REPL_USER), sql.Literal(password)))
         return
     except psycopg.OperationalError:
         pass
+    if (paths.pgdata(cfg) / "standby.signal").exists():
+        return  # a stopped standby: same
     pw = password.replace("'", "''")
     stmt = f"{create}\nALTER ROLE {postgres.REPL_USER} PASSWORD '{pw}';\n"
     res = subprocess.run([str(PG_BIN / "postgres"), "--single", "-D", str(paths.pgdata(cfg)), "postgres"],

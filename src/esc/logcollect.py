@@ -11,7 +11,7 @@ from pathlib import Path
 from esc.client import AgentClient, AgentDown
 from esc.config import NodePaths
 
-SECRET_FILES = {"secrets.json", "pgpass"}
+SECRET_FILES = {"secrets.json", "pgpass", "rest_credentials"}
 
 
 def _redact(obj: object) -> object:

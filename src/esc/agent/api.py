@@ -87,7 +87,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, out)
 
 
-class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class _QuietErrors:
+    def handle_error(self, request, client_address):  # type: ignore[no-untyped-def]
+        # A peer or escadm that hangs up mid-answer is normal (timeouts): no traceback.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            super().handle_error(request, client_address)  # type: ignore[misc]
+
+
+class _UnixServer(_QuietErrors, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
     def get_request(self):  # type: ignore[no-untyped-def]
@@ -95,7 +104,7 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return sock, ("local", 0)
 
 
-class _TcpServer(ThreadingHTTPServer):
+class _TcpServer(_QuietErrors, ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 

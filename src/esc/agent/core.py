@@ -309,8 +309,8 @@ class Agent:
                 if vip.remove(ha.vip.address, ha.vip.prefixlen, ha.vip.interface):
                     log.warning("removed a stale VIP %s left by a dead keepalived", ha.vip.cidr)
                 self._on_vrrp(Vrrp.UNKNOWN)
-                self.keepalived.start()
-                log.info("keepalived started (pid %s)", self.keepalived.pid)
+                if self.keepalived.start():
+                    log.info("keepalived started (pid %s)", self.keepalived.pid)
         self._actuate_db(desired, obs)
         if obs.db.state == Db.PRIMARY and self.cfg.is_ha:
             self._actuate_sync(desired.alone, obs, now)
@@ -328,8 +328,8 @@ class Agent:
         if desired.db == "standby":
             postgres.set_standby_signal(pgdata, True)
         self.localdb.close()
-        self.pg.start()
-        log.info("database started as %s (pid %s)", desired.db, self.pg.pid)
+        if self.pg.start():
+            log.info("database started as %s (pid %s)", desired.db, self.pg.pid)
 
     def _actuate_sync(self, want_alone: bool, obs: Observation, now: float) -> None:
         assert self.cfg.ha
@@ -358,8 +358,9 @@ class Agent:
         m = self.manager
         if on:
             if not m.running:
-                m.start()
                 self.serving = False
+                if not m.start():
+                    return
             if not self.serving and m.send_line("serve"):
                 self.serving = True
                 log.info("escmanager serving (pid %s)", m.pid)
@@ -376,6 +377,10 @@ class Agent:
         log.warning("agent stopping (role %s)", self.role)
         if self.cfg.is_ha:
             keepalived.write_gate(self.paths, False)  # hand the VIP over first
+        # Services and database stop together: the peer promotes only once our
+        # database is down, so every second spent here is a second without service.
+        self.manager.stop(grace=2)
+        self.pg.stop()
         self.manager.stop_wait(5)
         self.pg.stop_wait(20)
         self.keepalived.stop_wait(5)
@@ -513,7 +518,7 @@ class Agent:
                 if snap and snap.received_at else None,
                 "error": snap.last_error if snap else "",
             }
-            if peer is not None:
+            if peer is not None and {role, peer.role} == {Role.ACTIVE, Role.STANDBY}:
                 lag = peer.db.lsn - db.lsn if role != Role.ACTIVE else db.lsn - peer.db.lsn
                 out["replication"] = {"lag_bytes": max(lag, 0),
                                       "peer_timeline": peer.db.timeline}
@@ -538,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     agent = Agent(Path(args.root))
     listener = logs.setup(agent.paths.log, "agent.log", agent.cfg.name, lambda: agent.role)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     try:
         return agent.run()
     finally:

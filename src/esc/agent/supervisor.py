@@ -42,7 +42,8 @@ class Child:
         self.stdin_pipe, self.stop_signal, self.grace, self.env = stdin_pipe, stop_signal, grace, env
         self.proc: subprocess.Popen[bytes] | None = None
         self.kill_at: float | None = None
-        self.started_at = 0.0
+        self.started_at = -1e9
+        self.min_restart_interval = 0.5
         self.exits = 0  # unexpected exits, for status
         self.last_exit: int | None = None
         self.crashed = False  # exited without being asked to; the owner resets it
@@ -59,9 +60,12 @@ class Child:
     def stopping(self) -> bool:
         return self.kill_at is not None and self.poll()
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Start unless running; False when not started (running, or restarted too recently)."""
         if self.poll():
-            return
+            return False
+        if time.monotonic() - self.started_at < self.min_restart_interval:
+            return False  # a child that dies at once is not restarted in a tight loop
         wrap = ["setpriv", "--pdeathsig=KILL"]
         if self.user:
             wrap += [f"--reuid={self.user}", f"--regid={self.user}", "--init-groups"]
@@ -74,6 +78,7 @@ class Child:
             )
         self.kill_at = None
         self.started_at = time.monotonic()
+        return True
 
     def send_line(self, line: str) -> bool:
         if not self.poll() or self.proc is None or self.proc.stdin is None:
@@ -122,6 +127,12 @@ class Child:
         if self.kill_at is None:
             self.exits += 1
             self.crashed = True
+        # Whatever the leader left behind (keepalived's VRRP child, postgres backends)
+        # goes with it, or it blocks the restart ("daemon is already running").
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self.last_exit = rc
         if self.proc.stdin:
             try:

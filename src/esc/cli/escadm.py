@@ -153,7 +153,10 @@ def _wait_role(ctx: click.Context, roles: set[str], timeout: float) -> str:
 @click.pass_context
 def switchover(ctx: click.Context, wait: bool, timeout: float) -> None:
     """Planned role swap: the active steps down, the synchronous standby takes over."""
-    before = AgentClient(paths_of(ctx)).status()["role"]
+    try:
+        before = AgentClient(paths_of(ctx)).status()["role"]
+    except AgentDown as e:
+        fail(str(e))
     _command(ctx, "switchover")
     if wait:
         want = {"STANDBY"} if before == "ACTIVE" else {"ACTIVE"}
@@ -213,11 +216,14 @@ def start(ctx: click.Context, timeout: float) -> None:
         pass
     paths.log.mkdir(parents=True, exist_ok=True)
     with open(paths.log / "agent.out", "ab") as out:
-        subprocess.Popen([sys.executable, "-m", "esc.agent", "--root", str(paths.root)],
-                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                         start_new_session=True, cwd="/")
+        proc = subprocess.Popen([sys.executable, "-m", "esc.agent", "--root", str(paths.root)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd="/")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (paths.log / "agent.out").read_text(errors="replace").strip().splitlines()[-3:]
+            fail(f"the agent exited at start ({proc.returncode}): {' | '.join(tail)}")
         try:
             role = client.status(timeout=1)["role"]
             click.echo(f"agent started ({role})")
