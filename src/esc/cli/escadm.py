@@ -47,8 +47,32 @@ def paths_of(ctx: click.Context) -> NodePaths:
     return NodePaths(ctx.obj["root"])
 
 
+def audit(message: str) -> None:
+    """One line per operator action in ``<root>/var/log/esc/escadm.log`` (never secrets:
+    the command line is not logged, only what was done)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.obj is None:
+        return
+    log_dir = NodePaths(ctx.obj["root"]).log
+    if not log_dir.parent.parent.exists():  # no node here (e.g. a refused install)
+        return
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with open(log_dir / "escadm.log", "a") as f:
+            f.write(f"{stamp} {ctx.command_path}: {message}\n")
+    except OSError:
+        pass
+
+
+def done(message: str) -> None:
+    click.echo(message)
+    audit(message)
+
+
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"escadm: error: {message}", err=True)
+    audit(f"error: {message}")
     sys.exit(code)
 
 
@@ -97,7 +121,7 @@ def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list,
     except RuntimeError as e:
         fail(f"install failed, nothing left behind: {e}")
     kind = f"HA node {cfg.ha.self_index + 1} of 2, VIP {cfg.ha.vip.cidr}" if cfg.ha else "STANDALONE node"
-    click.echo(f"installed {cfg.name} under {ctx.obj['root']}: {kind}")
+    done(f"installed {cfg.name} under {ctx.obj['root']}: {kind}")
 
 
 @cli.group()
@@ -118,7 +142,7 @@ def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_m
     except ConfigError as e:
         fail(str(e), 2)
     assert cfg.ha
-    click.echo(f"HA configured: peer {cfg.ha.peer_address}, VIP {cfg.ha.vip.cidr}; "
+    done(f"HA configured: peer {cfg.ha.peer_address}, VIP {cfg.ha.vip.cidr}; "
                "run `escadm reload` and `escadm restart` to apply")
 
 
@@ -160,7 +184,7 @@ def switchover(ctx: click.Context, wait: bool, timeout: float) -> None:
     _command(ctx, "switchover")
     if wait:
         want = {"STANDBY"} if before == "ACTIVE" else {"ACTIVE"}
-        click.echo(f"switchover: this node is now {_wait_role(ctx, want, timeout)}")
+        done(f"switchover: this node is now {_wait_role(ctx, want, timeout)}")
     else:
         click.echo("switchover requested")
 
@@ -175,7 +199,7 @@ def force_active(ctx: click.Context, yes: bool, timeout: float) -> None:
         click.confirm("Force this node ACTIVE without its peer? If the peer is in fact active "
                       "behind a partition, both will accept writes", abort=True)
     _command(ctx, "force_active")
-    click.echo(f"force-active: this node is now {_wait_role(ctx, {'ACTIVE'}, timeout)}")
+    done(f"force-active: this node is now {_wait_role(ctx, {'ACTIVE'}, timeout)}")
 
 
 @cli.command()
@@ -194,7 +218,7 @@ def reload(ctx: click.Context) -> None:
         body = _command(ctx, "reload") if paths.agent_sock.exists() else {"result": "agent not running"}
     except SystemExit:
         raise
-    click.echo(f"rendered {len(written)} file(s); agent: {body.get('result')}")
+    done(f"rendered {len(written)} file(s); agent: {body.get('result')}")
 
 
 @cli.command()
@@ -226,7 +250,7 @@ def start(ctx: click.Context, timeout: float) -> None:
             fail(f"the agent exited at start ({proc.returncode}): {' | '.join(tail)}")
         try:
             role = client.status(timeout=1)["role"]
-            click.echo(f"agent started ({role})")
+            done(f"agent started ({role})")
             return
         except AgentDown:
             time.sleep(0.05)
@@ -256,7 +280,7 @@ def _stop(ctx: click.Context, timeout: float) -> None:
         time.sleep(0.05)
     if Path(f"/proc/{pid}").exists():
         fail(f"the agent (pid {pid}) did not stop within {timeout:.0f}s")
-    click.echo("stopped")
+    done("stopped")
 
 
 @cli.command()
@@ -318,7 +342,7 @@ def log_group() -> None:
 def log_collect(ctx: click.Context, output: Path | None) -> None:
     """One archive: logs, configs (secrets removed) and status."""
     path = logcollect.collect(paths_of(ctx), output)
-    click.echo(f"collected {path}")
+    done(f"collected {path}")
 
 
 from esc.cli.lab_cmd import lab  # noqa: E402
