@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from esc.config import NodePaths
 from esc.lab import lab as labmod
 from esc.lab import net
 from esc.lab.measure import Outcome, analyse
@@ -72,6 +73,34 @@ class FailoverResult:
     new: str
     outcome: Outcome
     rejoin_s: float
+    timeline: dict[str, float]  # event on the new active -> seconds after the kill
+
+
+MILESTONES = {
+    "keepalived MASTER": "keepalived reports MASTER",
+    "promote started": "job promote started",
+    "promoted": "job promote done",
+    "serving": "escmanager serving",
+}
+
+
+def timeline(node: str, since: float) -> dict[str, float]:
+    """When each milestone of a takeover appears in the node's agent.log, after ``since``."""
+    from datetime import datetime
+
+    out: dict[str, float] = {}
+    log = NodePaths(labmod.node_root(node)).log / "agent.log"
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            at = datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+        except ValueError:
+            continue
+        if at < since:
+            continue
+        for name, text in MILESTONES.items():
+            if name not in out and text in line:
+                out[name] = at - since
+    return out
 
 
 def failover_once(state: dict, prefix: str, warmup: float = 1.0) -> FailoverResult:
@@ -92,10 +121,11 @@ def failover_once(state: dict, prefix: str, warmup: float = 1.0) -> FailoverResu
     time.sleep(1.0)
     record = writer.stop()
     outcome = analyse(record, names_via_vip(state), killed_at, new_node=new)
+    steps = timeline(new, killed_at)
     t0 = time.monotonic()
     labmod.start(old)
     labmod.wait_roles({"ACTIVE", "STANDBY"}, timeout=90)
-    return FailoverResult(old, new, outcome, time.monotonic() - t0)
+    return FailoverResult(old, new, outcome, time.monotonic() - t0, steps)
 
 
 def median(xs: list[float]) -> float:

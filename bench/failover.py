@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import failover_once, machine, median  # noqa: E402
+from common import MILESTONES, failover_once, machine, median  # noqa: E402
 
 from esc.config import NodePaths  # noqa: E402
 from esc.lab import lab as labmod  # noqa: E402
@@ -100,9 +100,11 @@ def main() -> int:
                     r = failover_once(state, f"{cond}{i}")
                     results[cond].append(r)
                     o = r.outcome
+                    steps = ", ".join(f"{k} +{v:.3f}s" for k, v in r.timeline.items())
                     print(f"{cond} run {i + 1}/{args.runs}: {r.old}->{r.new} "
                           f"first write after {o.kill_to_first_ack:.3f}s, gap {o.max_gap:.3f}s, "
-                          f"lost {len(o.lost)} of {o.acked}, rejoin {r.rejoin_s:.1f}s", flush=True)
+                          f"lost {len(o.lost)} of {o.acked}, rejoin {r.rejoin_s:.1f}s ({steps})",
+                          flush=True)
             finally:
                 stop_hogs(hogs)
         active = labmod.active_node()
@@ -150,6 +152,13 @@ def render(args, results, spurious, sync_ms, alone_ms) -> str:  # type: ignore[n
             f"| {len(rs)} | {median(first):.3f} s | {max(first):.3f} s | {median(gaps):.3f} s "
             f"| {max(gaps):.3f} s | {sum(r.outcome.acked for r in rs)} "
             f"| {sum(len(r.outcome.lost) for r in rs)} | {median([r.rejoin_s for r in rs]):.1f} s |")
+    lines += ["", "Where the time goes (median seconds after the kill, on the new active):", "",
+              "| condition | " + " | ".join(MILESTONES) + " | first write |",
+              "|---|" + "---|" * (len(MILESTONES) + 1)]
+    for cond, rs in results.items():
+        cells = [median([r.timeline[m] for r in rs if m in r.timeline]) for m in MILESTONES]
+        first = median([r.outcome.kill_to_first_ack or float("nan") for r in rs])
+        lines.append(f"| {cond} | " + " | ".join(f"{c:.3f}" for c in cells) + f" | {first:.3f} |")
     lines += ["", f"Spurious role changes during {args.quiet_period:.0f} s of loaded steady "
               f"state: **{spurious}**.", "",
               "Commit latency (pgbench, one client, one-row INSERT, on the active's socket, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 import tempfile
@@ -56,8 +57,9 @@ class Timing(BaseModel):
     def _safety_rule(self) -> Timing:
         for name in ("advert_int", "heartbeat_interval", "heartbeat_timeout", "promote_window",
                      "alone_after", "tick"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"timing: {name} must be positive")
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"timing: {name} must be positive (a finite number of seconds)")
         if not 0.01 <= self.advert_int <= 40:
             raise ValueError("timing: advert_int must be between 0.01 and 40 seconds")
         if self.heartbeat_interval >= self.heartbeat_timeout:
@@ -184,6 +186,7 @@ class NodeConfig(BaseModel):
     os_user: User | None = None
     api_port: int = 8080
     peer_port: int = 8021
+    health_port: int = 8060
     pg_port: int = 5432
     timing: Timing = Field(default_factory=Timing)
 

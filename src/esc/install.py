@@ -190,9 +190,12 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
         render_all(paths, cfg)
         save_config(paths, cfg)  # last: its presence means "installed"
     except BaseException:
-        if ha and ha.mode == "drbd_on_cinder" and os.path.ismount(paths.lib / "db_volume"):
-            subprocess.run(["umount", str(paths.lib / "db_volume")], capture_output=True)
+        volume = paths.lib / "db_volume"
+        if os.path.ismount(volume):
+            subprocess.run(["umount", str(volume)], capture_output=True)
         for d in sorted(created):
+            if os.path.ismount(volume) and volume.is_relative_to(d):
+                continue  # never delete through a volume that is still mounted
             shutil.rmtree(d, ignore_errors=True)
         raise
     return cfg

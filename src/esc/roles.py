@@ -317,6 +317,9 @@ def _joining(role: Role, obs: Observation) -> Decision:
             return Decision(Role.SWITCHING_TO_ACTIVE, _promoting(obs),
                             "elected (best data) and keepalived MASTER: promoting",
                             job=Job.PROMOTE)
+        if obs.db.state not in KNOWN_POSITION or peer.db.state not in KNOWN_POSITION:
+            return Decision(Role.SWITCHING_TO_STANDBY, _follow_if_data(obs),
+                            "waiting until both databases report their position to elect")
         return Decision(Role.SWITCHING_TO_STANDBY, _follow_if_data(obs),
                         f"the peer ({peer.role}) has the better claim: waiting for it to be active")
     return Decision(Role.SWITCHING_TO_STANDBY, _follow_if_data(obs),

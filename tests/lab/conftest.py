@@ -157,7 +157,8 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     tmp = Path(tempfile.mkdtemp(prefix="esc-labtest-"))
     tmp.chmod(0o755)  # PostgreSQL runs as postgres and must reach its data dir
     os.environ["ESC_LAB_DIR"] = str(tmp / "lab")
-    os.environ["ESC_LAB_NS_PREFIX"] = "esct-"  # never touches an operator's lab
+    # never touches an operator's lab; ESC_TEST_NS_PREFIX lets two test runs coexist
+    os.environ["ESC_LAB_NS_PREFIX"] = os.environ.get("ESC_TEST_NS_PREFIX", "esct-")
     labmod.down()
     marker = request.node.get_closest_marker("lab_mode")
     mode = marker.args[0] if marker else "drbd"

@@ -186,3 +186,24 @@ def test_log_collect_leaves_secrets_out(lab):
         for m in tar.getmembers():
             data = tar.extractfile(m).read() if m.isfile() else b""
             assert secret.encode() not in data, f"{m.name} holds the REST password"
+
+
+def test_health_api_through_the_vip_reports_on_the_pair(lab):
+    active = lab.active()
+    standby = lab.other(active)
+
+    def get(host: str, path: str) -> tuple[int, dict]:
+        code = (f"import httpx,json;r=httpx.get('http://{host}:8060{path}',timeout=5);"
+                "print(json.dumps([r.status_code, r.json()]))")
+        status, body = json.loads(lab.client_python(code))
+        return status, body
+
+    status, body = get(lab.vip, "/esc/health")
+    assert status == 200 and body["status_code"] == 2000 and body["stage"] == "READY"
+    assert get(lab.vip, "/esc/health/active")[0] == 200
+    assert get(labmod.node_ip(standby), "/esc/health/active")[0] == 503
+    labmod.kill(standby)
+    deadline = time.monotonic() + 15
+    while get(lab.vip, "/esc/health")[1]["status_code"] not in (2010, 2030):
+        assert time.monotonic() < deadline, "health did not report the missing standby"
+        time.sleep(0.2)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from esc import secrets as esc_secrets
-from esc.agent import api
+from esc.agent import api, health_api
 from esc.agent.peer import PeerPoller
 from esc.agent.supervisor import Child, become_subreaper, reap_orphans
 from esc.config import NodeConfig, NodePaths, load_config, load_secrets
@@ -110,6 +110,10 @@ class Agent:
             self.servers.append(api.serve_peer(ha.self_address, self.cfg.peer_port, self,
                                                self.token))
         self.servers.append(api.serve_unix(self.paths.agent_sock, self))
+        try:
+            self.servers.append(health_api.serve(self.status, self.cfg.health_port))
+        except OSError as e:  # the pair works without it; say so
+            log.error("health API not served on port %d: %s", self.cfg.health_port, e)
         try:
             while not self.stop_requested:
                 try:
@@ -245,8 +249,11 @@ class Agent:
     def _start_job(self, job: Job, now: float) -> None:
         if self.job is not None:
             return
-        if self.job_failed == job and now - self.job_failed_at < 2.0:
-            return  # back off after a failure
+        # Back off after a failure; briefly for a promotion, which must be retried
+        # while the data is still confirmed complete (promote_window).
+        backoff = 0.3 if job == Job.PROMOTE else 2.0
+        if self.job_failed == job and now - self.job_failed_at < backoff:
+            return
         self.job = job
         log.info("job %s started", job)
         threading.Thread(target=self._run_job, args=(job,), name=f"job-{job}",

@@ -33,7 +33,8 @@ def normalise_argv(argv: list[str]) -> list[str]:
         if name in MULTI_VALUE:
             values = [first] if eq else []
             i += 1
-            while i < len(argv) and ADDRESS_LIKE.fullmatch(argv[i]):
+            while i < len(argv) and ADDRESS_LIKE.fullmatch(argv[i]) and \
+                    ("." in argv[i] or ":" in argv[i]):  # "dc1" is a name, not an address
                 values.append(argv[i])
                 i += 1
             out += [name, " ".join(values)]
