@@ -138,7 +138,8 @@ def render(args, results, spurious, sync_ms, alone_ms) -> str:  # type: ignore[n
              "one request at a time through the VIP, 0.1 s connect and 0.5 s read timeouts, retry "
              "of the same name on error. *First write* = time from the kill to the first write "
              "acknowledged by the new active; *gap* = longest time between two acknowledged "
-             "writes. Timers: VRRPv3 advert 0.2 s, heartbeat 0.1 s / 0.4 s, promote window 2 s, alone after 4 s.", "",
+             "writes. Timers: VRRPv3 advert 0.2 s, heartbeat 0.1 s / 0.4 s, promote window 2 s, "
+             "alone after 4 s.", "",
              "| condition | runs | first write median | worst | gap median | worst | "
              "acked writes | lost | rejoin median |",
              "|---|---|---|---|---|---|---|---|---|"]
