@@ -161,7 +161,16 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd") -> dict:  # type: 
     return state
 
 
+def vim_state_dir() -> Path:
+    """The lab's VIM (VMs as processes in their own network namespaces): shared by both
+    nodes, as a real VIM is, so the new active after a failover sees the same VMs."""
+    return lab_dir() / "vim"
+
+
 def down() -> None:
+    from esc.vim.local import cleanup_all
+
+    cleanup_all(net.ns(""), vim_state_dir())
     net.destroy([*NODES, CLIENT])
     for n in NODES:
         detach_volume(n)
