@@ -442,12 +442,37 @@ class Agent:
             return self._forward_switchover()
         if role != Role.ACTIVE:
             return 409, {"error": f"switchover needs an ACTIVE and a STANDBY; this node is {role}"}
+        def refuse(why: str) -> tuple[int, dict]:
+            return 409, {"error": f"the peer is not a complete synchronous standby ({why}); "
+                         "a switchover now could lose writes or leave no active"}
+
         if peer is None or peer.role != Role.STANDBY or not db.peer_complete or alone:
-            return 409, {"error": "the peer is not a complete synchronous standby "
-                         f"(peer {peer.role if peer else 'unreachable'}); a switchover now "
-                         "could lose writes or leave no active"}
+            return refuse(f"peer {peer.role if peer else 'unreachable'}")
+        # The loop's view may be a few hundred ms old: ask the peer and the database now,
+        # so a standby that died a moment ago does not get the role handed to it.
+        fresh = self.poller.ask_now() if self.poller else None
+        if not fresh or fresh.get("role") != Role.STANDBY:
+            return refuse("the peer does not answer as STANDBY now")
+        if not self._standby_replying():
+            return refuse("its database has not confirmed replication in the last 1.5 s")
         self._queue(Command.SWITCHOVER)
         return 202, {"result": "switching over"}
+
+    def _standby_replying(self, within_s: float = 1.5) -> bool:
+        """The peer's walreceiver replied within ``within_s`` (status every 1 s) and is sync."""
+        assert self.cfg.ha
+        db = postgres.LocalDb(self.paths, self.cfg)
+        try:
+            rows = db.execute(
+                "SELECT 1 FROM pg_stat_replication WHERE application_name = %s AND "
+                "state = 'streaming' AND sync_state = 'sync' AND "
+                "now() - reply_time < make_interval(secs => %s)",
+                (self.cfg.ha.peer_name, within_s))
+            return bool(rows)
+        except Exception:
+            return False
+        finally:
+            db.close()
 
     def _queue(self, command: Command) -> None:
         with self.lock:

@@ -57,6 +57,19 @@ class PeerPoller(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
 
+    def ask_now(self) -> dict | None:
+        """One fresh answer from the peer (own connection, for the API threads), or None."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", "/v1/peer", headers={TOKEN_HEADER: self.token,
+                                                      "X-ESC-From": self.self_name})
+            resp = conn.getresponse()
+            return json.loads(resp.read()) if resp.status == 200 else None
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+        finally:
+            conn.close()
+
     def _get(self) -> dict:
         if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
