@@ -87,3 +87,104 @@ def pg_server() -> Iterator[PgServer]:
                 user=user, cwd=tmp, capture_output=True,
             )
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- escmanager's API on the test server (appended for the API tests) -----------------------
+
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from contextlib import AbstractContextManager, contextmanager  # noqa: E402
+from typing import Any  # noqa: E402
+
+API_USER, API_PASSWORD = "admin", "s3cret"
+
+
+@dataclass
+class EscApi:
+    """escmanager's app running (worker and callback sender included) on ``esc_db``,
+    with an authenticated TestClient."""
+
+    client: Any
+    app: Any
+    conninfo: str
+
+    def wait(self, tx_id: int, timeout: float = 10.0) -> dict[str, Any]:
+        """The transaction once succeeded or failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            tx = self.client.get(f"/v0/transactions/{tx_id}").json()
+            if tx["status"] in ("succeeded", "failed"):
+                return tx
+            assert time.monotonic() < deadline, f"transaction {tx_id} still {tx['status']}"
+            time.sleep(0.01)
+
+    def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+
+@pytest.fixture(scope="session")
+def esc_db_reset(pg_server: PgServer) -> Callable[[], str]:
+    """``reset()`` empties the ``esc`` database of ``pg_server`` (schema made if
+    needed; the built-in tenant kept) and returns its conninfo."""
+    from esc.services.schema import TABLES, ensure_schema
+
+    def reset() -> str:
+        conninfo = pg_server.conninfo()
+        with psycopg.connect(conninfo) as conn:
+            ensure_schema(conn)
+            conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+            ensure_schema(conn)
+        return conninfo
+
+    return reset
+
+
+@pytest.fixture
+def esc_db(esc_db_reset: Callable[[], str]) -> str:
+    """The emptied ``esc`` database with the controller's schema: its conninfo."""
+    return esc_db_reset()
+
+
+@pytest.fixture(scope="session")
+def esc_api_factory(pg_server: PgServer) -> Callable[..., AbstractContextManager[EscApi]]:
+    """``with esc_api_factory(executor=..., ...) as api:`` runs the app on the test
+    server's ``esc`` database (keywords go to create_app); the caller empties it."""
+    import warnings
+
+    from esc.config import NodeConfig, User
+    from esc.secrets import hash_password
+    from esc.services.manager import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    password_hash = hash_password(API_PASSWORD)
+    conninfo = pg_server.conninfo()
+
+    @contextmanager
+    def make(**kwargs: Any) -> Iterator[EscApi]:
+        cfg = NodeConfig(name="node-t", rest_user=User(name=API_USER, password_hash=password_hash))
+        kwargs.setdefault("worker_poll", 0.05)
+        kwargs.setdefault("callback_options", {"poll": 0.05, "first_delay": 0.05, "timeout": 2.0})
+        app = create_app(cfg, conninfo, **kwargs)
+        with TestClient(app) as client:
+            client.auth = (API_USER, API_PASSWORD)
+            yield EscApi(client, app, conninfo)
+
+    return make
+
+
+@pytest.fixture
+def make_esc_api(esc_db: str, esc_api_factory: Callable[..., AbstractContextManager[EscApi]]
+                 ) -> Callable[..., AbstractContextManager[EscApi]]:
+    """``with make_esc_api(executor=..., ...) as api:`` on an emptied database."""
+    return esc_api_factory
+
+
+@pytest.fixture
+def esc_api(make_esc_api: Callable[..., AbstractContextManager[EscApi]]) -> Iterator[EscApi]:
+    with make_esc_api() as api:
+        yield api

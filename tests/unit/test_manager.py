@@ -67,9 +67,8 @@ def node(pg_server, tmp_path_factory) -> Node:
 
 
 @pytest.fixture(autouse=True)
-def _empty_table(node: Node) -> None:
-    with psycopg.connect(node.conninfo, autocommit=True) as conn:
-        conn.execute("TRUNCATE deployments RESTART IDENTITY")
+def _empty_table(node: Node, esc_db: str) -> None:
+    """esc_db empties every table of the same database."""
 
 
 def authed(app) -> TestClient:
@@ -96,23 +95,40 @@ def test_create_then_list_and_get(client: TestClient) -> None:
     a = client.post("/v0/deployments", json={"name": "alpha"})
     b = client.post("/v0/deployments", json={"name": "be/ta"})
     assert (a.status_code, b.status_code) == (201, 201)
-    assert set(a.json()) == {"id", "name", "created_at"}
+    # the first version answered only these three; the deployment has more now
+    assert set(a.json()) >= {"id", "name", "created_at", "tenant", "status", "transaction_id"}
     assert a.json()["name"] == "alpha" and b.json()["id"] > a.json()["id"]
+    assert a.json()["tenant"] == "default" and a.json()["vm_groups"] == []
+
+    def ident(d: dict) -> tuple:
+        return d["id"], d["name"], d["created_at"], d["tenant"]
 
     listed = client.get("/v0/deployments")
     assert listed.status_code == 200
-    assert listed.json() == [a.json(), b.json()]
-    assert client.get("/v0/deployments/be/ta").json() == b.json()
+    assert [ident(d) for d in listed.json()] == [ident(a.json()), ident(b.json())]
+    assert ident(client.get("/v0/deployments/be/ta").json()) == ident(b.json())
     missing = client.get("/v0/deployments/nope")
     assert missing.status_code == 404 and "error" in missing.json()
 
 
-def test_duplicate_name_is_409(client: TestClient, node: Node) -> None:
-    assert client.post("/v0/deployments", json={"name": "dup"}).status_code == 201
+def test_same_name_again_is_the_same_deployment(client: TestClient, node: Node) -> None:
+    """A retry (same name, same body) whose first answer was lost finds the first
+    deployment and its transaction: 2xx, nothing created twice."""
+    first = client.post("/v0/deployments", json={"name": "dup"})
+    assert first.status_code == 201
+    again = client.post("/v0/deployments", json={"name": "dup"})
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["transaction_id"] == first.json()["transaction_id"]
+    assert rows(node) == ["dup"]
+
+
+def test_same_name_with_another_body_is_409(client: TestClient, node: Node) -> None:
+    r = client.post("/v0/tenants/default/deployments", json={"name": "dup", "description": "other"})
+    assert r.status_code == 202, r.text
     again = client.post("/v0/deployments", json={"name": "dup"})
     assert again.status_code == 409
-    assert again.json() == {"error": "deployment dup exists"}
-    assert rows(node) == ["dup"]
+    assert again.json() == {"error": "deployment default/dup exists"}
 
 
 def _basic(user: str, password: str) -> str:

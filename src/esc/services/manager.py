@@ -6,7 +6,8 @@ start-up time::
 
     python -m esc.services.manager --root ROOT
 
-    stdin  "serve"   open the database pool and listen on [::]:api_port
+    stdin  "serve"   open the database pool, start the transaction worker and the
+                     callback sender, and listen on [::]:api_port
            "exit"    exit 0 (so does EOF: the agent died); while serving, a
                      graceful shutdown first (as on SIGTERM)
     stdout "parked"  ready, waiting for "serve"
@@ -14,6 +15,12 @@ start-up time::
 
 While parked it holds no database connection and listens on nothing.
 ``--serve`` serves at once and ignores stdin (manual runs).
+
+The API itself is in api.py (routes, bodies, formats), the asynchronous writes in
+transactions.py (the worker), callbacks.py and events.py, the resources' storage in
+store.py and schema.py, and the hook to the VIM in executor.py. Nothing is kept only
+in memory: everything the worker and the sender do is resumed from the database by
+the next active.
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
 import os
 import re
@@ -32,33 +38,34 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import uvicorn
+from fastapi import FastAPI
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config
 from esc.secrets import verify_password
+from esc.services import api, models
+from esc.services.callbacks import CallbackSender
+from esc.services.db import CommitNotConfirmed, commit_durably, one_line
+from esc.services.executor import DeploymentExecutor
+from esc.services.transactions import Worker
+
+__all__ = ["CommitNotConfirmed", "commit_durably", "create_app", "db_conninfo", "main"]
 
 log = logging.getLogger("esc.escmanager")
 
-MAX_BODY = 64 * 1024
-MAX_NAME = 200
 POOL_TIMEOUT = 5.0  # how long a request waits for a database connection before 503
 HEALTH_TIMEOUT = 1.0  # health checkers give up early: answer 503 before they do
 
@@ -71,69 +78,6 @@ def db_conninfo(cfg: NodeConfig, paths: NodePaths) -> str:
     return make_conninfo(
         host=str(paths.pg_socket_dir), port=cfg.pg_port, dbname="esc", user="esc"
     )
-
-
-class CommitNotConfirmed(Exception):
-    """COMMIT returned, but PostgreSQL warned it did not wait for the synchronous standby."""
-
-
-def commit_durably(conn: psycopg.Connection) -> None:
-    """Commit, and fail unless the commit is known to be on both nodes.
-
-    If the wait for the synchronous standby is cancelled (pg_cancel_backend,
-    statement_timeout), PostgreSQL still reports COMMIT as successful, with only a
-    WARNING saying the transaction "might not have been replicated". Answering 2xx
-    then would promise durability we do not have, so any WARNING during COMMIT
-    counts as a failure. (Terminating the backend instead drops the connection,
-    which raises on its own.)
-    """
-    warnings: list[str] = []
-
-    def on_notice(diag: psycopg.errors.Diagnostic) -> None:
-        if diag.severity_nonlocalized == "WARNING":
-            warnings.append(diag.message_primary or "warning")
-
-    conn.add_notice_handler(on_notice)
-    try:
-        conn.commit()
-    finally:
-        conn.remove_notice_handler(on_notice)
-    if warnings:
-        raise CommitNotConfirmed("commit not confirmed by the standby: " + "; ".join(warnings))
-
-
-def _deployment(row: tuple[int, str, datetime]) -> dict[str, Any]:
-    return {"id": row[0], "name": row[1], "created_at": row[2].isoformat()}
-
-
-def insert_deployment(pool: ConnectionPool, name: str) -> dict[str, Any] | None:
-    """The new deployment once committed, or None if the name exists (nothing written)."""
-    with pool.connection() as conn:
-        # ON CONFLICT: a concurrent insert of the same name waits for the other
-        # transaction and then yields no row, rather than an error.
-        row = conn.execute(
-            "INSERT INTO deployments (name) VALUES (%s) ON CONFLICT (name) DO NOTHING"
-            " RETURNING id, name, created_at",
-            (name,),
-        ).fetchone()
-        if row is None:
-            return None
-        commit_durably(conn)
-        return _deployment(row)
-
-
-def list_deployments(pool: ConnectionPool) -> list[dict[str, Any]]:
-    with pool.connection() as conn:
-        rows = conn.execute("SELECT id, name, created_at FROM deployments ORDER BY id").fetchall()
-    return [_deployment(r) for r in rows]
-
-
-def get_deployment(pool: ConnectionPool, name: str) -> dict[str, Any] | None:
-    with pool.connection() as conn:
-        row = conn.execute(
-            "SELECT id, name, created_at FROM deployments WHERE name = %s", (name,)
-        ).fetchone()
-    return _deployment(row) if row else None
 
 
 def db_in_recovery(pool: ConnectionPool, timeout: float) -> bool:
@@ -158,14 +102,18 @@ class BasicAuth:
     passwords neither stalls the event loop nor eats memory.
     """
 
-    def __init__(self, app: ASGIApp, user: User) -> None:
+    def __init__(self, app: ASGIApp, user: User, prefix: str = "/v0") -> None:
         self.app = app
         self.user = user
+        self.prefix = prefix
         self.verified: set[bytes] = set()
         self.scrypt_slots = threading.BoundedSemaphore(2)
 
+    def _protected(self, path: str) -> bool:
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and self._protected(scope["path"]):
             header = Headers(scope=scope).get("authorization", "")
             key = hashlib.sha256(header.encode()).digest()
             if key not in self.verified:
@@ -197,80 +145,8 @@ class BasicAuth:
         return hmac.compare_digest(name.encode(), self.user.name.encode()) and password_ok
 
 
-def _object_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate key in object")
-    return obj
-
-
-async def read_json(request: Request) -> Any:
-    """The JSON body, or HTTPException 415/413/400. Never reads more than MAX_BODY."""
-    ctype = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if ctype != "application/json":
-        raise HTTPException(415, "Content-Type must be application/json")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise HTTPException(413, f"body larger than {MAX_BODY} bytes")
-    body = bytearray()
-    async for chunk in request.stream():  # chunked bodies have no length to check
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise HTTPException(413, f"body larger than {MAX_BODY} bytes")
-    try:
-        return json.loads(body, object_pairs_hook=_object_no_duplicates)
-    except (ValueError, RecursionError) as e:  # includes JSONDecodeError, UnicodeDecodeError
-        raise HTTPException(400, f"invalid JSON: {e}") from None
-
-
-def parse_new_deployment(data: Any) -> str:
-    """The name from a POST body, or HTTPException 400."""
-    if not isinstance(data, dict):
-        raise HTTPException(400, "body must be a JSON object")
-    unknown = sorted(set(data) - {"name"})
-    if unknown:
-        raise HTTPException(400, f"unknown field(s): {', '.join(unknown)}")
-    if "name" not in data:
-        raise HTTPException(400, "name is required")
-    name = data["name"]
-    if not isinstance(name, str):
-        raise HTTPException(400, "name must be a string")
-    if not 1 <= len(name) <= MAX_NAME:
-        raise HTTPException(400, f"name must be 1 to {MAX_NAME} characters")
-    # Both would only fail later, in the database driver, as a misleading 503:
-    # PostgreSQL text cannot hold NUL, and JSON can encode lone surrogates.
-    if "\x00" in name:
-        raise HTTPException(400, "name must not contain NUL")
-    try:
-        name.encode()
-    except UnicodeEncodeError:
-        raise HTTPException(400, "name is not valid Unicode") from None
-    return name
-
-
 def _pool(request: Request) -> ConnectionPool:
     return request.app.state.pool
-
-
-async def post_deployment(request: Request) -> Response:
-    name = parse_new_deployment(await read_json(request))
-    created = await run_in_threadpool(insert_deployment, _pool(request), name)
-    if created is None:
-        return error(409, f"deployment {name} exists")
-    log.info("created deployment id=%d name=%r", created["id"], name)
-    return JSONResponse(created, status_code=201)
-
-
-async def get_deployments(request: Request) -> Response:
-    return JSONResponse(await run_in_threadpool(list_deployments, _pool(request)))
-
-
-async def get_one_deployment(request: Request) -> Response:
-    name = request.path_params["name"]
-    found = await run_in_threadpool(get_deployment, _pool(request), name)
-    if found is None:
-        return error(404, f"deployment {name} not found")
-    return JSONResponse(found)
 
 
 async def health(request: Request) -> Response:
@@ -280,28 +156,18 @@ async def health(request: Request) -> Response:
         timeout = min(pool.timeout, HEALTH_TIMEOUT)
         in_recovery = await run_in_threadpool(db_in_recovery, pool, timeout)
     except psycopg.Error as e:
-        log.warning("health: database unavailable: %s", _one_line(e))
+        log.warning("health: database unavailable: %s", one_line(e))
         return JSONResponse({"status": "database unavailable"}, status_code=503)
     if in_recovery:
         return JSONResponse({"status": "database in recovery"}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
-async def on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return error(exc.status_code, str(exc.detail), exc.headers)
-
-
 async def on_db_error(request: Request, exc: Exception) -> Response:
     # Read-only (25006), connection lost, pool timeout, unconfirmed commit...:
     # the request may be retried, and nothing was acknowledged.
-    log.warning("%s %s: %s", request.method, request.url.path, _one_line(exc))
-    return error(503, f"database unavailable: {_one_line(exc)}")
+    log.warning("%s %s: %s", request.method, request.url.path, one_line(exc))
+    return api.error(request, 503, f"database unavailable: {one_line(exc)}")
 
 
 class NodeHeader:
@@ -324,12 +190,24 @@ class NodeHeader:
         await self.app(scope, receive, send_with_node)
 
 
-def create_app(cfg: NodeConfig, conninfo: str, *, pool_timeout: float = POOL_TIMEOUT) -> Starlette:
-    """The ASGI app. The pool is made at lifespan start, so building the app touches
-    no database; ``app.state.pool`` exists only while the app runs."""
+def create_app(
+    cfg: NodeConfig,
+    conninfo: str,
+    *,
+    pool_timeout: float = POOL_TIMEOUT,
+    executor: DeploymentExecutor | None = None,
+    worker_threads: int = 2,
+    worker_poll: float = 1.0,
+    callback_options: Mapping[str, Any] | None = None,
+) -> FastAPI:
+    """The ASGI app. The pool, the transaction worker and the callback sender start
+    with the lifespan (i.e. at ``serve``, on the active only), so building the app
+    touches no database; ``app.state.pool`` / ``.worker`` / ``.callbacks`` exist
+    only while the app runs. ``callback_options`` go to CallbackSender (tests make
+    its back-off short)."""
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # open(wait=False): connections are made in the background, so listening
         # never waits for the database; a request waits up to pool_timeout.
         # check=: a connection the server dropped (restart) is replaced before use
@@ -345,29 +223,47 @@ def create_app(cfg: NodeConfig, conninfo: str, *, pool_timeout: float = POOL_TIM
             kwargs={"application_name": "escmanager", "connect_timeout": 2},
         )
         pool.open(wait=False)
-        app.state.pool = pool
+        sender = CallbackSender(conninfo, **(callback_options or {}))
+        worker = Worker(conninfo, executor, threads=worker_threads, poll=worker_poll,
+                        on_finished=sender.wake)
+        app.state.pool, app.state.worker, app.state.callbacks = pool, worker, sender
+        # threads: their connections are made in the background as well
+        worker.start()
+        sender.start()
         try:
             yield
         finally:
+            worker.request_stop()
+            sender.request_stop()
+            await run_in_threadpool(worker.stop, 2.0)
+            await run_in_threadpool(sender.stop, 1.0)
             await run_in_threadpool(pool.close, 2.0)
 
-    auth = [Middleware(BasicAuth, user=cfg.rest_user)] if cfg.rest_user else []
-    v0 = [
-        Route("/deployments", post_deployment, methods=["POST"]),
-        Route("/deployments", get_deployments, methods=["GET"]),
-        # :path so that names containing "/" can be fetched too
-        Route("/deployments/{name:path}", get_one_deployment, methods=["GET"]),
-    ]
-    return Starlette(
-        routes=[Route("/health", health, methods=["GET"]), Mount("/v0", routes=v0, middleware=auth)],
+    app = FastAPI(
+        title="escmanager",
+        version="0",
+        description=(api.__doc__ or "").split("\n\n")[0],
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        # no OpenTelemetry spans, metrics or exporters (nor their cost per request)
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+                   "auto_configure": False},
         exception_handlers={
-            HTTPException: on_http_error,
+            **api.EXCEPTION_HANDLERS,
             psycopg.Error: on_db_error,
             CommitNotConfirmed: on_db_error,
         },
-        middleware=[Middleware(NodeHeader, node=cfg.name)],
-        lifespan=lifespan,
     )
+    app.add_api_route("/health", health, methods=["GET"], tags=["health"], response_model=models.Health,
+                      responses={503: {"model": models.Health, "description": "not serving"}},
+                      summary="Whether this node serves (unauthenticated)")
+    app.include_router(api.router())
+    api.install_openapi(app)
+    if cfg.rest_user:
+        app.add_middleware(BasicAuth, user=cfg.rest_user)
+    app.add_middleware(NodeHeader, node=cfg.name)
+    return app
 
 
 # --- process -------------------------------------------------------------------------------
