@@ -171,6 +171,33 @@ def peer_app_name(address: str) -> str:
     return "esc_" + str(ipaddress.ip_address(address)).replace(".", "_").replace(":", "_")
 
 
+class VimConfig(BaseModel):
+    """Where VMs are made. ``local``: VMs are processes in network namespaces on this
+    machine (docs/vim.md), attached to ``bridge`` in namespace ``network_ns``, with
+    addresses from ``pool``; ``state_dir`` must be shared by both nodes, as a real VIM is."""
+
+    driver: Literal["local"] = "local"
+    state_dir: str
+    ns_prefix: str = ""
+    network_ns: str
+    bridge: str = "br0"
+    pool: str
+    prefixlen: int | None = None  # of the VMs' network (the pool may be a part of it)
+    probe_interval: float = 1.0
+    down_after: int = 3
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, v: str) -> str:
+        try:
+            net = ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"vim pool {v!r} is not a network (e.g. 10.77.0.128/25)") from None
+        if net.version != 4 or net.num_addresses < 4:
+            raise ValueError(f"vim pool {v!r}: an IPv4 network with room for VMs is needed")
+        return v
+
+
 class User(BaseModel):
     name: str
     password_hash: str
@@ -189,6 +216,7 @@ class NodeConfig(BaseModel):
     health_port: int = 8060
     pg_port: int = 5432
     timing: Timing = Field(default_factory=Timing)
+    vim: VimConfig | None = None
 
     @property
     def is_ha(self) -> bool:

@@ -113,6 +113,15 @@ class Lab:
                 f"auth={self.auth!r},timeout=10);print(r.status_code)")
         return int(self.client_python(code).strip())
 
+    def api(self, method: str, path: str, body: dict | None = None,
+            headers: dict | None = None) -> tuple[int, dict]:
+        """One REST call through the VIP from the client namespace."""
+        code = (f"import httpx,json;r=httpx.request({method!r},{self.url + path!r},json={body!r},"
+                f"headers={headers or {}!r},auth={self.auth!r},timeout=10);"
+                "print(json.dumps([r.status_code, r.json() if r.content else None]))")
+        status, out = json.loads(self.client_python(code))
+        return status, out
+
     def names_via_vip(self) -> set[str]:
         code = (f"import httpx,json;r=httpx.get({self.url + '/v0/deployments'!r},auth={self.auth!r},"
                 "timeout=10);r.raise_for_status();print(json.dumps([d['name'] for d in r.json()]))")

@@ -147,6 +147,38 @@ def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_m
                "run `escadm reload` and `escadm restart` to apply")
 
 
+@cli.group()
+def vim() -> None:
+    """The VIM the controller deploys VMs to."""
+
+
+@vim.command("set")
+@click.option("--driver", type=click.Choice(["local"]), default="local", show_default=True)
+@click.option("--state-dir", required=True, help="VIM state, shared by both nodes.")
+@click.option("--ns-prefix", default="", help="Prefix of the VMs' labels (a lab's prefix).")
+@click.option("--network", required=True, help="NAMESPACE[:BRIDGE] the VMs attach to.")
+@click.option("--pool", required=True, help="IPv4 network the VMs' addresses come from.")
+@click.option("--prefixlen", type=click.IntRange(1, 32), default=None,
+              help="Prefix length of the VMs' network (default: the pool's).")
+@click.pass_context
+def vim_set(ctx: click.Context, driver: str, state_dir: str, ns_prefix: str, network: str,
+            pool: str, prefixlen: int | None) -> None:
+    """Configure the VIM (then `escadm restart`, or the next activation, applies it)."""
+    from esc.config import VimConfig, save_config
+
+    paths = paths_of(ctx)
+    ns, _, bridge = network.partition(":")
+    try:
+        cfg = load_config(paths)
+        vim_cfg = VimConfig(driver=driver, state_dir=str(Path(state_dir).resolve()),  # type: ignore[arg-type]
+                            ns_prefix=ns_prefix, network_ns=ns, bridge=bridge or "br0", pool=pool,
+                            prefixlen=prefixlen)
+    except (ConfigError, ValueError) as e:
+        fail(str(e).splitlines()[-1] if "validation error" in str(e) else str(e), 2)
+    save_config(paths, cfg.model_copy(update={"vim": vim_cfg}))
+    done(f"VIM set: {driver}, network {vim_cfg.network_ns}:{vim_cfg.bridge}, pool {pool}")
+
+
 def _command(ctx: click.Context, name: str) -> dict:
     try:
         code, body = AgentClient(paths_of(ctx)).command(name)

@@ -28,6 +28,7 @@ CLIENT = "client"
 SUBNET4, SUBNET6 = "10.77.0", "fd77:"
 ADDR = {"n1": 11, "n2": 12, CLIENT: 100}
 VIP = f"{SUBNET4}.50"
+VM_POOL = f"{SUBNET4}.128/25"  # the VMs the controller deploys, on the same lab network
 VRID = 77
 
 
@@ -145,6 +146,13 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd") -> dict:  # type: 
                                  check=False, timeout=180)
             if res.returncode != 0:
                 raise LabError(f"install of {n} failed: {(res.stderr or res.stdout).strip()}")
+            res = net.netns_exec(n, *escadm_argv(), "--root", str(node_root(n)), "vim", "set",
+                                 "--state-dir", str(vim_state_dir()), "--ns-prefix", net.ns(""),
+                                 "--network", f"{net.switch()}:{net.BRIDGE}", "--pool", VM_POOL,
+                                 "--prefixlen", "24",
+                                 check=False)
+            if res.returncode != 0:
+                raise LabError(f"vim set on {n} failed: {(res.stderr or res.stdout).strip()}")
         log(f"lab: network and nodes installed in {time.monotonic() - t0:.1f}s")
         for n in NODES:
             start(n)

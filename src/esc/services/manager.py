@@ -199,6 +199,8 @@ def create_app(
     worker_threads: int = 2,
     worker_poll: float = 1.0,
     callback_options: Mapping[str, Any] | None = None,
+    on_start: Callable[[], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The ASGI app. The pool, the transaction worker and the callback sender start
     with the lifespan (i.e. at ``serve``, on the active only), so building the app
@@ -230,9 +232,13 @@ def create_app(
         # threads: their connections are made in the background as well
         worker.start()
         sender.start()
+        if on_start is not None:  # the VNF monitor: active only, like the worker
+            await run_in_threadpool(on_start)
         try:
             yield
         finally:
+            if on_stop is not None:
+                await run_in_threadpool(on_stop)
             worker.request_stop()
             sender.request_stop()
             await run_in_threadpool(worker.stop, 2.0)
@@ -382,7 +388,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(paths, cfg.name)
 
-    app = create_app(cfg, db_conninfo(cfg, paths))
+    conninfo = db_conninfo(cfg, paths)
+    vim = None
+    if cfg.vim is not None:
+        from esc.services.vim_wiring import VimController
+
+        vim = VimController(cfg.vim, conninfo)
+    app = create_app(cfg, conninfo, executor=vim,
+                     on_start=vim.start if vim else None, on_stop=vim.stop if vim else None)
     config = uvicorn.Config(
         app,
         lifespan="on",

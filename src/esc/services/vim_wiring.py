@@ -1,0 +1,144 @@
+"""The controller's VIM side: deployments become VMs, and the monitor watches them.
+
+Runs inside escmanager, i.e. on the active node only, from ``serve`` on. The VIM
+state and the database are the truth; nothing needed after a failover is kept only
+in memory: the new active's worker re-applies every unfinished transaction (the
+driver is idempotent by VM name) and the monitor is rebuilt from the database.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import psycopg
+
+from esc.config import VimConfig
+from esc.monitor import Monitor
+from esc.monitor.core import Action, Event, Recovery, Thresholds
+from esc.monitor.recovery import execute
+from esc.services.events import record_event
+from esc.services.executor import DeploymentWork
+from esc.vim.driver import Network, VmSpec
+from esc.vim.local import LocalDriver
+
+log = logging.getLogger("esc.vim")
+
+DEPLOYED_VMS_SQL = """
+SELECT t.name, d.name, v.name,
+       coalesce((SELECT g->'recovery'->>'policy'
+                   FROM jsonb_array_elements(coalesce(d.spec->'vm_groups', '[]')) g
+                  WHERE g->>'name' = v.vm_group LIMIT 1), 'reboot')
+  FROM vms v JOIN deployments d ON d.id = v.deployment_id JOIN tenants t ON t.id = d.tenant_id
+ WHERE v.status = 'deployed'
+"""
+
+
+def vim_name(tenant: str, deployment: str, vm: str) -> str:
+    """A VIM-side name, stable across calls and nodes, within the driver's name rules."""
+    raw = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{tenant}.{deployment}.{vm}")
+    if len(raw) > 60 or not raw[0].isalnum():
+        import hashlib
+
+        raw = "v" + hashlib.sha256(raw.encode()).hexdigest()[:16] + "-" + raw[-40:].lstrip("-.")
+    return raw
+
+
+def image_kind(image: Mapping) -> str:
+    return "web" if "web" in str(image.get("name", "")).lower() else "cirros"
+
+
+class VimController:
+    """The DeploymentExecutor of the worker, and the monitor's owner."""
+
+    def __init__(self, vim: VimConfig, conninfo: str) -> None:
+        self.vim, self.conninfo = vim, conninfo
+        self.driver = LocalDriver(Path(vim.state_dir), vim.ns_prefix)
+        self.network = Network(vim.network_ns, vim.bridge)
+        self.pool = ipaddress.ip_network(vim.pool, strict=False)
+        self.alloc = threading.Lock()
+        self.monitor = Monitor(self._on_event, self._on_action, interval_s=vim.probe_interval,
+                               timeout_s=min(1.0, vim.probe_interval),
+                               thresholds=Thresholds(rise=2, down_after=vim.down_after))
+
+    # -- executor --------------------------------------------------------------
+    def apply(self, work: DeploymentWork) -> Mapping[str, str]:
+        for vm in work.remove:
+            name = vim_name(work.tenant, work.deployment, vm.name)
+            self.monitor.remove([name])
+            self.driver.delete_vm(name)
+        statuses: dict[str, str] = {}
+        records = []
+        for vm in work.vms:
+            name = vim_name(work.tenant, work.deployment, vm.name)
+            with self.alloc:
+                info = self.driver.get(name)
+                if info is None:
+                    plen = self.vim.prefixlen or self.pool.prefixlen
+                    address = f"{self._free_address()}/{plen}"
+                    info = self.driver.create_vm(VmSpec(name=name, image=image_kind(vm.image),
+                                                        address=address, network=self.network))
+            statuses[vm.name] = "deployed" if info.state == "running" else "error"
+            records.append(_record(name, f"{work.tenant}/{work.deployment}", info.ip,
+                                   vm.recovery.get("policy", "reboot")))
+        if records:
+            self.monitor.add(records)
+        return statuses
+
+    def _free_address(self) -> str:
+        used = {v.ip for v in self.driver.list()}
+        for host in self.pool.hosts():
+            if str(host) not in used:
+                return str(host)
+        raise RuntimeError(f"the VIM pool {self.pool} is full")
+
+    # -- monitor ---------------------------------------------------------------
+    def start(self) -> None:
+        """Rebuild the monitor from the database (after a failover too) and start it."""
+        records = []
+        try:
+            with psycopg.connect(self.conninfo) as c:
+                rows = c.execute(DEPLOYED_VMS_SQL).fetchall()
+        except psycopg.Error as e:
+            log.error("monitor: cannot read the deployed VMs: %s", e)
+            rows = []
+        for tenant, deployment, vm, policy in rows:
+            name = vim_name(tenant, deployment, vm)
+            info = self.driver.get(name)
+            if info is not None:
+                records.append(_record(name, f"{tenant}/{deployment}", info.ip, policy))
+        if records:
+            self.monitor.add(records)
+        self.monitor.start()
+        log.info("monitor started with %d VMs", len(records))
+
+    def stop(self) -> None:
+        self.monitor.stop(timeout=5)
+
+    def _on_event(self, ev: Event) -> None:
+        tenant, _, deployment = ev.deployment.partition("/")
+        log.info("%s %s %s", ev.kind, ev.vm or ev.deployment, ev.reason)
+        try:
+            with psycopg.connect(self.conninfo) as c:
+                record_event(c, str(ev.kind.value if hasattr(ev.kind, "value") else ev.kind),
+                             tenant=tenant, resource_type="deployment", resource=deployment,
+                             vm=ev.vm, message=ev.reason)
+                c.commit()
+        except psycopg.Error as e:
+            log.error("could not record %s: %s", ev.kind, e)
+
+    def _on_action(self, action: Action) -> None:
+        log.warning("recovery %s of %s (attempt %d/%d): %s", action.kind, action.vm,
+                    action.attempt, action.max_attempts, action.reason)
+        execute(self.driver, action, self.driver.spec(action.vm))
+
+
+def _record(name: str, deployment: str, address: str, policy: str) -> dict:
+    """A monitor record; policy ``none`` means watch and report, never recover."""
+    if policy in (Recovery.REBOOT, Recovery.REDEPLOY):
+        return {"name": name, "deployment": deployment, "address": address, "recovery": policy}
+    return {"name": name, "deployment": deployment, "address": address, "max_attempts": 0}

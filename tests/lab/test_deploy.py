@@ -1,0 +1,74 @@
+"""Deployments through the VIP become VMs; monitoring and recovery carry on after a failover."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from esc.lab import lab as labmod
+from esc.services.vim_wiring import vim_name
+from esc.vim.local import LocalDriver
+
+pytestmark = pytest.mark.lab
+
+
+def wait_tx(lab, tx: int, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = lab.api("GET", f"/v0/transactions/{tx}")
+        if status == 200 and body["status"] in ("succeeded", "failed"):
+            return body
+        assert time.monotonic() < deadline, f"transaction {tx} still {body}"
+        time.sleep(0.2)
+
+
+def wait_event(lab, kind: str, vm: str | None, since: int, timeout: float = 40) -> int:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        status, events = lab.api("GET", f"/v0/notifications?since={since}")
+        if status == 200:
+            for ev in events if isinstance(events, list) else events.get("events", []):
+                if ev.get("type") == kind and (vm is None or ev.get("vm") == vm):
+                    return int(ev["id"])
+        assert time.monotonic() < deadline, f"no {kind} for {vm} since event {since}"
+        time.sleep(0.3)
+
+
+def test_a_deployment_survives_a_failover_and_its_vms_are_still_recovered(lab):
+    for path, body in (("/v0/images", {"name": "cirros", "src": "file:///cirros.img"}),
+                       ("/v0/flavors", {"name": "small", "vcpus": 1, "memory_mb": 256}),
+                       ("/v0/tenants", {"name": "t1"})):
+        status, out = lab.api("POST", path, body)
+        assert status == 202, out
+        assert wait_tx(lab, out["transaction_id"])["status"] == "succeeded"
+    dep = {"name": "dep1", "vm_groups": [{"name": "g", "image": "cirros", "flavor": "small",
+                                          "count": 2, "recovery": {"policy": "reboot"}}]}
+    status, out = lab.api("POST", "/v0/tenants/t1/deployments", dep,
+                          headers={"Idempotency-Key": "dep1-create"})
+    assert status == 202, out
+    tx = out["transaction_id"]
+    assert wait_tx(lab, tx)["status"] == "succeeded"
+    status, got = lab.api("GET", "/v0/tenants/t1/deployments/dep1")
+    assert status == 200 and len(got["vms"]) == 2
+    assert all(vm["status"] == "deployed" for vm in got["vms"]), got
+    alive = wait_event(lab, "SERVICE_ALIVE", None, 0)
+
+    driver = LocalDriver(labmod.vim_state_dir(), labmod.net.ns(""))
+    names = sorted(vim_name("t1", "dep1", vm["name"]) for vm in got["vms"])
+    assert sorted(v.name for v in driver.list()) == names
+
+    # The active dies; the VMs do not; the new active takes over their monitoring.
+    old = lab.active()
+    labmod.kill(old)
+    lab.wait_roles({lab.other(old): "ACTIVE"}, timeout=30)
+    assert all(driver.get(n).state == "running" for n in names)
+    driver.kill_vm_process(names[0])
+    down = wait_event(lab, "VM_DOWN", names[0], alive)
+    wait_event(lab, "VM_ALIVE", names[0], down)
+
+    # A retried request with the same key creates nothing twice.
+    status, again = lab.api("POST", "/v0/tenants/t1/deployments", dep,
+                            headers={"Idempotency-Key": "dep1-create"})
+    assert status == 202 and again["transaction_id"] == tx
+    assert len(driver.list()) == 2
