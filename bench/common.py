@@ -67,6 +67,30 @@ def names_via_vip(state: dict) -> set[str]:
     return set(json.loads(res.stdout))
 
 
+def api(state: dict, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+    """One REST call through the VIP from the client namespace."""
+    url = f"http://{state['vip']}:{state['api_port']}{path}"
+    code = (f"import httpx,json;r=httpx.request({method!r},{url!r},json={body!r},"
+            f"auth=({state['rest_user']!r},{state['rest_password']!r}),timeout=10);"
+            "print(json.dumps([r.status_code, r.json() if r.content else None]))")
+    res = labmod.client_run([sys.executable, "-c", code])
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    status, out = json.loads(res.stdout)
+    return status, out
+
+
+def wait_transaction(state: dict, tx: int, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = api(state, "GET", f"/v0/transactions/{tx}")
+        if status == 200 and isinstance(body, dict) and body["status"] in ("succeeded", "failed"):
+            return body
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"transaction {tx} not finished: {body}")
+        time.sleep(0.2)
+
+
 @dataclass
 class FailoverResult:
     old: str

@@ -9,7 +9,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Writer, escadm, failover_once, names_via_vip  # noqa: E402
+from common import (  # noqa: E402
+    Writer,
+    api,
+    escadm,
+    failover_once,
+    names_via_vip,
+    wait_transaction,
+)
 
 from esc.lab import lab as labmod  # noqa: E402
 from esc.lab.measure import analyse  # noqa: E402
@@ -43,7 +50,21 @@ def main() -> int:
         print(f"{out.acked} records acknowledged (each committed on both nodes first); "
               f"{len(out.lost)} missing")
 
-        step("3. Power cut of the active node (every process killed at once, link down)")
+        step("3. A deployment through the VIP: 2 VMs (processes in their own namespaces), "
+             "monitored by the active")
+        for path, body in (("/v0/images", {"name": "cirros", "src": "file:///cirros.img"}),
+                           ("/v0/flavors", {"name": "small", "vcpus": 1, "memory_mb": 256}),
+                           ("/v0/tenants", {"name": "demo"}),
+                           ("/v0/tenants/demo/deployments",
+                            {"name": "vnf1", "vm_groups": [{"name": "g", "image": "cirros",
+                                                            "flavor": "small", "count": 2}]})):
+            status, out = api(state, "POST", path, body)
+            tx = wait_transaction(state, out["transaction_id"])  # type: ignore[index]
+            print(f"POST {path} -> {status}, transaction {tx['transaction_id']} {tx['status']}")
+        _, dep = api(state, "GET", "/v0/tenants/demo/deployments/vnf1")
+        print("VMs:", ", ".join(f"{v['name']} {v['status']}" for v in dep["vms"]))  # type: ignore[index]
+
+        step("4. Power cut of the active node (every process killed at once, link down)")
         res = failover_once(state, "failover")
         o = res.outcome
         print(f"killed {res.old}; {res.new} took over")
@@ -54,8 +75,17 @@ def main() -> int:
         print(f"acknowledged writes          : {o.acked}, lost: {len(o.lost)}")
         print(f"old node back as STANDBY in  : {res.rejoin_s:.1f} s after power-on")
         print("(the original: 2 to 5 minutes of failover; raw keepalived + promote here: 0.69 s)")
+        _, dep = api(state, "GET", "/v0/tenants/demo/deployments/vnf1")
+        print("deployment vnf1 after the failover:",
+              ", ".join(f"{v['name']} {v['status']}" for v in dep["vms"]))  # type: ignore[index]
+        from esc.lab import net
+        from esc.vim.local import LocalDriver
 
-        step(f"4. Switchover by hand, back to {res.old} (`escadm ha switchover`), "
+        vms = LocalDriver(labmod.vim_state_dir(), net.ns("")).list()
+        print("its VMs, untouched by the controller's death:",
+              ", ".join(f"{v.name} {v.address} {v.state} (pid {v.pid})" for v in vms))
+
+        step(f"5. Switchover by hand, back to {res.old} (`escadm ha switchover`), "
              "with writes running")
         w = Writer(state, "switchover")
         time.sleep(1)
@@ -68,7 +98,7 @@ def main() -> int:
         for n in labmod.NODES:
             print(escadm(n, "status"))
     finally:
-        step("5. Lab down")
+        step("6. Lab down")
         labmod.down()
         print("all namespaces and processes removed")
     return 0
