@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +37,7 @@ import psycopg
 
 from esc.services.db import commit_durably, one_line
 from esc.services.events import transaction_event_type
+from esc.services.threads import PollingThreads
 
 log = logging.getLogger("esc.escmanager.callbacks")
 
@@ -94,7 +93,7 @@ FOR UPDATE OF c SKIP LOCKED
 """
 
 
-class CallbackSender:
+class CallbackSender(PollingThreads):
     def __init__(
         self,
         conninfo: str,
@@ -109,33 +108,7 @@ class CallbackSender:
         self.conninfo = conninfo
         self.poll, self.timeout = poll, timeout
         self.first_delay, self.max_delay, self.max_attempts = first_delay, max_delay, max_attempts
-        self.wakeup = threading.Condition()
-        self.generation = 0
-        self.stopping = threading.Event()
-        self.threads = [
-            threading.Thread(target=self._run, name=f"esc-callback-{i}", daemon=True) for i in range(threads)
-        ]
-
-    def start(self) -> None:
-        for t in self.threads:
-            t.start()
-
-    def wake(self) -> None:
-        with self.wakeup:
-            self.generation += 1
-            self.wakeup.notify_all()
-
-    def request_stop(self) -> None:
-        """Take nothing new; what is in progress finishes (or is resumed later)."""
-        self.stopping.set()
-        self.wake()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self.request_stop()
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            if t.is_alive():
-                t.join(max(0.0, deadline - time.monotonic()))
+        super().__init__("esc-callback", threads)
 
     def delay(self, attempts: int) -> float:
         """Seconds before the next try, after ``attempts`` failed ones."""

@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +52,7 @@ from esc.services.db import (
 )
 from esc.services.executor import DeploymentExecutor, NoopExecutor
 from esc.services.store import KINDS, Fail, Tx
+from esc.services.threads import PollingThreads
 
 log = logging.getLogger("esc.escmanager.worker")
 
@@ -260,7 +260,7 @@ TRANSIENT = (psycopg.OperationalError, psycopg.errors.SerializationFailure,
              psycopg.errors.AdminShutdown, CommitNotConfirmed)
 
 
-class Worker:
+class Worker(PollingThreads):
     """Threads that do the accepted transactions. Runs only while escmanager serves
     (i.e. on the active); every thread has its own database connection.
 
@@ -280,34 +280,8 @@ class Worker:
         self.executor: DeploymentExecutor = executor or NoopExecutor()
         self.poll = poll
         self.on_finished = on_finished or (lambda: None)
-        self.wakeup = threading.Condition()
-        self.generation = 0
-        self.stopping = threading.Event()
         self.local = threading.local()  # per thread: whether this run committed "running"
-        self.threads = [
-            threading.Thread(target=self._run, name=f"esc-worker-{i}", daemon=True) for i in range(threads)
-        ]
-
-    def start(self) -> None:
-        for t in self.threads:
-            t.start()
-
-    def wake(self) -> None:
-        with self.wakeup:
-            self.generation += 1
-            self.wakeup.notify_all()
-
-    def request_stop(self) -> None:
-        """Take nothing new; what is in progress finishes (or is resumed later)."""
-        self.stopping.set()
-        self.wake()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self.request_stop()
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            if t.is_alive():
-                t.join(max(0.0, deadline - time.monotonic()))
+        super().__init__("esc-worker", threads)
 
     # ------------------------------------------------------------------ loop
     def _connect(self) -> psycopg.Connection:

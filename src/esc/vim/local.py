@@ -42,13 +42,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from esc.config import write_json_atomic
 from esc.vim.driver import Network, VimError, VmConflict, VmInfo, VmNotFound, VmSpec, check_name
 
 log = logging.getLogger("esc.vim.local")
@@ -76,23 +76,6 @@ def _now_iso() -> str:
 
 # ---------------------------------------------------------------------------
 # state files
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Temp file in the same directory, fsync, rename: readers see the old or the new
-    file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class StateStore:
