@@ -148,7 +148,11 @@ def failover_once(state: dict, prefix: str, warmup: float = 1.0) -> FailoverResu
     steps = timeline(new, killed_at)
     t0 = time.monotonic()
     labmod.start(old)
-    labmod.wait_roles({"ACTIVE", "STANDBY"}, timeout=90)
+    try:
+        labmod.wait_roles({"ACTIVE", "STANDBY"}, timeout=90)
+    except labmod.LabError:
+        labmod.dump_logs(lines=80)  # before the lab (and its logs) goes away
+        raise
     return FailoverResult(old, new, outcome, time.monotonic() - t0, steps)
 
 

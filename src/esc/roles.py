@@ -295,8 +295,10 @@ def _joining(role: Role, obs: Observation) -> Decision:
                             "the peer is active: rejoining as its standby", job=Job.REJOIN)
         since = obs.not_streaming_since
         not_streaming_for = obs.now - since if since is not None else 0.0
-        if obs.db.state == Db.STANDBY and not obs.db.streaming \
+        if obs.db.state in (Db.STANDBY, Db.STARTING) and not obs.db.streaming \
                 and not_streaming_for > obs.rejoin_grace:
+            # STARTING too: a standby that never reaches a consistent state (diverged
+            # history) must not wait forever either.
             return Decision(Role.SWITCHING_TO_STANDBY, OFF,
                             f"not streaming from the active after {not_streaming_for:.1f}s: "
                             "rewinding", job=Job.REJOIN)

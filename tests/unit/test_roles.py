@@ -1495,3 +1495,17 @@ def test_sim_fuzz_one_writer_and_convergence() -> None:
         active = next(x for x in w.nodes if x.role == Role.ACTIVE)
         assert active.db == Db.PRIMARY and active.sync, f"seed {seed}: {story}"
         w.check_no_acked_write_lost(active)
+
+
+@pytest.mark.parametrize("state", [Db.STANDBY, Db.STARTING])
+def test_a_standby_that_never_streams_from_the_active_is_rejoined(state: Db) -> None:
+    """A database stuck before consistency (STARTING) is rewound too, like a standby that
+    does not stream: neither may wait for ever behind an active peer."""
+    peer = PeerView(role=Role.ACTIVE, db=DbView(state=Db.PRIMARY, timeline=3, lsn=900), index=0)
+    obs = Observation(now=100.0, self_index=1, db=DbView(state=state), peer=peer,
+                      peer_ever_seen=True, not_streaming_since=96.0)
+    dec = decide(Role.SWITCHING_TO_STANDBY, obs)
+    assert dec.job == Job.REJOIN and dec.role == Role.SWITCHING_TO_STANDBY
+    early = decide(Role.SWITCHING_TO_STANDBY,
+                   Observation(**{**obs.__dict__, "not_streaming_since": 99.0}))
+    assert early.job is None

@@ -168,7 +168,7 @@ class Agent:
         db = self.localdb.observe(running, self.sync)
         if db.state == Db.STOPPED:
             db = DbView(state=Db.STOPPED, was_primary=self._was_primary())
-        if db.state == Db.STANDBY and not db.streaming:
+        if db.state in (Db.STANDBY, Db.STARTING) and not db.streaming:
             self.not_streaming_since = self.not_streaming_since or now
         else:
             self.not_streaming_since = None
