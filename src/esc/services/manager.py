@@ -232,8 +232,9 @@ def create_app(
         # threads: their connections are made in the background as well
         worker.start()
         sender.start()
-        if on_start is not None:  # the VNF monitor: active only, like the worker
-            await run_in_threadpool(on_start)
+        if on_start is not None:  # the VNF monitor: active only, like the worker; in the
+            # background, so that reading the deployed VMs never delays listening
+            threading.Thread(target=on_start, name="esc-on-start", daemon=True).start()
         try:
             yield
         finally:
