@@ -97,7 +97,8 @@ class Observation:
     peer_ever_seen: bool = False  # since this agent started
     last_confirm_recv: float | None = None  # standby: peer last confirmed us complete
     last_confirm_sent: float | None = None  # active: we last confirmed the peer complete
-    not_streaming_since: float | None = None  # standby db running but not streaming since
+    # standby db running but not streaming (or streaming a timeline the active left) since
+    not_streaming_since: float | None = None
     volume_ok: bool = True
     job_running: Job | None = None
     job_failed: Job | None = None  # the last job failed (the agent backs off)
@@ -295,7 +296,7 @@ def _joining(role: Role, obs: Observation) -> Decision:
                             "the peer is active: rejoining as its standby", job=Job.REJOIN)
         since = obs.not_streaming_since
         not_streaming_for = obs.now - since if since is not None else 0.0
-        if obs.db.state in (Db.STANDBY, Db.STARTING) and not obs.db.streaming \
+        if obs.db.state in (Db.STANDBY, Db.STARTING) and since is not None \
                 and not_streaming_for > obs.rejoin_grace:
             # STARTING too: a standby that never reaches a consistent state (diverged
             # history) must not wait forever either.

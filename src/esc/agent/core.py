@@ -168,10 +168,6 @@ class Agent:
         db = self.localdb.observe(running, self.sync)
         if db.state == Db.STOPPED:
             db = DbView(state=Db.STOPPED, was_primary=self._was_primary())
-        if db.state in (Db.STANDBY, Db.STARTING) and not db.streaming:
-            self.not_streaming_since = self.not_streaming_since or now
-        else:
-            self.not_streaming_since = None
         peer, ever_seen, confirm_recv = None, False, None
         if self.poller is not None:
             snap = self.poller.snapshot()
@@ -180,6 +176,15 @@ class Agent:
                 now - snap.received_at <= t.heartbeat_timeout + 2 * t.heartbeat_interval
             peer = snap.view if fresh else None
             ever_seen, confirm_recv = snap.ever_seen, snap.last_confirm_recv
+        # "Not streaming" includes streaming an old timeline: a standby whose history
+        # forked before its own end of WAL reconnects and drops again, in a loop, and
+        # would look healthy half of the time.
+        behind = peer is not None and peer.db.state == Db.PRIMARY and \
+            0 < db.timeline < peer.db.timeline
+        if db.state in (Db.STANDBY, Db.STARTING) and (not db.streaming or behind):
+            self.not_streaming_since = self.not_streaming_since or now
+        else:
+            self.not_streaming_since = None
         outcome, self.job_outcome = self.job_outcome, None
         job_done = None
         if outcome is not None:

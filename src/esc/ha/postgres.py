@@ -161,7 +161,9 @@ SELECT pg_is_in_recovery(),
        CASE WHEN pg_is_in_recovery()
             THEN coalesce(pg_last_wal_replay_lsn(), pg_last_wal_receive_lsn())::text
             ELSE pg_current_wal_lsn()::text END,
-       (SELECT timeline_id FROM pg_control_checkpoint()),
+       CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
+            -- a primary's current timeline (its checkpoint's lags after a promotion)
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
        (SELECT received_tli FROM pg_stat_wal_receiver),
        (SELECT system_identifier FROM pg_control_system())::text,
        current_setting('synchronous_standby_names'),
