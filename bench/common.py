@@ -56,22 +56,11 @@ class Writer:
         return data
 
 
-def names_via_vip(state: dict) -> set[str]:
-    url = f"http://{state['vip']}:{state['api_port']}/v0/deployments"
-    code = (f"import httpx,json;r=httpx.get({url!r},auth=({state['rest_user']!r},"
-            f"{state['rest_password']!r}),timeout=30);r.raise_for_status();"
-            "print(json.dumps([d['name'] for d in r.json()]))")
-    res = labmod.client_run([sys.executable, "-c", code])
-    if res.returncode != 0:
-        raise RuntimeError(res.stderr)
-    return set(json.loads(res.stdout))
-
-
 def api(state: dict, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
     """One REST call through the VIP from the client namespace."""
     url = f"http://{state['vip']}:{state['api_port']}{path}"
     code = (f"import httpx,json;r=httpx.request({method!r},{url!r},json={body!r},"
-            f"auth=({state['rest_user']!r},{state['rest_password']!r}),timeout=10);"
+            f"auth=({state['rest_user']!r},{state['rest_password']!r}),timeout=30);"
             "print(json.dumps([r.status_code, r.json() if r.content else None]))")
     res = labmod.client_run([sys.executable, "-c", code])
     if res.returncode != 0:
@@ -89,6 +78,13 @@ def wait_transaction(state: dict, tx: int, timeout: float = 30) -> dict:
         if time.monotonic() > deadline:
             raise RuntimeError(f"transaction {tx} not finished: {body}")
         time.sleep(0.2)
+
+
+def names_via_vip(state: dict) -> set[str]:
+    status, out = api(state, "GET", "/v0/deployments")
+    if status != 200 or not isinstance(out, list):
+        raise RuntimeError(f"GET /v0/deployments answered {status}: {out}")
+    return {d["name"] for d in out}
 
 
 @dataclass
