@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -72,3 +73,66 @@ def test_a_deployment_survives_a_failover_and_its_vms_are_still_recovered(lab):
                             headers={"Idempotency-Key": "dep1-create"})
     assert status == 202 and again["transaction_id"] == tx
     assert len(driver.list()) == 2
+
+
+RECEIVER = r'''
+import http.server, json, sys
+out = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with open(out, "a") as f:
+            f.write(json.dumps({"tx": self.headers.get("esc-transaction-id"),
+                                "code": self.headers.get("esc-status-code"),
+                                "message": self.headers.get("esc-status-message")}) + "\n")
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("0.0.0.0", 9999), H).serve_forever()
+'''
+
+
+def test_a_deployment_in_progress_when_the_active_dies_is_finished_by_the_new_one(lab):
+    import subprocess
+    import sys
+
+    got = lab.tmp / "callbacks.jsonl"
+    receiver = subprocess.Popen(labmod.exec_argv(labmod.CLIENT, [sys.executable, "-c", RECEIVER,
+                                                                 str(got)]))
+    try:
+        for path, body in (("/v0/images", {"name": "cirros", "src": "file:///cirros.img"}),
+                           ("/v0/flavors", {"name": "small", "vcpus": 1, "memory_mb": 256}),
+                           ("/v0/tenants", {"name": "t2"})):
+            status, out = lab.api("POST", path, body)
+            assert wait_tx(lab, out["transaction_id"])["status"] == "succeeded"
+        dep = {"name": "big", "vm_groups": [{"name": "g", "image": "cirros", "flavor": "small",
+                                             "count": 40}]}
+        callback = f"http://{labmod.node_ip(labmod.CLIENT)}:9999/done"
+        status, out = lab.api("POST", "/v0/tenants/t2/deployments", dep,
+                              headers={"callback": callback})
+        assert status == 202, out
+        tx = out["transaction_id"]
+        driver = LocalDriver(labmod.vim_state_dir(), labmod.net.ns(""))
+        deadline = time.monotonic() + 20
+        while not driver.list():  # kill it while the VMs are being made
+            assert time.monotonic() < deadline, "no VM appeared"
+            time.sleep(0.02)
+        old = lab.active()
+        labmod.kill(old)
+        assert len(driver.list()) < 40, "the deployment finished before the kill: test too slow"
+        lab.wait_roles({lab.other(old): "ACTIVE"}, timeout=30)
+        final = wait_tx(lab, tx, timeout=90)
+        assert final["status"] == "succeeded", (final.get("message"), final.get("status_code"))
+        _, got_dep = lab.api("GET", "/v0/tenants/t2/deployments/big")
+        assert len(got_dep["vms"]) == 40 and all(v["status"] == "deployed" for v in got_dep["vms"])
+        assert len([v for v in driver.list() if ".big." in v.name]) == 40, "a VM made twice"
+        deadline = time.monotonic() + 30
+        while not got.exists() or not got.read_text().strip():
+            assert time.monotonic() < deadline, "no callback"
+            time.sleep(0.2)
+        time.sleep(1)  # a second delivery, if any, would come now
+        calls = [json.loads(x) for x in got.read_text().splitlines()]
+        mine = [c for c in calls if c["tx"] == str(tx)]
+        assert len(mine) == 1 and mine[0]["code"].startswith("2"), calls
+    finally:
+        receiver.kill()
+        receiver.wait()

@@ -76,12 +76,18 @@ class VimController:
         for vm in work.vms:
             name = vim_name(work.tenant, work.deployment, vm.name)
             with self.alloc:
+                # create_vm every time, not only for new VMs: it is idempotent and it
+                # finishes a creation cut short (the old active died while making it).
                 info = self.driver.get(name)
                 if info is None:
                     plen = self.vim.prefixlen or self.pool.prefixlen
                     address = f"{self._free_address()}/{plen}"
-                    info = self.driver.create_vm(VmSpec(name=name, image=image_kind(vm.image),
-                                                        address=address, network=self.network))
+                else:
+                    address = info.address
+                info = self.driver.create_vm(VmSpec(name=name, image=image_kind(vm.image),
+                                                    address=address, network=self.network))
+            if info.state != "running":  # its process died meanwhile: bring it back
+                info = self.driver.reboot_vm(name)
             statuses[vm.name] = "deployed" if info.state == "running" else "error"
             records.append(_record(name, f"{work.tenant}/{work.deployment}", info.ip,
                                    vm.recovery.get("policy", "reboot")))
