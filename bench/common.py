@@ -43,7 +43,7 @@ class Writer:
         url = f"http://{state['vip']}:{state['api_port']}"
         argv = labmod.exec_argv(labmod.CLIENT, [
             sys.executable, "-m", "esc.lab.writer", "--url", url, "--user", state["rest_user"],
-            "--password", state["rest_password"], "--duration", "600", "--prefix", prefix,
+            f"--password={state['rest_password']}", "--duration", "600", "--prefix", prefix,
             "--out", str(self.out), "--timeout", str(timeout)])
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
 

@@ -38,7 +38,9 @@ def derive(shared: str, purpose: str) -> str:
 
 
 def generate() -> str:
-    return secrets.token_urlsafe(24)
+    """URL-safe, and never starting with "-" (which a command line would take for an option)."""
+    token = secrets.token_urlsafe(24)
+    return ("x" + token[1:]) if token.startswith("-") else token
 
 
 def split_user_pass(text: str, option: str) -> tuple[str, str]:

@@ -140,7 +140,7 @@ class Lab:
         out = self.tmp / f"writer-{prefix}.json"
         argv = labmod.exec_argv(labmod.CLIENT, [
             sys.executable, "-m", "esc.lab.writer", "--url", self.url, "--user", self.auth[0],
-            "--password", self.auth[1], "--duration", str(duration), "--prefix", prefix,
+            f"--password={self.auth[1]}", "--duration", str(duration), "--prefix", prefix,
             "--out", str(out), "--timeout", str(timeout)])
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         return Writer(proc, out)
