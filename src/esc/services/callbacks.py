@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -108,44 +109,30 @@ class CallbackSender(PollingThreads):
         self.conninfo = conninfo
         self.poll, self.timeout = poll, timeout
         self.first_delay, self.max_delay, self.max_attempts = first_delay, max_delay, max_attempts
-        super().__init__("esc-callback", threads)
+        self.local = threading.local()
+        super().__init__("escmanager-callbacks", threads)
 
     def delay(self, attempts: int) -> float:
         """Seconds before the next try, after ``attempts`` failed ones."""
         return min(self.first_delay * 2 ** max(0, attempts - 1), self.max_delay)
 
-    def _run(self) -> None:
-        conn: psycopg.Connection | None = None
-        client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
-        backoff = 0.1
-        try:
-            while not self.stopping.is_set():
-                with self.wakeup:
-                    seen = self.generation
-                try:
-                    if conn is None or conn.closed:
-                        conn = psycopg.connect(
-                            self.conninfo, application_name="escmanager-callbacks", connect_timeout=2
-                        )
-                    while not self.stopping.is_set() and self.send_one(conn, client):
-                        pass
-                    wait = self._next_due(conn)
-                    backoff = 0.1
-                except Exception as e:
-                    log.warning("callbacks: %s", one_line(e))
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                    self.stopping.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                with self.wakeup:
-                    if self.generation == seen and not self.stopping.is_set():
-                        self.wakeup.wait(wait)
-        finally:
+    def _client(self) -> httpx.Client:
+        """One HTTP client per sender thread."""
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
+            self.local.client = client
+        return client
+
+    def drain(self, conn: psycopg.Connection) -> float:
+        while not self.stopping.is_set() and self.send_one(conn, self._client()):
+            pass
+        return self._next_due(conn)
+
+    def thread_done(self) -> None:
+        client = getattr(self.local, "client", None)
+        if client is not None:
             client.close()
-            if conn is not None:
-                conn.close()
 
     def _next_due(self, conn: psycopg.Connection) -> float:
         row = conn.execute(

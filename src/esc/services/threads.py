@@ -3,20 +3,67 @@ transaction worker and the callback sender are both one)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
+import psycopg
+
+from esc.services.db import one_line
+
+log = logging.getLogger(__name__)
+
 
 class PollingThreads:
+    """Each thread: connect, ``drain`` the work (which returns how long to sleep), sleep
+    until woken or that long; on any error log, back off (0.1 s doubling to 5 s) and
+    reconnect. Subclasses set ``conninfo`` and implement ``drain``."""
+
+    conninfo: str
+
     def __init__(self, name: str, threads: int) -> None:
+        self.name = name
         self.wakeup = threading.Condition()
         self.generation = 0
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
                         for i in range(threads)]
 
-    def _run(self) -> None:
+    def drain(self, conn: psycopg.Connection) -> float:
+        """Do what is due; return the seconds to wait before looking again."""
         raise NotImplementedError
+
+    def thread_done(self) -> None:
+        """Called by each thread as it ends (per-thread clean-up)."""
+
+    def _run(self) -> None:
+        conn: psycopg.Connection | None = None
+        backoff = 0.1
+        try:
+            while not self.stopping.is_set():
+                with self.wakeup:
+                    seen = self.generation
+                try:
+                    if conn is None or conn.closed:
+                        conn = psycopg.connect(self.conninfo, application_name=self.name,
+                                               connect_timeout=2)
+                    wait = self.drain(conn)
+                    backoff = 0.1
+                except Exception as e:  # database gone, or a bug: log, wait, reconnect
+                    log.warning("%s: %s", self.name, one_line(e))
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                with self.wakeup:
+                    if self.generation == seen and not self.stopping.is_set():
+                        self.wakeup.wait(wait)
+        finally:
+            if conn is not None:
+                conn.close()
+            self.thread_done()
 
     def start(self) -> None:
         for t in self.threads:

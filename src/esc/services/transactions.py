@@ -281,37 +281,13 @@ class Worker(PollingThreads):
         self.poll = poll
         self.on_finished = on_finished or (lambda: None)
         self.local = threading.local()  # per thread: whether this run committed "running"
-        super().__init__("esc-worker", threads)
+        super().__init__("escmanager-worker", threads)
 
     # ------------------------------------------------------------------ loop
-    def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.conninfo, application_name="escmanager-worker", connect_timeout=2)
-
-    def _run(self) -> None:
-        conn: psycopg.Connection | None = None
-        backoff = 0.1
-        while not self.stopping.is_set():
-            with self.wakeup:
-                seen = self.generation
-            try:
-                if conn is None or conn.closed:
-                    conn = self._connect()
-                while not self.stopping.is_set() and self.run_one(conn):
-                    pass
-                backoff = 0.1
-            except Exception as e:  # database gone, or a bug: log, wait, reconnect
-                log.warning("worker: %s", one_line(e))
-                if conn is not None:
-                    conn.close()
-                conn = None
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            with self.wakeup:
-                if self.generation == seen and not self.stopping.is_set():
-                    self.wakeup.wait(self.poll)
-        if conn is not None:
-            conn.close()
+    def drain(self, conn: psycopg.Connection) -> float:
+        while not self.stopping.is_set() and self.run_one(conn):
+            pass
+        return self.poll
 
     # ------------------------------------------------------------ one item
     def claim(self, conn: psycopg.Connection) -> dict[str, Any] | None:
