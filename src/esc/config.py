@@ -212,6 +212,7 @@ class NodeConfig(BaseModel):
     portal_user: User | None = None
     os_user: User | None = None
     api_port: int = 8080
+    https_port: int = 8443
     peer_port: int = 8021
     health_port: int = 8060
     pg_port: int = 5432
@@ -282,6 +283,18 @@ class NodePaths:
         return self.run / "pg"
 
     @property
+    def tls_dir(self) -> Path:
+        return self.etc / "tls"
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.tls_dir / "escmanager.crt"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.tls_dir / "escmanager.key"
+
+    @property
     def state(self) -> Path:
         return self.lib / "state.json"
 
@@ -300,21 +313,25 @@ def default_root() -> Path:
     return Path(os.environ.get("ESC_ROOT", "/"))
 
 
-def write_json_atomic(path: Path, data: object, mode: int = 0o644) -> None:
-    """Write JSON to a temp file in the same directory, fsync, then rename."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write to a temp file in the same directory (created with ``mode``, so a key is
+    never readable by others, even briefly), fsync, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+        os.chmod(tmp, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: object, mode: int = 0o644) -> None:
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), mode)
 
 
 def load_config(paths: NodePaths) -> NodeConfig:

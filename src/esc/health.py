@@ -40,6 +40,12 @@ def status_details(st: dict) -> str:
         pid = f" (pid {svc['pid']})" if svc.get("pid") else ""
         detail = f" [{svc['detail']}]" if svc.get("detail") else ""
         lines.append(f"service:     {name}{pid} {svc['state']}{detail}")
+    if "northbound" in st:
+        nb = st["northbound"]
+        origin = "operator's" if nb.get("tls_supplied") else "generated"
+        cert = (f"certificate SHA-256 {nb['tls_sha256']} ({origin})" if nb.get("tls_sha256")
+                else "no certificate: HTTPS off")
+        lines.append(f"northbound:  http {nb['http_port']}, https {nb['https_port']}, {cert}")
     for t in st.get("transitions", [])[-5:]:
         lines.append(f"transition:  {t['from']} -> {t['to']}: {t['reason']}")
     return "\n".join(lines)

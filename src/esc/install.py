@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from esc import secrets as esc_secrets
+from esc import tls
 from esc.config import (
     PG_BIN,
     ConfigError,
@@ -141,7 +142,8 @@ def shared_secret(ha_secret: str | None, user_pass: str | None) -> str:
 
 def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             user_pass: str | None = None, user_rest_pass: str | None = None,
-            user_portal_pass: str | None = None, force: bool = False) -> NodeConfig:
+            user_portal_pass: str | None = None, force: bool = False,
+            tls_cert: str | None = None, tls_key: str | None = None) -> NodeConfig:
     if not NAME_RE.match(name):
         raise ConfigError(f"node name {name!r}: use letters, digits, '.', '_' or '-'")
     ipaddr = split_list(ipaddr)
@@ -156,6 +158,7 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
                      portal_user=_user(user_portal_pass, "--user_portal_pass"),
                      os_user=_user(user_pass, "--user_pass"))
     secret = shared_secret(ha_args.ha_secret, user_pass) if ha else ""
+    cert_pem, key_pem, supplied = tls_material(cfg, secret, tls_cert, tls_key)
     paths = NodePaths(root)
     if paths.config.exists() and not force:
         raise ConfigError(f"a node is already installed under {root} ({paths.config}); "
@@ -179,6 +182,7 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(paths.etc, 0o755)
         write_secrets(paths, secret)
+        tls.write_material(paths, cert_pem, key_pem, supplied)
         if generated_rest:
             rest_file = paths.etc / "rest_credentials"
             rest_file.write_text(f"admin:{generated_rest}\n")
@@ -199,6 +203,20 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             shutil.rmtree(d, ignore_errors=True)
         raise
     return cfg
+
+
+def tls_material(cfg: NodeConfig, secret: str, cert_file: str | None,
+                 key_file: str | None) -> tuple[bytes, bytes, bool]:
+    """The HTTPS certificate and key: the operator's (checked), or generated for
+    this node's addresses and the VIP (the same on both nodes of a pair)."""
+    if cert_file or key_file:
+        if not (cert_file and key_file):
+            raise ConfigError("give both --tls_cert and --tls_key, or neither")
+        return *tls.check_supplied(cert_file, key_file), True
+    # a pair: only what both nodes know alike, so that both make the same certificate
+    addresses = [*cfg.ha.node_list, cfg.ha.vip.address] if cfg.ha else list(cfg.ipaddr)
+    addresses = [str(parse_ip(a, "address")) for a in addresses]
+    return *tls.make_certificate(addresses, esc_secrets.derive(secret, "tls") if secret else None), False
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -285,6 +303,8 @@ def ha_set(root: Path, ha_args: HaArgs, user_pass: str | None) -> NodeConfig:
     if postgres.has_data(pgdata):
         _ensure_replication_role(paths, new, esc_secrets.derive(secret, "replication"))
     write_secrets(paths, secret)
+    if not tls.is_supplied(paths):  # a new VIP needs a certificate that names it
+        tls.write_material(paths, *tls_material(new, secret, None, None))
     render_all(paths, new)
     save_config(paths, new)
     return new

@@ -122,6 +122,19 @@ class Lab:
         status, out = json.loads(self.client_python(code))
         return status, out
 
+    def https_get(self, path: str, cafile: Path) -> tuple[int, str]:
+        """GET over HTTPS through the VIP, trusting only ``cafile``: (status, peer
+        certificate SHA-256). A refused connection is retried for 10 s (a new active
+        listens on HTTPS just after HTTP); a certificate error is not."""
+        code = (f"import httpx,ssl,hashlib,time;ctx=ssl.create_default_context(cafile={str(cafile)!r});"
+                f"c=httpx.Client(verify=ctx,auth={self.auth!r},timeout=10);"
+                f"t=time.monotonic()\nwhile True:\n try: r=c.get('https://{self.vip}:8443{path}');break\n"
+                " except httpx.ConnectError:\n  assert time.monotonic()-t<10;time.sleep(0.1)\n"
+                "der=r.extensions['network_stream'].get_extra_info('ssl_object').getpeercert(True);"
+                "print(r.status_code, hashlib.sha256(der).hexdigest())")
+        status, digest = self.client_python(code).split()
+        return int(status), digest
+
     def names_via_vip(self) -> set[str]:
         code = (f"import httpx,json;r=httpx.get({self.url + '/v0/deployments'!r},auth={self.auth!r},"
                 "timeout=10);r.raise_for_status();print(json.dumps([d['name'] for d in r.json()]))")

@@ -60,6 +60,25 @@ def test_killing_the_active_fails_over_without_losing_writes(lab):
     assert "after-rejoin" in lab.names_in_db(old)
 
 
+def test_https_through_the_vip_presents_one_certificate_across_a_failover(lab):
+    """Both nodes made the same certificate from the pair's secret: a client that
+    trusts the first active's certificate (and only it) keeps working after a
+    failover, and sees the same certificate."""
+    certs = {n: (labmod.node_root(n) / "etc/esc/tls/escmanager.crt").read_bytes() for n in ("n1", "n2")}
+    assert certs["n1"] == certs["n2"]
+    old = lab.active()
+    cafile = lab.tmp / "pair.crt"
+    cafile.write_bytes(certs[old])
+    status, before = lab.https_get("/v0/deployments", cafile)
+    assert status == 200
+    verbose = lab.escadm(old, "status", "-v").stdout
+    assert "https 8443, certificate SHA-256" in verbose and "(generated)" in verbose
+    labmod.kill(old)
+    lab.wait_roles({lab.other(old): "ACTIVE"}, timeout=30)
+    status, after = lab.https_get("/v0/deployments", cafile)
+    assert status == 200 and after == before
+
+
 def test_cutting_the_active_link_fails_over_and_the_node_rejoins(lab):
     old = lab.active()
     new = lab.other(old)

@@ -432,6 +432,9 @@ def tree(root: Path) -> list[str]:
     ("n1", [], None, {"ha_secret": "s"}, "--ha_secret is for HA nodes"),
     ("n1", [], {"kad_vip": "[2001:db8::100/64]"}, {"user_pass": "a:b"},
      "VIP of another address family"),
+    ("n1", [], {}, {"user_pass": "a:b", "tls_cert": "/etc/hostname"}, "give both --tls_cert and --tls_key"),
+    ("n1", [], {}, {"user_pass": "a:b", "tls_cert": "/nonexistent.crt", "tls_key": "/nonexistent.key"},
+     "cannot read /nonexistent"),
 ])
 def test_install_argument_error_leaves_root_empty(root: Path, name: str, ipaddr: list[str],
                                                   kw: dict[str, object] | None, extra: dict[str, str],

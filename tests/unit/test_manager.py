@@ -7,6 +7,7 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 
+from esc import tls
 from esc.config import NodeConfig, NodePaths, User, save_config
 from esc.secrets import hash_password
 from esc.services.manager import create_app, db_conninfo
@@ -56,9 +58,11 @@ def node(pg_server, tmp_path_factory) -> Node:
         name="node-a",
         rest_user=User(name=USER, password_hash=hash_password(PASSWORD)),
         api_port=_free_port(),
+        https_port=_free_port(),
         pg_port=pg_server.port,
     )
     save_config(paths, cfg)
+    tls.write_material(paths, *tls.make_certificate(["127.0.0.1"], None), supplied=False)
     conninfo = db_conninfo(cfg, paths)
     with psycopg.connect(conninfo) as conn:
         ensure_schema(conn)
@@ -400,3 +404,30 @@ def test_sigterm_while_serving(manager: Manager, node: Node) -> None:
     assert _accepts("127.0.0.1", node.cfg.api_port)
     manager.proc.send_signal(signal.SIGTERM)
     assert manager.proc.wait(timeout=10) == 0
+
+
+def test_https_serves_the_same_app_and_closes_with_it(manager: Manager, node: Node) -> None:
+    manager.expect("parked")
+    assert not _accepts("127.0.0.1", node.cfg.https_port)
+    manager.send("serve")
+    manager.expect("serving")
+    t0 = time.monotonic()
+    while not _accepts("127.0.0.1", node.cfg.https_port):  # just after HTTP
+        assert time.monotonic() - t0 < 5, "HTTPS never listened"
+        time.sleep(0.01)
+    ctx = ssl.create_default_context(cafile=str(node.paths.tls_cert))
+    base = f"https://127.0.0.1:{node.cfg.https_port}"
+    r = httpx.get(f"{base}/health", verify=ctx, timeout=5)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert httpx.get(f"{base}/v0/deployments", verify=ctx, timeout=5).status_code == 401
+    r = httpx.post(f"{base}/v0/deployments", json={"name": "over-tls"}, auth=(USER, PASSWORD),
+                   verify=ctx, timeout=5)
+    assert r.status_code == 201  # the pool opened by the HTTP server's lifespan serves both
+    r = httpx.get(f"http://127.0.0.1:{node.cfg.api_port}/v0/deployments/over-tls", auth=(USER, PASSWORD))
+    assert r.status_code == 200
+    with pytest.raises(httpx.ConnectError):  # a certificate the client does not trust
+        httpx.get(f"{base}/health", timeout=5)
+    manager.proc.send_signal(signal.SIGTERM)
+    assert manager.proc.wait(timeout=10) == 0
+    assert not _accepts("127.0.0.1", node.cfg.https_port)
+    assert not _accepts("127.0.0.1", node.cfg.api_port)

@@ -107,16 +107,18 @@ def ha_options(f):  # type: ignore[no-untyped-def]
 @click.option("--user_pass", help="USER:PASS of the admin user.")
 @click.option("--user_rest_pass", help="USER:PASS for the REST API.")
 @click.option("--user_portal_pass", help="USER:PASS for the portal.")
+@click.option("--tls_cert", help="PEM certificate (chain) for HTTPS 8443 (else generated).")
+@click.option("--tls_key", help="PEM private key of --tls_cert.")
 @click.option("--force", is_flag=True, help="Replace an existing node under this root.")
 @click.pass_context
 def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list, kad_vip, kad_vif,  # type: ignore[no-untyped-def]
                 kad_vri, ha_mode, db_volume_id, ha_secret, user_pass, user_rest_pass,
-                user_portal_pass, force) -> None:
+                user_portal_pass, tls_cert, tls_key, force) -> None:
     """Install a node (STANDALONE, or HA with --ha_node_list/--kad_vip/--kad_vif)."""
     ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret)
     try:
         cfg = install(name, ctx.obj["root"], ipaddr or [], ha, user_pass, user_rest_pass,
-                      user_portal_pass, force)
+                      user_portal_pass, force, tls_cert=tls_cert, tls_key=tls_key)
     except ConfigError as e:
         fail(str(e), 2)
     except RuntimeError as e:
@@ -145,6 +147,29 @@ def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_m
     assert cfg.ha
     done(f"HA configured: peer {cfg.ha.peer_address}, VIP {cfg.ha.vip.cidr}; "
                "run `escadm reload` and `escadm restart` to apply")
+
+
+@cli.group()
+def tls() -> None:
+    """The certificate of the northbound HTTPS port."""
+
+
+@tls.command("set")
+@click.option("--tls_cert", required=True, help="PEM certificate (chain); give both nodes the same.")
+@click.option("--tls_key", required=True, help="PEM private key of --tls_cert.")
+@click.pass_context
+def tls_set(ctx: click.Context, tls_cert: str, tls_key: str) -> None:
+    """Use the operator's certificate (then `escadm restart`, or the next activation)."""
+    from esc import tls as esc_tls
+
+    paths = paths_of(ctx)
+    try:
+        load_config(paths)
+        cert_pem, key_pem = esc_tls.check_supplied(tls_cert, tls_key)
+    except ConfigError as e:
+        fail(str(e), 2)
+    esc_tls.write_material(paths, cert_pem, key_pem, supplied=True)
+    done(f"certificate set, SHA-256 {esc_tls.fingerprint(paths)}; it is served from the next activation")
 
 
 @cli.group()
@@ -343,12 +368,27 @@ def status(ctx: click.Context, verbose: bool, as_json: bool) -> None:
         st = AgentClient(paths_of(ctx)).status()
     except AgentDown as e:
         st = {"role": "STOPPED", "reason": str(e)}
+    st.update(northbound(paths_of(ctx)))
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))
         return
     click.echo(health.status_line(st))
     if verbose:
         click.echo(health.status_details(st))
+
+
+def northbound(paths: NodePaths) -> dict:
+    """The ports and the certificate the controller serves with (read here, not by
+    the agent: the certificate is a file the operator may have just replaced)."""
+    from esc import tls as esc_tls
+
+    try:
+        cfg = load_config(paths)
+    except ConfigError:
+        return {}
+    return {"northbound": {"http_port": cfg.api_port, "https_port": cfg.https_port,
+                           "tls_sha256": esc_tls.fingerprint(paths),
+                           "tls_supplied": esc_tls.is_supplied(paths)}}
 
 
 @cli.command("health")

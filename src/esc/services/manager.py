@@ -7,7 +7,8 @@ start-up time::
     python -m esc.services.manager --root ROOT
 
     stdin  "serve"   open the database pool, start the transaction worker and the
-                     callback sender, and listen on [::]:api_port
+                     callback sender, and listen on [::]:api_port, then
+                     HTTPS on [::]:https_port (same app; see esc.tls)
            "exit"    exit 0 (so does EOF: the agent died); while serving, a
                      graceful shutdown first (as on SIGTERM)
     stdout "parked"  ready, waiting for "serve"
@@ -26,8 +27,10 @@ the next active.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -332,20 +335,67 @@ def listen_socket(port: int) -> socket.socket:
 
 
 class Server(uvicorn.Server):
-    """uvicorn, reporting the moment the socket accepts."""
+    """uvicorn, reporting the moment the socket accepts. Signals are ours (see
+    main): with two servers in one loop, uvicorn's own handlers would fight."""
 
-    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.on_listening = on_listening
 
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
+        if self.started and self.on_listening is not None:
             self.on_listening()
 
 
-def watch_stdin(server: Server) -> None:
-    """While serving: "exit" or EOF (the agent died) shuts the server down."""
+async def serve_all(http: Server, http_sock: socket.socket, https: Server | None,
+                    https_sock: socket.socket | None, exit_requested: threading.Event) -> None:
+    """HTTP first (the failover path waits for it, and its lifespan opens the pool
+    and starts the worker), then HTTPS on the same app with no lifespan of its own.
+    On exit, HTTPS closes first, so that the pool outlives every request."""
+    http_task = asyncio.create_task(http.serve(sockets=[http_sock]))
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.002)
+    https_task = None
+    if https is not None and https_sock is not None and http.started:
+        https_task = asyncio.create_task(https.serve(sockets=[https_sock]))
+    while not exit_requested.is_set() and not http_task.done():
+        await asyncio.sleep(0.05)
+    if https_task is not None:
+        assert https is not None
+        https.should_exit = True
+        await https_task
+    http.should_exit = True
+    await http_task
+
+
+def https_config(app: FastAPI, cfg: NodeConfig, paths: NodePaths) -> uvicorn.Config | None:
+    """The HTTPS server's config, its certificate loaded now (while parked, so that
+    a bad file is reported before a failover needs it); None without material."""
+    if not cfg.https_port or not (paths.tls_cert.exists() and paths.tls_key.exists()):
+        log.warning("no TLS material in %s: HTTPS not served", paths.tls_dir)
+        return None
+    config = uvicorn.Config(app, lifespan="off", ssl_certfile=str(paths.tls_cert),
+                            ssl_keyfile=str(paths.tls_key), **SERVER_OPTIONS)
+    try:
+        config.load()
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        log.error("TLS material in %s unusable, HTTPS not served: %s", paths.tls_dir, e)
+        return None
+    return config
+
+
+# both servers: our log handler, no access log, no websockets, no server header
+SERVER_OPTIONS: dict[str, Any] = {"access_log": False, "log_config": None, "ws": "none",
+                                  "proxy_headers": False, "server_header": False,
+                                  "timeout_graceful_shutdown": 5}
+
+
+def watch_stdin(exit_requested: threading.Event) -> None:
+    """While serving: "exit" or EOF (the agent died) shuts the servers down."""
     for line in sys.stdin:
         if line.strip() == "exit":
             log.info("stdin: exit, shutting down")
@@ -353,7 +403,7 @@ def watch_stdin(server: Server) -> None:
         log.warning("stdin: ignoring %r while serving", line.strip())
     else:
         log.info("stdin: EOF, shutting down")
-    server.should_exit = True
+    exit_requested.set()
 
 
 def wait_for_serve() -> bool:
@@ -397,17 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         vim = VimController(cfg.vim, conninfo)
     app = create_app(cfg, conninfo, executor=vim,
                      on_start=vim.start if vim else None, on_stop=vim.stop if vim else None)
-    config = uvicorn.Config(
-        app,
-        lifespan="on",
-        access_log=False,
-        log_config=None,  # our handler on the root logger gets uvicorn's lines too
-        ws="none",
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
+    config = uvicorn.Config(app, lifespan="on", **SERVER_OPTIONS)
     config.load()  # imports the protocol classes now rather than at failover
+    tls_config = https_config(app, cfg, paths)
 
     t_serve = 0.0
 
@@ -418,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         notify("serving")
 
-    server = Server(config, on_listening)
+    http = Server(config, on_listening)
+    https = Server(tls_config) if tls_config else None
 
     signal.signal(signal.SIGTERM, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
@@ -429,23 +472,27 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     t_serve = time.monotonic()
 
-    # uvicorn takes over SIGTERM/SIGINT while it serves, and re-raises them to
-    # these handlers when done; before that, a signal must stop it, not kill it.
-    def stop(signum: int, frame: object) -> None:
-        server.should_exit = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # from now on a signal must stop the servers gracefully, not kill the process
+    exit_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: exit_requested.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: exit_requested.set())
     if not args.serve:
-        threading.Thread(target=watch_stdin, args=(server,), daemon=True).start()
+        threading.Thread(target=watch_stdin, args=(exit_requested,), daemon=True).start()
     try:
         sock = listen_socket(cfg.api_port)
     except OSError as e:
         log.error("cannot bind port %d: %s", cfg.api_port, e)
         return 1
-    server.run(sockets=[sock])
+    tls_sock = None
+    if https is not None:
+        try:
+            tls_sock = listen_socket(cfg.https_port)
+        except OSError as e:
+            log.error("cannot bind port %d, HTTPS not served: %s", cfg.https_port, e)
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(serve_all(http, sock, https, tls_sock, exit_requested))
     log.info("stopped")
-    return 0 if server.started else 1
+    return 0 if http.started else 1
 
 
 if __name__ == "__main__":
