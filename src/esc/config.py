@@ -183,8 +183,8 @@ class VimConfig(BaseModel):
     bridge: str = "br0"
     pool: str
     prefixlen: int | None = None  # of the VMs' network (the pool may be a part of it)
-    probe_interval: float = 1.0
-    down_after: int = 3
+    probe_interval: float = Field(default=1.0, ge=0.1, le=3600)  # for VMs whose KPI gives none
+    down_after: int = Field(default=3, ge=1, le=100)
 
     @field_validator("pool")
     @classmethod

@@ -25,13 +25,17 @@ def wait_tx(lab, tx: int, timeout: float = 30) -> dict:  # type: ignore[no-untyp
 
 
 def wait_event(lab, kind: str, vm: str | None, since: int, timeout: float = 40) -> int:  # type: ignore[no-untyped-def]
+    return int(wait_event_body(lab, kind, vm, since, timeout)["id"])
+
+
+def wait_event_body(lab, kind: str, vm: str | None, since: int, timeout: float = 40) -> dict:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:
         status, events = lab.api("GET", f"/v0/notifications?since={since}")
         if status == 200:
             for ev in events if isinstance(events, list) else events.get("events", []):
                 if ev.get("type") == kind and (vm is None or ev.get("vm") == vm):
-                    return int(ev["id"])
+                    return ev
         assert time.monotonic() < deadline, f"no {kind} for {vm} since event {since}"
         time.sleep(0.3)
 
@@ -43,8 +47,10 @@ def test_a_deployment_survives_a_failover_and_its_vms_are_still_recovered(lab):
         status, out = lab.api("POST", path, body)
         assert status == 202, out
         assert wait_tx(lab, out["transaction_id"])["status"] == "succeeded"
-    dep = {"name": "dep1", "vm_groups": [{"name": "g", "image": "cirros", "flavor": "small",
-                                          "count": 2, "recovery": {"policy": "reboot"}}]}
+    # its own KPI section (the VIM's default: a ping a second, down after 3)
+    dep = {"name": "dep1", "vm_groups": [{"name": "g", "image": "cirros", "flavor": "small", "count": 2,
+                                          "kpi": {"type": "icmp_ping", "interval_s": 0.3, "down_after": 2},
+                                          "recovery": {"policy": "reboot"}}]}
     status, out = lab.api("POST", "/v0/tenants/t1/deployments", dep,
                           headers={"Idempotency-Key": "dep1-create"})
     assert status == 202, out
@@ -65,8 +71,9 @@ def test_a_deployment_survives_a_failover_and_its_vms_are_still_recovered(lab):
     lab.wait_roles({lab.other(old): "ACTIVE"}, timeout=30)
     assert all(driver.get(n).state == "running" for n in names)
     driver.kill_vm_process(names[0])
-    down = wait_event(lab, "VM_DOWN", names[0], alive)
-    wait_event(lab, "VM_ALIVE", names[0], down)
+    down = wait_event_body(lab, "VM_DOWN", names[0], alive)
+    assert "failed 2 probe(s) in a row" in down["message"], down  # the deployment's KPI, from the db
+    wait_event(lab, "VM_ALIVE", names[0], int(down["id"]))
 
     # A retried request with the same key creates nothing twice.
     status, again = lab.api("POST", "/v0/tenants/t1/deployments", dep,

@@ -158,7 +158,8 @@ def test_deployment_lifecycle(esc_api) -> None:
     tx = done(api, c.post("/v0/tenants/acme/deployments", json=DEPLOYMENT))
     d = c.get("/v0/tenants/acme/deployments/vnf1").json()
     assert d["status"] == "deployed" and d["tenant"] == "acme" and d["transaction_id"] == tx["transaction_id"]
-    assert d["vm_groups"][1]["kpi"] == {"type": "icmp_ping", "interval_s": 5, "down_after": 3}  # defaults
+    # absent: the VIM's defaults
+    assert d["vm_groups"][1]["kpi"] == {"type": "icmp_ping", "interval_s": None, "down_after": None}
     assert d["vm_groups"][1]["recovery"] == {"policy": "reboot"}
     assert [(v["name"], v["status"]) for v in d["vms"]] == [
         ("vnf1_router_0", "deployed"),

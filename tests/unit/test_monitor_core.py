@@ -47,11 +47,29 @@ class TestValues:
         assert Target("a", "d", "10.0.0.6").address == "10.0.0.6"
 
     @pytest.mark.parametrize("kw", [{"name": ""}, {"deployment": ""}, {"address": "nope"},
-                                    {"max_attempts": -1}, {"recovery": "reinstall"}])
+                                    {"max_attempts": -1}, {"recovery": "reinstall"},
+                                    {"interval_s": 0}, {"interval_s": float("nan")},
+                                    {"interval_s": float("inf")}, {"interval_s": True},
+                                    {"down_after": 0}, {"down_after": 1.5}, {"down_after": True}])
     def test_target_refuses(self, kw: dict) -> None:
         args = {"name": "a", "deployment": "d", "address": "10.0.0.1", **kw}
         with pytest.raises(ValueError):
             Target(**args)
+
+    def test_a_vm_kpi_down_after_overrides_the_default(self) -> None:
+        th = Thresholds(rise=1, down_after=3)
+        quick = Target("a", "d", "10.0.0.1", down_after=1)
+        h, out = observe(VmHealth(), False, quick, th)
+        assert kinds(out) == ["VM_DOWN", "reboot"] and "failed 1 probe(s)" in out[0].reason
+        h, out = observe(VmHealth(), False, T, th)
+        assert out == [] and h.fail_run == 1
+
+    def test_kpi_survives_snapshot_and_load(self) -> None:
+        f = Fleet()
+        f.add([{"name": "a", "deployment": "d", "address": "10.0.0.1", "interval_s": 0.5, "down_after": 2}])
+        g = Fleet()
+        g.add(f.snapshot())
+        assert (g.targets["a"].interval_s, g.targets["a"].down_after) == (0.5, 2)
 
     @pytest.mark.parametrize("kw", [{"rise": 0}, {"down_after": 0}, {"rise": 1.5}, {"down_after": True}])
     def test_thresholds_refuse(self, kw: dict) -> None:
@@ -246,7 +264,8 @@ class TestFleet:
 
 thresholds = st.builds(Thresholds, rise=st.integers(1, 4), down_after=st.integers(1, 4))
 targets = st.builds(Target, name=st.just("vm"), deployment=st.just("dep"), address=st.just("10.0.0.1"),
-                    recovery=st.sampled_from(list(Recovery)), max_attempts=st.integers(0, 3))
+                    recovery=st.sampled_from(list(Recovery)), max_attempts=st.integers(0, 3),
+                    down_after=st.none() | st.integers(1, 4))  # the VM's KPI, or the default
 # a step: True/False is a probe result, None is "the outstanding action finished"
 steps = st.lists(st.one_of(st.booleans(), st.none()), max_size=120)
 
@@ -262,6 +281,7 @@ class Trace:
 def run(h: VmHealth, seq: list[bool | None], t: Target, th: Thresholds, trace: Trace | None = None
         ) -> tuple[VmHealth, Trace]:
     trace = Trace(list(trace.counted), list(trace.outputs)) if trace else Trace()
+    down_after = t.down_after or th.down_after
     for step in seq:
         if step is None:
             if h.recovering:
@@ -278,12 +298,12 @@ def run(h: VmHealth, seq: list[bool | None], t: Target, th: Thresholds, trace: T
             if isinstance(o, Event) and o.kind is EventKind.VM_ALIVE:
                 assert trace.counted[-th.rise:] == [True] * th.rise and was.health is not Health.ALIVE
             if isinstance(o, Event) and o.kind is EventKind.VM_DOWN:
-                assert trace.counted[-th.down_after:] == [False] * th.down_after
+                assert trace.counted[-down_after:] == [False] * down_after
                 assert was.health is not Health.DOWN
             if isinstance(o, Action):
                 assert not step and h.recovering and o.kind is t.recovery and o.vm == t.name
         trace.outputs += out
-        assert 0 <= h.ok_run <= th.rise and 0 <= h.fail_run <= th.down_after
+        assert 0 <= h.ok_run <= th.rise and 0 <= h.fail_run <= down_after
         assert 0 <= h.attempts <= t.max_attempts
     return h, trace
 
@@ -350,7 +370,7 @@ def test_liveness(th: Thresholds, t: Target, seq: list[bool | None], tail: int) 
     h = action_finished(h) if h.recovering else h
     up, _ = run(h, [True] * (th.rise + tail), t, th, trace)
     assert up.health is Health.ALIVE
-    down, _ = run(h, [False, None] * (th.down_after + tail), t, th, trace)
+    down, _ = run(h, [False, None] * ((t.down_after or th.down_after) + tail), t, th, trace)
     assert down.health is Health.DOWN
 
 

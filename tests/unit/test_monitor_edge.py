@@ -128,6 +128,27 @@ def test_started_monitor_recovers_a_killed_vm() -> None:
     assert not m.running
 
 
+def test_each_vm_is_probed_at_its_own_kpi_interval() -> None:
+    """A VM whose KPI says every 0.5 s is probed far less often than one at the
+    monitor's default (0.02 s here); both are probed from the first round, and a VM
+    added later is probed at once, not after the longest interval."""
+    w = World("fast", "slow", "late")
+    w.records[1]["interval_s"] = 0.5
+    late = w.records.pop()
+    m = w.monitor(interval_s=0.02)
+    m.start()
+    try:
+        wait_for(lambda: w.probes.count(w.specs["slow"].ip) >= 2, what="two probes of slow")
+        with w.lock:
+            fast, slow = w.probes.count(w.specs["fast"].ip), w.probes.count(w.specs["slow"].ip)
+        assert fast >= 5 * slow, (fast, slow)
+        late["interval_s"] = 60
+        m.add([late])
+        wait_for(lambda: w.specs["late"].ip in w.probes, timeout=2, what="a probe of the late VM")
+    finally:
+        m.stop()
+
+
 def test_no_probe_while_recovering_and_results_from_before_discarded() -> None:
     w = World("a")
     release = threading.Event()

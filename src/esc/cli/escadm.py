@@ -185,9 +185,13 @@ def vim() -> None:
 @click.option("--pool", required=True, help="IPv4 network the VMs' addresses come from.")
 @click.option("--prefixlen", type=click.IntRange(1, 32), default=None,
               help="Prefix length of the VMs' network (default: the pool's).")
+@click.option("--probe-interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
+              help="Seconds between pings of a VM whose KPI section gives none.")
+@click.option("--down-after", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Failed pings in a row that make such a VM down.")
 @click.pass_context
 def vim_set(ctx: click.Context, driver: str, state_dir: str, ns_prefix: str, network: str,
-            pool: str, prefixlen: int | None) -> None:
+            pool: str, prefixlen: int | None, probe_interval: float, down_after: int) -> None:
     """Configure the VIM (then `escadm restart`, or the next activation, applies it)."""
     from esc.config import VimConfig, save_config
 
@@ -197,7 +201,7 @@ def vim_set(ctx: click.Context, driver: str, state_dir: str, ns_prefix: str, net
         cfg = load_config(paths)
         vim_cfg = VimConfig(driver=driver, state_dir=str(Path(state_dir).resolve()),  # type: ignore[arg-type]
                             ns_prefix=ns_prefix, network_ns=ns, bridge=bridge or "br0", pool=pool,
-                            prefixlen=prefixlen)
+                            prefixlen=prefixlen, probe_interval=probe_interval, down_after=down_after)
     except (ConfigError, ValueError) as e:
         fail(str(e).splitlines()[-1] if "validation error" in str(e) else str(e), 2)
     save_config(paths, cfg.model_copy(update={"vim": vim_cfg}))

@@ -64,13 +64,17 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Target:
-    """One VM to watch, with its deployment's recovery policy."""
+    """One VM to watch, with its deployment's recovery policy and, from its KPI
+    section, how often to probe it and after how many failures it is down (None:
+    the monitor's defaults)."""
 
     name: str
     deployment: str
     address: str  # what to probe: an IP address, no prefix
     recovery: Recovery = Recovery.REBOOT
     max_attempts: int = 3
+    interval_s: float | None = None
+    down_after: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.deployment:
@@ -80,6 +84,13 @@ class Target:
         if not isinstance(self.max_attempts, int) or isinstance(self.max_attempts, bool) \
                 or self.max_attempts < 0:
             raise ValueError(f"max_attempts must be an integer >= 0, not {self.max_attempts!r}")
+        if self.interval_s is not None and not (isinstance(self.interval_s, int | float)
+                                                and not isinstance(self.interval_s, bool)
+                                                and 0 < self.interval_s < float("inf")):
+            raise ValueError(f"interval_s must be a number > 0, not {self.interval_s!r}")
+        if self.down_after is not None and (not isinstance(self.down_after, int)
+                                            or isinstance(self.down_after, bool) or self.down_after < 1):
+            raise ValueError(f"down_after must be an integer >= 1, not {self.down_after!r}")
 
 
 @dataclass(frozen=True)
@@ -147,17 +158,18 @@ def observe(h: VmHealth, ok: bool, t: Target, th: Thresholds) -> tuple[VmHealth,
                        f"{t.address} answered {th.rise} probe(s) in a row{after}")
             return replace(h, health=Health.ALIVE, attempts=0, gave_up=False), [ev]
         return h, []
-    h = replace(h, fail_run=min(h.fail_run + 1, th.down_after), ok_run=0)
-    if h.fail_run < th.down_after:
+    down_after = t.down_after or th.down_after
+    h = replace(h, fail_run=min(h.fail_run + 1, down_after), ok_run=0)
+    if h.fail_run < down_after:
         return h, []
     if h.health is not Health.DOWN:
-        why = f"{t.address} failed {th.down_after} probe(s) in a row"
+        why = f"{t.address} failed {down_after} probe(s) in a row"
         ev = Event(EventKind.VM_DOWN, t.deployment, t.name, why)
         h, out = _recover(replace(h, health=Health.DOWN), t, why)
         return h, [ev, *out]
     if h.gave_up:
         return h, []
-    return _recover(h, t, f"{t.address} still down {th.down_after} probe(s) after the last recovery")
+    return _recover(h, t, f"{t.address} still down {down_after} probe(s) after the last recovery")
 
 
 def action_finished(h: VmHealth) -> VmHealth:
@@ -177,16 +189,20 @@ def _health_from(rec: Mapping[str, Any]) -> VmHealth:
 def target_from(rec: Mapping[str, Any] | Target) -> Target:
     """A plain record (a database row as a dict) to a Target. Keys: ``name``,
     ``deployment``, ``address`` (with or without prefix); optional ``recovery``
-    (reboot|redeploy, default reboot), ``max_attempts`` (default 3)."""
+    (reboot|redeploy, default reboot), ``max_attempts`` (default 3), ``interval_s``
+    and ``down_after`` (default: the monitor's)."""
     if isinstance(rec, Target):
         return rec
     missing = [k for k in ("name", "deployment", "address") if not rec.get(k)]
     if missing:
         raise ValueError(f"VM record {dict(rec)!r} lacks {', '.join(missing)}")
     max_attempts = rec.get("max_attempts")
+    interval_s, down_after = rec.get("interval_s"), rec.get("down_after")
     return Target(name=str(rec["name"]), deployment=str(rec["deployment"]), address=str(rec["address"]),
                   recovery=Recovery(rec.get("recovery") or Recovery.REBOOT),
-                  max_attempts=3 if max_attempts is None else int(max_attempts))
+                  max_attempts=3 if max_attempts is None else int(max_attempts),
+                  interval_s=None if interval_s is None else float(interval_s),
+                  down_after=None if down_after is None else int(down_after))
 
 
 @dataclass
@@ -250,7 +266,8 @@ class Fleet:
     def snapshot(self) -> list[dict[str, Any]]:
         """Plain records, the shape ``add``/``Monitor.load`` take back."""
         return [{"name": n, "deployment": t.deployment, "address": t.address, "recovery": str(t.recovery),
-                 "max_attempts": t.max_attempts, "health": str(self.health[n].health),
+                 "max_attempts": t.max_attempts, "interval_s": t.interval_s, "down_after": t.down_after,
+                 "health": str(self.health[n].health),
                  "attempts": self.health[n].attempts, "gave_up": self.health[n].gave_up,
                  "recovering": self.health[n].recovering,
                  "service_alive": t.deployment in self.service_alive}

@@ -1,4 +1,5 @@
-"""The monitor's edge: probe every VM each ``interval_s``, feed the pure core
+"""The monitor's edge: probe each VM every ``interval_s`` (its own, from its KPI
+section, or the monitor's default), feed the pure core
 (``esc.monitor.core``), hand its events and recovery actions to the caller.
 
 Threads: one loop thread (probe rounds, ``on_event`` calls, in order), a pool
@@ -56,6 +57,8 @@ class Monitor:
         self._fleet = Fleet(thresholds or Thresholds())
         self._lock = threading.Lock()
         self._gen: dict[str, int] = {}
+        self._due: dict[str, float] = {}  # vm -> monotonic time of its next probe
+        self._wake = threading.Event()  # a VM was added, or stop: reschedule now
         self._inflight: dict[str, tuple[Future[None], int]] = {}  # vm -> (action, thread ident or 0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,6 +83,8 @@ class Monitor:
         with self._lock:
             for t in self._fleet.add(vms):
                 self._gen.setdefault(t.name, 0)
+                self._due.setdefault(t.name, 0.0)  # new: probe at the next round
+        self._wake.set()
 
     def remove(self, names: Iterable[str], wait_s: float = 30.0) -> None:
         """Stop watching these VMs, and wait (up to ``wait_s``) for a recovery action
@@ -91,6 +96,7 @@ class Monitor:
             self._fleet.remove(names)
             for n in names:
                 self._gen.pop(n, None)
+                self._due.pop(n, None)
             pending = [f for n in names if n in self._inflight
                        for f, owner in [self._inflight[n]] if owner != me]
         if pending:
@@ -116,6 +122,7 @@ class Monitor:
         if self.running:
             return
         self._stop.clear()
+        self._wake.clear()
         self._actions = ThreadPoolExecutor(self.action_workers, thread_name_prefix="esc-monitor-action")
         self._thread = threading.Thread(target=self._loop, name="esc-monitor", daemon=True)
         self._thread.start()
@@ -125,6 +132,7 @@ class Monitor:
         """Stop probing; wait for the round and for running recovery actions (queued
         ones are dropped)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -148,34 +156,48 @@ class Monitor:
 
     # --- inside
 
+    def interval_of(self, target: Target) -> float:
+        return target.interval_s or self.interval_s
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            t0 = time.monotonic()
             try:
-                self._round(inline=False)
+                self._round(inline=False, now=time.monotonic())
             except Exception:
                 log.exception("monitor round failed")
-            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - t0)))
+            with self._lock:
+                nxt = min(self._due.values(), default=time.monotonic() + self.interval_s)
+            # wait for the next VM due (at most a second: a clock to re-check), or a wake-up
+            self._wake.wait(min(1.0, max(0.0, nxt - time.monotonic())))
+            self._wake.clear()
 
-    def _probe_one(self, address: str) -> bool:
+    def _probe_one(self, address: str, timeout_s: float) -> bool:
         try:
-            return bool(self.probe(address, self.timeout_s))
+            return bool(self.probe(address, timeout_s))
         except Exception:
             log.exception("probe of %s raised", address)
             return False
 
-    def _round(self, inline: bool) -> list[Output]:
+    def _round(self, inline: bool, now: float | None = None) -> list[Output]:
+        """Probe the VMs due at ``now`` (every VM when None) in parallel, each due
+        again one interval after this round started."""
         with self._lock:
-            batch = [(n, t.address, self._gen[n]) for n, t in sorted(self._fleet.targets.items())
-                     if not self._fleet.health[n].recovering]
+            batch = []
+            for n, t in sorted(self._fleet.targets.items()):
+                if now is not None and self._due.get(n, 0.0) > now:
+                    continue
+                if now is not None:
+                    self._due[n] = now + self.interval_of(t)
+                if not self._fleet.health[n].recovering:
+                    batch.append((n, t.address, self._gen[n], min(self.timeout_s, self.interval_of(t))))
         if not batch:
             return []
         if self._probes is None:
             self._probes = ThreadPoolExecutor(self.max_parallel, thread_name_prefix="esc-monitor-probe")
-        futures = [self._probes.submit(self._probe_one, addr) for _, addr, _ in batch]
-        wait(futures, timeout=self.timeout_s + 5)
+        futures = [self._probes.submit(self._probe_one, addr, timeout) for _, addr, _, timeout in batch]
+        wait(futures, timeout=max(timeout for *_, timeout in batch) + 5)
         outputs: list[Output] = []
-        for (name, _, gen), fut in zip(batch, futures, strict=True):
+        for (name, _, gen, _), fut in zip(batch, futures, strict=True):
             ok = fut.done() and not fut.cancelled() and fut.result()
             with self._lock:
                 if self._gen.get(name) != gen:

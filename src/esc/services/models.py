@@ -161,12 +161,15 @@ class Interface(Body):
 
 
 class Kpi(Body):
-    """How the VNF monitor watches each VM of the group (done by a later step)."""
+    """How the VNF monitor watches each VM of the group: a ping every ``interval_s``
+    seconds; ``down_after`` failed ones in a row make the VM down (and start its
+    recovery). Absent: the VIM's defaults (``escadm vim set --probe-interval
+    --down-after``)."""
 
     model_config = _xml("kpi")
     type: Literal["icmp_ping"] = "icmp_ping"
-    interval_s: int = Field(default=5, ge=1, le=3600)
-    down_after: int = Field(default=3, ge=1, le=100)
+    interval_s: int | float | None = Field(default=None, ge=0.1, le=3600)  # int stays 7, not 7.0
+    down_after: int | None = Field(default=None, ge=1, le=100)
 
 
 class Recovery(Body):

@@ -28,12 +28,13 @@ from esc.vim.local import LocalDriver
 
 log = logging.getLogger("esc.vim")
 
+# each deployed VM with its group's recovery policy and KPI section
 DEPLOYED_VMS_SQL = """
-SELECT t.name, d.name, v.name,
-       coalesce((SELECT g->'recovery'->>'policy'
-                   FROM jsonb_array_elements(coalesce(d.spec->'vm_groups', '[]')) g
-                  WHERE g->>'name' = v.vm_group LIMIT 1), 'reboot')
+SELECT t.name, d.name, v.name, coalesce(g.spec->'recovery'->>'policy', 'reboot'),
+       coalesce(g.spec->'kpi', '{}')
   FROM vms v JOIN deployments d ON d.id = v.deployment_id JOIN tenants t ON t.id = d.tenant_id
+  LEFT JOIN LATERAL (SELECT x AS spec FROM jsonb_array_elements(coalesce(d.spec->'vm_groups', '[]')) x
+                      WHERE x->>'name' = v.vm_group LIMIT 1) g ON true
  WHERE v.status = 'deployed'
 """
 
@@ -90,7 +91,7 @@ class VimController:
                 info = self.driver.reboot_vm(name)
             statuses[vm.name] = "deployed" if info.state == "running" else "error"
             records.append(_record(name, f"{work.tenant}/{work.deployment}", info.ip,
-                                   vm.recovery.get("policy", "reboot")))
+                                   vm.recovery.get("policy", "reboot"), vm.kpi))
         if records:
             self.monitor.add(records)
         return statuses
@@ -112,11 +113,11 @@ class VimController:
         except psycopg.Error as e:
             log.error("monitor: cannot read the deployed VMs: %s", e)
             rows = []
-        for tenant, deployment, vm, policy in rows:
+        for tenant, deployment, vm, policy, kpi in rows:
             name = vim_name(tenant, deployment, vm)
             info = self.driver.get(name)
             if info is not None:
-                records.append(_record(name, f"{tenant}/{deployment}", info.ip, policy))
+                records.append(_record(name, f"{tenant}/{deployment}", info.ip, policy, kpi))
         if records:
             self.monitor.add(records)
         self.monitor.start()
@@ -143,8 +144,12 @@ class VimController:
         execute(self.driver, action, self.driver.spec(action.vm))
 
 
-def _record(name: str, deployment: str, address: str, policy: str) -> dict:
-    """A monitor record; policy ``none`` means watch and report, never recover."""
+def _record(name: str, deployment: str, address: str, policy: str, kpi: Mapping) -> dict:
+    """A monitor record: the group's KPI section sets the probe interval and how many
+    failed probes make the VM down; policy ``none`` means watch and report, never
+    recover."""
+    rec: dict = {"name": name, "deployment": deployment, "address": address,
+                 "interval_s": kpi.get("interval_s"), "down_after": kpi.get("down_after")}
     if policy in (Recovery.REBOOT, Recovery.REDEPLOY):
-        return {"name": name, "deployment": deployment, "address": address, "recovery": policy}
-    return {"name": name, "deployment": deployment, "address": address, "max_attempts": 0}
+        return {**rec, "recovery": policy}
+    return {**rec, "max_attempts": 0}
