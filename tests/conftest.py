@@ -153,7 +153,7 @@ def esc_api_factory(pg_server: PgServer) -> Callable[..., AbstractContextManager
     server's ``esc`` database (keywords go to create_app); the caller empties it."""
     import warnings
 
-    from esc.config import NodeConfig, User
+    from esc.config import CallbackConfig, NodeConfig, User
     from esc.secrets import hash_password
     from esc.services.manager import create_app
 
@@ -165,8 +165,10 @@ def esc_api_factory(pg_server: PgServer) -> Callable[..., AbstractContextManager
     conninfo = pg_server.conninfo()
 
     @contextmanager
-    def make(**kwargs: Any) -> Iterator[EscApi]:
-        cfg = NodeConfig(name="node-t", rest_user=User(name=API_USER, password_hash=password_hash))
+    def make(callbacks: CallbackConfig | None = None, **kwargs: Any) -> Iterator[EscApi]:
+        # the test receivers listen on 127.0.0.1, which the default deny-list refuses
+        cfg = NodeConfig(name="node-t", rest_user=User(name=API_USER, password_hash=password_hash),
+                         callbacks=callbacks or CallbackConfig(deny=[]))
         kwargs.setdefault("worker_poll", 0.05)
         kwargs.setdefault("callback_options", {"poll": 0.05, "first_delay": 0.05, "timeout": 2.0})
         app = create_app(cfg, conninfo, **kwargs)

@@ -198,6 +198,49 @@ class VimConfig(BaseModel):
         return v
 
 
+# Never a callback target unless the operator says so: this host and its neighbours'
+# link-local services (cloud metadata), multicast, "any".
+DEFAULT_CALLBACK_DENY = ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "::/128",
+                         "224.0.0.0/4", "ff00::/8"]
+
+
+def _networks(values: list[str], what: str) -> list[str]:
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_network(str(v).strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"{what}: {v!r} is not an address or network (e.g. 10.0.0.0/8)") from None
+    return out
+
+
+class CallbackConfig(BaseModel):
+    """Where the controller may POST callbacks: every address the URL's host is
+    (or resolves to) must be in ``allow`` and in no network of ``deny``."""
+
+    allow: list[str] = Field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    deny: list[str] = Field(default_factory=lambda: list(DEFAULT_CALLBACK_DENY))
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        return _networks(v, "callback allow-list")
+
+    @field_validator("deny")
+    @classmethod
+    def _deny(cls, v: list[str]) -> list[str]:
+        return _networks(v, "callback deny-list")
+
+
+class Retention(BaseModel):
+    """How long the controller keeps events and finished transactions (with their
+    callbacks). A retry with the same Idempotency-Key is recognised only while its
+    transaction is kept."""
+
+    days: float = Field(default=7.0, gt=0, le=3650)
+    max_events: int = Field(default=100_000, ge=100, le=100_000_000)
+
+
 class User(BaseModel):
     name: str
     password_hash: str
@@ -218,6 +261,8 @@ class NodeConfig(BaseModel):
     pg_port: int = 5432
     timing: Timing = Field(default_factory=Timing)
     vim: VimConfig | None = None
+    callbacks: CallbackConfig = Field(default_factory=CallbackConfig)
+    retention: Retention = Field(default_factory=Retention)
 
     @property
     def is_ha(self) -> bool:
@@ -334,6 +379,23 @@ def write_json_atomic(path: Path, data: object, mode: int = 0o644) -> None:
     write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), mode)
 
 
+def validation_message(e: ValueError) -> str:
+    """A pydantic ValidationError as one line for an operator: our validators'
+    messages as they are, pydantic's own prefixed with the field."""
+    errors = getattr(e, "errors", None)
+    if not callable(errors):
+        return str(e)
+    out = []
+    for err in errors():
+        msg = str(err.get("msg", ""))
+        if msg.startswith("Value error, "):
+            out.append(msg.removeprefix("Value error, "))
+        else:
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            out.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(out)
+
+
 def load_config(paths: NodePaths) -> NodeConfig:
     try:
         raw = json.loads(paths.config.read_text())
@@ -346,7 +408,7 @@ def load_config(paths: NodePaths) -> NodeConfig:
     try:
         return NodeConfig.model_validate(raw)
     except ValueError as e:
-        raise ConfigError(f"{paths.config}: {e}") from None
+        raise ConfigError(f"{paths.config}: {validation_message(e)}") from None
 
 
 def save_config(paths: NodePaths, cfg: NodeConfig) -> None:

@@ -32,6 +32,7 @@ from esc.config import (
     load_config,
     parse_ip,
     save_config,
+    validation_message,
     write_json_atomic,
 )
 from esc.ha import postgres, vip
@@ -111,14 +112,7 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig 
         return HaConfig(node_list=nodes, vip=vip_cfg, vif=ha.kad_vif, vri=vri, mode=mode,  # type: ignore[arg-type]
                         db_volume_id=ha.db_volume_id, self_index=mine[0])
     except ValueError as e:
-        raise ConfigError(_pydantic_message(e)) from None
-
-
-def _pydantic_message(e: ValueError) -> str:
-    errors = getattr(e, "errors", None)
-    if callable(errors):
-        return "; ".join(str(err.get("msg", "")).removeprefix("Value error, ") for err in errors())
-    return str(e)
+        raise ConfigError(validation_message(e)) from None
 
 
 def _user(value: str | None, option: str) -> User | None:

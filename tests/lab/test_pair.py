@@ -100,6 +100,17 @@ def test_cutting_the_active_link_fails_over_and_the_node_rejoins(lab):
 def test_switchover_swaps_roles_without_losing_writes(lab):
     old = lab.active()
     new = lab.other(old)
+    # A controller setting changed on the standby: `reload` restarts its parked
+    # controller, which serves with it after the switchover.
+    parked = lab.status(new)["services"]["escmanager"]["pid"]
+    lab.escadm(new, "callback", "set", "--allow", "192.0.2.0/24")
+    assert "reloaded" in lab.escadm(new, "reload").stdout
+    deadline = time.monotonic() + 10
+    while lab.status(new)["services"]["escmanager"]["pid"] in (parked, 0, None):
+        assert time.monotonic() < deadline, "the parked controller was not restarted"
+        time.sleep(0.1)
+    callback = {"callback": f"http://{labmod.node_ip(labmod.CLIENT)}:9/cb"}
+    assert lab.api("POST", "/v0/tenants", {"name": "cb-before"}, headers=callback)[0] == 202
     writer = lab.start_writer("swo")
     lab.wait_acks(writer)
     res = lab.escadm(old, "ha", "switchover")
@@ -110,6 +121,8 @@ def test_switchover_swaps_roles_without_losing_writes(lab):
     out = analyse(record, lab.names_via_vip())
     assert out.lost == []
     assert lab.has_vip(new) and not lab.has_vip(old)
+    status, body = lab.api("POST", "/v0/tenants", {"name": "cb-after"}, headers=callback)
+    assert status == 400 and "not in the callback allow-list" in body["error"], body
     # And back again, asked on the standby this time.
     lab.escadm(old, "ha", "switchover")
     lab.wait_roles({old: "ACTIVE", new: "STANDBY"}, timeout=30)

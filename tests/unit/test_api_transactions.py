@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from esc.config import CallbackConfig
 from esc.services import store, transactions
 from esc.services.executor import DeploymentExecutor, DeploymentWork, NoopExecutor
 
@@ -131,6 +132,32 @@ def test_unreachable_callback_is_abandoned_after_max_attempts(make_esc_api) -> N
             assert time.monotonic() < deadline, cb
             time.sleep(0.02)
         assert cb[0]["attempts"] == 3 and "Connect" in cb[0]["last_error"]
+
+
+def test_callback_to_a_denied_address_is_refused_at_once(make_esc_api, receiver: Receiver) -> None:
+    """The default deny-list: an address literal is refused with the request (400,
+    nothing recorded); a name that resolves into it is accepted, then the callback is
+    abandoned before any attempt; an allow-list leaves everything else out."""
+    with make_esc_api(callbacks=CallbackConfig()) as api:
+        for url in ("http://127.0.0.1:9/cb", "http://[::1]:9/cb", "http://[::ffff:127.0.0.1]:9/cb",
+                    "http://169.254.169.254/latest"):
+            r = api.client.post("/v0/tenants", json={"name": "x"}, headers={"callback": url})
+            assert r.status_code == 400 and "deny-list" in r.json()["error"], (url, r.text)
+        assert api.sql("SELECT count(*) FROM transactions") == [(0,)]
+        r = api.client.post("/v0/tenants", json={"name": "y"},
+                            headers={"callback": receiver.url.replace("127.0.0.1", "localhost")})
+        assert r.status_code == 202
+        tx_id = api.wait(r.json()["transaction_id"])["transaction_id"]
+        deadline = time.monotonic() + 10
+        while (cb := api.client.get(f"/v0/transactions/{tx_id}").json()["callbacks"])[0]["status"] \
+                != "abandoned":
+            assert time.monotonic() < deadline, cb
+            time.sleep(0.02)
+        assert cb[0]["attempts"] == 1 and "localhost: callback address" in cb[0]["last_error"]
+        assert receiver.received == []
+    with make_esc_api(callbacks=CallbackConfig(allow=["192.0.2.0/24"])) as api:
+        r = api.client.post("/v0/tenants", json={"name": "z"}, headers={"callback": "http://198.51.100.1/"})
+        assert r.status_code == 400 and "not in the callback allow-list" in r.json()["error"]
 
 
 # --- idempotent retries --------------------------------------------------------------------

@@ -84,3 +84,52 @@ def _install_twice(tmp_path: Path) -> None:
     assert "admin:pw" not in (tmp_path / "etc/esc/esc.json").read_text()
     res = run(tmp_path, "install", "s1")
     assert res.exit_code == 2 and "already installed" in res.output
+
+
+@pytest.fixture
+def node_root(tmp_path: Path) -> Path:
+    from esc.config import NodeConfig, NodePaths, save_config
+
+    save_config(NodePaths(tmp_path), NodeConfig(name="n1"))
+    return tmp_path
+
+
+def _cfg(root: Path):  # type: ignore[no-untyped-def]
+    from esc.config import NodePaths, load_config
+
+    return load_config(NodePaths(root))
+
+
+def test_callback_set_writes_the_lists_and_refuses_a_bad_network(node_root: Path) -> None:
+    r = run(node_root, "callback", "set", "--allow", "10.0.0.0/8", "--allow", "192.0.2.7")
+    assert r.exit_code == 0, r.output
+    cb = _cfg(node_root).callbacks
+    assert cb.allow == ["10.0.0.0/8", "192.0.2.7/32"] and "127.0.0.0/8" in cb.deny
+    r = run(node_root, "callback", "set", "--allow", "10.0.0.0/33")
+    assert r.exit_code == 2 and "'10.0.0.0/33' is not an address or network" in r.output
+    assert _cfg(node_root).callbacks == cb  # unchanged
+    r = run(node_root, "callback", "set", "--allow", "0.0.0.0/0", "--deny", "10.1.0.0/16")
+    assert r.exit_code == 0 and _cfg(node_root).callbacks.deny == ["10.1.0.0/16"]
+
+
+def test_retention_set(node_root: Path) -> None:
+    r = run(node_root, "retention", "set", "--days", "2.5", "--max-events", "5000")
+    assert r.exit_code == 0, r.output
+    assert (_cfg(node_root).retention.days, _cfg(node_root).retention.max_events) == (2.5, 5000)
+    r = run(node_root, "retention", "set", "--days", "0")
+    assert r.exit_code == 2 and "greater than 0" in r.output
+    assert _cfg(node_root).retention.days == 2.5
+
+
+def test_tls_set_refuses_a_mismatched_key(node_root: Path, tmp_path: Path) -> None:
+    from esc import tls
+    from esc.config import NodePaths
+
+    cert, _ = tls.make_certificate(["192.0.2.1"], None)
+    _, other_key = tls.make_certificate(["192.0.2.1"], None)
+    (tmp_path / "c.pem").write_bytes(cert)
+    (tmp_path / "k.pem").write_bytes(other_key)
+    r = run(node_root, "tls", "set", "--tls_cert", str(tmp_path / "c.pem"),
+            "--tls_key", str(tmp_path / "k.pem"))
+    assert r.exit_code == 2 and "does not match" in r.output
+    assert not NodePaths(node_root).tls_cert.exists()

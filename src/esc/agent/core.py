@@ -517,7 +517,12 @@ class Agent:
                 self.localdb.execute("SELECT pg_reload_conf()")
             except Exception:
                 pass
+        if not self.serving and self.manager.running:
+            self.manager.stop()  # parked: the loop starts it again, reading the new esc.json
         log.info("configuration reloaded")
+        if self.serving:
+            return 200, {"result": "reloaded; the serving controller applies controller settings "
+                         "(callbacks, retention, TLS) at its next start: `escadm restart` or a switchover"}
         return 200, {"result": "reloaded"}
 
     def status(self) -> dict:

@@ -14,7 +14,7 @@ import click
 
 from esc import health, logcollect
 from esc.client import AgentClient, AgentDown
-from esc.config import ConfigError, NodePaths, default_root, load_config
+from esc.config import ConfigError, NodePaths, default_root, load_config, validation_message
 from esc.install import HaArgs, ha_set, install
 
 MULTI_VALUE = ("--ha_node_list", "--ipaddr")
@@ -173,6 +173,55 @@ def tls_set(ctx: click.Context, tls_cert: str, tls_key: str) -> None:
 
 
 @cli.group()
+def callback() -> None:
+    """Where the controller may send callbacks."""
+
+
+@callback.command("set")
+@click.option("--allow", "allow", multiple=True, required=True,
+              help="Network callbacks may go to (repeat; 0.0.0.0/0 and ::/0 for any).")
+@click.option("--deny", "deny", multiple=True,
+              help="Network they never go to (repeat; default: loopback, link-local, multicast).")
+@click.pass_context
+def callback_set(ctx: click.Context, allow: tuple[str, ...], deny: tuple[str, ...]) -> None:
+    """Set the callback allow/deny-lists (then `escadm reload`)."""
+    from esc.config import CallbackConfig, save_config
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+        cb = CallbackConfig(allow=list(allow), **({"deny": list(deny)} if deny else {}))
+    except (ConfigError, ValueError) as e:
+        fail(validation_message(e), 2)
+    save_config(paths, cfg.model_copy(update={"callbacks": cb}))
+    done(f"callbacks: allow {' '.join(cb.allow)}; deny {' '.join(cb.deny) or '-'}; run `escadm reload`")
+
+
+@cli.group()
+def retention() -> None:
+    """How long events and finished transactions are kept."""
+
+
+@retention.command("set")
+@click.option("--days", type=float, required=True, help="Keep events and finished transactions this long.")
+@click.option("--max-events", type=int, default=100_000, show_default=True,
+              help="Keep at most this many events.")
+@click.pass_context
+def retention_set(ctx: click.Context, days: float, max_events: int) -> None:
+    """Set the retention (then `escadm reload`)."""
+    from esc.config import Retention, save_config
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+        keep = Retention(days=days, max_events=max_events)
+    except (ConfigError, ValueError) as e:
+        fail(validation_message(e), 2)
+    save_config(paths, cfg.model_copy(update={"retention": keep}))
+    done(f"retention: {keep.days:g} days, at most {keep.max_events} events; run `escadm reload`")
+
+
+@cli.group()
 def vim() -> None:
     """The VIM the controller deploys VMs to."""
 
@@ -203,7 +252,7 @@ def vim_set(ctx: click.Context, driver: str, state_dir: str, ns_prefix: str, net
                             ns_prefix=ns_prefix, network_ns=ns, bridge=bridge or "br0", pool=pool,
                             prefixlen=prefixlen, probe_interval=probe_interval, down_after=down_after)
     except (ConfigError, ValueError) as e:
-        fail(str(e).splitlines()[-1] if "validation error" in str(e) else str(e), 2)
+        fail(validation_message(e), 2)
     save_config(paths, cfg.model_copy(update={"vim": vim_cfg}))
     done(f"VIM set: {driver}, network {vim_cfg.network_ns}:{vim_cfg.bridge}, pool {pool}")
 

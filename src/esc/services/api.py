@@ -52,7 +52,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from esc.services import events, models, store, transactions, xmlio
-from esc.services.callbacks import check_callback_url
+from esc.services.callbacks import CallbackPolicy
 from esc.services.db import commit_durably
 from esc.services.schema import DEFAULT_TENANT
 from esc.services.store import KINDS, Fail, Kind
@@ -193,6 +193,10 @@ def _submit(pool: ConnectionPool, req: WriteRequest, then: Callable[..., Any] | 
     return tx, replayed, extra
 
 
+def callback_policy(request: Request) -> CallbackPolicy:
+    return getattr(request.app.state, "callback_policy", None) or CallbackPolicy()
+
+
 def _wake(request: Request) -> None:
     worker = getattr(request.app.state, "worker", None)
     if worker is not None:
@@ -202,7 +206,7 @@ def _wake(request: Request) -> None:
 async def write(request: Request, op: str, kind: Kind, parent: str | None, name: str,
                 spec: dict[str, Any] | None, idempotency_key: str | None, callback: str | None) -> Response:
     if callback is not None:
-        problem = check_callback_url(callback)
+        problem = callback_policy(request).url_problem(callback)
         if problem:
             raise HTTPException(400, problem)
     req = WriteRequest(op=op, kind=kind.name, parent=parent, name=name, spec=spec,
@@ -364,7 +368,7 @@ def _legacy_create(conn: psycopg.Connection, tx: dict[str, Any], replayed: bool)
 async def legacy_post(request: Request, idempotency_key: IdempotencyKey = None,
                       callback: CallbackUrl = None) -> Response:
     body = await read_body(request, models.LegacyDeploymentIn)
-    if callback is not None and (problem := check_callback_url(callback)):
+    if callback is not None and (problem := callback_policy(request).url_problem(callback)):
         raise HTTPException(400, problem)
     spec = models.DeploymentIn(name=body.name).model_dump(mode="json")  # type: ignore[attr-defined]
     req = WriteRequest(op="create", kind="deployment", parent=DEFAULT_TENANT, name=spec["name"], spec=spec,

@@ -11,6 +11,13 @@ error, timeout, any non-2xx answer) is retried after 1, 2, 4 ... s, capped at 30
 and given up (``abandoned``) after 20 attempts (about an hour); the state of each
 callback shows in ``GET /v0/transactions/{id}``. Redirects are not followed.
 
+Where a callback may go is the operator's choice (``callbacks`` in esc.json,
+``escadm callback set``): an allow-list and a deny-list of networks, the deny-list
+by default holding loopback, link-local (cloud metadata), multicast and "any", so
+that a client cannot make the controller POST into the node itself. A URL whose
+host is an address is checked when the request comes (400); a name is resolved
+and every address checked before each attempt (a refused one is abandoned at once).
+
 The request::
 
     POST <callback url>
@@ -27,8 +34,10 @@ The request::
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
+import socket
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +45,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
+from esc.config import CallbackConfig
 from esc.services.db import commit_durably, one_line
 from esc.services.events import transaction_event_type
 from esc.services.threads import PollingThreads
@@ -59,6 +69,53 @@ def check_callback_url(url: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "callback URL must be an http:// or https:// URL with a host"
     return None
+
+
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class CallbackPolicy:
+    """The allow- and deny-lists of CallbackConfig, applied to URLs and addresses."""
+
+    def __init__(self, cfg: CallbackConfig | None = None) -> None:
+        cfg = cfg or CallbackConfig()
+        self.allow = [ipaddress.ip_network(n) for n in cfg.allow]
+        self.deny = [ipaddress.ip_network(n) for n in cfg.deny]
+
+    def address_problem(self, ip: IP) -> str | None:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        if any(ip in n for n in self.deny if n.version == ip.version):
+            return f"callback address {ip} is in the callback deny-list"
+        if not any(ip in n for n in self.allow if n.version == ip.version):
+            return f"callback address {ip} is not in the callback allow-list"
+        return None
+
+    def url_problem(self, url: str) -> str | None:
+        """At request time: a malformed URL, or a literal address the lists refuse."""
+        problem = check_callback_url(url)
+        if problem:
+            return problem
+        host = urlsplit(url).hostname or ""
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return None  # a name: resolved and checked before each attempt
+        return self.address_problem(ip)
+
+    def target_problem(self, url: str) -> str | None:
+        """Before an attempt: every address the host resolves to must be allowed.
+        None too when it does not resolve now (the attempt fails and is retried)."""
+        parts = urlsplit(url)
+        try:
+            infos = socket.getaddrinfo(parts.hostname or "", parts.port or 80, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError):
+            return None
+        for info in infos:
+            problem = self.address_problem(ipaddress.ip_address(info[4][0].split("%")[0]))
+            if problem:
+                return f"{parts.hostname}: {problem}"
+        return None
 
 
 def _header_value(text: str, limit: int = 1000) -> str:
@@ -105,8 +162,10 @@ class CallbackSender(PollingThreads):
         first_delay: float = 1.0,
         max_delay: float = 300.0,
         max_attempts: int = 20,
+        policy: CallbackPolicy | None = None,
     ) -> None:
         self.conninfo = conninfo
+        self.policy = policy or CallbackPolicy()
         self.poll, self.timeout = poll, timeout
         self.first_delay, self.max_delay, self.max_attempts = first_delay, max_delay, max_attempts
         self.local = threading.local()
@@ -153,14 +212,17 @@ class CallbackSender(PollingThreads):
         keys = ["id", "op", "kind", "parent", "name", "status", "status_code", "message"]
         tx = dict(zip(keys, row[3:], strict=True))
         headers, body = payload(tx)
-        error, status = None, None
-        try:
-            response = client.post(url, json=body, headers=headers)
-            status = response.status_code
-            if not 200 <= status < 300:
-                error = f"HTTP {status}"
-        except (httpx.HTTPError, ValueError) as e:
-            error = one_line(e)
+        error, status, refused = None, None, self.policy.target_problem(url)
+        if refused:
+            error = refused
+        else:
+            try:
+                response = client.post(url, json=body, headers=headers)
+                status = response.status_code
+                if not 200 <= status < 300:
+                    error = f"HTTP {status}"
+            except (httpx.HTTPError, ValueError) as e:
+                error = one_line(e)
         attempts += 1
         if error is None:
             conn.execute(
@@ -170,7 +232,7 @@ class CallbackSender(PollingThreads):
             )
             log.info("callback of transaction %d delivered to %s", tx["id"], url)
         else:
-            give_up = attempts >= self.max_attempts
+            give_up = attempts >= self.max_attempts or refused is not None
             conn.execute(
                 "UPDATE callbacks SET status = %s, attempts = %s, last_error = %s, last_status = %s,"
                 " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",

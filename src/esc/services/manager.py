@@ -60,9 +60,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config
 from esc.secrets import verify_password
 from esc.services import api, models
-from esc.services.callbacks import CallbackSender
+from esc.services.callbacks import CallbackPolicy, CallbackSender
 from esc.services.db import CommitNotConfirmed, commit_durably, one_line
 from esc.services.executor import DeploymentExecutor
+from esc.services.retention import Janitor
 from esc.services.transactions import Worker
 
 __all__ = ["CommitNotConfirmed", "commit_durably", "create_app", "db_conninfo", "main"]
@@ -228,13 +229,16 @@ def create_app(
             kwargs={"application_name": "escmanager", "connect_timeout": 2},
         )
         pool.open(wait=False)
-        sender = CallbackSender(conninfo, **(callback_options or {}))
+        sender = CallbackSender(conninfo, policy=app.state.callback_policy, **(callback_options or {}))
         worker = Worker(conninfo, executor, threads=worker_threads, poll=worker_poll,
                         on_finished=sender.wake)
+        janitor = Janitor(conninfo, cfg.retention)
         app.state.pool, app.state.worker, app.state.callbacks = pool, worker, sender
+        app.state.janitor = janitor
         # threads: their connections are made in the background as well
         worker.start()
         sender.start()
+        janitor.start()
         if on_start is not None:  # the VNF monitor: active only, like the worker; in the
             # background, so that reading the deployed VMs never delays listening
             threading.Thread(target=on_start, name="esc-on-start", daemon=True).start()
@@ -245,8 +249,10 @@ def create_app(
                 await run_in_threadpool(on_stop)
             worker.request_stop()
             sender.request_stop()
+            janitor.request_stop()
             await run_in_threadpool(worker.stop, 2.0)
             await run_in_threadpool(sender.stop, 1.0)
+            await run_in_threadpool(janitor.stop, 1.0)
             await run_in_threadpool(pool.close, 2.0)
 
     app = FastAPI(
@@ -265,6 +271,7 @@ def create_app(
             CommitNotConfirmed: on_db_error,
         },
     )
+    app.state.callback_policy = CallbackPolicy(cfg.callbacks)
     app.add_api_route("/health", health, methods=["GET"], tags=["health"], response_model=models.Health,
                       responses={503: {"model": models.Health, "description": "not serving"}},
                       summary="Whether this node serves (unauthenticated)")

@@ -147,6 +147,10 @@ DEPLOYMENTS_SQL = [
         vm              text,
         message         text        NOT NULL DEFAULT ''
     )""",
+    # retention (retention.py) deletes by age
+    "CREATE INDEX IF NOT EXISTS events_created ON events (created_at)",
+    "CREATE INDEX IF NOT EXISTS transactions_finished ON transactions (finished_at)"
+    " WHERE status IN ('succeeded', 'failed')",
 ]
 
 
