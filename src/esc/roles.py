@@ -17,7 +17,13 @@ The rules, in the words of DESIGN.md:
   timing rule ``alone_after > promote_window + heartbeat_timeout`` (checked in
   config) means a standby that lost the active can no longer promote by then;
 * a node that never reached its peer since it started serves nothing
-  (SWITCHING_TO_ACTIVE) unless the operator forces it.
+  (SWITCHING_TO_ACTIVE) unless the operator forces it;
+* the newer history wins: an active steps down when the peer's database is a
+  primary on a later timeline (the peer took over while this node was frozen
+  or cut off), and a node never rewinds its database onto a peer on an earlier
+  timeline than its own (that would discard the newer writes);
+* an active that was frozen longer than a takeover takes (``pause_fence``)
+  fences itself before anything else: the peer may be active by now.
 """
 
 from __future__ import annotations
@@ -107,6 +113,8 @@ class Observation:
     promote_window: float = 2.0
     alone_after: float = 4.0
     rejoin_grace: float = 3.0  # a standby not streaming for this long is rejoined
+    paused_for: float = 0.0  # the agent's loop did not run for this long before this tick
+    pause_fence: float = 0.6  # a pause this long may have let the peer take over
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ def must_wait_for_peer(obs: Observation) -> bool:
 
 
 KNOWN_POSITION = (Db.PRIMARY, Db.STANDBY, Db.ABSENT)
+BEHIND_GRACE = 1.0  # a standby on an earlier timeline has this long to follow the switch itself
 
 
 def wins_election(obs: Observation) -> bool:
@@ -166,6 +175,19 @@ def wins_election(obs: Observation) -> bool:
             and obs.db.system_id != obs.peer.db.system_id:
         return obs.self_index == 0  # two unrelated databases: the first listed node's wins
     return mine > theirs
+
+
+def peer_is_newer(obs: Observation) -> bool:
+    """The peer's database is a primary on a later timeline than ours: it took over
+    from us (we were frozen, cut off, or lost a VRRP election we should not have)."""
+    return (obs.peer is not None and obs.peer.db.state == Db.PRIMARY
+            and obs.peer.db.timeline > obs.db.timeline > 0)
+
+
+def peer_is_older(obs: Observation) -> bool:
+    """Our data is on a later timeline than the peer's: rewinding onto the peer would
+    discard our newer history."""
+    return obs.peer is not None and 0 < obs.peer.db.timeline < obs.db.timeline
 
 
 def active_desired(obs: Observation) -> Desired:
@@ -205,14 +227,24 @@ def _promoting(obs: Observation) -> Desired:
 
 
 def _active(obs: Observation, why: str = "") -> Decision:
+    if obs.paused_for > obs.pause_fence:
+        return Decision(Role.SWITCHING_TO_STANDBY, OFF,
+                        f"frozen for {obs.paused_for:.1f}s, long enough for the peer to take over: "
+                        "fencing before anything else")
+    if peer_is_newer(obs):
+        assert obs.peer is not None
+        return Decision(Role.SWITCHING_TO_STANDBY, OFF,
+                        f"the peer is primary on timeline {obs.peer.db.timeline}, later than ours "
+                        f"({obs.db.timeline}): fencing and stepping down")
     if obs.command == Command.SWITCHOVER:
         return Decision(Role.SWITCHING_TO_STANDBY, OFF,
                         "switchover requested: stepping down for the peer", job=Job.REJOIN,
                         consumed=True)
     if obs.vrrp != Vrrp.MASTER:
+        # No rejoin job yet: the joining rules decide whom to follow, and never rewind
+        # onto a peer whose history is older than ours.
         return Decision(Role.SWITCHING_TO_STANDBY, OFF,
-                        f"keepalived is {obs.vrrp}, not MASTER: fencing and stepping down",
-                        job=Job.REJOIN)
+                        f"keepalived is {obs.vrrp}, not MASTER: fencing and stepping down")
     if obs.db.state == Db.STANDBY and obs.job_running is None:
         return Decision(Role.ACTIVE, active_desired(obs), "database still in recovery: promoting",
                         job=Job.PROMOTE)
@@ -290,12 +322,24 @@ def _joining(role: Role, obs: Observation) -> Decision:
         return Decision(role, _follow_if_data(obs),
                         "force-active refused: the peer is reachable", consumed=True)
     if peer.role == Role.ACTIVE:
+        if peer_is_older(obs):
+            return Decision(Role.SWITCHING_TO_STANDBY, _follow_if_data(obs),
+                            f"the peer is active on timeline {peer.db.timeline}, earlier than ours "
+                            f"({obs.db.timeline}): not rewinding onto it; waiting for it to step down")
         if obs.db.state in (Db.ABSENT, Db.PRIMARY) or obs.job_failed == Job.REJOIN \
                 or (obs.db.state == Db.STOPPED and obs.db.was_primary):
             return Decision(Role.SWITCHING_TO_STANDBY, OFF,
                             "the peer is active: rejoining as its standby", job=Job.REJOIN)
         since = obs.not_streaming_since
         not_streaming_for = obs.now - since if since is not None else 0.0
+        behind = peer.db.state == Db.PRIMARY and 0 < obs.db.timeline < peer.db.timeline
+        if obs.db.state in (Db.STANDBY, Db.STARTING) and since is not None and behind \
+                and not_streaming_for > BEHIND_GRACE:
+            # only the old primary can be a standby on an earlier timeline than the
+            # active's; it has likely written past the fork, so rewind without waiting
+            return Decision(Role.SWITCHING_TO_STANDBY, OFF,
+                            f"on timeline {obs.db.timeline}, the active on {peer.db.timeline}: "
+                            "rewinding onto its history", job=Job.REJOIN)
         if obs.db.state in (Db.STANDBY, Db.STARTING) and since is not None \
                 and not_streaming_for > obs.rejoin_grace:
             # STARTING too: a standby that never reaches a consistent state (diverged

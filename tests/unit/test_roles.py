@@ -140,11 +140,31 @@ class TestActive:
         dec = run(Role.ACTIVE, ob(vrrp=vrrp, db=dbv(Db.PRIMARY, peer_streaming=True), peer=peer(
             Role.STANDBY, Db.STANDBY), last_confirm_sent=NOW - 0.1))
         assert dec.role == Role.SWITCHING_TO_STANDBY
-        assert dec.job == Job.REJOIN
+        assert dec.job is None  # whom to follow is decided next, by the joining rules
         assert dec.desired == OFF
         assert dec.desired.db == "stopped" and not dec.desired.services and not dec.desired.vrrp_gate
         assert not dec.consumed
         assert str(vrrp) in dec.reason
+
+    def test_fences_first_after_a_pause_longer_than_a_takeover(self) -> None:
+        healthy = ob(vrrp=Vrrp.MASTER,
+                     db=dbv(Db.PRIMARY, timeline=1, peer_streaming=True, peer_complete=True),
+                     peer=peer(Role.STANDBY, Db.STANDBY, timeline=1), last_confirm_sent=NOW - 0.1)
+        assert run(Role.ACTIVE, replace(healthy, paused_for=0.3)).role == Role.ACTIVE
+        dec = run(Role.ACTIVE, replace(healthy, paused_for=3.0, command=Command.SWITCHOVER))
+        assert dec.role == Role.SWITCHING_TO_STANDBY and dec.desired == OFF and dec.job is None
+        assert "frozen for 3.0s" in dec.reason and not dec.consumed
+
+    def test_steps_down_for_a_peer_primary_on_a_later_timeline(self) -> None:
+        """The peer took over while we were frozen or cut off: its history is the newer."""
+        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY, timeline=1),
+                                  peer=peer(Role.ACTIVE, Db.PRIMARY, timeline=2)))
+        assert dec.role == Role.SWITCHING_TO_STANDBY and dec.desired == OFF
+        assert "timeline 2, later than ours (1)" in dec.reason
+        # an older peer primary is no reason to step down
+        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY, timeline=3),
+                                  peer=peer(Role.ACTIVE, Db.PRIMARY, timeline=2)))
+        assert dec.role == Role.ACTIVE
 
     def test_switchover_steps_down_and_consumes(self) -> None:
         dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), command=Command.SWITCHOVER,
@@ -564,6 +584,26 @@ class TestRejoin:
         assert dec.role == Role.SWITCHING_TO_STANDBY
         assert dec.job == Job.REJOIN and dec.desired == OFF
 
+    @pytest.mark.parametrize("db", [dbv(Db.PRIMARY, timeline=3),
+                                    dbv(Db.STOPPED, timeline=3, was_primary=True),
+                                    dbv(Db.STANDBY, timeline=3, streaming=False)])
+    def test_never_rewinds_onto_a_peer_with_an_older_history(self, db: DbView) -> None:
+        """A peer still active on timeline 2 while we hold timeline 3 (it was frozen while
+        we took over): rewinding onto it would discard our acknowledged writes."""
+        dec = run(Role.SWITCHING_TO_STANDBY, ob(peer=peer(timeline=2), db=db, job_failed=Job.REJOIN,
+                                                not_streaming_since=NOW - 60))
+        assert dec.job is None and dec.role == Role.SWITCHING_TO_STANDBY
+        assert "not rewinding" in dec.reason
+
+    @pytest.mark.parametrize(("since", "rejoin"), [(NOW - 0.5, False), (NOW - 1.5, True)])
+    def test_the_old_primary_on_an_earlier_timeline_rewinds_without_the_full_grace(
+            self, since: float, rejoin: bool) -> None:
+        dec = run(Role.SWITCHING_TO_STANDBY, ob(peer=peer(timeline=5), not_streaming_since=since,
+                                                db=dbv(Db.STANDBY, timeline=4, streaming=False)))
+        assert (dec.job == Job.REJOIN) is rejoin
+        if rejoin:
+            assert dec.desired == OFF and "timeline 4, the active on 5" in dec.reason
+
     def test_rejoin_retried_after_a_failure(self) -> None:
         dec = run(Role.SWITCHING_TO_STANDBY, ob(peer=peer(), db=dbv(Db.STANDBY, streaming=True),
                                                 job_failed=Job.REJOIN))
@@ -614,7 +654,7 @@ class TestPromoted:
 
     def test_job_done_promote_but_keepalived_lost_steps_down(self) -> None:
         dec = run(Role.SWITCHING_TO_ACTIVE, ob(vrrp=Vrrp.BACKUP, db=dbv(Db.PRIMARY), job_done=Job.PROMOTE))
-        assert dec.role == Role.SWITCHING_TO_STANDBY and dec.job == Job.REJOIN and dec.desired == OFF
+        assert dec.role == Role.SWITCHING_TO_STANDBY and dec.job is None and dec.desired == OFF
 
     def test_job_done_promote_keeps_waiting_for_a_streaming_peer(self) -> None:
         dec = run(Role.SWITCHING_TO_ACTIVE, ob(vrrp=Vrrp.MASTER, job_done=Job.PROMOTE,
@@ -1415,11 +1455,9 @@ def test_sim_partition_never_gives_two_writers() -> None:
 
 def test_sim_returning_stale_node_does_not_beat_a_stopped_newer_one() -> None:
     """b takes over from a dead a and commits alone; b's keepalived restarts, so b fences
-    itself and its rejoin waits (database stopped) for a primary. a comes back with older
-    data: b's stopped database reports no position, so a is not elected against it and
-    keeps following. b's rejoin gives up after REJOIN_PEER_WAIT, its database starts as a
-    standby, the election now sees b's newer timeline, and b becomes active again: no
-    write b acknowledged is lost (every promotion is checked against them)."""
+    itself; with no peer to follow it starts its database as a standby and waits. a comes
+    back with older data: the election sees b's newer timeline, and b becomes active
+    again: no write b acknowledged is lost (every promotion is checked against them)."""
     w = bootstrapped()
     a, b = w.nodes
     a.alive = False
@@ -1429,7 +1467,8 @@ def test_sim_returning_stale_node_does_not_beat_a_stopped_newer_one() -> None:
     assert b_only  # writes only b holds
     b.vrrp = Vrrp.UNKNOWN  # keepalived restarted under the active
     w.run(1.0)
-    assert (b.role, b.db, b.job) == (Role.SWITCHING_TO_STANDBY, Db.STOPPED, Job.REJOIN)
+    assert b.role in (Role.SWITCHING_TO_STANDBY, Role.SWITCHING_TO_ACTIVE) and b.job is None
+    assert b.db != Db.PRIMARY and not b.desired.services
     fenced_at = w.now
     start, a_start = len(w.steps), len(a.decisions)
     a.restart_agent()

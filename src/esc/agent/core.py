@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from esc import secrets as esc_secrets
@@ -66,7 +67,10 @@ class Agent:
         self.peer_view: PeerView | None = None
         self.desired = Desired()
         self.not_streaming_since: float | None = None
-        self.stopped_was_primary: bool | None = None
+        self.stopped_db: DbView | None = None  # cached: read from pg_control once per stop
+        self.observed_at = 0.0  # monotonic time of the last observation
+        self.beat_at = time.monotonic()  # the freeze sentinel's last beat
+        self.freeze_seen = 0.0  # the longest freeze the sentinel saw since the last tick
         self.job: Job | None = None
         self.job_outcome: tuple[Job, bool] | None = None
         self.job_failed: Job | None = None
@@ -110,6 +114,8 @@ class Agent:
             self.servers.append(api.serve_peer(ha.self_address, self.cfg.peer_port, self,
                                                self.token))
         self.servers.append(api.serve_unix(self.paths.agent_sock, self))
+        self.beat_at = time.monotonic()
+        threading.Thread(target=self._freeze_sentinel, name="freeze-sentinel", daemon=True).start()
         try:
             self.servers.append(health_api.serve(self.status, self.cfg.health_port))
         except OSError as e:  # the pair works without it; say so
@@ -140,6 +146,13 @@ class Agent:
     # ---------------------------------------------------------------- tick
     def tick(self) -> None:
         now = time.monotonic()
+        with self.lock:
+            paused_for = max(now - self.beat_at, self.freeze_seen)
+            self.freeze_seen = 0.0
+        if paused_for > self.pause_fence:
+            log.warning("this node was frozen for %.2fs (SIGSTOP, a paused VM, or starved)", paused_for)
+        else:
+            paused_for = 0.0
         for child in (self.pg, self.keepalived, self.manager):
             was = child.pid
             if not child.poll() and was is not None:
@@ -151,7 +164,7 @@ class Agent:
                     log.warning("%s (pid %d) died (exit %s)", child.name, was, child.last_exit)
                 child.crashed = False
         reap_orphans({c.pid for c in (self.pg, self.keepalived, self.manager) if c.pid})
-        obs = self._observe(now)
+        obs = replace(self._observe(now), paused_for=paused_for, pause_fence=self.pause_fence)
         dec = decide(self.role, obs)
         self._record(dec)
         if dec.job is not None:
@@ -162,12 +175,12 @@ class Agent:
         running = self.pg.running
         if running:
             self.pg_down.clear()
-            self.stopped_was_primary = None
+            self.stopped_db = None
         else:
             self.pg_down.set()
         db = self.localdb.observe(running, self.sync)
         if db.state == Db.STOPPED:
-            db = DbView(state=Db.STOPPED, was_primary=self._was_primary())
+            db = self._stopped_db()
         peer, ever_seen, confirm_recv = None, False, None
         if self.poller is not None:
             snap = self.poller.snapshot()
@@ -194,7 +207,7 @@ class Agent:
             else:
                 self.job_failed, self.job_failed_at = done, now
         with self.lock:
-            self.db_view, self.peer_view = db, peer
+            self.db_view, self.peer_view, self.observed_at = db, peer, now
             if self.pending is not None and now - self.pending_at > COMMAND_TTL:
                 # A command the state machine could not act on must not fire later,
                 # in another situation (e.g. a switchover once this node is active again).
@@ -212,15 +225,37 @@ class Agent:
             command=command, promote_window=t.promote_window, alone_after=t.alone_after,
         )
 
-    def _was_primary(self) -> bool:
-        if self.stopped_was_primary is None:
+    def _freeze_sentinel(self) -> None:
+        """Beats every 50 ms. A slow tick (a slow query) does not stop it; a frozen
+        process stops it too, and the first of it and the loop to run after the
+        freeze sees the gap, so the loop fences before it acts on what it saw before."""
+        while not self.stop_requested:
+            time.sleep(0.05)
+            now = time.monotonic()
+            with self.lock:
+                self.freeze_seen = max(self.freeze_seen, now - self.beat_at)
+                self.beat_at = now
+
+    @property
+    def pause_fence(self) -> float:
+        """A freeze this long may have let the peer take over: keepalived's master-down
+        interval is at least three adverts."""
+        return 3 * self.cfg.timing.advert_int
+
+    def _stopped_db(self) -> DbView:
+        """A stopped database's position: whether it was last a primary (it needs a
+        rewind to follow) and its timeline (never rewound onto an older one)."""
+        if self.stopped_db is None:
             pgdata = self.paths.pgdata(self.cfg)
             if not postgres.has_data(pgdata):
-                return False
-            state = postgres.controldata(pgdata).get("Database cluster state", "")
-            self.stopped_was_primary = state in ("shut down", "in production") \
-                and not (pgdata / "standby.signal").exists()
-        return self.stopped_was_primary
+                return DbView(state=Db.STOPPED)
+            control = postgres.controldata(pgdata)
+            state = control.get("Database cluster state", "")
+            self.stopped_db = DbView(
+                state=Db.STOPPED, timeline=postgres.stopped_timeline(pgdata, control),
+                was_primary=state in ("shut down", "in production")
+                and not (pgdata / "standby.signal").exists())
+        return self.stopped_db
 
     def _volume_ok(self, mount: bool = True) -> bool:
         ha = self.cfg.ha
@@ -309,7 +344,7 @@ class Agent:
             log.info("cloned the peer's database")
         postgres.write_managed_files(self.paths, self.cfg)
         postgres.set_standby_signal(pgdata, True)
-        self.stopped_was_primary = None
+        self.stopped_db = None
 
     # ------------------------------------------------------------- actuate
     def _actuate(self, desired: Desired, obs: Observation, now: float) -> None:
@@ -411,9 +446,12 @@ class Agent:
         now = time.monotonic()
         with self.lock:
             ha = self.cfg.ha
+            # only on a fresh observation: right after a freeze, what we saw before it
+            # says nothing about the peer now
+            fresh = now - self.observed_at < self.cfg.timing.heartbeat_timeout
             complete = (ha is not None and caller == ha.peer_name and self.role == Role.ACTIVE
                         and self.db_view.state == Db.PRIMARY and not self.alone
-                        and self.db_view.peer_complete)
+                        and self.db_view.peer_complete and fresh)
             if complete:
                 self.last_confirm_sent = now
             return {"name": self.cfg.name, "index": ha.self_index if ha else 0,

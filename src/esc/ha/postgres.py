@@ -295,6 +295,21 @@ def clone(paths: NodePaths, cfg: NodeConfig) -> None:
     os.chmod(pgdata, 0o700)
 
 
+def stopped_timeline(pgdata: Path, control: dict[str, str]) -> int:
+    """The timeline of a stopped cluster: its last checkpoint's, or later if a promotion
+    had begun (the history file is written at once; the checkpoint may not be)."""
+    try:
+        tli = int(control.get("Latest checkpoint's TimeLineID", "0"))
+    except ValueError:
+        tli = 0
+    for f in (pgdata / "pg_wal").glob("*.history"):
+        try:
+            tli = max(tli, int(f.stem, 16))
+        except ValueError:
+            pass
+    return tli
+
+
 def controldata(pgdata: Path) -> dict[str, str]:
     res = run_as_postgres([str(PG_BIN / "pg_controldata"), "-D", str(pgdata)], timeout=30)
     out = {}

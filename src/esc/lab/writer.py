@@ -28,7 +28,7 @@ def run(url: str, user: str, password: str, duration: float, prefix: str, out: s
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    acked: list[tuple[str, float, str]] = []  # name, wall time of the answer, node
+    acked: list[tuple[str, float, str, float]] = []  # name, wall time of the answer, node, sent
     in_doubt: list[str] = []
     errors: dict[str, int] = {}
     # A request in flight when the active dies waits for its read timeout (the
@@ -42,10 +42,11 @@ def run(url: str, user: str, password: str, duration: float, prefix: str, out: s
     retrying = False
     while not stop and time.monotonic() < deadline:
         name = f"{prefix}-{i:07d}"
+        sent = time.time()
         try:
             r = client.post(f"{url}/v0/deployments", json={"name": name})
             if 200 <= r.status_code < 300:
-                acked.append((name, time.time(), r.headers.get("x-esc-node", "?")))
+                acked.append((name, time.time(), r.headers.get("x-esc-node", "?"), sent))
                 i, retrying = i + 1, False
             elif r.status_code == 409 and retrying:
                 in_doubt.append(name)  # committed by an unanswered attempt

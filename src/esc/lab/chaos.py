@@ -1,0 +1,327 @@
+"""Fault injection on the lab: a catalogue of faults, and a runner that injects one
+while a client writes, repairs it, and checks the safety rules.
+
+One run of a fault:
+
+1. the pair is healthy (one ACTIVE, one STANDBY);
+2. in the client namespace, the writer (writer.py) writes numbered records through
+   the VIP and the prober (prober.py) writes to each node's own address every 50 ms;
+3. the fault is injected, held for its time, then repaired (SIGCONT, cable back,
+   ``escadm start`` ...; faults the agent repairs by itself need nothing);
+4. the run waits until the pair is healthy again and the writer is acknowledged;
+5. the checker reads every record from the active and reports acknowledged writes
+   that are missing (must be none), windows where two nodes accepted writes (must be
+   none), how long the service was out, how long the pair took to be healthy after
+   the repair, and the final roles.
+
+``escadm lab chaos`` runs faults repeatedly and writes the table (``make chaos``);
+the test suite runs each fault once (tests/lab/test_chaos.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from esc.config import NodePaths
+from esc.lab import lab, net
+from esc.lab.measure import acks_of, dual_writer_windows
+
+
+@dataclass(frozen=True)
+class Pair:
+    active: str
+    standby: str
+
+    def node(self, which: str) -> str:
+        return self.active if which == "active" else self.standby
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    doc: str
+    inject: Callable[[Pair], None]
+    repair: Callable[[Pair], None]
+    hold: float = 0.0  # seconds between inject and repair
+    mode: str = "drbd"  # the lab mode it needs
+    needs_witness: bool = False  # without one, a documented failure (docs/failure-modes.md)
+
+
+# --- fault verbs ---------------------------------------------------------------------
+
+
+def service_pid(node: str, kind: str) -> int:
+    """The PID of one of a node's processes: the agent, or a service it supervises."""
+    if kind == "agent":
+        return int(NodePaths(lab.node_root(node)).agent_pid.read_text())
+    st = lab.node_status(node)
+    pid = st.get("services", {}).get(kind, {}).get("pid")
+    if not pid:
+        raise lab.LabError(f"{node}: no {kind} process to kill ({st.get('role')})")
+    return int(pid)
+
+
+def kill_process(which: str, kind: str) -> Callable[[Pair], None]:
+    def inject(pair: Pair) -> None:
+        os.kill(service_pid(pair.node(which), kind), signal.SIGKILL)
+    return inject
+
+
+def nothing(pair: Pair) -> None:
+    """The agent repairs this one by itself."""
+
+
+def restart_node(which: str) -> Callable[[Pair], None]:
+    def repair(pair: Pair) -> None:
+        lab.start(pair.node(which))
+    return repair
+
+
+def power_cut(which: str) -> Callable[[Pair], None]:
+    def inject(pair: Pair) -> None:
+        lab.kill(pair.node(which))
+    return inject
+
+
+def pause(which: str, sig: signal.Signals) -> Callable[[Pair], None]:
+    """SIGSTOP / SIGCONT every process of the node: a frozen VM."""
+    def act(pair: Pair) -> None:
+        net.signal_all(net.pids(pair.node(which)), sig)
+    return act
+
+
+def cable(which: str, connected: bool) -> Callable[[Pair], None]:
+    def act(pair: Pair) -> None:
+        (lab.heal if connected else lab.cut)(pair.node(which))
+    return act
+
+
+def partition(on: bool) -> Callable[[Pair], None]:
+    """The two nodes stop reaching each other; both still reach the client (their
+    bridge ports isolated from each other, not from the client's)."""
+    def act(pair: Pair) -> None:
+        for n in lab.NODES:
+            subprocess.run(["ip", "netns", "exec", net.switch(), "bridge", "link", "set", "dev", f"p-{n}",
+                            "isolated", "on" if on else "off"], check=True, capture_output=True)
+    return act
+
+
+NETEM = ["delay", "40ms", "10ms", "loss", "5%"]
+
+
+def netem(which: str, on: bool) -> Callable[[Pair], None]:
+    """Delay and loss on the node's link (replication and heartbeats pass there)."""
+    def act(pair: Pair) -> None:
+        args = ["qdisc", "replace", "dev", "eth0", "root", "netem", *NETEM] if on else \
+            ["qdisc", "del", "dev", "eth0", "root"]
+        net.netns_exec(pair.node(which), "tc", *args, check=on)
+    return act
+
+
+def fill_disk(which: str, full: bool) -> Callable[[Pair], None]:
+    """Fill (or free) the node's database volume (lab mode drbd_on_cinder)."""
+    def act(pair: Pair) -> None:
+        filler = lab.volume_path(pair.node(which)) / "chaos-filler"
+        if full:
+            subprocess.run(["fallocate", "-l", "10G", str(filler)], capture_output=True)
+            if not filler.exists():  # fallocate refuses more than the free space: write until full
+                subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
+        else:
+            filler.unlink(missing_ok=True)
+    return act
+
+
+def restart_both(pair: Pair) -> None:
+    for n in lab.NODES:
+        lab.kill(n)
+
+
+def start_both(pair: Pair) -> None:
+    for n in lab.NODES:
+        lab.start(n)
+
+
+def _catalogue() -> dict[str, Fault]:
+    faults = []
+    for which in ("active", "standby"):
+        for kind, label in (("agent", "agent"), ("pgsql", "postgres"), ("keepalived", "keepalived"),
+                            ("escmanager", "controller")):
+            faults.append(Fault(
+                f"kill-{label}-{which}", f"kill -9 of the {which}'s {label}",
+                kill_process(which, kind),
+                restart_node(which) if kind == "agent" else nothing,
+                hold=2.0 if kind == "agent" else 0.0))
+        faults.append(Fault(f"power-cut-{which}", f"every process of the {which} killed, link down",
+                            power_cut(which), restart_node(which), hold=2.0))
+        faults.append(Fault(f"cut-{which}", f"the {which}'s cable pulled for 3 s",
+                            cable(which, False), cable(which, True), hold=3.0))
+    faults += [
+        Fault("pause-active", "every process of the active stopped (SIGSTOP) for 3 s, then SIGCONT",
+              pause("active", signal.SIGSTOP), pause("active", signal.SIGCONT), hold=3.0),
+        Fault("partition", "the nodes cannot reach each other for 6 s; both reach the client",
+              partition(True), partition(False), hold=6.0, needs_witness=True),
+        Fault("netem-standby", f"netem {' '.join(NETEM)} on the standby's link for 6 s",
+              netem("standby", True), netem("standby", False), hold=6.0),
+        Fault("disk-full-standby", "the standby's database volume filled for 6 s",
+              fill_disk("standby", True), fill_disk("standby", False), hold=6.0, mode="drbd_on_cinder"),
+        Fault("restart-both", "both nodes killed, then both started", restart_both, start_both, hold=1.0),
+    ]
+    return {f.name: f for f in faults}
+
+
+FAULTS = _catalogue()
+
+
+# --- one run ---------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    fault: str
+    ok: bool
+    acked: int
+    lost: list[str]
+    dual_writer_windows: list[tuple[float, float]]
+    service_gap_s: float  # longest time without an acknowledged write (writer, through the VIP)
+    recovered_s: float | None  # repair -> pair healthy and writes acknowledged; None: never
+    roles_before: dict[str, str]
+    roles_after: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+    def row(self) -> dict:
+        return {"fault": self.fault, "ok": self.ok, "acked": self.acked, "lost": len(self.lost),
+                "dual_writer_windows": len(self.dual_writer_windows),
+                "service_gap_s": round(self.service_gap_s, 2),
+                "recovered_s": None if self.recovered_s is None else round(self.recovered_s, 2),
+                "roles_before": self.roles_before, "roles_after": self.roles_after, "notes": self.notes}
+
+
+def _client_proc(module: str, args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(lab.exec_argv(lab.CLIENT, [sys.executable, "-m", module, *args]),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(proc: subprocess.Popen[bytes], out: Path, timeout: float = 20) -> dict:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    try:
+        return json.loads(out.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def healthy_pair() -> Pair | None:
+    roles = lab.roles()
+    active = [n for n, r in roles.items() if r == "ACTIVE"]
+    standby = [n for n, r in roles.items() if r == "STANDBY"]
+    if len(active) == 1 and len(standby) == 1:
+        return Pair(active[0], standby[0])
+    return None
+
+
+def wait_healthy(timeout: float) -> Pair | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pair = healthy_pair()
+        if pair is not None:
+            return pair
+        time.sleep(0.1)
+    return None
+
+
+def names_present(state: dict) -> set[str]:
+    """Every record, read through the VIP from the client namespace."""
+    url = f"http://{state['vip']}:{state['api_port']}/v0/deployments"
+    code = (f"import httpx,json;r=httpx.get({url!r},auth=({state['rest_user']!r},"
+            f"{state['rest_password']!r}),timeout=30);r.raise_for_status();"
+            "print(json.dumps([d['name'] for d in r.json()]))")
+    res = lab.client_run([sys.executable, "-c", code], timeout=60)
+    if res.returncode != 0:
+        raise lab.LabError(f"cannot read the records through the VIP: {res.stderr.strip()[-300:]}")
+    return set(json.loads(res.stdout))
+
+
+def run_fault(fault: Fault, workdir: Path, tag: str = "", recover_timeout: float = 90.0,
+              log: Callable[[str], None] = lambda _: None) -> Result:
+    """One run of ``fault`` on the lab that is up. Always repairs, and always stops the
+    client processes, even when something fails halfway."""
+    state = lab.load_state()
+    pair = wait_healthy(60)
+    if pair is None:
+        raise lab.LabError(f"the pair is not healthy before {fault.name}: {lab.roles()}")
+    roles_before = lab.roles()
+    prefix = f"{fault.name}{tag}"
+    w_out, p_out = workdir / f"{prefix}-writer.json", workdir / f"{prefix}-prober.json"
+    auth = ["--user", state["rest_user"], f"--password={state['rest_password']}"]
+    writer = _client_proc("esc.lab.writer", [
+        "--url", f"http://{state['vip']}:{state['api_port']}", *auth, "--duration", "600",
+        "--prefix", f"w-{prefix}", "--out", str(w_out)])
+    prober = _client_proc("esc.lab.prober", [
+        *(x for n in lab.NODES for x in ("--node", f"{n}=http://{lab.node_ip(n)}:{state['api_port']}")),
+        *auth, "--out", str(p_out)])
+    notes: list[str] = []
+    checks: list[str] = []  # acknowledged writes of the run itself
+    repaired = False
+    recovered_s = None
+    try:
+        time.sleep(1.5)  # acknowledged writes before the fault
+        log(f"{fault.name}: injecting ({fault.doc}); active {pair.active}")
+        fault.inject(pair)
+        time.sleep(fault.hold)
+        fault.repair(pair)
+        repaired = True
+        t_repair = time.monotonic()
+        after = wait_healthy(recover_timeout)
+        if after is None:
+            notes.append(f"not healthy {recover_timeout:.0f}s after the repair: {lab.roles()}")
+        else:
+            if write_through_vip(state, f"check-{prefix}", timeout=20):
+                recovered_s = time.monotonic() - t_repair
+                checks.append(f"check-{prefix}")
+            else:
+                notes.append("the pair is healthy but no write is acknowledged through the VIP")
+        time.sleep(0.5)
+    finally:
+        if not repaired:
+            try:
+                fault.repair(pair)
+            except Exception as e:  # the run has failed already; say why the repair did too
+                notes.append(f"repair failed: {e}")
+        w_rec, p_rec = _stop(writer, w_out), _stop(prober, p_out)
+    roles_after = lab.roles()
+    acks = acks_of(w_rec, p_rec)
+    try:
+        present = names_present(state)
+        lost = sorted({a.name for a in acks if a.name not in present} | set(checks) - present)
+    except lab.LabError as e:
+        notes.append(str(e))
+        lost = []
+    windows = dual_writer_windows(acks)
+    times = sorted(a.answered for a in acks_of(w_rec))
+    gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+    ok = not lost and not windows and recovered_s is not None and not notes
+    return Result(fault.name, ok, len(acks), lost, windows, gap, recovered_s, roles_before, roles_after,
+                  notes)
+
+
+def write_through_vip(state: dict, name: str, timeout: float) -> bool:
+    """One write through the VIP, retried until acknowledged or ``timeout``."""
+    url = f"http://{state['vip']}:{state['api_port']}/v0/deployments"
+    code = (f"import httpx,time\nt=time.monotonic()\nwhile time.monotonic()-t<{timeout}:\n"
+            f" try:\n  r=httpx.post({url!r},json={{'name':{name!r}}},auth=({state['rest_user']!r},"
+            f"{state['rest_password']!r}),timeout=2)\n  if r.status_code<300 or r.status_code==409: break\n"
+            f" except httpx.HTTPError: pass\n time.sleep(0.2)\nelse: raise SystemExit(1)")
+    return lab.client_run([sys.executable, "-c", code], timeout=timeout + 10).returncode == 0
