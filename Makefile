@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit test-lab bench lint clean
+.PHONY: setup demo test test-unit test-lab bench chaos lint clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -22,6 +22,12 @@ test-lab: setup
 bench: setup
 	$(PY) bench/failover.py $(BENCH_ARGS)
 	$(PY) bench/api.py
+
+# every fault 5 times, on a lab of its own (never an operator's: own prefix and directory)
+CHAOS_COUNT ?= 5
+chaos: setup
+	ESC_LAB_NS_PREFIX=chaos- ESC_LAB_DIR=/var/tmp/esc-chaos $(VENV)/bin/escadm lab chaos \
+		--count $(CHAOS_COUNT) --report docs/benchmarks/chaos-$$(date +%F).md $(CHAOS_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

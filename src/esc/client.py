@@ -33,5 +33,5 @@ class AgentClient:
     def status(self, timeout: float = 5.0) -> dict:
         return self._call("GET", "/v1/status", timeout)[1]
 
-    def command(self, name: str, timeout: float = 10.0) -> tuple[int, dict]:
-        return self._call("POST", f"/v1/command/{name}", timeout, json={})
+    def command(self, name: str, body: dict | None = None, timeout: float = 10.0) -> tuple[int, dict]:
+        return self._call("POST", f"/v1/command/{name}", timeout, json=body or {})

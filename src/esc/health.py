@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 
+def op_mode_line(op: dict) -> str:
+    """``operation``, or ``maintenance (set on n1 at ...): no automatic failover``."""
+    import datetime
+
+    mode = op.get("mode", "operation")
+    if mode != "maintenance":
+        return mode
+    at = op.get("set_at")
+    when = datetime.datetime.fromtimestamp(at).isoformat(timespec="seconds") if at else "?"
+    return f"maintenance (set on {op.get('by') or '?'} at {when}): no automatic failover"
+
+
 def status_line(st: dict) -> str:
     role = st.get("role", "STOPPED")
     reason = st.get("reason", "")
-    return f"{role}" + (f" ({reason})" if reason and role not in ("ACTIVE", "STANDBY") else "")
+    line = f"{role}" + (f" ({reason})" if reason and role not in ("ACTIVE", "STANDBY") else "")
+    if (st.get("op_mode") or {}).get("mode") == "maintenance" and "maintenance" not in line:
+        line += ", maintenance mode"
+    return line
 
 
 def status_details(st: dict) -> str:
     lines = [f"node:        {st.get('node', '?')}", f"reason:      {st.get('reason', '')}",
+             f"op_mode:     {op_mode_line(st.get('op_mode') or {})}",
              f"keepalived:  {st.get('vrrp', '?')}"]
     if "vip" in st:
         v = st["vip"]
@@ -88,5 +104,7 @@ def report(st: dict) -> tuple[str, bool]:
     fs = svcs.get("filesystem", {}).get("state") == "running"
     line("filesystem", fs, "is running", "is stopped")
     ok = role in ("ACTIVE", "STANDBY", "STANDALONE") and all(checks)
+    if (st.get("op_mode") or {}).get("mode") == "maintenance":
+        lines.append("operation mode is maintenance (no automatic failover)")
     lines += ["=====", "ESC HEALTH PASSED" if ok else "ESC HEALTH FAILED"]
     return "\n".join(lines), ok

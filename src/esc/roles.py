@@ -23,7 +23,9 @@ The rules, in the words of DESIGN.md:
   or cut off), and a node never rewinds its database onto a peer on an earlier
   timeline than its own (that would discard the newer writes);
 * an active that was frozen longer than a takeover takes (``pause_fence``)
-  fences itself before anything else: the peer may be active by now.
+  fences itself before anything else: the peer may be active by now;
+* in maintenance mode a standby never takes over by itself (its VRRP gate stays
+  closed); an operator's switchover or force-active still works.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class Observation:
     promote_window: float = 2.0
     alone_after: float = 4.0
     rejoin_grace: float = 3.0  # a standby not streaming for this long is rejoined
+    maintenance: bool = False  # the pair's operation mode: no automatic failover
     paused_for: float = 0.0  # the agent's loop did not run for this long before this tick
     pause_fence: float = 0.6  # a pause this long may have let the peer take over
 
@@ -256,12 +259,21 @@ def _active(obs: Observation, why: str = "") -> Decision:
     return Decision(Role.ACTIVE, desired, why)
 
 
+MAINTENANCE_HINT = "no automatic failover (escadm op_mode set --mode=operation, or ha force-active)"
+
+
 def _standby(obs: Observation) -> Decision:
     complete = confirmed_complete(obs)
-    follow = replace(FOLLOW, vrrp_gate=complete)
+    follow = replace(FOLLOW, vrrp_gate=complete and not obs.maintenance)
     if obs.command == Command.FORCE_ACTIVE:
         return Decision(Role.STANDBY, follow, "force-active refused: the peer is reachable "
                         "or this node is a standby (use switchover)", consumed=True)
+    if obs.maintenance:
+        if obs.peer is None:
+            return Decision(Role.SWITCHING_TO_ACTIVE, FOLLOW,
+                            f"peer lost in maintenance mode: {MAINTENANCE_HINT}")
+        if complete:
+            return Decision(Role.STANDBY, follow, "following the active (maintenance mode)")
     if obs.vrrp == Vrrp.MASTER:
         if not complete:
             return Decision(Role.SWITCHING_TO_ACTIVE, FOLLOW,
@@ -306,6 +318,9 @@ def _joining(role: Role, obs: Observation) -> Decision:
         if not obs.peer_ever_seen:
             return Decision(Role.SWITCHING_TO_ACTIVE, _follow_if_data(obs),
                             "peer never reached since start: not serving (force-active overrides)")
+        if obs.maintenance:
+            return Decision(Role.SWITCHING_TO_ACTIVE, _follow_if_data(obs),
+                            f"peer lost in maintenance mode: {MAINTENANCE_HINT}")
         if confirmed_complete(obs) and obs.db.state == Db.STANDBY:
             if obs.vrrp == Vrrp.MASTER:  # e.g. a promotion that failed: try again
                 return Decision(Role.SWITCHING_TO_ACTIVE, _promoting(obs),

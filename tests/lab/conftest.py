@@ -171,6 +171,16 @@ class Lab:
         raise AssertionError("the writer got no acknowledgements")
 
 
+def _lab_env(tmp: Path) -> None:
+    os.environ["ESC_LAB_DIR"] = str(tmp / "lab")
+    # never touches an operator's lab; ESC_TEST_NS_PREFIX lets two test runs coexist
+    os.environ["ESC_LAB_NS_PREFIX"] = os.environ.get("ESC_TEST_NS_PREFIX", "esct-")
+
+
+def _left_behind() -> list[str]:
+    return [h for h in (*labmod.NODES, labmod.CLIENT, "esc-sw") if net.exists(h)]
+
+
 @pytest.fixture
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     why = _missing()
@@ -178,9 +188,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         pytest.skip(why)
     tmp = Path(tempfile.mkdtemp(prefix="esc-labtest-"))
     tmp.chmod(0o755)  # PostgreSQL runs as postgres and must reach its data dir
-    os.environ["ESC_LAB_DIR"] = str(tmp / "lab")
-    # never touches an operator's lab; ESC_TEST_NS_PREFIX lets two test runs coexist
-    os.environ["ESC_LAB_NS_PREFIX"] = os.environ.get("ESC_TEST_NS_PREFIX", "esct-")
+    _lab_env(tmp)
     labmod.down()
     marker = request.node.get_closest_marker("lab_mode")
     mode = marker.args[0] if marker else "drbd"
@@ -193,5 +201,48 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             labmod.dump_logs(lines=60)
         labmod.down()
         shutil.rmtree(tmp, ignore_errors=True)
-        left = [h for h in (*labmod.NODES, labmod.CLIENT, "esc-sw") if net.exists(h)]
+        left = _left_behind()
+        assert not left, f"namespaces left behind: {left}"
+
+
+class SharedLab:
+    """One lab for a whole module, reused from test to test while the pair is healthy
+    and rebuilt when it is not or when a test needs another mode (the chaos tests)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.mode: str | None = None
+
+    def ready(self, mode: str) -> None:
+        from esc.lab.chaos import wait_healthy
+
+        if self.mode == mode and wait_healthy(30) is not None:
+            return
+        labmod.down()
+        self.mode = None
+        labmod.up(log=lambda *_: None, mode=mode)
+        self.mode = mode
+
+    def failed(self) -> None:
+        """Logs to the test's output, and a fresh lab for the next test."""
+        labmod.dump_logs(lines=60)
+        labmod.down()
+        self.mode = None
+
+
+@pytest.fixture(scope="module")
+def shared_lab() -> Iterator[SharedLab]:
+    why = _missing()
+    if why:
+        pytest.skip(why)
+    tmp = Path(tempfile.mkdtemp(prefix="esc-labtest-"))
+    tmp.chmod(0o755)
+    _lab_env(tmp)
+    labmod.down()
+    try:
+        yield SharedLab(tmp)
+    finally:
+        labmod.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+        left = _left_behind()
         assert not left, f"namespaces left behind: {left}"

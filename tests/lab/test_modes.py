@@ -1,4 +1,5 @@
-"""Install modes: standalone converted with `escadm ha set`, and drbd_on_cinder volumes."""
+"""Modes: standalone converted with `escadm ha set`, drbd_on_cinder volumes, and the
+maintenance operation mode."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import pytest
 
 from esc.lab import lab as labmod
+from esc.lab.measure import analyse
 
 pytestmark = pytest.mark.lab
 
@@ -71,3 +73,34 @@ def test_stopping_the_active_hands_over_without_losing_writes(lab):
     assert json.loads(lab.escadm(old, "status", "--json").stdout)["role"] == "STOPPED"
     lab.escadm(old, "start")
     lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
+
+
+def test_maintenance_mode_stops_automatic_failover(lab):
+    """Set on the standby, it reaches the active; a switchover is refused; when the
+    active dies the standby does not take over by itself, and force-active brings the
+    service back with every acknowledged write."""
+    active = lab.active()
+    standby = lab.other(active)
+    out = lab.escadm(standby, "op_mode", "set", "--mode=maintenance").stdout
+    assert "operation mode maintenance; peer told" in out
+    assert "maintenance (set on" in lab.escadm(active, "op_mode", "show").stdout
+    assert lab.escadm(active, "status").stdout.strip() == "ACTIVE, maintenance mode"
+    refused = lab.escadm(active, "ha", "switchover", check=False)
+    assert refused.returncode != 0 and "maintenance mode" in refused.stderr
+    writer = lab.start_writer("maint")
+    lab.wait_acks(writer)
+    labmod.kill(active)
+    time.sleep(3)  # several times what a failover takes
+    st = lab.status(standby)
+    assert st["role"] == "SWITCHING_TO_ACTIVE" and "maintenance" in st["reason"], st
+    assert not lab.has_vip(standby)
+    lab.escadm(standby, "ha", "force-active")
+    lab.wait_roles({standby: "ACTIVE"}, timeout=30)
+    lab.wait_acks(writer, n=1)
+    record = writer.stop()
+    assert analyse(record, lab.names_via_vip()).lost == []
+    # back to operation on the survivor; the old active comes back with the newer setting
+    lab.escadm(standby, "op_mode", "set", "--mode=operation")
+    labmod.start(active)
+    lab.wait_roles({standby: "ACTIVE", active: "STANDBY"}, timeout=60)
+    assert lab.escadm(active, "op_mode", "show").stdout.strip() == "operation"

@@ -325,6 +325,34 @@ class TestStandby:
 # ------------------------------------------------------------------ lone node
 
 
+class TestMaintenance:
+    def test_a_standby_does_not_take_over_in_maintenance(self) -> None:
+        lost = ob(vrrp=Vrrp.MASTER, db=dbv(Db.STANDBY, streaming=False), peer=None,
+                  last_confirm_recv=RECENT, peer_ever_seen=True, maintenance=True)
+        dec = run(Role.STANDBY, lost)
+        assert dec.job is None and dec.desired == FOLLOW and not dec.desired.vrrp_gate
+        assert "maintenance mode" in dec.reason
+        # the same observation in operation mode: it promotes
+        assert run(Role.STANDBY, replace(lost, maintenance=False)).job == Job.PROMOTE
+
+    def test_a_complete_standby_keeps_its_gate_closed_in_maintenance(self) -> None:
+        dec = run(Role.STANDBY, ob(vrrp=Vrrp.BACKUP, db=dbv(Db.STANDBY, streaming=True), peer=peer(),
+                                   last_confirm_recv=RECENT, maintenance=True))
+        assert dec.role == Role.STANDBY and not dec.desired.vrrp_gate
+
+    def test_a_lone_node_waits_in_maintenance_but_force_active_works(self) -> None:
+        lone = ob(vrrp=Vrrp.MASTER, db=dbv(Db.STANDBY), peer=None, peer_ever_seen=True,
+                  last_confirm_recv=RECENT, maintenance=True)
+        dec = run(Role.SWITCHING_TO_ACTIVE, lone)
+        assert dec.job is None and not dec.desired.vrrp_gate and "maintenance" in dec.reason
+        dec = run(Role.SWITCHING_TO_ACTIVE, replace(lone, command=Command.FORCE_ACTIVE))
+        assert dec.job == Job.PROMOTE and dec.consumed
+
+    def test_the_active_keeps_serving_in_maintenance(self) -> None:
+        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), maintenance=True))
+        assert dec.role == Role.ACTIVE and dec.desired.services
+
+
 class TestLoneNode:
     def test_never_serves_until_forced(self) -> None:
         role = Role.STOPPED

@@ -83,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.startswith(prefix):
             self._send(404, {"error": f"no such resource {self.path}"})
             return
+        # who asks is known from the socket, never from the body
+        body["_via_peer"] = self.token is not None
         code, out = self.api.command(self.path[len(prefix):], body)
         self._send(code, out)
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from esc import secrets as esc_secrets
-from esc.agent import api, health_api
+from esc.agent import api, health_api, opmode
 from esc.agent.peer import PeerPoller
 from esc.agent.supervisor import Child, become_subreaper, reap_orphans
 from esc.config import NodeConfig, NodePaths, load_config, load_secrets
@@ -67,6 +67,7 @@ class Agent:
         self.peer_view: PeerView | None = None
         self.desired = Desired()
         self.not_streaming_since: float | None = None
+        self.op_mode = opmode.load(self.paths)
         self.stopped_db: DbView | None = None  # cached: read from pg_control once per stop
         self.observed_at = 0.0  # monotonic time of the last observation
         self.beat_at = time.monotonic()  # the freeze sentinel's last beat
@@ -189,6 +190,8 @@ class Agent:
                 now - snap.received_at <= t.heartbeat_timeout + 2 * t.heartbeat_interval
             peer = snap.view if fresh else None
             ever_seen, confirm_recv = snap.ever_seen, snap.last_confirm_recv
+            if fresh and snap.raw:
+                self._adopt_op_mode(opmode.OpMode.parse(snap.raw.get("op_mode")), "the peer's heartbeat")
         # "Not streaming" includes streaming an old timeline: a standby whose history
         # forked before its own end of WAL reconnects and drops again, in a loop, and
         # would look healthy half of the time.
@@ -223,7 +226,19 @@ class Agent:
             not_streaming_since=self.not_streaming_since, volume_ok=self._volume_ok(),
             job_running=self.job, job_failed=self.job_failed, job_done=job_done,
             command=command, promote_window=t.promote_window, alone_after=t.alone_after,
+            maintenance=self.op_mode.maintenance,
         )
+
+    def _adopt_op_mode(self, theirs: opmode.OpMode | None, source: str) -> bool:
+        """Take the peer's operation mode if it was set after ours."""
+        with self.lock:
+            new = opmode.newer(self.op_mode, theirs)
+            changed, self.op_mode = new != self.op_mode, new
+        if changed:
+            opmode.save(self.paths, new)
+            log.warning("operation mode %s (set on %s), from %s", new.mode, new.by, source)
+            self.wake.set()
+        return changed
 
     def _freeze_sentinel(self) -> None:
         """Beats every 50 ms. A slow tick (a slow query) does not stop it; a frozen
@@ -456,13 +471,16 @@ class Agent:
                 self.last_confirm_sent = now
             return {"name": self.cfg.name, "index": ha.self_index if ha else 0,
                     "role": self.role, "vrrp": self.vrrp, "complete_for_you": complete,
+                    "op_mode": self.op_mode.to_dict(),
                     "db": {"state": self.db_view.state, "timeline": self.db_view.timeline,
                            "lsn": self.db_view.lsn, "system_id": self.db_view.system_id}}
 
     def command(self, name: str, body: dict) -> tuple[int, dict]:
         via_peer = bool(body.get("_via_peer"))
-        if via_peer and name != "switchover":
+        if via_peer and name not in ("switchover", "op_mode"):
             return 403, {"error": f"{name} cannot be asked by the peer"}
+        if name == "op_mode":
+            return self._set_op_mode(body, via_peer)
         if name == "stop":
             self._request_stop()
             return 202, {"result": "stopping"}
@@ -481,6 +499,9 @@ class Agent:
             self._queue(Command.FORCE_ACTIVE)
             return 202, {"result": "forcing active"}
         # switchover
+        if self.op_mode.maintenance:
+            return 409, {"error": "maintenance mode: roles do not change; "
+                         "`escadm op_mode set --mode=operation` first"}
         if role == Role.STANDBY and not via_peer:
             return self._forward_switchover()
         if role != Role.ACTIVE:
@@ -523,18 +544,49 @@ class Agent:
         log.info("operator command %s queued", command)
         self.wake.set()
 
-    def _forward_switchover(self) -> tuple[int, dict]:
+    def _peer_command(self, name: str, body: dict) -> tuple[int, dict]:
         import httpx
 
         ha = self.cfg.ha
         assert ha
         host = f"[{ha.peer_address}]" if ":" in ha.peer_address else ha.peer_address
         try:
-            r = httpx.post(f"http://{host}:{self.cfg.peer_port}/v1/peer/command/switchover",
-                           json={}, headers={"X-ESC-Peer-Token": self.token}, timeout=5)
+            r = httpx.post(f"http://{host}:{self.cfg.peer_port}/v1/peer/command/{name}",
+                           json=body, headers={"X-ESC-Peer-Token": self.token}, timeout=5)
             return r.status_code, r.json()
         except (httpx.HTTPError, ValueError) as e:
-            return 502, {"error": f"could not reach the active peer: {e}"}
+            return 502, {"error": f"could not reach the peer: {e}"}
+
+    def _forward_switchover(self) -> tuple[int, dict]:
+        code, body = self._peer_command("switchover", {})
+        if code == 502:
+            body = {"error": body["error"].replace("the peer", "the active peer")}
+        return code, body
+
+    def _set_op_mode(self, body: dict, via_peer: bool) -> tuple[int, dict]:
+        """Set here, then tell the peer (from the peer: adopt it if newer)."""
+        if via_peer:
+            theirs = opmode.OpMode.parse(body.get("op_mode"))
+            if theirs is None:
+                return 400, {"error": "malformed op_mode"}
+            self._adopt_op_mode(theirs, "the peer's op_mode command")
+            return 200, {"result": self.op_mode.mode}
+        mode = body.get("mode")
+        if mode not in opmode.MODES:
+            return 400, {"error": f"mode must be one of {', '.join(opmode.MODES)}, not {mode!r}"}
+        new = opmode.OpMode.now(mode, self.cfg.name)
+        with self.lock:
+            self.op_mode = new
+        opmode.save(self.paths, new)
+        log.warning("operation mode set to %s by the operator%s", mode,
+                    ": no automatic failover" if new.maintenance else "")
+        self.wake.set()
+        result = {"result": mode, "op_mode": new.to_dict()}
+        if self.cfg.is_ha:
+            code, answer = self._peer_command("op_mode", {"op_mode": new.to_dict()})
+            result["peer"] = "told" if code == 200 else \
+                f"not told ({answer.get('error', code)}); it takes the setting when it is back"
+        return 200, result
 
     def _reload(self) -> tuple[int, dict]:
         try:
@@ -573,6 +625,7 @@ class Agent:
                 "vrrp": self.vrrp, "job": self.job,
                 "alone": self.alone if db.state == Db.PRIMARY else None,
                 "transitions": list(self.transitions),
+                "op_mode": self.op_mode.to_dict(),
             }
         out["db"] = {"state": db.state, "timeline": db.timeline, "lsn": db.lsn,
                      "streaming": db.streaming, "peer_streaming": db.peer_streaming,

@@ -172,6 +172,38 @@ def tls_set(ctx: click.Context, tls_cert: str, tls_key: str) -> None:
     done(f"certificate set, SHA-256 {esc_tls.fingerprint(paths)}; it is served from the next activation")
 
 
+@cli.group("op_mode")
+def op_mode() -> None:
+    """The pair's operation mode: operation, or maintenance (no automatic failover)."""
+
+
+@op_mode.command("set")
+@click.option("--mode", type=click.Choice(["operation", "maintenance"]), required=True)
+@click.pass_context
+def op_mode_set(ctx: click.Context, mode: str) -> None:
+    """Set it on this node and tell the peer (the newer setting wins on both)."""
+    body = _command(ctx, "op_mode", {"mode": mode})
+    peer = f"; peer {body['peer']}" if body.get("peer") else ""
+    done(f"operation mode {mode}{peer}")
+
+
+@op_mode.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def op_mode_show(ctx: click.Context, as_json: bool) -> None:
+    """Print the operation mode (from the agent, or the saved setting if it is stopped)."""
+    from esc.agent import opmode
+
+    try:
+        op = AgentClient(paths_of(ctx)).status().get("op_mode") or {}
+    except AgentDown:
+        op = opmode.load(paths_of(ctx)).to_dict()
+    if as_json:
+        click.echo(json.dumps(op))
+        return
+    click.echo(health.op_mode_line(op))
+
+
 @cli.group()
 def callback() -> None:
     """Where the controller may send callbacks."""
@@ -257,9 +289,9 @@ def vim_set(ctx: click.Context, driver: str, state_dir: str, ns_prefix: str, net
     done(f"VIM set: {driver}, network {vim_cfg.network_ns}:{vim_cfg.bridge}, pool {pool}")
 
 
-def _command(ctx: click.Context, name: str) -> dict:
+def _command(ctx: click.Context, name: str, body: dict | None = None) -> dict:
     try:
-        code, body = AgentClient(paths_of(ctx)).command(name)
+        code, body = AgentClient(paths_of(ctx)).command(name, body)
     except AgentDown as e:
         fail(str(e))
     if code >= 300:

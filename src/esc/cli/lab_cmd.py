@@ -94,3 +94,45 @@ def heal(node: str) -> None:
     """Reconnect NODE's cable."""
     _guard(labmod.heal, node)
     click.echo(f"{node}: link restored")
+
+
+@lab.command()
+@click.option("--fault", "faults", multiple=True, metavar="NAME",
+              help="A fault to run (repeat); default: every fault. See --list.")
+@click.option("--count", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Runs of each fault.")
+@click.option("--report", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the markdown table here.")
+@click.option("--json", "as_json", is_flag=True, help="Print every run's result as JSON lines.")
+@click.option("--list", "list_only", is_flag=True, help="List the faults and exit.")
+def chaos(faults: tuple[str, ...], count: int, report: str | None, as_json: bool, list_only: bool) -> None:
+    """Inject faults while a client writes; check no acknowledged write is lost and
+    never two writers (makes its own lab, one per lab mode the faults need)."""
+    import datetime
+    import tempfile
+    from pathlib import Path
+
+    from esc.lab import chaos as chaosmod
+
+    if list_only:
+        for f in chaosmod.FAULTS.values():
+            click.echo(f"{f.name:24} {f.doc}")
+        return
+    try:
+        selected = chaosmod.select(list(faults))
+    except labmod.LabError as e:  # bad input: exit 2, as click does
+        click.echo(f"escadm lab chaos: error: {e}", err=True)
+        sys.exit(2)
+    work = Path(tempfile.mkdtemp(prefix="esc-chaos-"))
+    results = _guard(chaosmod.run_suite, selected, count, work)
+    if as_json:
+        for r in results:
+            click.echo(json.dumps(r.row()))
+    table = chaosmod.report(results, f"Fault injection, {datetime.date.today().isoformat()}")
+    if report:
+        Path(report).write_text(table)
+        click.echo(f"report written to {report}")
+    else:
+        click.echo(table)
+    failed = [r for r in results if not r.ok and not chaosmod.FAULTS[r.fault].needs_witness]
+    sys.exit(1 if failed else 0)

@@ -325,3 +325,86 @@ def write_through_vip(state: dict, name: str, timeout: float) -> bool:
             f"{state['rest_password']!r}),timeout=2)\n  if r.status_code<300 or r.status_code==409: break\n"
             f" except httpx.HTTPError: pass\n time.sleep(0.2)\nelse: raise SystemExit(1)")
     return lab.client_run([sys.executable, "-c", code], timeout=timeout + 10).returncode == 0
+
+
+# --- many runs: the suite ---------------------------------------------------------------
+
+
+def select(names: list[str] | None) -> list[Fault]:
+    """The faults named (all when none), in catalogue order; unknown names refused."""
+    if not names:
+        return list(FAULTS.values())
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown:
+        raise lab.LabError(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+    return [f for f in FAULTS.values() if f.name in names]
+
+
+def run_suite(faults: list[Fault], count: int, workdir: Path,
+              log: Callable[[str], None] = print) -> list[Result]:
+    """Each fault ``count`` times, on a lab of the mode it needs (made here, rebuilt when
+    a run leaves the pair unhealthy, removed at the end)."""
+    if count < 1:
+        raise lab.LabError(f"count must be at least 1, not {count}")
+    if lab.is_up():
+        raise lab.LabError("a lab is already up: the suite makes its own (run `escadm lab down`, "
+                           "or set ESC_LAB_NS_PREFIX / ESC_LAB_DIR to keep it apart)")
+    results: list[Result] = []
+    for mode in dict.fromkeys(f.mode for f in faults):
+        lab.up(mode=mode, log=log)
+        try:
+            for fault in (f for f in faults if f.mode == mode):
+                for i in range(count):
+                    if wait_healthy(60) is None:
+                        log(f"the pair is not healthy ({lab.roles()}): rebuilding the lab")
+                        lab.down()
+                        lab.up(mode=mode, log=log)
+                    r = run_fault(fault, workdir, tag=f"-{i}", log=log)
+                    results.append(r)
+                    log(f"{fault.name} #{i + 1}: {'ok' if r.ok else 'FAILED'}; lost {len(r.lost)}, "
+                        f"two writers {len(r.dual_writer_windows)}, gap {r.service_gap_s:.2f}s, "
+                        f"recovered {r.recovered_s if r.recovered_s is None else round(r.recovered_s, 2)}s"
+                        + (f"; {'; '.join(r.notes)}" if r.notes else ""))
+        finally:
+            lab.down()
+    return results
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def report(results: list[Result], title: str) -> str:
+    """The markdown table of a suite's results, one line per fault."""
+    from esc.config import Timing
+
+    t = Timing()
+    lines = [f"# {title}", "",
+             f"Timers: VRRP advert {t.advert_int} s, heartbeat {t.heartbeat_interval} s / "
+             f"{t.heartbeat_timeout} s, promote_window {t.promote_window} s, alone_after "
+             f"{t.alone_after} s. Writer through the VIP, prober to each node every 50 ms "
+             "(src/esc/lab/chaos.py). \"lost\": acknowledged writes missing afterwards; "
+             "\"two writers\": windows where two nodes certainly both acknowledged writes; "
+             "\"gap\": longest time without an acknowledged write through the VIP; "
+             "\"recovered\": repair to a healthy pair with a write acknowledged.", "",
+             "| fault | runs | ok | lost | two writers | gap median / max (s) | recovered median / max (s) "
+             "| final roles | notes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r.fault for r in results):
+        rs = [r for r in results if r.fault == name]
+        gaps = [r.service_gap_s for r in rs]
+        rec = [r.recovered_s for r in rs if r.recovered_s is not None]
+        finals = sorted({" ".join(f"{n}={role}" for n, role in sorted(r.roles_after.items())) for r in rs})
+        notes = sorted({n for r in rs for n in r.notes})
+        rec_txt = f"{_median(rec):.2f} / {max(rec):.2f}" if rec else "never"
+        if len(rec) < len(rs) and rec:
+            rec_txt += f" ({len(rs) - len(rec)} never)"
+        lines.append(f"| {name}{' (needs a witness)' if FAULTS[name].needs_witness else ''} | {len(rs)} "
+                     f"| {sum(r.ok for r in rs)} | {sum(len(r.lost) for r in rs)} "
+                     f"| {sum(len(r.dual_writer_windows) for r in rs)} "
+                     f"| {_median(gaps):.2f} / {max(gaps):.2f} | {rec_txt} | {'; '.join(finals)} "
+                     f"| {'; '.join(notes)} |")
+    lines += ["", "Faults:", ""]
+    lines += [f"- `{f.name}`: {f.doc}" for f in FAULTS.values() if f.name in {r.fault for r in results}]
+    return "\n".join(lines) + "\n"
