@@ -28,6 +28,8 @@ CHAOS_COUNT ?= 5
 chaos: setup
 	ESC_LAB_NS_PREFIX=chaos- ESC_LAB_DIR=/var/tmp/esc-chaos $(VENV)/bin/escadm lab chaos \
 		--count $(CHAOS_COUNT) --report docs/benchmarks/chaos-$$(date +%F).md $(CHAOS_ARGS)
+	ESC_LAB_NS_PREFIX=chaos- ESC_LAB_DIR=/var/tmp/esc-chaos $(VENV)/bin/escadm lab chaos --witness \
+		--count $(CHAOS_COUNT) --report docs/benchmarks/chaos-$$(date +%F)-witness.md $(CHAOS_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

@@ -52,11 +52,12 @@ class Timing(BaseModel):
     promote_window: float = 2.0
     alone_after: float = 4.0
     tick: float = 0.05
+    lease: float = 1.0  # the witness's lease (when one is configured), renewed every 0.2 s
 
     @model_validator(mode="after")
     def _safety_rule(self) -> Timing:
         for name in ("advert_int", "heartbeat_interval", "heartbeat_timeout", "promote_window",
-                     "alone_after", "tick"):
+                     "alone_after", "tick", "lease"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"timing: {name} must be positive (a finite number of seconds)")
@@ -70,6 +71,8 @@ class Timing(BaseModel):
                 f"({self.promote_window}s) + heartbeat_timeout ({self.heartbeat_timeout}s), "
                 "or an active could commit alone while its standby may still promote"
             )
+        if not 0.5 <= self.lease <= 5.0:
+            raise ValueError("timing: lease must be between 0.5 and 5 seconds")
         master_down = 3 * self.advert_int + self.advert_int
         if self.promote_window <= master_down + self.heartbeat_timeout:
             raise ValueError(
@@ -130,6 +133,23 @@ class HaConfig(BaseModel):
     mode: Literal["drbd", "drbd_on_cinder"] = "drbd"
     db_volume_id: str | None = None
     self_index: int  # which entry of node_list is this node
+    witness: str | None = None  # ADDR:PORT of the lease server (esc.witness), or none
+
+    @field_validator("witness")
+    @classmethod
+    def _witness(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        host, sep, port = v.strip().rpartition(":")
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"--ha_witness {v!r}: expected ADDR:PORT, e.g. 10.0.0.9:8025 or [fd00::9]:8025")
+        ip = parse_ip(host, "--ha_witness")
+        return f"[{ip}]:{int(port)}" if ip.version == 6 else f"{ip}:{int(port)}"
+
+    @property
+    def pair_id(self) -> str:
+        """The pair's name at the witness (one witness may serve several pairs)."""
+        return "-".join(self.node_list)
 
     @field_validator("vri")
     @classmethod
@@ -267,6 +287,16 @@ class NodeConfig(BaseModel):
     @property
     def is_ha(self) -> bool:
         return self.ha is not None
+
+    @model_validator(mode="after")
+    def _witness_timing(self) -> NodeConfig:
+        t = self.timing
+        if self.ha and self.ha.witness and not t.promote_window > t.lease + t.heartbeat_timeout:
+            raise ValueError(
+                f"with a witness, promote_window ({t.promote_window:g}s) must exceed lease "
+                f"({t.lease:g}s) + heartbeat_timeout ({t.heartbeat_timeout:g}s): a standby waits for "
+                "the dead active's lease to run out, and must still be within its window")
+        return self
 
 
 @dataclass(frozen=True)

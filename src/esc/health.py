@@ -36,6 +36,11 @@ def status_details(st: dict) -> str:
         p = st["peer"]
         seen = f", last answer {p['last_seen_s']}s ago" if p.get("last_seen_s") is not None else ""
         lines.append(f"peer:        {p['address']} {p.get('role') or 'unreachable'}{seen}")
+    if "witness" in st:
+        w = st["witness"]
+        held = "lease held here" if w.get("held") else \
+            f"lease held by {w['holder']}" if w.get("holder") else "lease not held"
+        lines.append(f"witness:     {w['address']}: {held}" + (f" ({w['error']})" if w.get("error") else ""))
     db = st.get("db", {})
     if db:
         if db.get("state") == "primary":

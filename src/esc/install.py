@@ -50,6 +50,7 @@ class HaArgs:
     ha_mode: str | None = None
     db_volume_id: str | None = None
     ha_secret: str | None = None
+    ha_witness: str | None = None
 
 
 def split_list(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
@@ -65,10 +66,12 @@ def local_addresses() -> set[str]:
 
 
 def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig | None:
-    given = {k: v for k, v in ha.__dict__.items() if v not in (None, "") and k != "ha_secret"}
+    extras = ("ha_secret", "ha_witness")  # HA options that alone do not make a node HA
+    given = {k: v for k, v in ha.__dict__.items() if v not in (None, "") and k not in extras}
     if not given:
-        if ha.ha_secret:
-            raise ConfigError("--ha_secret is for HA nodes: give --ha_node_list, --kad_vip, --kad_vif")
+        for opt in extras:
+            if getattr(ha, opt):
+                raise ConfigError(f"--{opt} is for HA nodes: give --ha_node_list, --kad_vip, --kad_vif")
         return None
     missing = [f"--{k}" for k in ("ha_node_list", "kad_vip", "kad_vif") if not getattr(ha, k)]
     if missing:
@@ -110,7 +113,7 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig 
             raise ConfigError(f"--db_volume_id {vol}: not a block device nor a directory")
     try:
         return HaConfig(node_list=nodes, vip=vip_cfg, vif=ha.kad_vif, vri=vri, mode=mode,  # type: ignore[arg-type]
-                        db_volume_id=ha.db_volume_id, self_index=mine[0])
+                        db_volume_id=ha.db_volume_id, self_index=mine[0], witness=ha.ha_witness or None)
     except ValueError as e:
         raise ConfigError(validation_message(e)) from None
 

@@ -25,7 +25,11 @@ The rules, in the words of DESIGN.md:
 * an active that was frozen longer than a takeover takes (``pause_fence``)
   fences itself before anything else: the peer may be active by now;
 * in maintenance mode a standby never takes over by itself (its VRRP gate stays
-  closed); an operator's switchover or force-active still works.
+  closed); an operator's switchover or force-active still works;
+* with a witness, only the holder of its lease may promote or commit alone: a
+  standby that lost the active waits for the lease (the active's runs out within
+  ``lease`` of its death), and keeps out of the way while the witness says the peer
+  holds it; an active whose lease went to the peer steps down.
 """
 
 from __future__ import annotations
@@ -116,6 +120,9 @@ class Observation:
     alone_after: float = 4.0
     rejoin_grace: float = 3.0  # a standby not streaming for this long is rejoined
     maintenance: bool = False  # the pair's operation mode: no automatic failover
+    witness: bool = False  # a witness is configured
+    lease_valid: bool = False  # we hold the witness's lease now
+    lease_peer: bool = False  # the witness's last answer: the peer holds it
     paused_for: float = 0.0  # the agent's loop did not run for this long before this tick
     pause_fence: float = 0.6  # a pause this long may have let the peer take over
 
@@ -125,7 +132,8 @@ class Desired:
     db: str = "stopped"  # "primary" | "standby" | "stopped"
     services: bool = False
     vrrp_gate: bool = False  # keepalived may be MASTER
-    alone: bool = True  # primary: commit without waiting for the peer
+    alone: bool = False  # primary: commit without waiting for the peer (never by default)
+    lease: bool = False  # hold (ask for, renew) the witness's lease
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,17 @@ class Decision:
 OFF = Desired()
 FOLLOW = Desired(db="standby")
 SERVE_ALONE = Desired(db="primary", services=True, vrrp_gate=True, alone=True)
+
+
+def lease_blocks(obs: Observation) -> Decision | None:
+    """Before a promotion: with a witness, the lease first. None: go ahead."""
+    if not obs.witness or obs.lease_valid:
+        return None
+    if obs.lease_peer:
+        return Decision(Role.SWITCHING_TO_ACTIVE, FOLLOW,
+                        "the witness gives the lease to the peer: it is alive; not taking over")
+    return Decision(Role.SWITCHING_TO_ACTIVE, Desired(db="standby", vrrp_gate=True, lease=True),
+                    "asking the witness for the lease before promoting")
 
 
 def confirmed_complete(obs: Observation) -> bool:
@@ -194,7 +213,10 @@ def peer_is_older(obs: Observation) -> bool:
 
 
 def active_desired(obs: Observation) -> Desired:
-    return Desired(db="primary", services=True, vrrp_gate=True, alone=not must_wait_for_peer(obs))
+    # with a witness, committing alone needs the lease: a partitioned active refuses
+    # writes (they wait for the standby) rather than acknowledge ones the peer lacks
+    alone = not must_wait_for_peer(obs) and (not obs.witness or obs.lease_valid)
+    return Desired(db="primary", services=True, vrrp_gate=True, alone=alone, lease=obs.witness)
 
 
 def decide(role: Role, obs: Observation) -> Decision:
@@ -226,7 +248,7 @@ def _standalone(obs: Observation) -> Decision:
 
 
 def _promoting(obs: Observation) -> Desired:
-    return Desired(db="standby", services=False, vrrp_gate=True, alone=True)
+    return Desired(db="standby", services=False, vrrp_gate=True, alone=True, lease=obs.witness)
 
 
 def _active(obs: Observation, why: str = "") -> Decision:
@@ -234,6 +256,9 @@ def _active(obs: Observation, why: str = "") -> Decision:
         return Decision(Role.SWITCHING_TO_STANDBY, OFF,
                         f"frozen for {obs.paused_for:.1f}s, long enough for the peer to take over: "
                         "fencing before anything else")
+    if obs.witness and obs.lease_peer and not obs.lease_valid:
+        return Decision(Role.SWITCHING_TO_STANDBY, OFF,
+                        "the witness gave the lease to the peer: fencing and stepping down")
     if peer_is_newer(obs):
         assert obs.peer is not None
         return Decision(Role.SWITCHING_TO_STANDBY, OFF,
@@ -252,7 +277,9 @@ def _active(obs: Observation, why: str = "") -> Decision:
         return Decision(Role.ACTIVE, active_desired(obs), "database still in recovery: promoting",
                         job=Job.PROMOTE)
     desired = active_desired(obs)
-    if desired.alone:
+    if obs.witness and not obs.lease_valid and not must_wait_for_peer(obs):
+        why = why or "peer not a complete standby, and no lease from the witness: commits wait"
+    elif desired.alone:
         why = why or "peer not a complete standby within alone_after: committing alone"
     else:
         why = why or "serving; commits wait for the synchronous standby"
@@ -282,6 +309,9 @@ def _standby(obs: Observation) -> Decision:
         if obs.peer is not None and obs.peer.db.state in (Db.PRIMARY, Db.STARTING):
             return Decision(Role.STANDBY, follow,
                             "keepalived MASTER; waiting for the peer's database to stop")
+        blocked = lease_blocks(obs)
+        if blocked is not None:
+            return blocked
         lost = "peer lost" if obs.peer is None else f"peer is {obs.peer.role}"
         return Decision(Role.SWITCHING_TO_ACTIVE, _promoting(obs),
                         f"keepalived MASTER, {lost}, data complete: promoting", job=Job.PROMOTE)
@@ -323,6 +353,9 @@ def _joining(role: Role, obs: Observation) -> Decision:
                             f"peer lost in maintenance mode: {MAINTENANCE_HINT}")
         if confirmed_complete(obs) and obs.db.state == Db.STANDBY:
             if obs.vrrp == Vrrp.MASTER:  # e.g. a promotion that failed: try again
+                blocked = lease_blocks(obs)
+                if blocked is not None:
+                    return blocked
                 return Decision(Role.SWITCHING_TO_ACTIVE, _promoting(obs),
                                 "keepalived MASTER, peer lost, data complete: promoting",
                                 job=Job.PROMOTE)
@@ -376,6 +409,9 @@ def _joining(role: Role, obs: Observation) -> Decision:
             if obs.vrrp != Vrrp.MASTER:
                 return Decision(Role.SWITCHING_TO_ACTIVE, gate,
                                 "elected (best data): waiting for keepalived MASTER")
+            blocked = lease_blocks(obs)
+            if blocked is not None:
+                return blocked
             return Decision(Role.SWITCHING_TO_ACTIVE, _promoting(obs),
                             "elected (best data) and keepalived MASTER: promoting",
                             job=Job.PROMOTE)

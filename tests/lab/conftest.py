@@ -211,17 +211,17 @@ class SharedLab:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.mode: str | None = None
+        self.mode: tuple[str, bool] | None = None
 
-    def ready(self, mode: str) -> None:
+    def ready(self, mode: str, witness: bool = False) -> None:
         from esc.lab.chaos import wait_healthy
 
-        if self.mode == mode and wait_healthy(30) is not None:
+        if self.mode == (mode, witness) and wait_healthy(30) is not None:
             return
         labmod.down()
         self.mode = None
-        labmod.up(log=lambda *_: None, mode=mode)
-        self.mode = mode
+        labmod.up(log=lambda *_: None, mode=mode, witness=witness)
+        self.mode = (mode, witness)
 
     def failed(self) -> None:
         """Logs to the test's output, and a fresh lab for the next test."""

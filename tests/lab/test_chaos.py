@@ -1,6 +1,7 @@
 """Every fault of the catalogue (esc.lab.chaos) once, with a writer and a prober: no
 acknowledged write lost, never two writers, and the pair healthy again afterwards.
-``make chaos`` runs each of them several times and writes the table to docs/."""
+Then, on a lab with a witness, the faults a witness changes. ``make chaos`` runs
+each of them several times and writes the tables to docs/benchmarks/."""
 
 from __future__ import annotations
 
@@ -10,17 +11,24 @@ from esc.lab import chaos
 
 pytestmark = pytest.mark.lab
 
-# grouped by lab mode: the module's lab is rebuilt only when the mode changes
-FAULTS = sorted(chaos.FAULTS.values(), key=lambda f: f.mode != "drbd")
+# grouped by lab: the module's lab is rebuilt only when the lab needed changes
+PLAIN = [(f, False) for f in sorted(chaos.FAULTS.values(), key=lambda f: f.mode != "drbd")
+         if not f.witness_only]
+WITH_WITNESS = [(chaos.FAULTS[n], True) for n in ("partition", "power-cut-active", "pause-active",
+                                                    "kill-witness")]
 
 
-@pytest.mark.parametrize("fault", [
-    pytest.param(f, id=f.name, marks=[pytest.mark.xfail(
-        reason="without a witness a partition can split the pair (docs/failure-modes.md)", strict=True)]
-        if f.needs_witness else [])
-    for f in FAULTS])
-def test_fault(shared_lab, fault: chaos.Fault) -> None:  # type: ignore[no-untyped-def]
-    shared_lab.ready(fault.mode)
+def _param(fault: chaos.Fault, witness: bool):  # type: ignore[no-untyped-def]
+    marks = []
+    if fault.needs_witness and not witness:
+        marks.append(pytest.mark.xfail(
+            reason="without a witness a partition can split the pair (docs/failure-modes.md)", strict=True))
+    return pytest.param(fault, witness, id=f"{fault.name}{'-witness' if witness else ''}", marks=marks)
+
+
+@pytest.mark.parametrize(("fault", "witness"), [_param(f, w) for f, w in PLAIN + WITH_WITNESS])
+def test_fault(shared_lab, fault: chaos.Fault, witness: bool) -> None:  # type: ignore[no-untyped-def]
+    shared_lab.ready(fault.mode, witness)
     result = chaos.run_fault(fault, shared_lab.tmp)
     if not result.ok:
         shared_lab.failed()

@@ -94,7 +94,7 @@ def test_maintenance_mode_stops_automatic_failover(lab):
     st = lab.status(standby)
     assert st["role"] == "SWITCHING_TO_ACTIVE" and "maintenance" in st["reason"], st
     assert not lab.has_vip(standby)
-    lab.escadm(standby, "ha", "force-active")
+    lab.escadm(standby, "ha", "force-active", "--yes")
     lab.wait_roles({standby: "ACTIVE"}, timeout=30)
     lab.wait_acks(writer, n=1)
     record = writer.stop()

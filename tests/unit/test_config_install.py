@@ -602,3 +602,32 @@ def test_install_later_failure_removes_what_it_created(
     with pytest.raises(RuntimeError, match="simulated"):
         inst.install("n1", root, [], HaArgs())  # standalone: no chown, no secret
     assert tree(root) == ["var"]
+
+
+@pytest.mark.parametrize(("witness", "message"), [
+    ("10.0.0.9", "expected ADDR:PORT"), ("10.0.0.9:0", "expected ADDR:PORT"),
+    ("10.0.0.9:99999", "expected ADDR:PORT"), ("nohost:8025", "not an IPv4 or IPv6 address"),
+])
+def test_ha_witness_refused(host: set[str], witness: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_ha(ha_args(ha_witness=witness), [])
+
+
+def test_ha_witness_normalised(host: set[str]) -> None:
+    assert build_ha(ha_args(ha_witness=" 10.0.0.9:8025"), []).witness == "10.0.0.9:8025"  # type: ignore[union-attr]
+    assert build_ha(ha_args(ha_witness="[fd00::9]:8025"), []).witness == "[fd00::9]:8025"  # type: ignore[union-attr]
+
+
+def test_witness_alone_is_refused(host: set[str]) -> None:
+    with pytest.raises(ConfigError, match="--ha_witness is for HA nodes"):
+        build_ha(HaArgs(ha_witness="10.0.0.9:8025"), [])
+
+
+def test_witness_timing_rule() -> None:
+    from esc.config import NodeConfig
+
+    ha = HaConfig(node_list=[N1, N2], vip=Vip(address=VIP, prefixlen=24, interface="eth0"), vif="eth0",
+                  self_index=0, witness="10.0.0.9:8025")
+    NodeConfig(name="n", ha=ha)  # the defaults hold: 2 > 1 + 0.4
+    with pytest.raises(ValueError, match="with a witness, promote_window"):
+        NodeConfig(name="n", ha=ha, timing=Timing(lease=2.0))

@@ -353,6 +353,40 @@ class TestMaintenance:
         assert dec.role == Role.ACTIVE and dec.desired.services
 
 
+class TestWitness:
+    LOST = ob(vrrp=Vrrp.MASTER, db=dbv(Db.STANDBY), peer=None, last_confirm_recv=RECENT,
+              peer_ever_seen=True, witness=True)
+
+    def test_a_standby_asks_for_the_lease_before_promoting(self) -> None:
+        dec = run(Role.STANDBY, self.LOST)
+        assert dec.job is None and dec.desired.lease and dec.desired.vrrp_gate
+        assert "asking the witness" in dec.reason
+        dec = run(Role.SWITCHING_TO_ACTIVE, replace(self.LOST, lease_valid=True))
+        assert dec.job == Job.PROMOTE and dec.desired.lease
+
+    def test_a_standby_keeps_out_while_the_peer_holds_the_lease(self) -> None:
+        """A partition: the active is alive behind it and renews its lease."""
+        dec = run(Role.STANDBY, replace(self.LOST, lease_peer=True))
+        assert dec.job is None and not dec.desired.vrrp_gate and not dec.desired.lease
+        assert "gives the lease to the peer" in dec.reason
+
+    def test_the_active_commits_alone_only_with_the_lease(self) -> None:
+        lone = ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), peer=None, witness=True,
+                  last_confirm_sent=NOW - AA - 1)
+        dec = run(Role.ACTIVE, lone)
+        assert dec.role == Role.ACTIVE and not dec.desired.alone and dec.desired.lease
+        assert "no lease" in dec.reason
+        assert run(Role.ACTIVE, replace(lone, lease_valid=True)).desired.alone
+
+    def test_an_active_whose_lease_went_to_the_peer_steps_down(self) -> None:
+        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), witness=True, lease_peer=True))
+        assert dec.role == Role.SWITCHING_TO_STANDBY and dec.desired == OFF
+
+    def test_without_a_witness_nothing_changes(self) -> None:
+        dec = run(Role.STANDBY, replace(self.LOST, witness=False))
+        assert dec.job == Job.PROMOTE and not dec.desired.lease
+
+
 class TestLoneNode:
     def test_never_serves_until_forced(self) -> None:
         role = Role.STOPPED

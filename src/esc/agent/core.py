@@ -22,6 +22,7 @@ from pathlib import Path
 
 from esc import secrets as esc_secrets
 from esc.agent import api, health_api, opmode
+from esc.agent.lease import LeaseClient
 from esc.agent.peer import PeerPoller
 from esc.agent.supervisor import Child, become_subreaper, reap_orphans
 from esc.config import NodeConfig, NodePaths, load_config, load_secrets
@@ -68,6 +69,7 @@ class Agent:
         self.desired = Desired()
         self.not_streaming_since: float | None = None
         self.op_mode = opmode.load(self.paths)
+        self.lease: LeaseClient | None = None
         self.stopped_db: DbView | None = None  # cached: read from pg_control once per stop
         self.observed_at = 0.0  # monotonic time of the last observation
         self.beat_at = time.monotonic()  # the freeze sentinel's last beat
@@ -112,6 +114,11 @@ class Agent:
                                      ha.self_name, self.cfg.timing.heartbeat_interval,
                                      self.cfg.timing.heartbeat_timeout, self.wake)
             self.poller.start()
+            if ha.witness:
+                self.lease = LeaseClient(ha.witness, esc_secrets.derive(shared, "witness-token"),
+                                         ha.pair_id, ha.self_name, duration=self.cfg.timing.lease,
+                                         wake=self.wake)
+                self.lease.start()
             self.servers.append(api.serve_peer(ha.self_address, self.cfg.peer_port, self,
                                                self.token))
         self.servers.append(api.serve_unix(self.paths.agent_sock, self))
@@ -167,6 +174,8 @@ class Agent:
         reap_orphans({c.pid for c in (self.pg, self.keepalived, self.manager) if c.pid})
         obs = replace(self._observe(now), paused_for=paused_for, pause_fence=self.pause_fence)
         dec = decide(self.role, obs)
+        if self.lease is not None:
+            self.lease.set_want(dec.desired.lease)
         self._record(dec)
         if dec.job is not None:
             self._start_job(dec.job, now)
@@ -227,7 +236,15 @@ class Agent:
             job_running=self.job, job_failed=self.job_failed, job_done=job_done,
             command=command, promote_window=t.promote_window, alone_after=t.alone_after,
             maintenance=self.op_mode.maintenance,
+            **self._lease_observation(now),
         )
+
+    def _lease_observation(self, now: float) -> dict:
+        if self.lease is None or self.cfg.ha is None:
+            return {}
+        view = self.lease.view()
+        return {"witness": True, "lease_valid": view.valid(now),
+                "lease_peer": view.holder == self.cfg.ha.peer_name}
 
     def _adopt_op_mode(self, theirs: opmode.OpMode | None, source: str) -> bool:
         """Take the peer's operation mode if it was set after ours."""
@@ -239,6 +256,12 @@ class Agent:
             log.warning("operation mode %s (set on %s), from %s", new.mode, new.by, source)
             self.wake.set()
         return changed
+
+    def _refresh_db_view(self) -> None:
+        """A fresh look at the local database outside the loop (while shutting down)."""
+        db = self.localdb.observe(self.pg.running, self.sync)
+        with self.lock:
+            self.db_view, self.observed_at = db, time.monotonic()
 
     def _freeze_sentinel(self) -> None:
         """Beats every 50 ms. A slow tick (a slow query) does not stop it; a frozen
@@ -375,7 +398,9 @@ class Agent:
                     log.info("keepalived started (pid %s)", self.keepalived.pid)
         self._actuate_db(desired, obs)
         if obs.db.state == Db.PRIMARY and self.cfg.is_ha:
-            self._actuate_sync(desired.alone, obs, now)
+            # only a serving primary may commit alone: one stepping down (fencing) keeps
+            # its commits waiting for the peer, or it would acknowledge what the peer lacks
+            self._actuate_sync(desired.alone and desired.db == "primary", obs, now)
         self._actuate_services(desired.services and obs.db.state in (Db.PRIMARY, Db.STARTING))
 
     def _actuate_db(self, desired: Desired, obs: Observation) -> None:
@@ -443,11 +468,22 @@ class Agent:
         # database is down, so every second spent here is a second without service.
         self.manager.stop(grace=2)
         self.pg.stop()
+        # The peer promotes when it sees our database down, and only within its promote
+        # window: keep what we tell it true (and fresh) while the database stops.
+        deadline = time.monotonic() + 20
+        while self.pg.running and time.monotonic() < deadline:
+            self._refresh_db_view()
+            time.sleep(0.05)
+        self.pg.stop_wait(1)
+        with self.lock:
+            self.db_view, self.observed_at = DbView(state=Db.STOPPED), time.monotonic()
+            self.role = Role.STOPPED
         self.manager.stop_wait(5)
-        self.pg.stop_wait(20)
         self.keepalived.stop_wait(5)
         if self.poller:
             self.poller.stop()
+        if self.lease:
+            self.lease.stop()
         for srv in self.servers:
             srv.shutdown()
         self.paths.agent_sock.unlink(missing_ok=True)
@@ -639,6 +675,11 @@ class Agent:
                            "pid": 0},
         }
         ha = self.cfg.ha
+        if ha and self.lease is not None:
+            lv = self.lease.view()
+            out["witness"] = {"address": ha.witness, "held": lv.valid(now), "holder": lv.holder,
+                              "last_answer_s": round(now - lv.answered_at, 3) if lv.answered_at else None,
+                              "error": lv.error}
         if ha:
             out["vip"] = {"address": ha.vip.cidr, "interface": ha.vip.interface,
                           "present": vip.has_address(ha.vip.address, ha.vip.interface)}

@@ -95,6 +95,7 @@ def ha_options(f):  # type: ignore[no-untyped-def]
         click.option("--ha_mode", type=click.Choice(["drbd", "drbd_on_cinder"])),
         click.option("--db_volume_id", help="Block device or mount point of the DB volume."),
         click.option("--ha_secret", help="Secret shared by both nodes (else from --user_pass)."),
+        click.option("--ha_witness", help="ADDR:PORT of a witness (escadm witness run) on a third host."),
     ]):
         f = opt(f)
     return f
@@ -112,10 +113,10 @@ def ha_options(f):  # type: ignore[no-untyped-def]
 @click.option("--force", is_flag=True, help="Replace an existing node under this root.")
 @click.pass_context
 def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list, kad_vip, kad_vif,  # type: ignore[no-untyped-def]
-                kad_vri, ha_mode, db_volume_id, ha_secret, user_pass, user_rest_pass,
+                kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness, user_pass, user_rest_pass,
                 user_portal_pass, tls_cert, tls_key, force) -> None:
     """Install a node (STANDALONE, or HA with --ha_node_list/--kad_vip/--kad_vif)."""
-    ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret)
+    ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness)
     try:
         cfg = install(name, ctx.obj["root"], ipaddr or [], ha, user_pass, user_rest_pass,
                       user_portal_pass, force, tls_cert=tls_cert, tls_key=tls_key)
@@ -137,9 +138,9 @@ def ha() -> None:
 @click.option("--user_pass", help="USER:PASS, to derive the shared secret if --ha_secret is absent.")
 @click.pass_context
 def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode,  # type: ignore[no-untyped-def]
-               db_volume_id, ha_secret, user_pass) -> None:
+               db_volume_id, ha_secret, ha_witness, user_pass) -> None:
     """Make this node an HA node (then `escadm reload` and `escadm restart`)."""
-    args = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret)
+    args = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness)
     try:
         cfg = ha_set(ctx.obj["root"], args, user_pass)
     except ConfigError as e:
@@ -170,6 +171,37 @@ def tls_set(ctx: click.Context, tls_cert: str, tls_key: str) -> None:
         fail(str(e), 2)
     esc_tls.write_material(paths, cert_pem, key_pem, supplied=True)
     done(f"certificate set, SHA-256 {esc_tls.fingerprint(paths)}; it is served from the next activation")
+
+
+@cli.group()
+def witness() -> None:
+    """The witness: a lease server on a third host that decides, in a partition, who is active."""
+
+
+@witness.command("run")
+@click.option("--listen", required=True, help="ADDR:PORT to listen on, e.g. 10.0.0.9:8025.")
+@click.option("--token-file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The token (`escadm witness token` on a node).")
+@click.option("--max-lease", type=float, default=5.0, show_default=True,
+              help="Longest lease granted; no lease is granted this long after a start.")
+def witness_run(listen: str, token_file: str, max_lease: float) -> None:
+    """Run the witness in the foreground (as a service of the third host)."""
+    from esc.witness import main as witness_main
+
+    sys.exit(witness_main(["--listen", listen, "--token-file", token_file, "--max-lease", str(max_lease)]))
+
+
+@witness.command("token")
+@click.pass_context
+def witness_token(ctx: click.Context) -> None:
+    """Print the token the witness needs (derived from the pair's shared secret)."""
+    from esc.config import load_secrets
+    from esc.secrets import derive
+
+    shared = load_secrets(paths_of(ctx)).get("ha_secret")
+    if not shared:
+        fail("no shared secret on this node (not an HA node)", 2)
+    click.echo(derive(shared, "witness-token"))
 
 
 @cli.group("op_mode")

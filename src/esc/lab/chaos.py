@@ -53,6 +53,7 @@ class Fault:
     hold: float = 0.0  # seconds between inject and repair
     mode: str = "drbd"  # the lab mode it needs
     needs_witness: bool = False  # without one, a documented failure (docs/failure-modes.md)
+    witness_only: bool = False  # a fault of the witness itself
 
 
 # --- fault verbs ---------------------------------------------------------------------
@@ -115,14 +116,28 @@ def partition(on: bool) -> Callable[[Pair], None]:
 
 
 NETEM = ["delay", "40ms", "10ms", "loss", "5%"]
+# Kernels without sch_netem (this lab machine's): a token bucket small enough that
+# replication bursts queue (delay) and overflow (loss); both directions of the link.
+TBF = ["tbf", "rate", "2mbit", "burst", "16kb", "latency", "40ms"]
 
 
 def netem(which: str, on: bool) -> Callable[[Pair], None]:
-    """Delay and loss on the node's link (replication and heartbeats pass there)."""
+    """Delay and loss on the node's link, both ways (replication and heartbeats pass
+    there): netem where the kernel has it, else a token bucket."""
     def act(pair: Pair) -> None:
-        args = ["qdisc", "replace", "dev", "eth0", "root", "netem", *NETEM] if on else \
-            ["qdisc", "del", "dev", "eth0", "root"]
-        net.netns_exec(pair.node(which), "tc", *args, check=on)
+        node = pair.node(which)
+        if not on:
+            net.netns_exec(node, "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+            subprocess.run(["ip", "netns", "exec", net.switch(), "tc", "qdisc", "del", "dev", f"p-{node}",
+                            "root"], capture_output=True)
+            return
+        res = net.netns_exec(node, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", *NETEM,
+                             check=False)
+        if res.returncode == 0:
+            return
+        net.netns_exec(node, "tc", "qdisc", "replace", "dev", "eth0", "root", *TBF)
+        subprocess.run(["ip", "netns", "exec", net.switch(), "tc", "qdisc", "replace", "dev", f"p-{node}",
+                        "root", *TBF], check=True, capture_output=True)
     return act
 
 
@@ -137,6 +152,14 @@ def fill_disk(which: str, full: bool) -> Callable[[Pair], None]:
         else:
             filler.unlink(missing_ok=True)
     return act
+
+
+def witness_down(pair: Pair) -> None:
+    lab.kill_witness()
+
+
+def witness_up(pair: Pair) -> None:
+    lab.start_witness()
 
 
 def restart_both(pair: Pair) -> None:
@@ -168,11 +191,14 @@ def _catalogue() -> dict[str, Fault]:
               pause("active", signal.SIGSTOP), pause("active", signal.SIGCONT), hold=3.0),
         Fault("partition", "the nodes cannot reach each other for 6 s; both reach the client",
               partition(True), partition(False), hold=6.0, needs_witness=True),
-        Fault("netem-standby", f"netem {' '.join(NETEM)} on the standby's link for 6 s",
+        Fault("netem-standby", f"netem {' '.join(NETEM)} on the standby's link for 6 s (or, without "
+              f"netem in the kernel, {' '.join(TBF)} both ways)",
               netem("standby", True), netem("standby", False), hold=6.0),
         Fault("disk-full-standby", "the standby's database volume filled for 6 s",
               fill_disk("standby", True), fill_disk("standby", False), hold=6.0, mode="drbd_on_cinder"),
         Fault("restart-both", "both nodes killed, then both started", restart_both, start_both, hold=1.0),
+        Fault("kill-witness", "the witness killed for 3 s, then started again (it grants no lease "
+              "for 2 s after a start)", witness_down, witness_up, hold=3.0, witness_only=True),
     ]
     return {f.name: f for f in faults}
 
@@ -340,10 +366,12 @@ def select(names: list[str] | None) -> list[Fault]:
     return [f for f in FAULTS.values() if f.name in names]
 
 
-def run_suite(faults: list[Fault], count: int, workdir: Path,
+def run_suite(faults: list[Fault], count: int, workdir: Path, witness: bool = False,
               log: Callable[[str], None] = print) -> list[Result]:
-    """Each fault ``count`` times, on a lab of the mode it needs (made here, rebuilt when
-    a run leaves the pair unhealthy, removed at the end)."""
+    """Each fault ``count`` times, on a lab of the mode it needs, with a witness or not
+    (made here, rebuilt when a run leaves the pair unhealthy, removed at the end).
+    Faults of the witness itself are skipped without one."""
+    faults = [f for f in faults if witness or not f.witness_only]
     if count < 1:
         raise lab.LabError(f"count must be at least 1, not {count}")
     if lab.is_up():
@@ -351,14 +379,14 @@ def run_suite(faults: list[Fault], count: int, workdir: Path,
                            "or set ESC_LAB_NS_PREFIX / ESC_LAB_DIR to keep it apart)")
     results: list[Result] = []
     for mode in dict.fromkeys(f.mode for f in faults):
-        lab.up(mode=mode, log=log)
+        lab.up(mode=mode, log=log, witness=witness)
         try:
             for fault in (f for f in faults if f.mode == mode):
                 for i in range(count):
                     if wait_healthy(60) is None:
                         log(f"the pair is not healthy ({lab.roles()}): rebuilding the lab")
                         lab.down()
-                        lab.up(mode=mode, log=log)
+                        lab.up(mode=mode, log=log, witness=witness)
                     r = run_fault(fault, workdir, tag=f"-{i}", log=log)
                     results.append(r)
                     log(f"{fault.name} #{i + 1}: {'ok' if r.ok else 'FAILED'}; lost {len(r.lost)}, "
@@ -375,7 +403,7 @@ def _median(xs: list[float]) -> float:
     return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
 
-def report(results: list[Result], title: str) -> str:
+def report(results: list[Result], title: str, witness: bool = False) -> str:
     """The markdown table of a suite's results, one line per fault."""
     from esc.config import Timing
 
@@ -387,7 +415,9 @@ def report(results: list[Result], title: str) -> str:
              "(src/esc/lab/chaos.py). \"lost\": acknowledged writes missing afterwards; "
              "\"two writers\": windows where two nodes certainly both acknowledged writes; "
              "\"gap\": longest time without an acknowledged write through the VIP; "
-             "\"recovered\": repair to a healthy pair with a write acknowledged.", "",
+             "\"recovered\": repair to a healthy pair with a write acknowledged. "
+             + ("With a witness (in the client namespace; lease 1 s)." if witness else
+                "Without a witness: a partition between the nodes is the documented failure."), "",
              "| fault | runs | ok | lost | two writers | gap median / max (s) | recovered median / max (s) "
              "| final roles | notes |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -400,7 +430,8 @@ def report(results: list[Result], title: str) -> str:
         rec_txt = f"{_median(rec):.2f} / {max(rec):.2f}" if rec else "never"
         if len(rec) < len(rs) and rec:
             rec_txt += f" ({len(rs) - len(rec)} never)"
-        lines.append(f"| {name}{' (needs a witness)' if FAULTS[name].needs_witness else ''} | {len(rs)} "
+        needs = " (needs a witness)" if FAULTS[name].needs_witness and not witness else ""
+        lines.append(f"| {name}{needs} | {len(rs)} "
                      f"| {sum(r.ok for r in rs)} | {sum(len(r.lost) for r in rs)} "
                      f"| {sum(len(r.dual_writer_windows) for r in rs)} "
                      f"| {_median(gaps):.2f} / {max(gaps):.2f} | {rec_txt} | {'; '.join(finals)} "

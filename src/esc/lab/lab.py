@@ -30,6 +30,7 @@ ADDR = {"n1": 11, "n2": 12, CLIENT: 100}
 VIP = f"{SUBNET4}.50"
 VM_POOL = f"{SUBNET4}.128/25"  # the VMs the controller deploys, on the same lab network
 VRID = 77
+WITNESS_PORT = 8025
 
 
 class LabError(RuntimeError):
@@ -67,7 +68,13 @@ def is_up() -> bool:
     return state_file().exists() or any(net.exists(n) for n in (*NODES, CLIENT))
 
 
-def install_args(node: str, mode: str, secret: str, rest_password: str) -> list[str]:
+def witness_address() -> str:
+    """The lab's witness runs in the client namespace: it reaches both nodes, as a
+    management host would, even when the nodes cannot reach each other."""
+    return f"{node_ip(CLIENT)}:{WITNESS_PORT}"
+
+
+def install_args(node: str, mode: str, secret: str, rest_password: str, witness: bool = False) -> list[str]:
     """The arguments a real install of this node takes, for each lab mode:
     ``drbd`` (default), ``drbd_on_cinder`` (a volume per node) or ``standalone``."""
     args = ["install", node, "--ipaddr", node_ip(node), "--user_pass", f"admin:{secret}",
@@ -78,6 +85,8 @@ def install_args(node: str, mode: str, secret: str, rest_password: str) -> list[
              "--kad_vif", "eth0", "--kad_vri", str(VRID), "--ha_mode", mode]
     if mode == "drbd_on_cinder":
         args += ["--db_volume_id", str(volume_path(node))]
+    if witness:
+        args += ["--ha_witness", witness_address()]
     return args
 
 
@@ -121,9 +130,11 @@ def detach_volume(node: str) -> None:
 MODES = ("drbd", "drbd_on_cinder", "standalone")
 
 
-def up(timeout: float = 120.0, log=print, mode: str = "drbd") -> dict:  # type: ignore[no-untyped-def]
+def up(timeout: float = 120.0, log=print, mode: str = "drbd", witness: bool = False) -> dict:  # type: ignore[no-untyped-def]
     if mode not in MODES:
         raise LabError(f"unknown lab mode {mode!r} (one of {', '.join(MODES)})")
+    if witness and mode == "standalone":
+        raise LabError("a witness is for a pair: not with --mode standalone")
     if is_up():
         raise LabError("a lab is already up (or left over): run `escadm lab down` first")
     t0 = time.monotonic()
@@ -133,16 +144,25 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd") -> dict:  # type: 
     state = {"mode": mode, "vip": VIP, "rest_user": "admin", "rest_password": rest_password,
              "api_port": 8080, "nodes": {n: {"address": node_ip(n), "root": str(node_root(n))}
                                           for n in NODES},
-             "client": {"address": node_ip(CLIENT)}}
+             "client": {"address": node_ip(CLIENT)},
+             "witness": witness_address() if witness else None}
     try:
         net.create(hosts)
         write_json_atomic(state_file(), state, mode=0o600)
         shared = esc_secrets.generate()
+        if witness:
+            from esc.install import shared_secret  # what the nodes derive from --user_pass
+
+            pair_secret = shared_secret(None, f"admin:{shared}")
+            token = witness_token_file()
+            token.write_text(esc_secrets.derive(pair_secret, "witness-token") + "\n")
+            token.chmod(0o600)
+            start_witness()
         for n in NODES:
             if mode == "drbd_on_cinder":
                 attach_volume(n)
             res = net.netns_exec(n, *escadm_argv(), "--root", str(node_root(n)),
-                                 *install_args(n, mode, shared, rest_password),
+                                 *install_args(n, mode, shared, rest_password, witness),
                                  check=False, timeout=180)
             if res.returncode != 0:
                 raise LabError(f"install of {n} failed: {(res.stderr or res.stdout).strip()}")
@@ -169,6 +189,41 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd") -> dict:  # type: 
     return state
 
 
+def witness_token_file() -> Path:
+    return lab_dir() / "witness.token"
+
+
+def start_witness() -> int:
+    """Start the witness in the client namespace (its pid in the lab directory)."""
+    log_file = open(lab_dir() / "witness.log", "ab")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(
+        exec_argv(CLIENT, [*escadm_argv(), "witness", "run", "--listen", witness_address(),
+                           "--token-file", str(witness_token_file()), "--max-lease", "2"]),
+        stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
+    log_file.close()
+    (lab_dir() / "witness.pid").write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def kill_witness() -> None:
+    """Kill the witness (by its pid, and what ``ip netns exec`` started under it)."""
+    import signal
+
+    try:
+        pid = int((lab_dir() / "witness.pid").read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    (lab_dir() / "witness.pid").unlink(missing_ok=True)
+
+
 def vim_state_dir() -> Path:
     """The lab's VIM (VMs as processes in their own network namespaces): shared by both
     nodes, as a real VIM is, so the new active after a failover sees the same VMs."""
@@ -179,6 +234,7 @@ def down() -> None:
     from esc.vim.local import cleanup_all
 
     cleanup_all(net.ns(""), vim_state_dir())
+    kill_witness()
     net.destroy([*NODES, CLIENT])
     for n in NODES:
         detach_volume(n)

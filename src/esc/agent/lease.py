@@ -1,0 +1,106 @@
+"""The node's side of the witness (esc.witness): asks for, renews and releases the
+lease, and says until when this node may rely on it.
+
+While the agent wants the lease (it is active, or about to promote), a thread asks
+every ``renew`` seconds. A grant counts from the moment the request was *sent*,
+minus ``margin``: the witness counts from when it received it, so the node's lease
+always ends first, and the margin covers the time the agent needs to stop
+committing alone and a small difference in clock rates.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+from esc.witness import TOKEN_HEADER
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    valid_until: float = 0.0  # monotonic: we hold the lease until then
+    holder: str | None = None  # who holds it, by the witness's last answer (None: nobody, or unknown)
+    answered_at: float | None = None  # monotonic, the witness's last answer
+    error: str = ""
+
+    def valid(self, now: float) -> bool:
+        return now < self.valid_until
+
+
+class LeaseClient(threading.Thread):
+    def __init__(self, address: str, token: str, pair: str, node: str, duration: float = 1.0,
+                 renew: float = 0.2, margin: float = 0.25, timeout: float = 0.3,
+                 wake: threading.Event | None = None) -> None:
+        super().__init__(name="witness-lease", daemon=True)
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.token, self.pair, self.node = token, pair, node
+        self.duration, self.renew, self.margin, self.timeout = duration, renew, margin, timeout
+        self.agent_wake = wake
+        self.lock = threading.Lock()
+        self.state = LeaseView()
+        self.want = False
+        self.kick = threading.Event()
+        self.stopped = threading.Event()
+
+    def view(self) -> LeaseView:
+        with self.lock:
+            return self.state
+
+    def set_want(self, want: bool) -> None:
+        """The agent's wish, every tick; a new wish is acted on at once."""
+        with self.lock:
+            changed, self.want = want != self.want, want
+        if changed:
+            self.kick.set()
+
+    def stop(self, release: bool = True) -> None:
+        """Stop asking; hand the lease back first, so the peer need not wait it out."""
+        self.stopped.set()
+        self.kick.set()
+        if release and self.view().valid(time.monotonic()):
+            self._ask(False)
+
+    def run(self) -> None:
+        held = False
+        while not self.stopped.is_set():
+            with self.lock:
+                want = self.want
+            if want or held:
+                held = self._ask(want)
+            self.kick.wait(self.renew)
+            self.kick.clear()
+
+    def _ask(self, want: bool) -> bool:
+        """One request; returns whether we hold the lease after it."""
+        sent = time.monotonic()
+        body = json.dumps({"pair": self.pair, "node": self.node, "want": want,
+                           "duration": self.duration}).encode()
+        try:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                conn.request("POST", "/v1/lease", body, {TOKEN_HEADER: self.token,
+                                                         "Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = json.loads(resp.read() or b"{}")
+            finally:
+                conn.close()
+            if resp.status != 200:
+                raise OSError(f"witness answered {resp.status}: {data.get('error', '')}")
+        except (OSError, ValueError) as e:
+            with self.lock:  # what we held still counts until it runs out
+                self.state = LeaseView(self.state.valid_until, self.state.holder, self.state.answered_at,
+                                       f"witness {self.host}:{self.port}: {e}")
+            return self.state.valid(time.monotonic())
+        now = time.monotonic()
+        granted = bool(data.get("granted"))
+        until = sent + self.duration - self.margin if granted else 0.0
+        with self.lock:
+            before = self.state.valid(now)
+            self.state = LeaseView(until, data.get("holder"), now, "")
+        if self.agent_wake is not None and granted != before:
+            self.agent_wake.set()
+        return granted

@@ -1,0 +1,196 @@
+"""The witness: a tiny lease server that decides, in a partition, which node may be
+active. Runs on a third host (a management box, the router): ``escadm witness run``.
+
+Only the lease holder may promote or commit without its standby. The active renews
+its lease every 0.2 s; a standby that lost the active asks for it and gets it only
+once the active's lease has expired at the witness. The node counts its lease from
+the moment it *sent* the request, minus a margin, so it always stops before the
+witness could give the lease to the other node (monotonic clocks on both sides;
+only their rates must agree, within the margin).
+
+Protocol (HTTP, JSON, ``X-ESC-Witness-Token`` derived from the pair's secret)::
+
+    POST /v1/lease {"pair": P, "node": N, "want": true, "duration": 1.0}
+      -> {"granted": true, "holder": N, "term": 7, "remaining": 1.0}
+      -> {"granted": false, "holder": "other", "term": 6, "remaining": 0.4}
+    POST /v1/lease {"pair": P, "node": N, "want": false}   (release, if N holds it)
+    GET  /v1/leases                                        (what it holds, for operators)
+
+A restarted witness knows no lease: it grants none for ``--max-lease`` seconds after
+it starts, so a node that held a lease before the restart cannot be overlapped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger("esc.witness")
+
+TOKEN_HEADER = "X-ESC-Witness-Token"
+MAX_DURATION = 5.0  # the longest lease asked for; also the quiet time after a start
+
+
+@dataclass(frozen=True)
+class Lease:
+    holder: str
+    expires: float  # witness monotonic time
+    term: int  # grows each time the lease changes hands
+
+
+class LeaseTable:
+    """The leases, one per pair. Pure: ``now`` is given."""
+
+    def __init__(self, started: float, max_duration: float = MAX_DURATION) -> None:
+        self.leases: dict[str, Lease] = {}
+        self.max_duration = max_duration
+        self.quiet_until = started + max_duration  # no grant until a lease from before a restart ran out
+        self.lock = threading.Lock()
+
+    def request(self, pair: str, node: str, want: bool, duration: float, now: float) -> dict:
+        with self.lock:
+            lease = self.leases.get(pair)
+            if not want:
+                if lease is not None and lease.holder == node and now < lease.expires:
+                    self.leases[pair] = Lease(node, now, lease.term)
+                return {"granted": False, "holder": None, "term": lease.term if lease else 0,
+                        "remaining": 0.0}
+            free = lease is None or now >= lease.expires
+            if lease is not None and lease.holder == node and not free:
+                self.leases[pair] = Lease(node, now + duration, lease.term)  # renewal
+            elif free and now >= self.quiet_until:
+                self.leases[pair] = Lease(node, now + duration, (lease.term if lease else 0) + 1)
+            else:
+                holder = lease.holder if lease is not None and not free else None
+                remaining = (lease.expires if lease is not None and not free else self.quiet_until) - now
+                return {"granted": False, "holder": holder, "term": lease.term if lease else 0,
+                        "remaining": round(max(remaining, 0.0), 3)}
+            got = self.leases[pair]
+            changed = lease is None or lease.term != got.term
+            return {"granted": True, "holder": node, "term": got.term, "remaining": round(duration, 3),
+                    "new": changed}
+
+    def snapshot(self, now: float) -> dict:
+        with self.lock:
+            return {p: {"holder": lease.holder if now < lease.expires else None, "term": lease.term,
+                        "remaining": round(max(lease.expires - now, 0.0), 3)}
+                    for p, lease in self.leases.items()}
+
+
+def parse_request(body: object, max_duration: float = MAX_DURATION) -> tuple[str, str, bool, float]:
+    """(pair, node, want, duration) from a request body; ValueError with a message."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    pair, node, want = body.get("pair"), body.get("node"), body.get("want", True)
+    if not isinstance(pair, str) or not pair or len(pair) > 200:
+        raise ValueError("'pair' must be a non-empty string")
+    if not isinstance(node, str) or not node or len(node) > 100:
+        raise ValueError("'node' must be a non-empty string")
+    if not isinstance(want, bool):
+        raise ValueError("'want' must be true or false")
+    duration = body.get("duration", 1.0)
+    if isinstance(duration, bool) or not isinstance(duration, int | float) \
+            or not 0.1 <= duration <= max_duration:
+        raise ValueError(f"'duration' must be a number of seconds from 0.1 to {max_duration:g}")
+    return pair, node, want, float(duration)
+
+
+def serve(host: str, port: int, token: str, table: LeaseTable | None = None) -> ThreadingHTTPServer:
+    """Start the witness's HTTP server in a thread; returns it (``shutdown()`` stops it)."""
+    table = table or LeaseTable(time.monotonic())
+    if not token:
+        raise ValueError("an empty witness token")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _send(self, code: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authorised(self) -> bool:
+            if hmac.compare_digest(self.headers.get(TOKEN_HEADER, ""), token):
+                return True
+            self._send(401, {"error": "missing or wrong witness token"})
+            return False
+
+        def do_GET(self) -> None:  # noqa: N802
+            if not self._authorised():
+                return
+            if self.path == "/v1/leases":
+                self._send(200, table.snapshot(time.monotonic()))
+            else:
+                self._send(404, {"error": f"no such resource {self.path}"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            if not self._authorised():
+                return
+            if self.path != "/v1/lease":
+                self._send(404, {"error": f"no such resource {self.path}"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 4096:
+                self._send(413, {"error": "body too large"})
+                return
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+                pair, node, want, duration = parse_request(body, table.max_duration)
+            except ValueError as e:  # json.JSONDecodeError is a ValueError
+                self._send(400, {"error": str(e)})
+                return
+            out = table.request(pair, node, want, duration, time.monotonic())
+            if out.pop("new", False):
+                log.info("lease of %s granted to %s (term %d)", pair, node, out["term"])
+            self._send(200, out)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    srv = Server((host, port), Handler)
+    threading.Thread(target=srv.serve_forever, name="witness", daemon=True).start()
+    return srv
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="esc-witness", description=__doc__.splitlines()[0] if __doc__ else "")
+    p.add_argument("--listen", required=True, help="ADDR:PORT, e.g. 10.0.0.9:8025 or [::]:8025")
+    p.add_argument("--token-file", required=True, help="file holding the token (escadm witness token)")
+    p.add_argument("--max-lease", type=float, default=MAX_DURATION,
+                   help="longest lease granted, and the time it grants none after it starts")
+    a = p.parse_args(argv)
+    host, _, port = a.listen.rpartition(":")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s witness %(levelname)s %(message)s")
+    try:
+        with open(a.token_file) as f:
+            token = f.read().strip()
+        srv = serve(host.strip("[]"), int(port), token, LeaseTable(time.monotonic(), a.max_lease))
+    except (OSError, ValueError) as e:
+        print(f"esc-witness: {e}")
+        return 2
+    log.info("witness listening on %s", a.listen)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    srv.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The witness's lease table (pure), its HTTP server and the node's lease client."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from esc.agent.lease import LeaseClient
+from esc.witness import TOKEN_HEADER, LeaseTable, parse_request, serve
+
+T0 = 100.0
+
+
+def table() -> LeaseTable:
+    return LeaseTable(started=T0 - 10, max_duration=5.0)  # past its quiet time
+
+
+def test_one_holder_at_a_time_until_it_expires() -> None:
+    t = table()
+    assert t.request("p", "a", True, 1.0, T0)["granted"]
+    refused = t.request("p", "b", True, 1.0, T0 + 0.5)
+    assert not refused["granted"] and refused["holder"] == "a" and refused["remaining"] == pytest.approx(0.5)
+    assert t.request("p", "a", True, 1.0, T0 + 0.9)["granted"]  # renewal: until T0 + 1.9
+    assert not t.request("p", "b", True, 1.0, T0 + 1.8)["granted"]
+    got = t.request("p", "b", True, 1.0, T0 + 1.9)
+    assert got["granted"] and got["term"] == 2
+    assert t.request("other-pair", "a", True, 1.0, T0)["granted"]  # pairs are independent
+
+
+def test_release_lets_the_other_node_in_at_once() -> None:
+    t = table()
+    t.request("p", "a", True, 1.0, T0)
+    t.request("p", "b", False, 1.0, T0 + 0.1)  # not b's to release
+    assert not t.request("p", "b", True, 1.0, T0 + 0.2)["granted"]
+    t.request("p", "a", False, 1.0, T0 + 0.3)
+    assert t.request("p", "b", True, 1.0, T0 + 0.3)["granted"]
+
+
+def test_no_grant_right_after_a_start() -> None:
+    """A restarted witness forgot who held the lease: it waits the longest lease out."""
+    t = LeaseTable(started=T0, max_duration=2.0)
+    out = t.request("p", "a", True, 1.0, T0 + 1.0)
+    assert not out["granted"] and out["holder"] is None and out["remaining"] == pytest.approx(1.0)
+    assert t.request("p", "a", True, 1.0, T0 + 2.0)["granted"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ([], "JSON object"), ({"node": "a"}, "'pair'"), ({"pair": "p"}, "'node'"),
+    ({"pair": "p", "node": "a", "want": "yes"}, "'want'"),
+    ({"pair": "p", "node": "a", "duration": 99}, "'duration'"),
+    ({"pair": "p", "node": "a", "duration": True}, "'duration'"),
+    ({"pair": "p", "node": "a", "duration": float("nan")}, "'duration'"),
+])
+def test_bad_requests(body: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_request(body)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def witness() -> Iterator[str]:
+    port = _port()
+    srv = serve("127.0.0.1", port, "tok", LeaseTable(time.monotonic() - 10, max_duration=5.0))
+    yield f"127.0.0.1:{port}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_server_checks_the_token_and_the_body(witness: str) -> None:
+    url = f"http://{witness}/v1/lease"
+    assert httpx.post(url, json={"pair": "p", "node": "a"}).status_code == 401
+    r = httpx.post(url, content=b"{nope", headers={TOKEN_HEADER: "tok"})
+    assert r.status_code == 400 and "error" in r.json()
+    r = httpx.post(url, json={"pair": "p", "node": "a", "duration": 1}, headers={TOKEN_HEADER: "tok"})
+    assert r.status_code == 200 and r.json()["granted"]
+    leases = httpx.get(f"http://{witness}/v1/leases", headers={TOKEN_HEADER: "tok"}).json()
+    assert leases["p"]["holder"] == "a"
+
+
+def test_two_clients_never_both_hold_it(witness: str) -> None:
+    """a holds and renews; b keeps asking and is refused; a stops renewing (dies):
+    b gets it only after a's own view of its lease has already ended."""
+    wake = threading.Event()
+    a = LeaseClient(witness, "tok", "p", "a", duration=1.0, renew=0.1, margin=0.25, wake=wake)
+    b = LeaseClient(witness, "tok", "p", "b", duration=1.0, renew=0.1, margin=0.25)
+    a.start()
+    b.start()
+    try:
+        a.set_want(True)
+        deadline = time.monotonic() + 5
+        while not a.view().valid(time.monotonic()):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        b.set_want(True)
+        time.sleep(0.5)
+        assert not b.view().valid(time.monotonic()) and b.view().holder == "a"
+        a.stop(release=False)  # a dies holding it
+        a_until = a.view().valid_until
+        while not b.view().valid(time.monotonic()):
+            assert time.monotonic() < deadline + 5
+            time.sleep(0.01)
+        assert time.monotonic() >= a_until  # never both
+    finally:
+        a.stop(release=False)
+        b.stop()
+
+
+def test_an_unreachable_witness_is_an_error_not_a_lease() -> None:
+    c = LeaseClient(f"127.0.0.1:{_port()}", "tok", "p", "a", renew=0.05, timeout=0.2)
+    c.start()
+    try:
+        c.set_want(True)
+        time.sleep(0.3)
+        v = c.view()
+        assert not v.valid(time.monotonic()) and "witness 127.0.0.1" in v.error
+    finally:
+        c.stop()
