@@ -184,8 +184,15 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     labmod.down()
     marker = request.node.get_closest_marker("lab_mode")
     mode = marker.args[0] if marker else "drbd"
+    bgp = request.node.get_closest_marker("lab_bgp")
+    if bgp and not shutil.which("bird"):
+        pytest.skip("BGP lab tests need BIRD 2 (bird2)")
     try:
-        state = labmod.up(log=lambda *_: None, mode=mode)
+        if bgp:
+            state = labmod.up(log=lambda *_: None, mode=mode, bgp=True,
+                              md5=bgp.kwargs.get("md5", labmod.BGP_MD5))
+        else:
+            state = labmod.up(log=lambda *_: None, mode=mode)
         yield Lab(state, tmp)
     finally:
         rep = getattr(request.node, "rep_call", None)
@@ -193,5 +200,5 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             labmod.dump_logs(lines=60)
         labmod.down()
         shutil.rmtree(tmp, ignore_errors=True)
-        left = [h for h in (*labmod.NODES, labmod.CLIENT, "esc-sw") if net.exists(h)]
+        left = [h for h in (*labmod.NODES, labmod.CLIENT, "esc-sw", "router") if net.exists(h)]
         assert not left, f"namespaces left behind: {left}"

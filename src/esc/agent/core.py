@@ -86,7 +86,7 @@ class Agent:
                              logs / "escmanager.out", stdin_pipe=True, grace=5.0)
         self.exabgp = Child("exabgp", lambda: bgp.argv(self.paths), logs / "exabgp.log",
                             grace=3.0, env=bgp.env(self.paths))
-        self.announce: bool | None = None  # what bgp_desired says (None: not written yet)
+        self.announce: tuple[bool, int] | None = None  # what bgp_desired says (None: not yet)
         self.poller: PeerPoller | None = None
         self.servers: list = []
         self.token = ""
@@ -343,18 +343,20 @@ class Agent:
             self._actuate_sync(desired.alone, obs, now)
         self._actuate_services(desired.services and obs.db.state in (Db.PRIMARY, Db.STARTING))
 
-    def _set_announce(self, announce: bool) -> None:
-        if announce != self.announce:
-            bgp.write_desired(self.paths, announce)
+    def _set_announce(self, announce: bool, timeline: int = 0) -> None:
+        want = (announce, bgp.med_for(timeline) if announce else bgp.MED_BASE)
+        if want != self.announce:
+            bgp.write_desired(self.paths, *want)
             if self.announce is not None or announce:
-                log.warning("BGP: %s %s", "announcing" if announce else "withdrawing",
-                            self.cfg.bgp.anycast_prefix if self.cfg.bgp else "?")
-            self.announce = announce
+                log.warning("BGP: %s %s%s", "announcing" if announce else "withdrawing",
+                            self.cfg.bgp.anycast_prefix if self.cfg.bgp else "?",
+                            f" (med {want[1]}, timeline {timeline})" if announce else "")
+            self.announce = want
 
     def _actuate_bgp(self, announce: bool) -> None:
         if self.cfg.bgp is None:
             return
-        self._set_announce(announce and not self.stop_requested)
+        self._set_announce(announce and not self.stop_requested, self.db_view.timeline)
         if not self.exabgp.running and not self.stop_requested and self.paths.exabgp_conf.exists() \
                 and self.exabgp.start():
             log.info("exabgp started (pid %s), neighbor %s", self.exabgp.pid, self.cfg.bgp.remote_ip)
@@ -637,7 +639,8 @@ class Agent:
             "session": session, "established": session == "up",
             "session_for_s": round(wall - float(since), 1) if since else None,
             "last_reason": seen.get("last_reason", "") if alive else "ExaBGP not running",
-            "desired": "announce" if self.announce else "withdraw",
+            "desired": "announce" if self.announce and self.announce[0] else "withdraw",
+            "med": seen.get("med"),
             "announced": bool(alive and session == "up" and seen.get("announced")),
             "loopback": bgp.anycast_present(b),
         }

@@ -24,6 +24,11 @@ from pathlib import Path
 from esc.config import BgpConfig, NodeConfig, NodePaths, write_atomic
 
 API_PROCESS = "esc-anycast"
+# MED of the announcement: MED_BASE minus the database timeline. Every promotion starts a
+# new timeline, so the newest active sends the lowest MED; a router that compares MED
+# across neighbour ASes (BIRD ``med metric``, ``bgp always-compare-med`` elsewhere) prefers
+# it at once over a dead active's route that still waits for its hold timer.
+MED_BASE = 1_000_000
 ANNOUNCE, WITHDRAW = "announce", "withdraw"
 LOOPBACK = "lo"
 
@@ -78,6 +83,7 @@ def env(paths: NodePaths) -> dict[str, str]:
         "exabgp_api_ack": "false",  # the helper's stdin carries JSON events only
         "exabgp_log_destination": "stdout",  # into the supervisor's log file
         "exabgp_log_level": "INFO",
+        "exabgp_log_statistics": "false",  # a line per keepalive otherwise
         "exabgp_daemon_pid": str(paths.run / "exabgp.pid"),
         "PYTHONUNBUFFERED": "1",
     }
@@ -95,22 +101,38 @@ def check_config(path: Path) -> str | None:
     return (res.stderr or res.stdout).strip()[-800:] or f"exit {res.returncode}"
 
 
-def route_line(bgp: BgpConfig, announce: bool) -> str:
+def med_for(timeline: int) -> int:
+    return max(0, MED_BASE - max(0, timeline))
+
+
+def route_line(bgp: BgpConfig, announce: bool, med: int = MED_BASE) -> str:
     """The API command for ExaBGP. The next hop is the node's own session address."""
-    verb = ANNOUNCE if announce else WITHDRAW
-    return f"{verb} route {bgp.anycast_prefix} next-hop {bgp.local_ip}"
+    if not announce:
+        return f"{WITHDRAW} route {bgp.anycast_prefix} next-hop {bgp.local_ip}"
+    return f"{ANNOUNCE} route {bgp.anycast_prefix} next-hop {bgp.local_ip} med {med}"
 
 
-def write_desired(paths: NodePaths, announce: bool) -> None:
-    write_atomic(paths.bgp_desired, f"{ANNOUNCE if announce else WITHDRAW}\n".encode(), fsync=False)
+def desired_text(announce: bool, med: int) -> str:
+    return f"{ANNOUNCE} {med}\n" if announce else f"{WITHDRAW}\n"
 
 
-def read_desired(paths: NodePaths) -> bool | None:
+def parse_desired(text: str) -> tuple[bool, int]:
+    """``announce MED`` -> (True, MED); anything else withdraws (safe by default)."""
+    parts = text.split()
+    if len(parts) == 2 and parts[0] == ANNOUNCE and parts[1].isdigit():
+        return True, int(parts[1])
+    return False, MED_BASE
+
+
+def write_desired(paths: NodePaths, announce: bool, med: int = MED_BASE) -> None:
+    write_atomic(paths.bgp_desired, desired_text(announce, med).encode(), fsync=False)
+
+
+def read_desired(paths: NodePaths) -> tuple[bool, int]:
     try:
-        text = paths.bgp_desired.read_text().strip()
+        return parse_desired(paths.bgp_desired.read_text())
     except OSError:
-        return None
-    return {ANNOUNCE: True, WITHDRAW: False}.get(text)
+        return False, MED_BASE
 
 
 def read_state(paths: NodePaths) -> dict:

@@ -37,7 +37,7 @@ class Helper:
         self.session = "down"  # as ExaBGP reports it: down / connected / up
         self.session_since = time.time()
         self.last_reason = "ExaBGP started; no session yet"
-        self.sent: bool | None = None  # what we last told ExaBGP (None: nothing yet)
+        self.sent: tuple[bool, int] | None = None  # what we last told ExaBGP (None: nothing yet)
         self.sent_at: float | None = None
         self.resend = threading.Event()
         self.eof = threading.Event()
@@ -69,17 +69,18 @@ class Helper:
         self.write_state()
 
     # ----------------------------------------------------------- stdout
-    def send(self, announce: bool) -> None:
-        sys.stdout.write(route_line(self.bgp, announce) + "\n")
+    def send(self, want: tuple[bool, int]) -> None:
+        sys.stdout.write(route_line(self.bgp, *want) + "\n")
         sys.stdout.flush()  # ExaBGP reads line by line; an unflushed line is never seen
         with self.lock:
-            self.sent, self.sent_at = announce, time.time()
+            self.sent, self.sent_at = want, time.time()
         self.write_state()
 
     def write_state(self) -> None:
         with self.lock:
             data = {"session": self.session, "session_since": self.session_since,
-                    "last_reason": self.last_reason, "announced": bool(self.sent),
+                    "last_reason": self.last_reason, "announced": bool(self.sent and self.sent[0]),
+                    "med": self.sent[1] if self.sent and self.sent[0] else None,
                     "sent_at": self.sent_at, "updated": time.time(),
                     "prefix": self.bgp.anycast_prefix, "neighbor": self.bgp.remote_ip}
         try:
@@ -91,7 +92,7 @@ class Helper:
         threading.Thread(target=self.read_events, name="exabgp-events", daemon=True).start()
         last_write = 0.0
         while not self.eof.is_set():
-            want = read_desired(self.paths) is True
+            want = read_desired(self.paths)
             if want != self.sent or self.resend.is_set():
                 self.resend.clear()
                 self.send(want)
