@@ -87,6 +87,7 @@ class Agent:
         self.exabgp = Child("exabgp", lambda: bgp.argv(self.paths), logs / "exabgp.log",
                             grace=3.0, env=bgp.env(self.paths))
         self.announce: tuple[bool, int] | None = None  # what bgp_desired says (None: not yet)
+        self.exabgp_conf_seen = b""  # exabgp.conf as the running ExaBGP read it
         self.poller: PeerPoller | None = None
         self.servers: list = []
         self.token = ""
@@ -358,8 +359,15 @@ class Agent:
             return
         self._set_announce(announce and not self.stop_requested, self.db_view.timeline)
         if not self.exabgp.running and not self.stop_requested and self.paths.exabgp_conf.exists() \
-                and self.exabgp.start():
+                and self._read_exabgp_conf() and self.exabgp.start():
             log.info("exabgp started (pid %s), neighbor %s", self.exabgp.pid, self.cfg.bgp.remote_ip)
+
+    def _read_exabgp_conf(self) -> bool:
+        try:
+            self.exabgp_conf_seen = self.paths.exabgp_conf.read_bytes()
+            return True
+        except OSError:
+            return False
 
     def _actuate_db(self, desired: Desired, obs: Observation) -> None:
         if desired.db == "stopped":
@@ -565,7 +573,12 @@ class Agent:
 
     def _reload_bgp(self, old: BgpConfig | None) -> None:
         new = self.cfg.bgp
-        if old == new and (new is None or self.exabgp.running):
+        try:
+            conf = self.paths.exabgp_conf.read_bytes()
+        except OSError:
+            conf = b""
+        # The file, not only esc.json: a new MD5 key changes only secrets.json and the file.
+        if old == new and (new is None or (self.exabgp.running and conf == self.exabgp_conf_seen)):
             return
         if old is not None and (new is None or old.anycast_ip != new.anycast_ip):
             bgp.remove_anycast(old)

@@ -111,8 +111,12 @@ def protocols(lab_dir: Path) -> dict[str, str]:
     out = {}
     for line in birdc(lab_dir, "show", "protocols").splitlines():
         parts = line.split()
-        if len(parts) >= 6 and parts[1] == "BGP":
-            out[parts[0]] = parts[5]
+        if len(parts) < 5 or parts[1] != "BGP":
+            continue
+        # name BGP table state since(date and/or time) info...: the info follows the time
+        times = [i for i, p in enumerate(parts) if re.fullmatch(r"\d\d:\d\d:\d\d(\.\d+)?", p)]
+        info = parts[times[0] + 1:] if times else parts[5:]
+        out[parts[0]] = info[0] if info else parts[3]
     return out
 
 
