@@ -174,11 +174,11 @@ _MD5_FORBIDDEN = "space, quotes, backslash, ';', '{', '}'"
 
 
 def check_md5(secret: str) -> str:
-    """The TCP MD5 (RFC 2385) key, as ``--bgp_md5``/``--md5`` give it."""
+    """The TCP MD5 (RFC 2385) key, as ``--md5``/``--bgp_md5`` give it."""
     if not 1 <= len(secret) <= MD5_MAX:
-        raise ConfigError(f"--bgp_md5: the key must be 1 to {MD5_MAX} characters, not {len(secret)}")
-    if not MD5_RE.fullmatch(secret) or any(c in secret for c in "{};"):
-        raise ConfigError(f"--bgp_md5: use printable ASCII without {_MD5_FORBIDDEN}")
+        raise ConfigError(f"--md5: the key must be 1 to {MD5_MAX} characters, not {len(secret)}")
+    if not MD5_RE.fullmatch(secret) or any(c in secret for c in "{};\\"):
+        raise ConfigError(f"--md5: use printable ASCII without {_MD5_FORBIDDEN}")
     return secret
 
 
