@@ -22,6 +22,7 @@ test-lab: setup
 bench: setup
 	$(PY) bench/failover.py $(BENCH_ARGS)
 	$(PY) bench/api.py
+	$(PY) bench/anycast.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
