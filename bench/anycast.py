@@ -42,12 +42,14 @@ def main() -> int:
         for kind, link_first in KINDS.items():
             for i in range(args.runs):
                 r = failover_once(state, f"bgp{int(link_first)}{i}", link_first=link_first,
-                                  milestones=STEPS)
+                                  milestones=STEPS, settle=3.0)
                 results[kind].append(r)
                 o = r.outcome
+                first = f"{o.kill_to_first_ack:.3f}s" if o.kill_to_first_ack is not None else "NONE"
                 print(f"{kind} run {i + 1}/{args.runs}: {r.old}->{r.new} first write after "
-                      f"{o.kill_to_first_ack:.3f}s, gap {o.max_gap:.3f}s, lost {len(o.lost)} of "
-                      f"{o.acked}, route via {router.kernel_next_hop(labmod.ANYCAST)}", flush=True)
+                      f"{first}, gap {o.max_gap:.3f}s, lost {len(o.lost)} of "
+                      f"{o.acked}, route via {router.kernel_next_hop(labmod.ANYCAST)}, errors {o.errors}, "
+                      f"steps {', '.join(f'{k} +{v:.3f}' for k, v in r.timeline.items())}", flush=True)
     finally:
         labmod.down()
         net.destroy([])

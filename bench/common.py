@@ -125,7 +125,7 @@ def timeline(node: str, since: float, milestones: dict[str, str] | None = None) 
 
 
 def failover_once(state: dict, prefix: str, warmup: float = 1.0, link_first: bool = False,
-                  milestones: dict[str, str] | None = None) -> FailoverResult:
+                  milestones: dict[str, str] | None = None, settle: float = 1.0) -> FailoverResult:
     """Writer on; kill the active (power cut; ``link_first``: the cable goes before the
     processes die, so no FIN leaves the node); wait for the new active's writes;
     power the old node back on and wait for it to be STANDBY."""
@@ -141,7 +141,7 @@ def failover_once(state: dict, prefix: str, warmup: float = 1.0, link_first: boo
         time.sleep(0.5)
         if labmod.node_status(new).get("role") == "ACTIVE":
             break
-    time.sleep(1.0)
+    time.sleep(settle)  # the writer's first acknowledgements by the new active
     record = writer.stop()
     outcome = analyse(record, names_via_vip(state), killed_at, new_node=new)
     steps = timeline(new, killed_at, milestones)
