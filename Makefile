@@ -22,6 +22,7 @@ test-lab: setup
 bench: setup
 	$(PY) bench/failover.py $(BENCH_ARGS)
 	$(PY) bench/api.py
+	$(PY) bench/anycast.py
 
 # every fault 5 times, on a lab of its own (never an operator's: own prefix and directory)
 CHAOS_COUNT ?= 5

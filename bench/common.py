@@ -104,10 +104,11 @@ MILESTONES = {
 }
 
 
-def timeline(node: str, since: float) -> dict[str, float]:
+def timeline(node: str, since: float, milestones: dict[str, str] | None = None) -> dict[str, float]:
     """When each milestone of a takeover appears in the node's agent.log, after ``since``."""
     from datetime import datetime
 
+    milestones = MILESTONES if milestones is None else milestones
     out: dict[str, float] = {}
     log = NodePaths(labmod.node_root(node)).log / "agent.log"
     for line in log.read_text(errors="replace").splitlines():
@@ -117,31 +118,33 @@ def timeline(node: str, since: float) -> dict[str, float]:
             continue
         if at < since:
             continue
-        for name, text in MILESTONES.items():
+        for name, text in milestones.items():
             if name not in out and text in line:
                 out[name] = at - since
     return out
 
 
-def failover_once(state: dict, prefix: str, warmup: float = 1.0) -> FailoverResult:
-    """Writer on; kill the active (power cut); wait for the new active's writes;
+def failover_once(state: dict, prefix: str, warmup: float = 1.0, link_first: bool = False,
+                  milestones: dict[str, str] | None = None, settle: float = 1.0) -> FailoverResult:
+    """Writer on; kill the active (power cut; ``link_first``: the cable goes before the
+    processes die, so no FIN leaves the node); wait for the new active's writes;
     power the old node back on and wait for it to be STANDBY."""
     old = labmod.active_node()
     assert old, labmod.roles()
     new = "n2" if old == "n1" else "n1"
     writer = Writer(state, prefix)
     time.sleep(warmup)
-    killed_at = labmod.kill(old).at
+    killed_at = labmod.kill(old, link_first=link_first).at
     labmod.wait_roles({"ACTIVE", "STOPPED"}, timeout=30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # until the writer has written through the new active
         time.sleep(0.5)
         if labmod.node_status(new).get("role") == "ACTIVE":
             break
-    time.sleep(1.0)
+    time.sleep(settle)  # the writer's first acknowledgements by the new active
     record = writer.stop()
     outcome = analyse(record, names_via_vip(state), killed_at, new_node=new)
-    steps = timeline(new, killed_at)
+    steps = timeline(new, killed_at, milestones)
     t0 = time.monotonic()
     labmod.start(old)
     try:

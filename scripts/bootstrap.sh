@@ -15,6 +15,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v ps >/dev/null 2>&1 || need+=(procps)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+command -v bird >/dev/null 2>&1 || need+=(bird2)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 id postgres >/dev/null 2>&1 || need+=(postgresql-15)
 PY=$(command -v python3.11 || true)
@@ -42,6 +43,6 @@ fi
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python -c "import esc, psycopg, starlette, uvicorn, click, hypothesis" 
+  .venv/bin/python -c "import esc, psycopg, starlette, uvicorn, click, hypothesis, exabgp" 
   touch .venv/.installed
 fi

@@ -185,6 +185,107 @@ class HaConfig(BaseModel):
         return peer_app_name(self.self_address)
 
 
+AS_MAX = 4294967295  # 4-byte AS numbers (RFC 6793)
+MD5_MAX = 80  # TCP_MD5SIG_MAXKEYLEN on Linux
+# Rendered inside a quoted string of exabgp.conf and typed on routers' command lines:
+# printable ASCII without quotes, backslash, whitespace or config punctuation.
+MD5_RE = re.compile(r"[!#-&(-:<-~]+")
+_MD5_FORBIDDEN = "space, quotes, backslash, ';', '{', '}'"
+
+
+def check_md5(secret: str) -> str:
+    """The TCP MD5 (RFC 2385) key, as ``--md5``/``--bgp_md5`` give it."""
+    if not 1 <= len(secret) <= MD5_MAX:
+        raise ConfigError(f"--md5: the key must be 1 to {MD5_MAX} characters, not {len(secret)}")
+    if not MD5_RE.fullmatch(secret) or any(c in secret for c in "{};\\"):
+        raise ConfigError(f"--md5: use printable ASCII without {_MD5_FORBIDDEN}")
+    return secret
+
+
+class BgpConfig(BaseModel):
+    """Northbound over BGP anycast (docs/bgp.md): ``anycast_ip`` sits on the loopback of
+    both nodes; the active announces it to ``remote_ip`` from ``local_ip``. The MD5 key,
+    if any, is a secret: it lives in secrets.json, ``md5`` only says there is one."""
+
+    local_ip: str
+    anycast_ip: str
+    remote_ip: str
+    local_as: int
+    remote_as: int
+    local_router_id: str
+    md5: bool = False
+    hold_time: int = 3  # seconds; RFC 4271: 0 or >= 3
+    connect_retry: int = 1  # ExaBGP's pause between connection attempts, seconds
+
+    @field_validator("local_ip", "anycast_ip", "remote_ip")
+    @classmethod
+    def _address(cls, v: str, info) -> str:  # type: ignore[no-untyped-def]
+        what = f"--{info.field_name}"
+        ip = parse_ip(v, what)
+        if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip == ipaddress.ip_address(
+                "255.255.255.255")):
+            raise ValueError(f"{what}: {ip} cannot be used as a BGP address")
+        if info.field_name != "anycast_ip" and ip.is_loopback:
+            raise ValueError(f"{what}: {ip} is a loopback address; give an address the router reaches")
+        return str(ip)
+
+    @field_validator("local_as", "remote_as")
+    @classmethod
+    def _asn(cls, v: int, info) -> int:  # type: ignore[no-untyped-def]
+        if not 1 <= v <= AS_MAX:
+            raise ValueError(f"--{info.field_name}: an AS number is 1 to {AS_MAX}, not {v}")
+        if v == 23456:
+            raise ValueError(f"--{info.field_name}: 23456 is AS_TRANS (RFC 6793), not a real AS")
+        return v
+
+    @field_validator("local_router_id")
+    @classmethod
+    def _router_id(cls, v: str) -> str:
+        try:
+            rid = ipaddress.IPv4Address(v.strip())
+        except ValueError:
+            raise ValueError(f"--local_router_id: {v!r} must be an IPv4 dotted quad "
+                             "(a 32-bit BGP identifier), also for IPv6 sessions") from None
+        if int(rid) == 0:
+            raise ValueError("--local_router_id: 0.0.0.0 is not a valid BGP identifier")
+        return str(rid)
+
+    @field_validator("hold_time")
+    @classmethod
+    def _hold(cls, v: int) -> int:
+        if v != 0 and not 3 <= v <= 65535:
+            raise ValueError(f"bgp hold_time must be 0 or 3..65535 seconds (RFC 4271), not {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> BgpConfig:
+        fam = {n: ipaddress.ip_address(getattr(self, n)).version
+               for n in ("local_ip", "anycast_ip", "remote_ip")}
+        if len(set(fam.values())) != 1:
+            raise ValueError("--local_ip, --anycast_ip and --remote_ip must be of one address family "
+                             f"(got {', '.join(f'{k} IPv{v}' for k, v in fam.items())})")
+        if self.anycast_ip in (self.local_ip, self.remote_ip):
+            raise ValueError(f"--anycast_ip {self.anycast_ip} must differ from --local_ip and "
+                             "--remote_ip (it is the address both nodes share)")
+        if self.local_ip == self.remote_ip:
+            raise ValueError("--local_ip and --remote_ip must differ")
+        if not 1 <= self.connect_retry <= 60:
+            raise ValueError("bgp connect_retry must be 1..60 seconds")
+        return self
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_address(self.anycast_ip).version
+
+    @property
+    def anycast_prefix(self) -> str:
+        return f"{self.anycast_ip}/{32 if self.family == 4 else 128}"
+
+    @property
+    def ebgp(self) -> bool:
+        return self.local_as != self.remote_as
+
+
 def peer_app_name(address: str) -> str:
     """The replication application_name of a node: derived from its HA address,
     so each node can name its peer without asking it."""
@@ -283,6 +384,7 @@ class NodeConfig(BaseModel):
     vim: VimConfig | None = None
     callbacks: CallbackConfig = Field(default_factory=CallbackConfig)
     retention: Retention = Field(default_factory=Retention)
+    bgp: BgpConfig | None = None
 
     @property
     def is_ha(self) -> bool:
@@ -324,6 +426,20 @@ class NodePaths:
     @property
     def keepalived_conf(self) -> Path:
         return self.etc / "keepalived.conf"
+
+    @property
+    def exabgp_conf(self) -> Path:
+        return self.etc / "exabgp.conf"
+
+    @property
+    def bgp_desired(self) -> Path:
+        """What the agent wants ExaBGP to do (announce or withdraw), read by the API helper."""
+        return self.run / "bgp_desired"
+
+    @property
+    def bgp_state(self) -> Path:
+        """What the API helper last told ExaBGP, and the session state ExaBGP reported."""
+        return self.run / "bgp_state.json"
 
     @property
     def lib(self) -> Path:
@@ -388,9 +504,10 @@ def default_root() -> Path:
     return Path(os.environ.get("ESC_ROOT", "/"))
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, fsync: bool = True) -> None:
     """Write to a temp file in the same directory (created with ``mode``, so a key is
-    never readable by others, even briefly), fsync, then rename."""
+    never readable by others, even briefly), fsync, then rename. ``fsync=False`` for
+    run-time state that need not survive a power cut (under run/)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -398,7 +515,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

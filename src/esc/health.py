@@ -24,6 +24,27 @@ def status_line(st: dict) -> str:
     return line
 
 
+def bgp_session_text(b: dict) -> str:
+    """The BGP session in one phrase; when it is not up, what to check."""
+    peer = f"{b['neighbor']} (AS {b['remote_as']})"
+    if b.get("established"):
+        return f"session to {peer} established"
+    since = f" for {b['session_for_s']:.0f}s" if b.get("session_for_s") is not None else ""
+    state = b.get("session") or "down"
+    why = f"; last: {b['last_reason']}" if b.get("last_reason") else ""
+    check = "the MD5 key (--md5), " if b.get("md5") else "MD5 (set on the router but not here?), "
+    return (f"session to {peer} not established{since} ({state}{why}); "
+            f"check {check}AS numbers and addresses on both ends")
+
+
+def bgp_route_text(b: dict) -> str:
+    if b.get("announced"):
+        return f"{b['prefix']} announced"
+    if b.get("desired") == "announce":
+        return f"{b['prefix']} to be announced (waiting for the session)"
+    return f"{b['prefix']} withdrawn"
+
+
 def status_details(st: dict) -> str:
     lines = [f"node:        {st.get('node', '?')}", f"reason:      {st.get('reason', '')}",
              f"op_mode:     {op_mode_line(st.get('op_mode') or {})}",
@@ -32,6 +53,12 @@ def status_details(st: dict) -> str:
         v = st["vip"]
         lines.append(f"vip:         {v['address']} on {v['interface']} "
                      f"({'present here' if v['present'] else 'not here'})")
+    if "bgp" in st:
+        b = st["bgp"]
+        lines.append(f"anycast:     {bgp_route_text(b)}, from {b['local_ip']} AS {b['local_as']}"
+                     f"{', MD5' if b.get('md5') else ''}, hold {b.get('hold_time')}s"
+                     f"{'' if b.get('loopback') else ' (NOT on lo)'}")
+        lines.append(f"bgp:         {bgp_session_text(b)}")
     if "peer" in st:
         p = st["peer"]
         seen = f", last answer {p['last_seen_s']}s ago" if p.get("last_seen_s") is not None else ""
@@ -108,6 +135,17 @@ def report(st: dict) -> tuple[str, bool]:
     line("escmanager", esc_up, "is running", "is stopped", serving)
     fs = svcs.get("filesystem", {}).get("state") == "running"
     line("filesystem", fs, "is running", "is stopped")
+    if "bgp" in st:
+        b = st["bgp"]
+        up = running("bgp") and bool(b.get("established"))
+        if up:
+            lines.append(f"bgp (pgid {pid('bgp')}) is running, {bgp_session_text(b)}, {bgp_route_text(b)}")
+        elif running("bgp"):
+            lines.append(f"bgp (pgid {pid('bgp')}) is running, {bgp_session_text(b)}")
+        else:
+            lines.append("bgp is stopped")
+        # The writer must be reachable (route out); a standby must not attract traffic.
+        checks.append(up and bool(b.get("announced")) == serving and bool(b.get("loopback")))
     ok = role in ("ACTIVE", "STANDBY", "STANDALONE") and all(checks)
     if (st.get("op_mode") or {}).get("mode") == "maintenance":
         lines.append("operation mode is maintenance (no automatic failover)")

@@ -23,13 +23,16 @@ from esc import secrets as esc_secrets
 from esc import tls
 from esc.config import (
     PG_BIN,
+    BgpConfig,
     ConfigError,
     HaConfig,
     NodeConfig,
     NodePaths,
     User,
     Vip,
+    check_md5,
     load_config,
+    load_secrets,
     parse_ip,
     save_config,
     validation_message,
@@ -51,6 +54,66 @@ class HaArgs:
     db_volume_id: str | None = None
     ha_secret: str | None = None
     ha_witness: str | None = None
+
+
+@dataclass
+class BgpArgs:
+    """The BGP anycast settings, as ``escadm bgp set`` (``--local_ip``) and the installer
+    (``--bgp_local_ip``) name them."""
+
+    local_ip: str | None = None
+    anycast_ip: str | None = None
+    remote_ip: str | None = None
+    local_as: int | None = None
+    remote_as: int | None = None
+    local_router_id: str | None = None
+    md5: str | None = None
+
+    def given(self) -> bool:
+        return any(v not in (None, "") for v in self.__dict__.values())
+
+
+def build_bgp(args: BgpArgs, own: set[str], taken: dict[str, str], prefix: str = "--"
+              ) -> tuple[BgpConfig | None, str | None]:
+    """Validate BGP arguments: (config, MD5 key) or (None, None) when none is given.
+    ``own``: this node's addresses (``--local_ip`` must be one); ``taken``: addresses the
+    anycast address must not be (node addresses, VIP), with what they are. ``prefix`` is
+    how the caller names the options (``--`` or ``--bgp_``), for the messages."""
+
+    def named(msg: str) -> str:
+        return msg.replace("--", prefix) if prefix != "--" else msg
+
+    if not args.given():
+        return None, None
+    required = ("local_ip", "anycast_ip", "remote_ip", "local_as", "remote_as", "local_router_id")
+    missing = [f"{prefix}{k}" for k in required if getattr(args, k) in (None, "")]
+    if missing:
+        every = ", ".join(prefix + k for k in required)
+        raise ConfigError(f"BGP needs {', '.join(missing)} too (all of {every}; {prefix}md5 is optional)")
+    try:
+        md5 = check_md5(args.md5) if args.md5 else None
+        cfg = BgpConfig(local_ip=args.local_ip, anycast_ip=args.anycast_ip, remote_ip=args.remote_ip,
+                        local_as=args.local_as, remote_as=args.remote_as,  # type: ignore[arg-type]
+                        local_router_id=args.local_router_id, md5=md5 is not None)  # type: ignore[arg-type]
+    except ConfigError as e:
+        raise ConfigError(named(str(e))) from None
+    except ValueError as e:
+        raise ConfigError(named(validation_message(e))) from None
+    if own and cfg.local_ip not in own:
+        raise ConfigError(named(f"--local_ip {cfg.local_ip} is not an address of this node "
+                                f"({' '.join(sorted(own))})"))
+    if cfg.anycast_ip in taken:
+        raise ConfigError(named(f"--anycast_ip {cfg.anycast_ip} is {taken[cfg.anycast_ip]}; "
+                                "it must be an address of its own"))
+    return cfg, md5
+
+
+def _taken_addresses(ha: HaConfig | None, ipaddr: list[str]) -> dict[str, str]:
+    taken = {str(parse_ip(a, "--ipaddr")): "this node's address" for a in ipaddr}
+    if ha:
+        taken.update({a: "a node's address (--ha_node_list)" for a in ha.node_list})
+        taken[ha.vip.address] = "the VIP (--kad_vip)"
+    return taken
 
 
 def split_list(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
@@ -140,20 +203,23 @@ def shared_secret(ha_secret: str | None, user_pass: str | None) -> str:
 def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             user_pass: str | None = None, user_rest_pass: str | None = None,
             user_portal_pass: str | None = None, force: bool = False,
-            tls_cert: str | None = None, tls_key: str | None = None) -> NodeConfig:
+            tls_cert: str | None = None, tls_key: str | None = None,
+            bgp_args: BgpArgs | None = None) -> NodeConfig:
     if not NAME_RE.match(name):
         raise ConfigError(f"node name {name!r}: use letters, digits, '.', '_' or '-'")
     ipaddr = split_list(ipaddr)
     for a in ipaddr:
         parse_ip(a, "--ipaddr")
     ha = build_ha(ha_args, ipaddr)
+    own = {str(parse_ip(a, "--ipaddr")) for a in ipaddr} | local_addresses()
+    bgp, md5 = build_bgp(bgp_args or BgpArgs(), own, _taken_addresses(ha, ipaddr), "--bgp_")
     generated_rest = None
     if not user_rest_pass:  # the REST API is never left open: generate a password
         generated_rest = esc_secrets.generate()
         user_rest_pass = f"admin:{generated_rest}"
     cfg = NodeConfig(name=name, ipaddr=ipaddr, ha=ha, rest_user=_user(user_rest_pass, "--user_rest_pass"),
                      portal_user=_user(user_portal_pass, "--user_portal_pass"),
-                     os_user=_user(user_pass, "--user_pass"))
+                     os_user=_user(user_pass, "--user_pass"), bgp=bgp)
     secret = shared_secret(ha_args.ha_secret, user_pass) if ha else ""
     cert_pem, key_pem, supplied = tls_material(cfg, secret, tls_cert, tls_key)
     paths = NodePaths(root)
@@ -179,6 +245,7 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(paths.etc, 0o755)
         write_secrets(paths, secret)
+        set_secret(paths, "bgp_md5", md5)
         tls.write_material(paths, cert_pem, key_pem, supplied)
         if generated_rest:
             rest_file = paths.etc / "rest_credentials"
@@ -212,6 +279,8 @@ def tls_material(cfg: NodeConfig, secret: str, cert_file: str | None,
         return *tls.check_supplied(cert_file, key_file), True
     # a pair: only what both nodes know alike, so that both make the same certificate
     addresses = [*cfg.ha.node_list, cfg.ha.vip.address] if cfg.ha else list(cfg.ipaddr)
+    if cfg.bgp:  # clients reach the pair at the anycast address too
+        addresses.append(cfg.bgp.anycast_ip)
     addresses = [str(parse_ip(a, "address")) for a in addresses]
     return *tls.make_certificate(addresses, esc_secrets.derive(secret, "tls") if secret else None), False
 
@@ -239,13 +308,27 @@ def _volume_present(paths: NodePaths, cfg: NodeConfig) -> bool:
 
 
 def write_secrets(paths: NodePaths, shared: str) -> None:
-    data = {"ha_secret": shared} if shared else {}
+    """The pair's shared secret (other secrets in the file, e.g. the BGP MD5 key, are kept)."""
+    data = {k: v for k, v in load_secrets(paths).items() if k != "ha_secret"}
+    if shared:
+        data["ha_secret"] = shared
     write_json_atomic(paths.secrets, data, mode=0o600)
     if shared:
         repl = esc_secrets.derive(shared, "replication")
         paths.pgpass.write_text(f"*:*:*:{postgres.REPL_USER}:{repl}\n")
         os.chmod(paths.pgpass, 0o600)
         postgres.chown_postgres(paths.pgpass)
+
+
+def set_secret(paths: NodePaths, key: str, value: str | None) -> None:
+    data = load_secrets(paths)
+    if value is None and key not in data:
+        return
+    if value is None:
+        data.pop(key)
+    else:
+        data[key] = value
+    write_json_atomic(paths.secrets, data, mode=0o600)
 
 
 def init_database(paths: NodePaths, cfg: NodeConfig, repl_password: str | None) -> None:
@@ -292,8 +375,6 @@ def ha_set(root: Path, ha_args: HaArgs, user_pass: str | None) -> NodeConfig:
         raise ConfigError("escadm ha set needs --ha_node_list, --kad_vip and --kad_vif")
     secret = ha_args.ha_secret or (shared_secret(None, user_pass) if user_pass else None)
     if secret is None:
-        from esc.config import load_secrets
-
         secret = load_secrets(paths).get("ha_secret") or shared_secret(None, None)
     new = cfg.model_copy(update={"ha": ha})
     pgdata = paths.pgdata(new)
@@ -330,3 +411,23 @@ def _ensure_replication_role(paths: NodePaths, cfg: NodeConfig, password: str) -
                          input=stmt, capture_output=True, text=True, user=postgres.PG_USER, cwd="/")
     if res.returncode != 0:
         raise RuntimeError(f"could not add the replication role: {res.stderr.strip()[-300:]}")
+
+
+def bgp_set(root: Path, args: BgpArgs) -> NodeConfig:
+    """``escadm bgp set``: validate, then write the config, the MD5 key and exabgp.conf
+    (``escadm reload`` applies them)."""
+    paths = NodePaths(root)
+    cfg = load_config(paths)
+    own = {str(parse_ip(a, "--ipaddr")) for a in cfg.ipaddr} | local_addresses()
+    bgp, md5 = build_bgp(args, own, _taken_addresses(cfg.ha, cfg.ipaddr))
+    if bgp is None:
+        raise ConfigError("escadm bgp set needs --local_ip, --anycast_ip, --remote_ip, --local_as, "
+                          "--remote_as and --local_router_id")
+    new = cfg.model_copy(update={"bgp": bgp})
+    render_all(paths, new, md5=md5)  # first: a file refused by the renderer changes nothing
+    set_secret(paths, "bgp_md5", md5)
+    if not tls.is_supplied(paths):  # a certificate that names the anycast address
+        secret = load_secrets(paths).get("ha_secret", "")
+        tls.write_material(paths, *tls_material(new, secret, None, None))
+    save_config(paths, new)
+    return new

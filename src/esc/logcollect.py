@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -44,7 +45,10 @@ def collect(paths: NodePaths, output: Path | None = None) -> Path:
             for f in sorted(paths.etc.iterdir()):
                 if not f.is_file() or f.name in SECRET_FILES:
                     continue
-                if f.suffix == ".json":
+                if f.name == "exabgp.conf":  # the BGP MD5 key
+                    text = re.sub(r'(md5-password\s+)"[^"]*"', r'\1"<removed>"', f.read_text())
+                    _add_bytes(tar, f"{base}/etc/{f.name}", text.encode())
+                elif f.suffix == ".json":
                     data = json.dumps(_redact(json.loads(f.read_text())), indent=2).encode()
                     _add_bytes(tar, f"{base}/etc/{f.name}", data)
                 else:

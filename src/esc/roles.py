@@ -219,6 +219,16 @@ def active_desired(obs: Observation) -> Desired:
     return Desired(db="primary", services=True, vrrp_gate=True, alone=alone, lease=obs.witness)
 
 
+def should_announce(dec: Decision, db: Db, serving: bool) -> bool:
+    """BGP anycast: announce the route exactly while this node serves as the writer: the
+    decision keeps it ACTIVE (or STANDALONE) with services on, its database is a primary
+    and its controller serves. Anything else withdraws: STANDBY, FAULT, SWITCHING_*, a
+    promotion still running, a controller that died. The agent withdraws *before* it
+    stops anything, as it closes the VRRP gate first."""
+    return (dec.role in (Role.ACTIVE, Role.STANDALONE) and dec.desired.services
+            and dec.desired.db == "primary" and db == Db.PRIMARY and serving)
+
+
 def decide(role: Role, obs: Observation) -> Decision:
     """One step of the state machine."""
     if not obs.ha:

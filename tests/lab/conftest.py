@@ -178,7 +178,7 @@ def _lab_env(tmp: Path) -> None:
 
 
 def _left_behind() -> list[str]:
-    return [h for h in (*labmod.NODES, labmod.CLIENT, "esc-sw") if net.exists(h)]
+    return [h for h in (*labmod.NODES, labmod.CLIENT, "esc-sw", "router") if net.exists(h)]
 
 
 @pytest.fixture
@@ -192,8 +192,15 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     labmod.down()
     marker = request.node.get_closest_marker("lab_mode")
     mode = marker.args[0] if marker else "drbd"
+    bgp = request.node.get_closest_marker("lab_bgp")
+    if bgp and not shutil.which("bird"):
+        pytest.skip("BGP lab tests need BIRD 2 (bird2)")
     try:
-        state = labmod.up(log=lambda *_: None, mode=mode)
+        if bgp:
+            state = labmod.up(log=lambda *_: None, mode=mode, bgp=True,
+                              md5=bgp.kwargs.get("md5", labmod.BGP_MD5))
+        else:
+            state = labmod.up(log=lambda *_: None, mode=mode)
         yield Lab(state, tmp)
     finally:
         rep = getattr(request.node, "rep_call", None)

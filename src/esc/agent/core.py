@@ -25,8 +25,8 @@ from esc.agent import api, health_api, opmode
 from esc.agent.lease import LeaseClient
 from esc.agent.peer import PeerPoller
 from esc.agent.supervisor import Child, become_subreaper, reap_orphans
-from esc.config import NodeConfig, NodePaths, load_config, load_secrets
-from esc.ha import keepalived, postgres, vip
+from esc.config import BgpConfig, NodeConfig, NodePaths, load_config, load_secrets
+from esc.ha import bgp, keepalived, postgres, vip
 from esc.render import render_all
 from esc.roles import (
     Command,
@@ -40,6 +40,7 @@ from esc.roles import (
     Role,
     Vrrp,
     decide,
+    should_announce,
 )
 
 log = logging.getLogger("esc.agent")
@@ -90,6 +91,10 @@ class Agent:
         self.manager = Child("escmanager", lambda: [sys.executable, "-m", "esc.services.manager",
                                                     "--root", str(self.paths.root)],
                              logs / "escmanager.out", stdin_pipe=True, grace=5.0)
+        self.exabgp = Child("exabgp", lambda: bgp.argv(self.paths), logs / "exabgp.log",
+                            grace=3.0, env=bgp.env(self.paths))
+        self.announce: tuple[bool, int] | None = None  # what bgp_desired says (None: not yet)
+        self.exabgp_conf_seen = b""  # exabgp.conf as the running ExaBGP read it
         self.poller: PeerPoller | None = None
         self.servers: list = []
         self.token = ""
@@ -121,6 +126,10 @@ class Agent:
                 self.lease.start()
             self.servers.append(api.serve_peer(ha.self_address, self.cfg.peer_port, self,
                                                self.token))
+        if self.cfg.bgp:
+            self._set_announce(False)  # before ExaBGP starts: a fresh node announces nothing
+            if bgp.ensure_anycast(self.cfg.bgp):
+                log.info("anycast %s added to %s", self.cfg.bgp.anycast_ip, bgp.LOOPBACK)
         self.servers.append(api.serve_unix(self.paths.agent_sock, self))
         self.beat_at = time.monotonic()
         threading.Thread(target=self._freeze_sentinel, name="freeze-sentinel", daemon=True).start()
@@ -152,6 +161,9 @@ class Agent:
         self.wake.set()
 
     # ---------------------------------------------------------------- tick
+    def children(self) -> tuple[Child, ...]:
+        return (self.pg, self.keepalived, self.manager, self.exabgp)
+
     def tick(self) -> None:
         now = time.monotonic()
         with self.lock:
@@ -161,7 +173,7 @@ class Agent:
             log.warning("this node was frozen for %.2fs (SIGSTOP, a paused VM, or starved)", paused_for)
         else:
             paused_for = 0.0
-        for child in (self.pg, self.keepalived, self.manager):
+        for child in self.children():
             was = child.pid
             if not child.poll() and was is not None:
                 if child is self.manager:
@@ -171,15 +183,19 @@ class Agent:
                 if child.crashed:
                     log.warning("%s (pid %d) died (exit %s)", child.name, was, child.last_exit)
                 child.crashed = False
-        reap_orphans({c.pid for c in (self.pg, self.keepalived, self.manager) if c.pid})
+        reap_orphans({c.pid for c in self.children() if c.pid})
         obs = replace(self._observe(now), paused_for=paused_for, pause_fence=self.pause_fence)
         dec = decide(self.role, obs)
         if self.lease is not None:
             self.lease.set_want(dec.desired.lease)
         self._record(dec)
+        # The route goes first, as the VRRP gate does: withdrawn before anything stops.
+        self._actuate_bgp(should_announce(dec, obs.db.state, self.serving))
         if dec.job is not None:
             self._start_job(dec.job, now)
         self._actuate(dec.desired, obs, now)
+        # ... and announced in the same tick the controller starts serving.
+        self._actuate_bgp(should_announce(dec, obs.db.state, self.serving))
 
     def _observe(self, now: float) -> Observation:
         running = self.pg.running
@@ -403,6 +419,31 @@ class Agent:
             self._actuate_sync(desired.alone and desired.db == "primary", obs, now)
         self._actuate_services(desired.services and obs.db.state in (Db.PRIMARY, Db.STARTING))
 
+    def _set_announce(self, announce: bool, timeline: int = 0) -> None:
+        want = (announce, bgp.med_for(timeline) if announce else bgp.MED_BASE)
+        if want != self.announce:
+            bgp.write_desired(self.paths, *want)
+            if self.announce is not None or announce:
+                log.warning("BGP: %s %s%s", "announcing" if announce else "withdrawing",
+                            self.cfg.bgp.anycast_prefix if self.cfg.bgp else "?",
+                            f" (med {want[1]}, timeline {timeline})" if announce else "")
+            self.announce = want
+
+    def _actuate_bgp(self, announce: bool) -> None:
+        if self.cfg.bgp is None:
+            return
+        self._set_announce(announce and not self.stop_requested, self.db_view.timeline)
+        if not self.exabgp.running and not self.stop_requested and self.paths.exabgp_conf.exists() \
+                and self._read_exabgp_conf() and self.exabgp.start():
+            log.info("exabgp started (pid %s), neighbor %s", self.exabgp.pid, self.cfg.bgp.remote_ip)
+
+    def _read_exabgp_conf(self) -> bool:
+        try:
+            self.exabgp_conf_seen = self.paths.exabgp_conf.read_bytes()
+            return True
+        except OSError:
+            return False
+
     def _actuate_db(self, desired: Desired, obs: Observation) -> None:
         if desired.db == "stopped":
             if self.pg.running and not self.pg.stopping:
@@ -462,6 +503,9 @@ class Agent:
     # ------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
         log.warning("agent stopping (role %s)", self.role)
+        if self.cfg.bgp:
+            self._set_announce(False)
+            self.exabgp.stop()  # a NOTIFICATION: the router drops the route at once
         if self.cfg.is_ha:
             keepalived.write_gate(self.paths, False)  # hand the VIP over first
         # Services and database stop together: the peer promotes only once our
@@ -480,6 +524,7 @@ class Agent:
             self.role = Role.STOPPED
         self.manager.stop_wait(5)
         self.keepalived.stop_wait(5)
+        self.exabgp.stop_wait(5)
         if self.poller:
             self.poller.stop()
         if self.lease:
@@ -635,7 +680,8 @@ class Agent:
             log.warning("configuration changed the HA membership: applied at the next restart")
             return 200, {"result": "files rendered; HA membership changed: "
                          "`escadm restart` applies it"}
-        self.cfg = cfg
+        old_bgp, self.cfg = self.cfg.bgp, cfg
+        self._reload_bgp(old_bgp)
         if self.keepalived.running and self.keepalived.proc:
             self.keepalived.proc.send_signal(signal.SIGHUP)
         if self.pg.running:
@@ -650,6 +696,27 @@ class Agent:
             return 200, {"result": "reloaded; the serving controller applies controller settings "
                          "(callbacks, retention, TLS) at its next start: `escadm restart` or a switchover"}
         return 200, {"result": "reloaded"}
+
+    def _reload_bgp(self, old: BgpConfig | None) -> None:
+        new = self.cfg.bgp
+        try:
+            conf = self.paths.exabgp_conf.read_bytes()
+        except OSError:
+            conf = b""
+        # The file, not only esc.json: a new MD5 key changes only secrets.json and the file.
+        if old == new and (new is None or (self.exabgp.running and conf == self.exabgp_conf_seen)):
+            return
+        if old is not None and (new is None or old.anycast_ip != new.anycast_ip):
+            bgp.remove_anycast(old)
+        if new is not None and bgp.ensure_anycast(new):
+            log.info("anycast %s added to %s", new.anycast_ip, bgp.LOOPBACK)
+        if self.exabgp.running:
+            # ExaBGP re-reads its file only on a restart we control; the loop starts it again.
+            log.info("BGP settings changed: restarting exabgp")
+            self.exabgp.stop()
+        if new is None:
+            self.announce = None
+            self.paths.bgp_desired.unlink(missing_ok=True)
 
     def status(self) -> dict:
         now = time.monotonic()
@@ -674,6 +741,9 @@ class Agent:
             "filesystem": {"state": "running" if self._volume_ok(mount=False) else "stopped",
                            "pid": 0},
         }
+        if self.cfg.bgp:
+            out["services"]["bgp"] = self._svc(self.exabgp, True)
+            out["bgp"] = self._bgp_status()
         ha = self.cfg.ha
         if ha and self.lease is not None:
             lv = self.lease.view()
@@ -697,6 +767,28 @@ class Agent:
                 out["replication"] = {"lag_bytes": max(lag, 0),
                                       "peer_timeline": peer.db.timeline}
         return out
+
+    def _bgp_status(self) -> dict:
+        """The session and the route as the API helper last saw them (bgp_state.json)."""
+        b = self.cfg.bgp
+        assert b
+        seen = bgp.read_state(self.paths)
+        wall = time.time()
+        alive = self.exabgp.running and wall - float(seen.get("updated") or 0) < 5
+        session = str(seen.get("session", "down")) if alive else "down"
+        since = seen.get("session_since") if alive else None
+        return {
+            "neighbor": b.remote_ip, "local_ip": b.local_ip, "local_as": b.local_as,
+            "remote_as": b.remote_as, "router_id": b.local_router_id, "prefix": b.anycast_prefix,
+            "md5": b.md5, "hold_time": b.hold_time, "exabgp": self.exabgp.running,
+            "session": session, "established": session == "up",
+            "session_for_s": round(wall - float(since), 1) if since else None,
+            "last_reason": seen.get("last_reason", "") if alive else "ExaBGP not running",
+            "desired": "announce" if self.announce and self.announce[0] else "withdraw",
+            "med": seen.get("med"),
+            "announced": bool(alive and session == "up" and seen.get("announced")),
+            "loopback": bgp.anycast_present(b),
+        }
 
     @staticmethod
     def _svc(child: Child, enabled: bool, detail: str = "") -> dict:

@@ -15,7 +15,7 @@ import click
 from esc import health, logcollect
 from esc.client import AgentClient, AgentDown
 from esc.config import ConfigError, NodePaths, default_root, load_config, validation_message
-from esc.install import HaArgs, ha_set, install
+from esc.install import BgpArgs, HaArgs, bgp_set, ha_set, install
 
 MULTI_VALUE = ("--ha_node_list", "--ipaddr")
 # A value continuing a multi-value option looks like addresses (a node name does not).
@@ -101,10 +101,28 @@ def ha_options(f):  # type: ignore[no-untyped-def]
     return f
 
 
+def bgp_options(prefix: str):  # type: ignore[no-untyped-def]
+    """The BGP options: ``--local_ip`` ... for ``bgp set``, ``--bgp_local_ip`` ... for install."""
+    def deco(f):  # type: ignore[no-untyped-def]
+        for opt in reversed([
+            click.option(f"--{prefix}local_ip", help="This node's address for the BGP session."),
+            click.option(f"--{prefix}anycast_ip", help="Address clients use (on lo of both nodes)."),
+            click.option(f"--{prefix}remote_ip", help="The router this node peers with."),
+            click.option(f"--{prefix}local_as", type=int, help="This node's AS number (1-4294967295)."),
+            click.option(f"--{prefix}remote_as", type=int, help="The router's AS number."),
+            click.option(f"--{prefix}local_router_id", help="This node's BGP router id (IPv4 dotted)."),
+            click.option(f"--{prefix}md5", help="TCP MD5 key of the session (optional; same on the router)."),
+        ]):
+            f = opt(f)
+        return f
+    return deco
+
+
 @cli.command("install")
 @click.argument("name")
 @click.option("--ipaddr", help="This node's address(es).")
 @ha_options
+@bgp_options("bgp_")
 @click.option("--user_pass", help="USER:PASS of the admin user.")
 @click.option("--user_rest_pass", help="USER:PASS for the REST API.")
 @click.option("--user_portal_pass", help="USER:PASS for the portal.")
@@ -113,18 +131,24 @@ def ha_options(f):  # type: ignore[no-untyped-def]
 @click.option("--force", is_flag=True, help="Replace an existing node under this root.")
 @click.pass_context
 def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list, kad_vip, kad_vif,  # type: ignore[no-untyped-def]
-                kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness, user_pass, user_rest_pass,
-                user_portal_pass, tls_cert, tls_key, force) -> None:
-    """Install a node (STANDALONE, or HA with --ha_node_list/--kad_vip/--kad_vif)."""
+                kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness, bgp_local_ip, bgp_anycast_ip,
+                bgp_remote_ip, bgp_local_as, bgp_remote_as, bgp_local_router_id, bgp_md5, user_pass,
+                user_rest_pass, user_portal_pass, tls_cert, tls_key, force) -> None:
+    """Install a node (STANDALONE, or HA with --ha_node_list/--kad_vip/--kad_vif; BGP
+    anycast with the --bgp_* options)."""
     ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness)
+    bgp = BgpArgs(bgp_local_ip, bgp_anycast_ip, bgp_remote_ip, bgp_local_as, bgp_remote_as,
+                  bgp_local_router_id, bgp_md5)
     try:
         cfg = install(name, ctx.obj["root"], ipaddr or [], ha, user_pass, user_rest_pass,
-                      user_portal_pass, force, tls_cert=tls_cert, tls_key=tls_key)
+                      user_portal_pass, force, tls_cert=tls_cert, tls_key=tls_key, bgp_args=bgp)
     except ConfigError as e:
         fail(str(e), 2)
     except RuntimeError as e:
         fail(f"install failed, nothing left behind: {e}")
     kind = f"HA node {cfg.ha.self_index + 1} of 2, VIP {cfg.ha.vip.cidr}" if cfg.ha else "STANDALONE node"
+    if cfg.bgp:
+        kind += f", anycast {cfg.bgp.anycast_prefix} via {cfg.bgp.remote_ip}"
     done(f"installed {cfg.name} under {ctx.obj['root']}: {kind}")
 
 
@@ -148,6 +172,28 @@ def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_m
     assert cfg.ha
     done(f"HA configured: peer {cfg.ha.peer_address}, VIP {cfg.ha.vip.cidr}; "
                "run `escadm reload` and `escadm restart` to apply")
+
+
+@cli.group()
+def bgp() -> None:
+    """Northbound over BGP anycast (docs/bgp.md)."""
+
+
+@bgp.command("set")
+@bgp_options("")
+@click.pass_context
+def bgp_set_cmd(ctx: click.Context, local_ip, anycast_ip, remote_ip, local_as, remote_as,  # type: ignore[no-untyped-def]
+                local_router_id, md5) -> None:
+    """Announce an anycast address from the active node (then `escadm reload`)."""
+    args = BgpArgs(local_ip, anycast_ip, remote_ip, local_as, remote_as, local_router_id, md5)
+    try:
+        cfg = bgp_set(ctx.obj["root"], args)
+    except ConfigError as e:
+        fail(str(e), 2)
+    assert cfg.bgp
+    b = cfg.bgp
+    done(f"BGP set: {b.anycast_prefix} from {b.local_ip} AS {b.local_as} to {b.remote_ip} AS "
+         f"{b.remote_as}{', MD5' if b.md5 else ''}; run `escadm reload` to apply")
 
 
 @cli.group()

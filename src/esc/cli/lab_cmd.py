@@ -21,7 +21,8 @@ def _guard(fn, *args):  # type: ignore[no-untyped-def]
 
 @click.group()
 def lab() -> None:
-    """Two HA nodes (n1, n2) and a client in network namespaces on this machine."""
+    """Two HA nodes (n1, n2) and a client in network namespaces on this machine (and a
+    BIRD router with --bgp)."""
 
 
 @lab.command()
@@ -30,9 +31,14 @@ def lab() -> None:
               help="drbd: database on each node's disk; drbd_on_cinder: on a volume per node; "
                    "standalone: two standalone nodes (to try `escadm ha set`).")
 @click.option("--witness", is_flag=True, help="Run a witness in the client namespace and use it.")
-def up(timeout: float, mode: str, witness: bool) -> None:
+@click.option("--bgp", is_flag=True,
+              help="Northbound over BGP anycast: n1 and n2 in two subnets behind a BIRD router, "
+                   f"the client behind it too, anycast {labmod.ANYCAST}.")
+@click.option("--md5/--no-md5", default=True, show_default=True,
+              help="With --bgp: protect the BGP sessions with a TCP MD5 key.")
+def up(timeout: float, mode: str, witness: bool, bgp: bool, md5: bool) -> None:
     """Build the lab, install both nodes, start them; return when ACTIVE + STANDBY."""
-    _guard(labmod.up, timeout, print, mode, witness)
+    _guard(labmod.up, timeout, print, mode, bgp, labmod.BGP_MD5 if md5 else None, witness)
     click.echo(json.dumps(labmod.roles()))
 
 
@@ -53,7 +59,13 @@ def status(as_json: bool) -> None:
     else:
         for n, v in st["nodes"].items():
             click.echo(f"{n} {v['address']:<12} {v['role']}")
-        click.echo(f"vip {st['vip']}  rest user {st['rest_user']}")
+        if st.get("bgp"):
+            from esc.lab import router
+
+            hops = " ".join(router.next_hops(labmod.lab_dir(), st["vip"] + "/32")) or "no route"
+            click.echo(f"anycast {st['vip']} via {hops}  rest user {st['rest_user']}")
+        else:
+            click.echo(f"vip {st['vip']}  rest user {st['rest_user']}")
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})

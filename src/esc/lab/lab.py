@@ -21,7 +21,7 @@ from pathlib import Path
 from esc import secrets as esc_secrets
 from esc.client import AgentClient
 from esc.config import NodePaths, write_json_atomic
-from esc.lab import net
+from esc.lab import net, router
 
 NODES = ("n1", "n2")
 CLIENT = "client"
@@ -31,6 +31,16 @@ VIP = f"{SUBNET4}.50"
 VM_POOL = f"{SUBNET4}.128/25"  # the VMs the controller deploys, on the same lab network
 VRID = 77
 WITNESS_PORT = 8025
+
+# BGP mode (`lab up --bgp`): each node in its own subnet behind a BIRD router, the client
+# behind the router too; the pair is reached at an anycast address announced by the active.
+BGP_SUBNET4 = {"n1": "10.77.1", "n2": "10.77.2", CLIENT: "10.77.0"}
+BGP_SUBNET6 = {"n1": "fd77:1:", "n2": "fd77:2:", CLIENT: "fd77:"}
+BGP_BRIDGE = {"n1": "br1", "n2": "br2", CLIENT: net.BRIDGE}
+BGP_AS = {"n1": 65011, "n2": 65012}  # as in the original's BIRD example
+ANYCAST = "10.99.0.1"
+BGP_KAD_VIP = "10.77.9.50/32"  # keepalived still elects (unicast VRRP, routed); its VIP reaches no one
+BGP_MD5 = "esc-lab-md5"
 
 
 class LabError(RuntimeError):
@@ -49,8 +59,29 @@ def node_root(name: str) -> Path:
     return lab_dir() / name
 
 
-def node_ip(name: str) -> str:
+def bgp_mode() -> bool:
+    """Whether the lab that is up (or being built) is the BGP topology."""
+    try:
+        return bool(json.loads(state_file().read_text()).get("bgp"))
+    except (OSError, ValueError):
+        return os.environ.get("ESC_LAB_BGP") == "1"
+
+
+def node_ip(name: str, bgp: bool | None = None) -> str:
+    if bgp if bgp is not None else bgp_mode():
+        return f"{BGP_SUBNET4[name]}.{ADDR[name]}"
     return f"{SUBNET4}.{ADDR[name]}"
+
+
+def router_ip(name: str) -> str:
+    """The router's address on ``name``'s subnet (BGP mode): the node's BGP neighbour."""
+    return f"{BGP_SUBNET4[name]}.1"
+
+
+def bgp_neighbors(md5: str | None, wrong_md5_for: str | None = None) -> list[router.Neighbor]:
+    return [router.Neighbor(f"E{i + 1}", node_ip(n, True), BGP_AS[n],
+                            ("not-" + md5 if n == wrong_md5_for else md5) if md5 else None)
+            for i, n in enumerate(NODES)]
 
 
 def escadm_argv() -> list[str]:
@@ -65,28 +96,36 @@ def load_state() -> dict:
 
 
 def is_up() -> bool:
-    return state_file().exists() or any(net.exists(n) for n in (*NODES, CLIENT))
+    return state_file().exists() or any(net.exists(n) for n in (*NODES, CLIENT, router.NAME))
 
 
-def witness_address() -> str:
+def witness_address(bgp: bool = False) -> str:
     """The lab's witness runs in the client namespace: it reaches both nodes, as a
     management host would, even when the nodes cannot reach each other."""
-    return f"{node_ip(CLIENT)}:{WITNESS_PORT}"
+    return f"{node_ip(CLIENT, bgp)}:{WITNESS_PORT}"
 
 
-def install_args(node: str, mode: str, secret: str, rest_password: str, witness: bool = False) -> list[str]:
+def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: bool = False,
+                 md5: str | None = None, witness: bool = False) -> list[str]:
     """The arguments a real install of this node takes, for each lab mode:
-    ``drbd`` (default), ``drbd_on_cinder`` (a volume per node) or ``standalone``."""
-    args = ["install", node, "--ipaddr", node_ip(node), "--user_pass", f"admin:{secret}",
+    ``drbd`` (default), ``drbd_on_cinder`` (a volume per node) or ``standalone``; with
+    ``bgp`` the original's ``--bgp_*`` arguments too."""
+    ip = node_ip(node, bgp)
+    args = ["install", node, "--ipaddr", ip, "--user_pass", f"admin:{secret}",
             "--user_rest_pass", f"admin:{rest_password}"]
+    if bgp:
+        args += ["--bgp_local_ip", ip, "--bgp_anycast_ip", ANYCAST, "--bgp_remote_ip", router_ip(node),
+                 "--bgp_local_as", str(BGP_AS[node]), "--bgp_remote_as", str(router.ROUTER_AS),
+                 "--bgp_local_router_id", ip] + (["--bgp_md5", md5] if md5 else [])
     if mode == "standalone":
         return args
-    args += ["--ha_node_list", f"{node_ip('n1')} {node_ip('n2')}", "--kad_vip", f"{VIP}/24",
+    vip = BGP_KAD_VIP if bgp else f"{VIP}/24"
+    args += ["--ha_node_list", f"{node_ip('n1', bgp)} {node_ip('n2', bgp)}", "--kad_vip", vip,
              "--kad_vif", "eth0", "--kad_vri", str(VRID), "--ha_mode", mode]
     if mode == "drbd_on_cinder":
         args += ["--db_volume_id", str(volume_path(node))]
     if witness:
-        args += ["--ha_witness", witness_address()]
+        args += ["--ha_witness", witness_address(bgp)]
     return args
 
 
@@ -130,7 +169,21 @@ def detach_volume(node: str) -> None:
 MODES = ("drbd", "drbd_on_cinder", "standalone")
 
 
-def up(timeout: float = 120.0, log=print, mode: str = "drbd", witness: bool = False) -> dict:  # type: ignore[no-untyped-def]
+def _bgp_hosts() -> list[net.Host]:
+    return [net.Host(n, f"{node_ip(n, True)}/24", f"{BGP_SUBNET6[n]}:{ADDR[n]}/64", BGP_BRIDGE[n],
+                     f"{BGP_SUBNET4[n]}.1", f"{BGP_SUBNET6[n]}:1") for n in (*NODES, CLIENT)]
+
+
+def _router_ports() -> list[net.RouterPort]:
+    return [net.RouterPort(BGP_BRIDGE[n], f"{BGP_SUBNET4[n]}.1/24", f"{BGP_SUBNET6[n]}:1/64")
+            for n in (CLIENT, *NODES)]
+
+
+def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,  # type: ignore[no-untyped-def]
+       md5: str | None = BGP_MD5, witness: bool = False) -> dict:
+    """Build the lab. ``bgp``: the nodes in two subnets behind a BIRD router, reached at
+    an anycast address (``md5``: the sessions' TCP MD5 key, None for none). ``witness``:
+    a witness in the client namespace, given to both nodes."""
     if mode not in MODES:
         raise LabError(f"unknown lab mode {mode!r} (one of {', '.join(MODES)})")
     if witness and mode == "standalone":
@@ -138,16 +191,28 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", witness: bool = Fa
     if is_up():
         raise LabError("a lab is already up (or left over): run `escadm lab down` first")
     t0 = time.monotonic()
-    hosts = [net.Host(n, f"{node_ip(n)}/24", f"{SUBNET6}:{ADDR[n]}/64") for n in (*NODES, CLIENT)]
+    if bgp:
+        hosts = _bgp_hosts()
+    else:
+        hosts = [net.Host(n, f"{node_ip(n, False)}/24", f"{SUBNET6}:{ADDR[n]}/64") for n in (*NODES, CLIENT)]
     lab_dir().mkdir(parents=True, exist_ok=True)
     rest_password = esc_secrets.generate()
-    state = {"mode": mode, "vip": VIP, "rest_user": "admin", "rest_password": rest_password,
-             "api_port": 8080, "nodes": {n: {"address": node_ip(n), "root": str(node_root(n))}
-                                          for n in NODES},
-             "client": {"address": node_ip(CLIENT)},
-             "witness": witness_address() if witness else None}
+    state = {"mode": mode, "vip": ANYCAST if bgp else VIP, "rest_user": "admin",
+             "rest_password": rest_password, "api_port": 8080,
+             "nodes": {n: {"address": node_ip(n, bgp), "root": str(node_root(n))} for n in NODES},
+             "client": {"address": node_ip(CLIENT, bgp)},
+             "witness": witness_address(bgp) if witness else None}
+    if bgp:
+        state["bgp"] = {"anycast": ANYCAST, "kad_vip": BGP_KAD_VIP, "router_as": router.ROUTER_AS,
+                        "node_as": BGP_AS, "md5": md5 is not None,
+                        "hold_time": router.HOLD_TIME, "keepalive": router.KEEPALIVE}
     try:
-        net.create(hosts)
+        if bgp:
+            net.create(hosts, bridges=tuple(sorted(set(BGP_BRIDGE.values()))))
+            net.create_router(router.NAME, _router_ports())
+            router.start(lab_dir(), router_ip(CLIENT), bgp_neighbors(md5))
+        else:
+            net.create(hosts)
         write_json_atomic(state_file(), state, mode=0o600)
         shared = esc_secrets.generate()
         if witness:
@@ -157,12 +222,12 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", witness: bool = Fa
             token = witness_token_file()
             token.write_text(esc_secrets.derive(pair_secret, "witness-token") + "\n")
             token.chmod(0o600)
-            start_witness()
+            start_witness(witness_address(bgp))
         for n in NODES:
             if mode == "drbd_on_cinder":
                 attach_volume(n)
             res = net.netns_exec(n, *escadm_argv(), "--root", str(node_root(n)),
-                                 *install_args(n, mode, shared, rest_password, witness),
+                                 *install_args(n, mode, shared, rest_password, bgp, md5, witness),
                                  check=False, timeout=180)
             if res.returncode != 0:
                 raise LabError(f"install of {n} failed: {(res.stderr or res.stdout).strip()}")
@@ -193,11 +258,12 @@ def witness_token_file() -> Path:
     return lab_dir() / "witness.token"
 
 
-def start_witness() -> int:
+def start_witness(address: str | None = None) -> int:
     """Start the witness in the client namespace (its pid in the lab directory)."""
+    address = address or load_state().get("witness") or witness_address()
     log_file = open(lab_dir() / "witness.log", "ab")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(
-        exec_argv(CLIENT, [*escadm_argv(), "witness", "run", "--listen", witness_address(),
+        exec_argv(CLIENT, [*escadm_argv(), "witness", "run", "--listen", address,
                            "--token-file", str(witness_token_file()), "--max-lease", "2"]),
         stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
     log_file.close()
@@ -235,7 +301,8 @@ def down() -> None:
 
     cleanup_all(net.ns(""), vim_state_dir())
     kill_witness()
-    net.destroy([*NODES, CLIENT])
+    router.stop(lab_dir())
+    net.destroy([*NODES, CLIENT, router.NAME])
     for n in NODES:
         detach_volume(n)
     shutil.rmtree(lab_dir(), ignore_errors=True)
@@ -258,14 +325,25 @@ class Killed:
     at: float  # wall time of the SIGKILLs
 
 
-def kill(node: str) -> Killed:
-    """Power cut: every process of the node at once, links down, VIP gone with the RAM."""
+def kill(node: str, link_first: bool = False) -> Killed:
+    """Power cut: every process of the node at once, links down, VIP gone with the RAM.
+
+    The processes die first, so their kernel still closes their TCP connections (a FIN
+    reaches the BGP router: it drops the route at once). ``link_first``: the cable goes
+    first, so nothing leaves the node any more, as when a host loses power: the router
+    notices only when its BGP hold timer expires."""
     _check_node(node)
     pids = net.pids(node)
+    if link_first:
+        net.set_link(node, False)
     net.signal_all(pids)  # first, all at once: nothing may react to the link going down
     at = time.time()
     net.set_link(node, False)
-    net.host_ip(node, "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
+    if bgp_mode():
+        net.host_ip(node, "addr", "del", BGP_KAD_VIP, "dev", "eth0", check=False)
+        net.host_ip(node, "addr", "del", f"{ANYCAST}/32", "dev", "lo", check=False)
+    else:
+        net.host_ip(node, "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
     return Killed(sorted(set(pids) | set(net.kill_all(node))), at)
 
 
@@ -280,8 +358,9 @@ def heal(node: str) -> None:
 
 
 def exec_argv(node: str, argv: list[str]) -> list[str]:
-    if node not in (*NODES, CLIENT):
-        raise LabError(f"unknown lab host {node!r} (one of {', '.join((*NODES, CLIENT))})")
+    hosts = (*NODES, CLIENT, router.NAME)
+    if node not in hosts:
+        raise LabError(f"unknown lab host {node!r} (one of {', '.join(hosts)})")
     return ["ip", "netns", "exec", net.ns(node), *argv]
 
 
@@ -331,6 +410,11 @@ def active_node() -> str | None:
 
 
 def dump_logs(lines: int = 40, out=sys.stderr) -> None:  # type: ignore[no-untyped-def]
+    bird_log = router.files(lab_dir())["log"]
+    if bird_log.exists():
+        text = bird_log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"===== router: bird.log (last {len(text)} lines) =====", file=out)
+        print("\n".join(text), file=out)
     for n in NODES:
         log_dir = NodePaths(node_root(n)).log
         for f in sorted(log_dir.glob("*.log")) if log_dir.exists() else []:

@@ -32,6 +32,16 @@ class Host:
     name: str
     ipv4: str  # with prefix, e.g. 10.77.0.11/24
     ipv6: str  # with prefix, e.g. fd77::11/64
+    bridge: str = BRIDGE  # the network (bridge in the switch namespace) it is cabled to
+    gateway4: str | None = None  # default routes, when the host sits behind a router
+    gateway6: str | None = None
+
+
+@dataclass(frozen=True)
+class RouterPort:
+    bridge: str
+    ipv4: str
+    ipv6: str
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -55,12 +65,13 @@ def netns_exec(host: str, *argv: str, check: bool = True, timeout: float = 60
     return res
 
 
-def create(hosts: list[Host]) -> None:
+def create(hosts: list[Host], bridges: tuple[str, ...] = (BRIDGE,)) -> None:
     sw = switch()
     ip("netns", "add", sw)
     ip("-n", sw, "link", "set", "lo", "up")
-    ip("-n", sw, "link", "add", BRIDGE, "type", "bridge")
-    ip("-n", sw, "link", "set", BRIDGE, "up")
+    for br in bridges:
+        ip("-n", sw, "link", "add", br, "type", "bridge")
+        ip("-n", sw, "link", "set", br, "up")
     for h in hosts:
         hn = ns(h.name)
         ip("netns", "add", hn)
@@ -70,12 +81,34 @@ def create(hosts: list[Host]) -> None:
                    "net.ipv6.conf.default.keep_addr_on_down=1")
         ip("link", "add", f"v-{h.name}", "netns", hn, "type", "veth",
            "peer", "name", f"p-{h.name}", "netns", sw)
-        ip("-n", sw, "link", "set", f"p-{h.name}", "master", BRIDGE)
+        ip("-n", sw, "link", "set", f"p-{h.name}", "master", h.bridge)
         ip("-n", sw, "link", "set", f"p-{h.name}", "up")
         ip("-n", hn, "link", "set", f"v-{h.name}", "name", "eth0")
         ip("-n", hn, "addr", "add", h.ipv4, "dev", "eth0")
         ip("-n", hn, "addr", "add", h.ipv6, "dev", "eth0", "nodad")
         ip("-n", hn, "link", "set", "eth0", "up")
+        if h.gateway4:
+            ip("-n", hn, "route", "add", "default", "via", h.gateway4)
+        if h.gateway6:
+            ip("-n", hn, "-6", "route", "add", "default", "via", h.gateway6)
+
+
+def create_router(name: str, ports: list[RouterPort]) -> None:
+    """A namespace that forwards between several of the switch's bridges (eth0, eth1...)."""
+    rn, sw = ns(name), switch()
+    ip("netns", "add", rn)
+    ip("-n", rn, "link", "set", "lo", "up")
+    netns_exec(name, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+               "net.ipv6.conf.all.keep_addr_on_down=1")
+    for i, port in enumerate(ports):
+        ip("link", "add", f"v-{name}{i}", "netns", rn, "type", "veth",
+           "peer", "name", f"p-{name}{i}", "netns", sw)
+        ip("-n", sw, "link", "set", f"p-{name}{i}", "master", port.bridge)
+        ip("-n", sw, "link", "set", f"p-{name}{i}", "up")
+        ip("-n", rn, "link", "set", f"v-{name}{i}", "name", f"eth{i}")
+        ip("-n", rn, "addr", "add", port.ipv4, "dev", f"eth{i}")
+        ip("-n", rn, "addr", "add", port.ipv6, "dev", f"eth{i}", "nodad")
+        ip("-n", rn, "link", "set", f"eth{i}", "up")
 
 
 def set_link(host: str, up: bool) -> None:
