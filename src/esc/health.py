@@ -84,6 +84,11 @@ def status_details(st: dict) -> str:
         lines.append(f"replication: {rep}")
     if "replication" in st:
         lines.append(f"lag:         {st['replication']['lag_bytes']} bytes")
+    disk = st.get("disk") or {}
+    if "free_bytes" in disk:
+        free, total = disk["free_bytes"] // 2**20, disk["total_bytes"] // 2**20
+        lines.append(f"disk:        {free} MiB free of {total} MiB under {disk['path']}"
+                     + (" (FULL)" if disk.get("full") else ""))
     for name, svc in st.get("services", {}).items():
         pid = f" (pid {svc['pid']})" if svc.get("pid") else ""
         detail = f" [{svc['detail']}]" if svc.get("detail") else ""
@@ -135,6 +140,10 @@ def report(st: dict) -> tuple[str, bool]:
     line("escmanager", esc_up, "is running", "is stopped", serving)
     fs = svcs.get("filesystem", {}).get("state") == "running"
     line("filesystem", fs, "is running", "is stopped")
+    disk = st.get("disk") or {}
+    if disk.get("full"):
+        lines.append(f"disk {disk['path']} is full ({disk['free_bytes'] // 2**20} MiB free)")
+        checks.append(False)
     if "bgp" in st:
         b = st["bgp"]
         up = running("bgp") and bool(b.get("established"))

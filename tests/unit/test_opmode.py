@@ -39,3 +39,11 @@ def test_shown_in_status_and_health() -> None:
     assert "op_mode:     maintenance (set on n2" in health.status_details(st)
     assert "operation mode is maintenance" in health.report(st)[0]
     assert health.status_line({"role": "ACTIVE", "op_mode": OpMode().to_dict()}) == "ACTIVE"
+
+
+def test_a_full_disk_fails_health() -> None:
+    st = {"role": "STANDBY", "ha": True, "disk": {"path": "/x", "free_bytes": 2**20, "total_bytes": 2**30,
+                                                   "full": True}}
+    text, ok = health.report(st)
+    assert "disk /x is full (1 MiB free)" in text and not ok
+    assert "1 MiB free of 1024 MiB under /x (FULL)" in health.status_details(st)

@@ -273,6 +273,21 @@ class Agent:
             self.wake.set()
         return changed
 
+    DISK_FULL_BYTES = 64 * 1024 * 1024  # below this the database cannot be trusted to write WAL
+
+    def _disk(self) -> dict:
+        """Free space where the database lives (a full disk stops PostgreSQL)."""
+        target = self.paths.pgdata(self.cfg)
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        try:
+            st = os.statvfs(target)
+        except OSError as e:
+            return {"path": str(target), "error": str(e)}
+        free = st.f_bavail * st.f_frsize
+        return {"path": str(target), "free_bytes": free, "total_bytes": st.f_blocks * st.f_frsize,
+                "full": free < self.DISK_FULL_BYTES}
+
     def _refresh_db_view(self) -> None:
         """A fresh look at the local database outside the loop (while shutting down)."""
         db = self.localdb.observe(self.pg.running, self.sync)
@@ -744,6 +759,7 @@ class Agent:
         if self.cfg.bgp:
             out["services"]["bgp"] = self._svc(self.exabgp, True)
             out["bgp"] = self._bgp_status()
+        out["disk"] = self._disk()
         ha = self.cfg.ha
         if ha and self.lease is not None:
             lv = self.lease.view()
