@@ -123,6 +123,8 @@ class Observation:
     witness: bool = False  # a witness is configured
     lease_valid: bool = False  # we hold the witness's lease now
     lease_peer: bool = False  # the witness's last answer: the peer holds it
+    lease_peer_for: float = 0.0  # ... and has named the peer for this long (it keeps renewing)
+    lease: float = 1.0  # the lease's length
     paused_for: float = 0.0  # the agent's loop did not run for this long before this tick
     pause_fence: float = 0.6  # a pause this long may have let the peer take over
 
@@ -151,12 +153,17 @@ SERVE_ALONE = Desired(db="primary", services=True, vrrp_gate=True, alone=True)
 
 
 def lease_blocks(obs: Observation) -> Decision | None:
-    """Before a promotion: with a witness, the lease first. None: go ahead."""
+    """Before a promotion: with a witness, the lease first. None: go ahead.
+
+    A peer that died still holds the lease for up to ``lease``: wait for it with the
+    VRRP gate open. A peer named holder for longer than that is renewing it: it is
+    alive behind a partition, so close the gate (the VIP stays with it) and keep asking."""
     if not obs.witness or obs.lease_valid:
         return None
-    if obs.lease_peer:
-        return Decision(Role.SWITCHING_TO_ACTIVE, FOLLOW,
-                        "the witness gives the lease to the peer: it is alive; not taking over")
+    if obs.lease_peer and obs.lease_peer_for > obs.lease:
+        return Decision(Role.SWITCHING_TO_ACTIVE, replace(FOLLOW, lease=True),
+                        f"the witness has kept the lease with the peer for {obs.lease_peer_for:.1f}s: "
+                        "it is alive; not taking over")
     return Decision(Role.SWITCHING_TO_ACTIVE, Desired(db="standby", vrrp_gate=True, lease=True),
                     "asking the witness for the lease before promoting")
 

@@ -364,11 +364,15 @@ class TestWitness:
         dec = run(Role.SWITCHING_TO_ACTIVE, replace(self.LOST, lease_valid=True))
         assert dec.job == Job.PROMOTE and dec.desired.lease
 
-    def test_a_standby_keeps_out_while_the_peer_holds_the_lease(self) -> None:
+    def test_a_dead_actives_lease_is_waited_for_with_the_gate_open(self) -> None:
+        dec = run(Role.STANDBY, replace(self.LOST, lease_peer=True, lease_peer_for=0.4))
+        assert dec.job is None and dec.desired.vrrp_gate and dec.desired.lease
+
+    def test_a_standby_keeps_out_while_the_peer_renews_the_lease(self) -> None:
         """A partition: the active is alive behind it and renews its lease."""
-        dec = run(Role.STANDBY, replace(self.LOST, lease_peer=True))
-        assert dec.job is None and not dec.desired.vrrp_gate and not dec.desired.lease
-        assert "gives the lease to the peer" in dec.reason
+        dec = run(Role.STANDBY, replace(self.LOST, lease_peer=True, lease_peer_for=1.5))
+        assert dec.job is None and not dec.desired.vrrp_gate and dec.desired.lease  # keeps asking
+        assert "kept the lease with the peer for 1.5s" in dec.reason
 
     def test_the_active_commits_alone_only_with_the_lease(self) -> None:
         lone = ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), peer=None, witness=True,

@@ -259,8 +259,10 @@ class Agent:
         if self.lease is None or self.cfg.ha is None:
             return {}
         view = self.lease.view()
-        return {"witness": True, "lease_valid": view.valid(now),
-                "lease_peer": view.holder == self.cfg.ha.peer_name}
+        peer = view.holder == self.cfg.ha.peer_name
+        return {"witness": True, "lease_valid": view.valid(now), "lease_peer": peer,
+                "lease_peer_for": now - view.holder_since if peer and view.holder_since else 0.0,
+                "lease": self.cfg.timing.lease}
 
     def _adopt_op_mode(self, theirs: opmode.OpMode | None, source: str) -> bool:
         """Take the peer's operation mode if it was set after ours."""
@@ -432,7 +434,9 @@ class Agent:
             # only a serving primary may commit alone: one stepping down (fencing) keeps
             # its commits waiting for the peer, or it would acknowledge what the peer lacks
             self._actuate_sync(desired.alone and desired.db == "primary", obs, now)
-        self._actuate_services(desired.services and obs.db.state in (Db.PRIMARY, Db.STARTING))
+        # STOPPED too: a primary that crashed is restarted in place as a primary; stopping
+        # the controller meanwhile would only add a restart of its own to the outage
+        self._actuate_services(desired.services and obs.db.state in (Db.PRIMARY, Db.STARTING, Db.STOPPED))
 
     def _set_announce(self, announce: bool, timeline: int = 0) -> None:
         want = (announce, bgp.med_for(timeline) if announce else bgp.MED_BASE)

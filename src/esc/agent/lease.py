@@ -25,6 +25,7 @@ class LeaseView:
     holder: str | None = None  # who holds it, by the witness's last answer (None: nobody, or unknown)
     answered_at: float | None = None  # monotonic, the witness's last answer
     error: str = ""
+    holder_since: float | None = None  # monotonic: the witness has named this holder since then
 
     def valid(self, now: float) -> bool:
         return now < self.valid_until
@@ -93,14 +94,17 @@ class LeaseClient(threading.Thread):
         except (OSError, ValueError) as e:
             with self.lock:  # what we held still counts until it runs out
                 self.state = LeaseView(self.state.valid_until, self.state.holder, self.state.answered_at,
-                                       f"witness {self.host}:{self.port}: {e}")
+                                       f"witness {self.host}:{self.port}: {e}", self.state.holder_since)
             return self.state.valid(time.monotonic())
         now = time.monotonic()
         granted = bool(data.get("granted"))
         until = sent + self.duration - self.margin if granted else 0.0
+        holder = data.get("holder")
         with self.lock:
             before = self.state.valid(now)
-            self.state = LeaseView(until, data.get("holder"), now, "")
+            same = bool(holder) and holder == self.state.holder
+            since = self.state.holder_since if same else (now if holder else None)
+            self.state = LeaseView(until, holder, now, "", since)
         if self.agent_wake is not None and granted != before:
             self.agent_wake.set()
         return granted
