@@ -684,8 +684,9 @@ class Agent:
         except ValueError as e:
             return 400, {"error": str(e)}
         render_all(self.paths, cfg)
+        # the pollers and peer servers of every network are made at start
         if cfg.is_ha != self.cfg.is_ha or (cfg.ha and self.cfg.ha and
-                                           cfg.ha.node_list != self.cfg.ha.node_list):
+                                           cfg.ha.paths != self.cfg.ha.paths):
             log.warning("configuration changed the HA membership: applied at the next restart")
             return 200, {"result": "files rendered; HA membership changed: "
                          "`escadm restart` applies it"}
