@@ -125,6 +125,24 @@ class Vip(BaseModel):
         return cls(address=str(ip), prefixlen=prefixlen, interface=iface)
 
 
+def check_heartbeat_pair(pair: list[str], taken: set[str]) -> None:
+    """One --ha_heartbeat_list entry: two different addresses of one family, none of
+    them already used by node_list or another heartbeat network."""
+    where = f"--ha_heartbeat_list {' '.join(pair)}"
+    if len(pair) != 2:
+        raise ValueError(f"{where}: needs exactly two addresses (both nodes, in --ha_node_list order), "
+                         f"got {len(pair)}")
+    a, b = (parse_ip(x, "--ha_heartbeat_list") for x in pair)
+    if a == b:
+        raise ValueError(f"{where}: the two addresses must differ")
+    if a.version != b.version:
+        raise ValueError(f"{where}: both addresses must be of the same family")
+    for x in (a, b):
+        if str(x) in taken:
+            raise ValueError(f"{where}: {x} is already used (--ha_node_list or another "
+                             "--ha_heartbeat_list); each network needs addresses of its own")
+
+
 class HaConfig(BaseModel):
     node_list: list[str]  # addresses of both nodes, in the operator's order
     vip: Vip
@@ -134,6 +152,11 @@ class HaConfig(BaseModel):
     db_volume_id: str | None = None
     self_index: int  # which entry of node_list is this node
     witness: str | None = None  # ADDR:PORT of the lease server (esc.witness), or none
+    # More networks the agents hear each other on (--ha_heartbeat_list, repeatable): each
+    # entry is both nodes' addresses on one network, in node_list order. VRRP, replication
+    # and the northbound stay on node_list's network; these only carry peer liveness, so a
+    # node does not take over while its peer answers on any of them.
+    heartbeat: list[list[str]] = []
 
     @field_validator("witness")
     @classmethod
@@ -166,7 +189,17 @@ class HaConfig(BaseModel):
             raise ValueError("--ha_node_list: the two node addresses must differ")
         if self.mode == "drbd_on_cinder" and not self.db_volume_id:
             raise ValueError("--ha_mode drbd_on_cinder needs --db_volume_id")
+        seen = {str(parse_ip(a, "--ha_node_list")) for a in self.node_list}
+        for pair in self.heartbeat:
+            check_heartbeat_pair(pair, seen)
+            seen.update(str(parse_ip(a, "--ha_heartbeat_list")) for a in pair)
         return self
+
+    @property
+    def paths(self) -> list[tuple[str, str]]:
+        """(this node's address, the peer's) on every network the agents talk on; the
+        first is node_list's (VRRP and replication)."""
+        return [(p[self.self_index], p[1 - self.self_index]) for p in [self.node_list, *self.heartbeat]]
 
     @property
     def self_address(self) -> str:

@@ -24,6 +24,16 @@ def status_line(st: dict) -> str:
     return line
 
 
+def peer_seen_text(p: dict) -> str:
+    """When the peer last answered: per network when there are several (a cut network
+    shows here while the peer is still alive on another)."""
+    paths = p.get("paths") or []
+    if len(paths) > 1:
+        return "".join(f", via {x['address']} " + (f"{x['last_seen_s']}s" if x.get("reachable")
+                                                   else "unreachable") for x in paths)
+    return f", last answer {p['last_seen_s']}s ago" if p.get("last_seen_s") is not None else ""
+
+
 def bgp_session_text(b: dict) -> str:
     """The BGP session in one phrase; when it is not up, what to check."""
     peer = f"{b['neighbor']} (AS {b['remote_as']})"
@@ -61,8 +71,7 @@ def status_details(st: dict) -> str:
         lines.append(f"bgp:         {bgp_session_text(b)}")
     if "peer" in st:
         p = st["peer"]
-        seen = f", last answer {p['last_seen_s']}s ago" if p.get("last_seen_s") is not None else ""
-        lines.append(f"peer:        {p['address']} {p.get('role') or 'unreachable'}{seen}")
+        lines.append(f"peer:        {p['address']} {p.get('role') or 'unreachable'}{peer_seen_text(p)}")
     if "witness" in st:
         w = st["witness"]
         held = "lease held here" if w.get("held") else \

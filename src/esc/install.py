@@ -30,6 +30,7 @@ from esc.config import (
     NodePaths,
     User,
     Vip,
+    check_heartbeat_pair,
     check_md5,
     load_config,
     load_secrets,
@@ -54,6 +55,8 @@ class HaArgs:
     db_volume_id: str | None = None
     ha_secret: str | None = None
     ha_witness: str | None = None
+    # repeatable: one "IP1 IP2" per extra heartbeat network
+    ha_heartbeat_list: list[str] | tuple[str, ...] | None = None
 
 
 @dataclass
@@ -112,6 +115,7 @@ def _taken_addresses(ha: HaConfig | None, ipaddr: list[str]) -> dict[str, str]:
     taken = {str(parse_ip(a, "--ipaddr")): "this node's address" for a in ipaddr}
     if ha:
         taken.update({a: "a node's address (--ha_node_list)" for a in ha.node_list})
+        taken.update({a: "a node's heartbeat address (--ha_heartbeat_list)" for p in ha.heartbeat for a in p})
         taken[ha.vip.address] = "the VIP (--kad_vip)"
     return taken
 
@@ -129,7 +133,8 @@ def local_addresses() -> set[str]:
 
 
 def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig | None:
-    extras = ("ha_secret", "ha_witness")  # HA options that alone do not make a node HA
+    # HA options that alone do not make a node HA
+    extras = ("ha_secret", "ha_witness", "ha_heartbeat_list")
     given = {k: v for k, v in ha.__dict__.items() if v not in (None, "") and k not in extras}
     if not given:
         for opt in extras:
@@ -164,6 +169,11 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig 
                           "the nodes' family")
     if vip_cfg.address in nodes:
         raise ConfigError(f"--kad_vip {vip_cfg.address} is a node's own address; it must be a free one")
+    # an extra network's address need not be in --ipaddr (that names the node's main one)
+    heartbeat = _heartbeat_paths(ha.ha_heartbeat_list, nodes, own | local_addresses(), mine[0])
+    if any(vip_cfg.address in pair for pair in heartbeat):
+        raise ConfigError(f"--kad_vip {vip_cfg.address} is a node's heartbeat address "
+                          "(--ha_heartbeat_list); it must be a free one")
     vri = ha.kad_vri if ha.kad_vri is not None else vrid_default
     mode = ha.ha_mode or "drbd"
     if mode not in ("drbd", "drbd_on_cinder"):
@@ -176,9 +186,37 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig 
             raise ConfigError(f"--db_volume_id {vol}: not a block device nor a directory")
     try:
         return HaConfig(node_list=nodes, vip=vip_cfg, vif=ha.kad_vif, vri=vri, mode=mode,  # type: ignore[arg-type]
-                        db_volume_id=ha.db_volume_id, self_index=mine[0], witness=ha.ha_witness or None)
+                        db_volume_id=ha.db_volume_id, self_index=mine[0], witness=ha.ha_witness or None,
+                        heartbeat=heartbeat)
     except ValueError as e:
         raise ConfigError(validation_message(e)) from None
+
+
+def _heartbeat_paths(values: list[str] | tuple[str, ...] | None, nodes: list[str], own: set[str],
+                     self_index: int) -> list[list[str]]:
+    """--ha_heartbeat_list, each given once per extra network: validated as --ha_node_list
+    is, and this node's address must be at the same position as in --ha_node_list (the
+    peer's address on each network is the other one)."""
+    out: list[list[str]] = []
+    taken = set(nodes)
+    for value in values or ():
+        pair = [str(parse_ip(a, "--ha_heartbeat_list")) for a in split_list(value)]
+        try:
+            check_heartbeat_pair(pair, taken)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        taken.update(pair)
+        mine = [i for i, a in enumerate(pair) if a in own]
+        if len(mine) != 1:
+            raise ConfigError(f"--ha_heartbeat_list {' '.join(pair)}: this node's own address "
+                              f"(--ipaddr and this host's interfaces: {' '.join(sorted(own)) or 'none'}) "
+                              "must be exactly one of them")
+        if mine[0] != self_index:
+            raise ConfigError(f"--ha_heartbeat_list {' '.join(pair)}: give the addresses in --ha_node_list "
+                              f"order (this node's is number {self_index + 1} there, "
+                              f"here number {mine[0] + 1})")
+        out.append(pair)
+    return out
 
 
 def _user(value: str | None, option: str) -> User | None:

@@ -26,6 +26,10 @@ The rules, in the words of DESIGN.md:
   fences itself before anything else: the peer may be active by now;
 * in maintenance mode a standby never takes over by itself (its VRRP gate stays
   closed); an operator's switchover or force-active still works;
+* peer liveness counts over every network (``--ha_heartbeat_list``): while the peer
+  answers as ACTIVE with keepalived MASTER on any of them, a standby never promotes
+  and keeps its VRRP gate closed when its own keepalived is MASTER too or when the
+  peer no longer answers on VRRP's network (VRRP's network is cut, not the peer dead);
 * with a witness, only the holder of its lease may promote or commit alone: a
   standby that lost the active waits for the lease (the active's runs out within
   ``lease`` of its death), and keeps out of the way while the witness says the peer
@@ -96,6 +100,7 @@ class PeerView:
     role: Role
     db: DbView
     index: int  # the peer's position in ha_node_list
+    vrrp: Vrrp = Vrrp.UNKNOWN  # the peer's keepalived, as its agent reports it
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,9 @@ class Observation:
     self_index: int = 0
     vrrp: Vrrp = Vrrp.UNKNOWN
     db: DbView = field(default_factory=DbView)
-    peer: PeerView | None = None  # None: no answer within the heartbeat timeout
+    peer: PeerView | None = None  # None: no answer on any network within the heartbeat timeout
+    # the peer answered on VRRP's (and replication's) network, not only on another one
+    peer_on_vrrp_path: bool = True
     peer_ever_seen: bool = False  # since this agent started
     last_confirm_recv: float | None = None  # standby: peer last confirmed us complete
     last_confirm_sent: float | None = None  # active: we last confirmed the peer complete
@@ -236,8 +243,34 @@ def should_announce(dec: Decision, db: Db, serving: bool) -> bool:
             and dec.desired.db == "primary" and db == Db.PRIMARY and serving)
 
 
+def peer_serves_elsewhere(obs: Observation) -> bool:
+    """The peer answers (on some network) as an ACTIVE whose keepalived is MASTER, while
+    VRRP between us is broken: our keepalived is MASTER too, or the peer does not answer
+    on VRRP's network. The peer is alive and serving; VRRP's network is cut, not the
+    peer dead. Taking the VIP would put it on both nodes (clients follow whichever
+    announced it last, and this node serves nothing); promoting would make two writers."""
+    p = obs.peer
+    return (p is not None and p.role == Role.ACTIVE and p.vrrp == Vrrp.MASTER
+            and (obs.vrrp == Vrrp.MASTER or not obs.peer_on_vrrp_path))
+
+
 def decide(role: Role, obs: Observation) -> Decision:
     """One step of the state machine."""
+    dec = _decide(role, obs)
+    if dec.role != Role.ACTIVE and dec.desired.vrrp_gate and peer_serves_elsewhere(obs):
+        # One place for every non-active rule: closing the gate makes our keepalived
+        # FAULT (it drops the VIP it may have taken); it opens again once VRRP's network
+        # carries the peer's answers, and adverts, again.
+        why = ("keepalived MASTER but the peer answers as ACTIVE (on another path): not taking over"
+               if obs.vrrp == Vrrp.MASTER else
+               "the peer answers as ACTIVE on another path only (VRRP's network is cut): "
+               "VRRP gate closed, not taking over")
+        job = None if dec.job == Job.PROMOTE else dec.job  # (never reached: defence in depth)
+        dec = replace(dec, desired=replace(dec.desired, vrrp_gate=False), reason=why, job=job)
+    return dec
+
+
+def _decide(role: Role, obs: Observation) -> Decision:
     if not obs.ha:
         return _standalone(obs)
     if not obs.volume_ok:
@@ -326,6 +359,12 @@ def _standby(obs: Observation) -> Decision:
         if obs.peer is not None and obs.peer.db.state in (Db.PRIMARY, Db.STARTING):
             return Decision(Role.STANDBY, follow,
                             "keepalived MASTER; waiting for the peer's database to stop")
+        if obs.peer is not None and obs.peer.role == Role.ACTIVE and obs.peer.vrrp == Vrrp.MASTER:
+            # alive (on some network) and holding its VIP, its database restarting after a
+            # crash: it stays active by itself; never a second primary. (An active that
+            # stops hands over: it closes its gate first, so its keepalived is not MASTER.)
+            return Decision(Role.STANDBY, follow,
+                            "keepalived MASTER; the peer still answers as ACTIVE: waiting for it")
         blocked = lease_blocks(obs)
         if blocked is not None:
             return blocked

@@ -192,6 +192,8 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     labmod.down()
     marker = request.node.get_closest_marker("lab_mode")
     mode = marker.args[0] if marker else "drbd"
+    paths_marker = request.node.get_closest_marker("lab_paths")
+    paths = paths_marker.args[0] if paths_marker else 1
     bgp = request.node.get_closest_marker("lab_bgp")
     if bgp and not shutil.which("bird"):
         pytest.skip("BGP lab tests need BIRD 2 (bird2)")
@@ -200,7 +202,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             state = labmod.up(log=lambda *_: None, mode=mode, bgp=True,
                               md5=bgp.kwargs.get("md5", labmod.BGP_MD5))
         else:
-            state = labmod.up(log=lambda *_: None, mode=mode)
+            state = labmod.up(log=lambda *_: None, mode=mode, paths=paths)
         yield Lab(state, tmp)
     finally:
         rep = getattr(request.node, "rep_call", None)
@@ -218,17 +220,17 @@ class SharedLab:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.mode: tuple[str, bool] | None = None
+        self.mode: tuple[str, bool, int] | None = None
 
-    def ready(self, mode: str, witness: bool = False) -> None:
+    def ready(self, mode: str, witness: bool = False, paths: int = 1) -> None:
         from esc.lab.chaos import wait_healthy
 
-        if self.mode == (mode, witness) and wait_healthy(30) is not None:
+        if self.mode == (mode, witness, paths) and wait_healthy(30) is not None:
             return
         labmod.down()
         self.mode = None
-        labmod.up(log=lambda *_: None, mode=mode, witness=witness)
-        self.mode = (mode, witness)
+        labmod.up(log=lambda *_: None, mode=mode, witness=witness, paths=paths)
+        self.mode = (mode, witness, paths)
 
     def failed(self) -> None:
         """Logs to the test's output, and a fresh lab for the next test."""

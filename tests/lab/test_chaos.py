@@ -14,21 +14,27 @@ pytestmark = pytest.mark.lab
 # grouped by lab: the module's lab is rebuilt only when the lab needed changes
 PLAIN = [(f, False) for f in sorted(chaos.FAULTS.values(), key=lambda f: f.mode != "drbd")
          if not f.witness_only]
-WITH_WITNESS = [(chaos.FAULTS[n], True) for n in ("partition", "power-cut-active", "pause-active",
-                                                    "kill-witness")]
+WITH_WITNESS = [(chaos.FAULTS[n], True) for n in ("partition", "partition-all", "power-cut-active",
+                                                    "pause-active", "kill-witness")]
+# a second network between the nodes (--ha_heartbeat_list), no witness
+TWO_PATHS = [(chaos.FAULTS[n], False, 2) for n in ("partition", "partition-all", "power-cut-active",
+                                                   "cut-active")]
 
 
-def _param(fault: chaos.Fault, witness: bool):  # type: ignore[no-untyped-def]
+def _param(fault: chaos.Fault, witness: bool, paths: int = 1):  # type: ignore[no-untyped-def]
     marks = []
-    if fault.needs_witness and not witness:
+    if fault.needs_witness_with(paths) and not witness:
         marks.append(pytest.mark.xfail(
-            reason="without a witness a partition can split the pair (docs/failure-modes.md)", strict=True))
-    return pytest.param(fault, witness, id=f"{fault.name}{'-witness' if witness else ''}", marks=marks)
+            reason="without a witness a partition of every network between the nodes can split the "
+                   "pair (docs/failure-modes.md)", strict=True))
+    tag = ("-witness" if witness else "") + (f"-{paths}paths" if paths > 1 else "")
+    return pytest.param(fault, witness, paths, id=f"{fault.name}{tag}", marks=marks)
 
 
-@pytest.mark.parametrize(("fault", "witness"), [_param(f, w) for f, w in PLAIN + WITH_WITNESS])
-def test_fault(shared_lab, fault: chaos.Fault, witness: bool) -> None:  # type: ignore[no-untyped-def]
-    shared_lab.ready(fault.mode, witness)
+@pytest.mark.parametrize(("fault", "witness", "paths"),
+                         [_param(f, w) for f, w in PLAIN + WITH_WITNESS] + [_param(*x) for x in TWO_PATHS])
+def test_fault(shared_lab, fault: chaos.Fault, witness: bool, paths: int) -> None:  # type: ignore[no-untyped-def]
+    shared_lab.ready(fault.mode, witness, paths)
     result = chaos.run_fault(fault, shared_lab.tmp)
     if not result.ok:
         shared_lab.failed()

@@ -631,3 +631,67 @@ def test_witness_timing_rule() -> None:
     NodeConfig(name="n", ha=ha)  # the defaults hold: 2 > 1 + 0.4
     with pytest.raises(ValueError, match="with a witness, promote_window"):
         NodeConfig(name="n", ha=ha, timing=Timing(lease=2.0))
+
+
+# ------------------------------------------------------------- --ha_heartbeat_list
+
+H1, H2 = "10.1.0.1", "10.1.0.2"  # a second network between the nodes
+
+
+def test_heartbeat_list_ok(host: set[str]) -> None:
+    host.add(H1)
+    ha = build_ha(ha_args(ha_heartbeat_list=(f"{H1} {H2}",)), [])
+    assert ha is not None and ha.heartbeat == [[H1, H2]]
+    assert ha.paths == [(N1, N2), (H1, H2)]
+
+
+def test_heartbeat_list_second_node_and_several_networks(host: set[str]) -> None:
+    host.clear()
+    host.update({N2, H2, "10.2.0.2"})
+    ha = build_ha(ha_args(ha_heartbeat_list=[f"{H1},{H2}", "10.2.0.1 10.2.0.2"]), [])
+    assert ha is not None and ha.self_index == 1
+    assert ha.paths == [(N2, N1), (H2, H1), ("10.2.0.2", "10.2.0.1")]
+
+
+def test_heartbeat_address_may_come_from_interfaces_with_ipaddr(host: set[str]) -> None:
+    """--ipaddr names the node's main address; the heartbeat one is on another interface."""
+    host.add(H1)
+    ha = build_ha(ha_args(ha_heartbeat_list=[f"{H1} {H2}"]), [N1])
+    assert ha is not None and ha.paths[1] == (H1, H2)
+
+
+@pytest.mark.parametrize(("lists", "message"), [
+    ([H1], "--ha_heartbeat_list 10.1.0.1: needs exactly two addresses"),
+    ([f"{H1} {H2} 10.1.0.3"], "needs exactly two addresses"),
+    ([f"{H1} {H1}"], "the two addresses must differ"),
+    ([f"{H1} 2001:db8::2"], "both addresses must be of the same family"),
+    ([f"{H1} nohost"], "--ha_heartbeat_list: 'nohost' is not an IPv4 or IPv6 address"),
+    ([f"{H1} {N2}"], f"{N2} is already used"),
+    ([f"{H1} {H2}", f"{H1} 10.2.0.2"], f"{H1} is already used"),
+    (["10.3.0.1 10.3.0.2"], "this node's own address (--ipaddr and this host's interfaces"),
+    ([f"{H2} {H1}"], "give the addresses in --ha_node_list order"),
+])
+def test_heartbeat_list_errors(host: set[str], lists: list[str], message: str) -> None:
+    host.add(H1)
+    with pytest.raises(ConfigError) as e:
+        build_ha(ha_args(ha_heartbeat_list=lists), [])
+    assert message in str(e.value)
+    assert "\n" not in str(e.value) and "Value error" not in str(e.value)
+
+
+def test_heartbeat_list_alone_is_refused(host: set[str]) -> None:
+    with pytest.raises(ConfigError, match="--ha_heartbeat_list is for HA nodes"):
+        build_ha(HaArgs(ha_heartbeat_list=[f"{H1} {H2}"]), [])
+
+
+def test_heartbeat_vip_must_be_free(host: set[str]) -> None:
+    host.add(H1)
+    with pytest.raises(ConfigError, match="is a node's heartbeat address"):
+        build_ha(ha_args(ha_heartbeat_list=[f"{H1} {H2}"], kad_vip=f"{H2}/24"), [])
+
+
+def test_haconfig_validates_heartbeat_when_loaded() -> None:
+    """esc.json edited by hand is checked too (the model is the one config)."""
+    with pytest.raises(ValueError, match="already used"):
+        _ha(heartbeat=[[N1, H2]])
+    assert _ha(heartbeat=[[H1, H2]]).paths == [(N1, N2), (H1, H2)]

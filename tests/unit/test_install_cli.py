@@ -133,3 +133,26 @@ def test_tls_set_refuses_a_mismatched_key(node_root: Path, tmp_path: Path) -> No
             "--tls_key", str(tmp_path / "k.pem"))
     assert r.exit_code == 2 and "does not match" in r.output
     assert not NodePaths(node_root).tls_cert.exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ha_heartbeat_list", "10.9.8.1"], "needs exactly two addresses"),
+    (["--ha_heartbeat_list", "10.9.8.1 10.9.8.1"], "must differ"),
+    (["--ha_heartbeat_list", "10.9.8.1 10.9.9.2"], "already used"),
+    (["--ha_heartbeat_list", "10.9.8.1 fd00::2"], "same family"),
+    (["--ha_heartbeat_list", "10.9.7.1 10.9.7.2"], "this node's own address"),
+])
+def test_bad_heartbeat_lists_are_refused_and_nothing_is_written(tmp_path, monkeypatch, args, message):
+    monkeypatch.setattr("esc.install.local_addresses", lambda: {"10.9.8.1"})
+    res = run(tmp_path, "install", "n1", *HA, *args)
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert res.output.count("\n") == 1, "one clear line"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_heartbeat_list_takes_several_values_and_repeats():
+    argv = normalise_argv(["install", "n1", "--ha_heartbeat_list", "10.9.8.1", "10.9.8.2",
+                           "--ha_heartbeat_list", "10.9.7.1", "10.9.7.2", "--kad_vif", "lo"])
+    assert argv == ["install", "n1", "--ha_heartbeat_list", "10.9.8.1 10.9.8.2",
+                    "--ha_heartbeat_list", "10.9.7.1 10.9.7.2", "--kad_vif", "lo"]

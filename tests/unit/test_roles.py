@@ -30,6 +30,7 @@ from esc.roles import (
     confirmed_complete,
     decide,
     must_wait_for_peer,
+    peer_serves_elsewhere,
     wins_election,
 )
 
@@ -760,7 +761,8 @@ def observations(draw: st.DrawFn, ha: bool | None = None) -> Observation:
         return None if d is None else now - d
 
     the_peer = draw(st.none() | st.builds(PeerView, role=st_role, db=st_db,
-                                          index=st.sampled_from([1 - self_index, 1 - self_index, 0, 1])))
+                                          index=st.sampled_from([1 - self_index, 1 - self_index, 0, 1]),
+                                          vrrp=st.sampled_from(list(Vrrp))))
     if draw(st.booleans()):
         pw, aa, rg = 2.0, 4.0, 3.0
     else:
@@ -786,6 +788,7 @@ def observations(draw: st.DrawFn, ha: bool | None = None) -> Observation:
         promote_window=pw,
         alone_after=aa,
         rejoin_grace=rg,
+        peer_on_vrrp_path=the_peer is None or draw(st.booleans()),
     )
 
 
@@ -904,7 +907,8 @@ def test_prop_total_and_explained(role: Role, obs: Observation) -> None:
     if dec.role == Role.SWITCHING_TO_STANDBY:
         assert not dec.desired.vrrp_gate
     if dec.role == Role.STANDBY:
-        assert dec.desired == replace(FOLLOW, vrrp_gate=confirmed_complete(obs))
+        gate = confirmed_complete(obs) and not peer_serves_elsewhere(obs)
+        assert dec.desired == replace(FOLLOW, vrrp_gate=gate)
         assert dec.job is None
     if dec.job == Job.REJOIN:
         assert dec.desired == OFF and dec.role == Role.SWITCHING_TO_STANDBY
@@ -1035,6 +1039,7 @@ class SimNode:
     job_failed_at: float = -100.0
     peer_view: PeerView | None = None
     peer_seen_at: float | None = None
+    peer_seen_vrrp_path_at: float | None = None
     peer_ever_seen: bool = False
     last_confirm_sent: float | None = None
     last_confirm_recv: float | None = None
@@ -1053,6 +1058,7 @@ class SimNode:
         self.alive, self.role, self.job, self.job_outcome = True, Role.STOPPED, None, None
         self.job_failed, self.command, self.vrrp, self.gate = None, None, Vrrp.UNKNOWN, False
         self.peer_view = self.peer_seen_at = self.last_confirm_recv = self.last_confirm_sent = None
+        self.peer_seen_vrrp_path_at = None
         self.peer_ever_seen, self.not_streaming_since, self.sync = False, None, False
         self.stop_left = self.start_left = 0
         if self.data is not None:
@@ -1069,7 +1075,9 @@ class World:
         self.check_writes = True  # assert that no promotion loses an acknowledged write
         self.nodes = [SimNode(0, a_data), SimNode(1, b_data)]
         self.now = 0.0
-        self.link = True
+        self.link = True  # VRRP, replication and heartbeat
+        self.paths = 1  # 2: a second network that carries the heartbeat only (--ha_heartbeat_list)
+        self.link2 = True
         self.next_write = 1
         self.acked: set[int] = set()
         self.pending: dict[int, list[int]] = {0: [], 1: []}
@@ -1082,6 +1090,10 @@ class World:
 
     def reach(self, n: SimNode) -> bool:
         return self.link and n.alive and self.other(n).alive
+
+    def hears(self, n: SimNode) -> bool:
+        """The agents hear each other on some network (the heartbeat)."""
+        return (self.link or (self.paths > 1 and self.link2)) and n.alive and self.other(n).alive
 
     def streaming(self, n: SimNode) -> bool:
         p = self.other(n)
@@ -1132,7 +1144,9 @@ class World:
                 continue
             p = self.other(n)
             if self.reach(n):
-                n.peer_view = PeerView(role=p.role, db=p.last_view, index=p.index)
+                n.peer_seen_vrrp_path_at = self.now
+            if self.hears(n):
+                n.peer_view = PeerView(role=p.role, db=p.last_view, index=p.index, vrrp=p.vrrp)
                 n.peer_seen_at, n.peer_ever_seen = self.now, True
                 complete = (p.role == Role.ACTIVE and p.last_view.state == Db.PRIMARY and p.sync
                             and p.last_view.peer_complete)
@@ -1148,6 +1162,8 @@ class World:
         else:
             n.not_streaming_since = None
         fresh = n.peer_seen_at is not None and self.now - n.peer_seen_at <= PEER_STALE
+        on_vrrp_path = n.peer_seen_vrrp_path_at is not None and \
+            self.now - n.peer_seen_vrrp_path_at <= PEER_STALE
         job_done = None
         if n.job_outcome is not None:
             done, ok = n.job_outcome
@@ -1162,7 +1178,7 @@ class World:
             last_confirm_recv=n.last_confirm_recv, last_confirm_sent=n.last_confirm_sent,
             not_streaming_since=n.not_streaming_since, job_running=n.job, job_failed=n.job_failed,
             job_done=job_done, command=n.command, promote_window=self.promote_window,
-            alone_after=self.alone_after)
+            alone_after=self.alone_after, peer_on_vrrp_path=on_vrrp_path)
 
     def agent_tick(self, n: SimNode) -> tuple[Observation, Decision]:
         obs = self.observe(n)
@@ -1614,3 +1630,183 @@ def test_a_standby_that_never_streams_from_the_active_is_rejoined(state: Db) -> 
     early = decide(Role.SWITCHING_TO_STANDBY,
                    Observation(**{**obs.__dict__, "not_streaming_since": 99.0}))
     assert early.job is None
+
+
+# ================================================================== peer liveness over every network
+
+
+def alive_active(state: Db = Db.PRIMARY) -> PeerView:
+    """The peer as it answers on some network: ACTIVE, its keepalived MASTER."""
+    return PeerView(role=Role.ACTIVE, db=dbv(state), index=1, vrrp=Vrrp.MASTER)
+
+
+class TestPeerOnAnotherPath:
+    def test_master_standby_closes_its_gate_while_the_active_answers(self) -> None:
+        """VRRP's network cut, the heartbeat still passes on the second one: the standby's
+        keepalived became MASTER; it must not keep the VIP (two nodes with it)."""
+        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=alive_active(), peer_ever_seen=True,
+                                   peer_on_vrrp_path=False, last_confirm_recv=RECENT))
+        assert dec.role == Role.STANDBY and dec.job is None
+        assert dec.desired == FOLLOW  # gate closed
+        assert "keepalived MASTER but the peer answers as ACTIVE (on another path)" in dec.reason
+
+    def test_gate_stays_closed_while_vrrp_network_is_cut(self) -> None:
+        """With the gate closed our keepalived is FAULT, not MASTER; the gate must not open
+        again while the peer answers only elsewhere, or keepalived takes the VIP again
+        (after master-down) and clients are sent to the wrong node once more."""
+        dec = run(Role.STANDBY, ob(vrrp=Vrrp.FAULT, peer=alive_active(), peer_ever_seen=True,
+                                   peer_on_vrrp_path=False, last_confirm_recv=RECENT))
+        assert dec.role == Role.STANDBY and not dec.desired.vrrp_gate
+        assert "VRRP's network is cut" in dec.reason
+
+    def test_gate_opens_again_when_vrrp_network_heals(self) -> None:
+        dec = run(Role.STANDBY, ob(vrrp=Vrrp.FAULT, peer=alive_active(), peer_ever_seen=True,
+                                   peer_on_vrrp_path=True, last_confirm_recv=RECENT))
+        assert dec.role == Role.STANDBY and dec.desired.vrrp_gate
+
+    @pytest.mark.parametrize("state", [Db.STOPPED, Db.STARTING, Db.PRIMARY])
+    def test_never_promotes_while_the_active_answers(self, state: Db) -> None:
+        """Whatever its database says (a crash restarting it in place), a peer that answers
+        as ACTIVE with keepalived MASTER is alive: no promotion."""
+        for on_path in (True, False):
+            dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=alive_active(state), peer_ever_seen=True,
+                                       peer_on_vrrp_path=on_path, last_confirm_recv=RECENT,
+                                       db=dbv(Db.STANDBY)))
+            assert dec.job is None and not dec.desired.vrrp_gate, dec.reason
+
+    def test_catching_up_standby_keeps_its_gate_closed(self) -> None:
+        """Replication (on VRRP's network) is cut too: the confirmation lapses and the
+        standby catches up, gate closed."""
+        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=alive_active(), peer_ever_seen=True,
+                                   peer_on_vrrp_path=False, last_confirm_recv=NOW - 10))
+        assert dec.job is None and not dec.desired.vrrp_gate
+        dec = run(dec.role, ob(vrrp=Vrrp.FAULT, peer=alive_active(), peer_ever_seen=True,
+                               peer_on_vrrp_path=False, last_confirm_recv=NOW - 10))
+        assert dec.role == Role.SWITCHING_TO_STANDBY and dec.job is None and not dec.desired.vrrp_gate
+
+    def test_stop_hands_over(self) -> None:
+        """A stopping active closes its gate first (keepalived FAULT) and reports its
+        database as it stops, still as ACTIVE: the standby promotes once it is down."""
+        stopping = PeerView(role=Role.ACTIVE, db=dbv(Db.STOPPED), index=1, vrrp=Vrrp.FAULT)
+        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=stopping, peer_ever_seen=True,
+                                   last_confirm_recv=RECENT, db=dbv(Db.STANDBY)))
+        assert dec.job == Job.PROMOTE and dec.desired == PROMOTING
+
+    def test_switchover_hands_over(self) -> None:
+        """In a switchover the old active is SWITCHING_TO_STANDBY, its gate closed."""
+        old = PeerView(role=Role.SWITCHING_TO_STANDBY, db=dbv(Db.STOPPED), index=1, vrrp=Vrrp.FAULT)
+        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=old, peer_ever_seen=True,
+                                   peer_on_vrrp_path=True, last_confirm_recv=RECENT, db=dbv(Db.STANDBY)))
+        assert dec.job == Job.PROMOTE
+
+    def test_keepalived_lost_on_the_active_does_not_block(self) -> None:
+        """The active's keepalived died (it reports UNKNOWN): it is fencing; the standby
+        keeps its gate open and waits for its database to stop, as before."""
+        fencing = PeerView(role=Role.ACTIVE, db=dbv(Db.PRIMARY), index=1, vrrp=Vrrp.UNKNOWN)
+        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=fencing, peer_ever_seen=True,
+                                   last_confirm_recv=RECENT, db=dbv(Db.STANDBY)))
+        assert dec.job is None and dec.desired.vrrp_gate
+
+    def test_the_active_is_not_affected(self) -> None:
+        """The active's rules do not look at the paths: it keeps serving and waits for the
+        standby as long as it confirmed it within alone_after."""
+        peer_sb = PeerView(role=Role.STANDBY, db=dbv(Db.STANDBY), index=1, vrrp=Vrrp.MASTER)
+        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), peer=peer_sb,
+                                  peer_on_vrrp_path=False, last_confirm_sent=NOW - 1))
+        assert dec.role == Role.ACTIVE and not dec.desired.alone
+        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), peer=peer_sb,
+                                  peer_on_vrrp_path=False, last_confirm_sent=NOW - AA - 0.1))
+        assert dec.role == Role.ACTIVE and dec.desired.alone
+
+
+@PROPS
+@given(role=st_role, obs=observations(ha=True))
+def test_prop_no_takeover_while_the_peer_serves_elsewhere(role: Role, obs: Observation) -> None:
+    """While the peer answers (on any network) as an ACTIVE holding its VIP: no promotion
+    and no open VRRP gate outside ACTIVE when VRRP between us is broken."""
+    assume(obs.job_done != Job.PROMOTE)
+    assume(role != Role.ACTIVE)
+    dec = decide(role, obs)
+    p = obs.peer
+    if p is not None and p.role == Role.ACTIVE and p.vrrp == Vrrp.MASTER:
+        assert dec.job != Job.PROMOTE, dec.reason
+    if peer_serves_elsewhere(obs) and dec.role != Role.ACTIVE:
+        assert not dec.desired.vrrp_gate, dec.reason
+
+
+def test_sim_partition_of_one_network_with_a_second_path() -> None:
+    """Two networks, VRRP and replication on the first. The first is cut for 8 s: the
+    standby's keepalived becomes MASTER, but it hears the active on the second network,
+    closes its gate and never promotes; the active waits for it, then commits alone
+    (alone_after after its last confirmation, when the standby can no longer promote).
+    After the heal the standby catches up: the same active, nothing lost."""
+    w = bootstrapped()
+    w.paths = 2
+    a, b = w.nodes
+    w.link = False
+    for _ in range(round(8.0 / TICK)):
+        w.step()
+        assert a.role == Role.ACTIVE and a.db == Db.PRIMARY, w.log()
+        assert b.db != Db.PRIMARY and not any(d.job == Job.PROMOTE for d in b.decisions), w.log()
+        # the answers on VRRP's network go stale (0.6 s) before master-down (0.8 s here):
+        # the gate closes first, so the standby's keepalived never takes the VIP
+        assert b.vrrp != Vrrp.MASTER, w.log()
+    assert not b.gate
+    assert a.desired.alone  # alone, after alone_after
+    w.link = True
+    w.run(10.0)
+    assert (a.role, b.role) == (Role.ACTIVE, Role.STANDBY), w.log()
+    assert a.sync and b.gate
+    w.check_no_acked_write_lost(a)
+    assert w.acked <= set(b.data or ())
+
+
+def test_sim_a_second_path_does_not_delay_failover_when_the_active_dies() -> None:
+    w = bootstrapped()
+    w.paths = 2
+    a, b = w.nodes
+    a.alive = False
+    w.run(3.0)
+    assert b.role == Role.ACTIVE and b.db == Db.PRIMARY, w.log()
+    w.check_no_acked_write_lost(b)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_sim_fuzz_partitions_with_two_paths(seed: int) -> None:
+    """Random cuts of either network (never both at once), deaths and switchovers on a
+    two-path pair: one writer, no promotion losing an acknowledged write, convergence."""
+    rnd = random.Random(seed)
+    w = bootstrapped()
+    w.paths = 2
+    story = []
+    for _ in range(rnd.randint(2, 8)):
+        what = rnd.choice(["cut1", "cut2", "heal", "kill", "restart", "switchover", "wait"])
+        n = rnd.choice(w.nodes)
+        active = [x for x in w.nodes if x.alive and x.role == Role.ACTIVE]
+        if what == "cut1":
+            w.link, w.link2 = False, True
+        elif what == "cut2":
+            w.link, w.link2 = True, False
+        elif what == "heal":
+            w.link = w.link2 = True
+        elif what == "kill" and all(x.alive for x in w.nodes):
+            n.alive = False
+        elif what == "restart" and not n.alive:
+            n.restart_agent()
+        elif what == "switchover" and active and w.other(active[0]).role == Role.STANDBY \
+                and active[0].sync:
+            active[0].command = Command.SWITCHOVER
+        story.append(f"t={w.now:.2f} {what} n{n.index}")
+        try:
+            w.run(rnd.choice([0.3, 1.0, 2.5, 6.0]))
+        except AssertionError as e:
+            raise AssertionError(f"seed {seed}: {story}") from e
+    w.link = w.link2 = True
+    for x in w.nodes:
+        if not x.alive:
+            x.restart_agent()
+    w.run(REJOIN_STOP_WAIT + REJOIN_PEER_WAIT)
+    roles = sorted(x.role for x in w.nodes)
+    assert roles == sorted([Role.ACTIVE, Role.STANDBY]), f"seed {seed}: {story}\n{w.log()}"
+    active = next(x for x in w.nodes if x.role == Role.ACTIVE)
+    w.check_no_acked_write_lost(active)

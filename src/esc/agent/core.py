@@ -24,6 +24,7 @@ from esc import secrets as esc_secrets
 from esc.agent import api, health_api, opmode
 from esc.agent.lease import LeaseClient
 from esc.agent.peer import PeerPoller
+from esc.agent.peer import merge as peer_merge
 from esc.agent.supervisor import Child, become_subreaper, reap_orphans
 from esc.config import BgpConfig, NodeConfig, NodePaths, load_config, load_secrets
 from esc.ha import bgp, keepalived, postgres, vip
@@ -95,7 +96,8 @@ class Agent:
                             grace=3.0, env=bgp.env(self.paths))
         self.announce: tuple[bool, int] | None = None  # what bgp_desired says (None: not yet)
         self.exabgp_conf_seen = b""  # exabgp.conf as the running ExaBGP read it
-        self.poller: PeerPoller | None = None
+        self.pollers: list[PeerPoller] = []  # one per network, VRRP's first (HaConfig.paths)
+        self.peer_paths: list[bool] = []  # fresh answer per path, at the last observation
         self.servers: list = []
         self.token = ""
 
@@ -115,17 +117,20 @@ class Agent:
             self.token = esc_secrets.derive(shared, "peer-token")
             keepalived.write_gate(self.paths, False)
             keepalived.NotifyReader(self.paths.vrrp_fifo, self._on_vrrp).start()
-            self.poller = PeerPoller(ha.peer_address, self.cfg.peer_port, self.token,
-                                     ha.self_name, self.cfg.timing.heartbeat_interval,
-                                     self.cfg.timing.heartbeat_timeout, self.wake)
-            self.poller.start()
+            # one poller per network: the peer is alive while it answers on any of them
+            self.pollers = [PeerPoller(peer_addr, self.cfg.peer_port, self.token, ha.self_name,
+                                       self.cfg.timing.heartbeat_interval,
+                                       self.cfg.timing.heartbeat_timeout, self.wake)
+                            for _, peer_addr in ha.paths]
+            for poller in self.pollers:
+                poller.start()
             if ha.witness:
                 self.lease = LeaseClient(ha.witness, esc_secrets.derive(shared, "witness-token"),
                                          ha.pair_id, ha.self_name, duration=self.cfg.timing.lease,
                                          wake=self.wake)
                 self.lease.start()
-            self.servers.append(api.serve_peer(ha.self_address, self.cfg.peer_port, self,
-                                               self.token))
+            for own, _ in ha.paths:
+                self.servers.append(api.serve_peer(own, self.cfg.peer_port, self, self.token))
         if self.cfg.bgp:
             self._set_announce(False)  # before ExaBGP starts: a fresh node announces nothing
             if bgp.ensure_anycast(self.cfg.bgp):
@@ -207,16 +212,15 @@ class Agent:
         db = self.localdb.observe(running, self.sync)
         if db.state == Db.STOPPED:
             db = self._stopped_db()
-        peer, ever_seen, confirm_recv = None, False, None
-        if self.poller is not None:
-            snap = self.poller.snapshot()
+        peer, ever_seen, confirm_recv, on_first_path = None, False, None, True
+        if self.pollers:
             t = self.cfg.timing
-            fresh = snap.received_at is not None and \
-                now - snap.received_at <= t.heartbeat_timeout + 2 * t.heartbeat_interval
-            peer = snap.view if fresh else None
-            ever_seen, confirm_recv = snap.ever_seen, snap.last_confirm_recv
-            if fresh and snap.raw:
-                self._adopt_op_mode(opmode.OpMode.parse(snap.raw.get("op_mode")), "the peer's heartbeat")
+            merged = peer_merge([p.snapshot() for p in self.pollers], now,
+                                t.heartbeat_timeout + 2 * t.heartbeat_interval)
+            peer, ever_seen, confirm_recv = merged.view, merged.ever_seen, merged.last_confirm_recv
+            on_first_path, self.peer_paths = merged.on_first_path, merged.fresh
+            if merged.raw:
+                self._adopt_op_mode(opmode.OpMode.parse(merged.raw.get("op_mode")), "the peer's heartbeat")
         # "Not streaming" includes streaming an old timeline: a standby whose history
         # forked before its own end of WAL reconnects and drops again, in a loop, and
         # would look healthy half of the time.
@@ -251,7 +255,7 @@ class Agent:
             not_streaming_since=self.not_streaming_since, volume_ok=self._volume_ok(),
             job_running=self.job, job_failed=self.job_failed, job_done=job_done,
             command=command, promote_window=t.promote_window, alone_after=t.alone_after,
-            maintenance=self.op_mode.maintenance,
+            maintenance=self.op_mode.maintenance, peer_on_vrrp_path=on_first_path,
             **self._lease_observation(now),
         )
 
@@ -544,8 +548,8 @@ class Agent:
         self.manager.stop_wait(5)
         self.keepalived.stop_wait(5)
         self.exabgp.stop_wait(5)
-        if self.poller:
-            self.poller.stop()
+        for poller in self.pollers:
+            poller.stop()
         if self.lease:
             self.lease.stop()
         for srv in self.servers:
@@ -614,7 +618,7 @@ class Agent:
             return refuse(f"peer {peer.role if peer else 'unreachable'}")
         # The loop's view may be a few hundred ms old: ask the peer and the database now,
         # so a standby that died a moment ago does not get the role handed to it.
-        fresh = self.poller.ask_now() if self.poller else None
+        fresh = next((a for a in (p.ask_now() for p in self.pollers) if a), None)
         if not fresh or fresh.get("role") != Role.STANDBY:
             return refuse("the peer does not answer as STANDBY now")
         if not self._standby_replying():
@@ -649,13 +653,18 @@ class Agent:
 
         ha = self.cfg.ha
         assert ha
-        host = f"[{ha.peer_address}]" if ":" in ha.peer_address else ha.peer_address
-        try:
-            r = httpx.post(f"http://{host}:{self.cfg.peer_port}/v1/peer/command/{name}",
-                           json=body, headers={"X-ESC-Peer-Token": self.token}, timeout=5)
-            return r.status_code, r.json()
-        except (httpx.HTTPError, ValueError) as e:
-            return 502, {"error": f"could not reach the peer: {e}"}
+        errors = []
+        for _, peer_addr in ha.paths:  # VRRP's network first, then each heartbeat network
+            host = f"[{peer_addr}]" if ":" in peer_addr else peer_addr
+            try:
+                r = httpx.post(f"http://{host}:{self.cfg.peer_port}/v1/peer/command/{name}",
+                               json=body, headers={"X-ESC-Peer-Token": self.token}, timeout=5)
+                return r.status_code, r.json()
+            except httpx.ConnectError as e:  # not sent: another network may carry it
+                errors.append(f"{peer_addr}: {e}")
+            except (httpx.HTTPError, ValueError) as e:  # may have been received: never twice
+                return 502, {"error": f"could not reach the peer: {peer_addr}: {e}"}
+        return 502, {"error": f"could not reach the peer: {'; '.join(errors)}"}
 
     def _forward_switchover(self) -> tuple[int, dict]:
         code, body = self._peer_command("switchover", {})
@@ -694,8 +703,9 @@ class Agent:
         except ValueError as e:
             return 400, {"error": str(e)}
         render_all(self.paths, cfg)
+        # the pollers and peer servers of every network are made at start
         if cfg.is_ha != self.cfg.is_ha or (cfg.ha and self.cfg.ha and
-                                           cfg.ha.node_list != self.cfg.ha.node_list):
+                                           cfg.ha.paths != self.cfg.ha.paths):
             log.warning("configuration changed the HA membership: applied at the next restart")
             return 200, {"result": "files rendered; HA membership changed: "
                          "`escadm restart` applies it"}
@@ -773,14 +783,20 @@ class Agent:
         if ha:
             out["vip"] = {"address": ha.vip.cidr, "interface": ha.vip.interface,
                           "present": vip.has_address(ha.vip.address, ha.vip.interface)}
-            snap = self.poller.snapshot() if self.poller else None
+            snaps = [p.snapshot() for p in self.pollers]
+            seen = [s.received_at for s in snaps if s.received_at]
             out["peer"] = {
                 "address": ha.peer_address,
                 "reachable": peer is not None,
                 "role": peer.role if peer else None,
-                "last_seen_s": round(now - snap.received_at, 3)
-                if snap and snap.received_at else None,
-                "error": snap.last_error if snap else "",
+                "last_seen_s": round(now - max(seen), 3) if seen else None,
+                "error": snaps[0].last_error if snaps else "",
+                # per network, VRRP's first: a cut one shows here before anything fails over
+                "paths": [{"address": p.host, "reachable": bool(fresh),
+                           "last_seen_s": round(now - s.received_at, 3) if s.received_at else None,
+                           "error": s.last_error}
+                          for p, s, fresh in zip(self.pollers, snaps,
+                                                 self.peer_paths or [False] * len(snaps), strict=True)],
             }
             if peer is not None and {role, peer.role} == {Role.ACTIVE, Role.STANDBY}:
                 lag = peer.db.lsn - db.lsn if role != Role.ACTIVE else db.lsn - peer.db.lsn

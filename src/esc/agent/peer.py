@@ -1,6 +1,9 @@
 """Heartbeat with the peer agent: a poller thread and the view it keeps.
 
-Every ``heartbeat_interval`` the poller asks the peer's agent for its state.
+Every ``heartbeat_interval`` the poller asks the peer's agent for its state. There is
+one poller per network the nodes share (``HaConfig.paths``: VRRP's first, then each
+``--ha_heartbeat_list`` network); :func:`merge` makes one view of them: the peer is
+alive while it answers on any.
 The answer carries ``complete_for_you``: the active's word that this node is
 its synchronous standby and has every acknowledged write. The time such an
 answer *arrived* (monotonic) is what the standby's promote window counts from.
@@ -14,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from esc.roles import Db, DbView, PeerView, Role
+from esc.roles import Db, DbView, PeerView, Role, Vrrp
 
 TOKEN_HEADER = "X-ESC-Peer-Token"
 
@@ -31,18 +34,47 @@ class PeerSnapshot:
 
 def view_from_json(data: dict) -> PeerView:
     db = data.get("db", {})
+    try:
+        vrrp = Vrrp(data.get("vrrp", Vrrp.UNKNOWN))
+    except ValueError:  # a newer peer's state we do not know: not MASTER as far as we can tell
+        vrrp = Vrrp.UNKNOWN
     return PeerView(
         role=Role(data["role"]),
         index=int(data["index"]),
         db=DbView(state=Db(db.get("state", "stopped")), timeline=int(db.get("timeline", 0)),
                   lsn=int(db.get("lsn", 0)), system_id=str(db.get("system_id", ""))),
+        vrrp=vrrp,
     )
+
+
+@dataclass(frozen=True)
+class Merged:
+    """The peer as every network together shows it."""
+
+    view: PeerView | None  # the freshest answer, if fresh enough; None: lost on every path
+    raw: dict | None  # that answer as received
+    ever_seen: bool
+    last_confirm_recv: float | None  # confirmations count from any path
+    on_first_path: bool  # a fresh answer on VRRP's (and replication's) network
+    fresh: list[bool]  # per path
+
+
+def merge(snaps: list[PeerSnapshot], now: float, fresh_for: float) -> Merged:
+    """One view of the peer from the pollers of every path (the first is VRRP's)."""
+    fresh = [s.received_at is not None and now - s.received_at <= fresh_for for s in snaps]
+    live = [s for s, f in zip(snaps, fresh, strict=True) if f and s.view is not None]
+    best = max(live, key=lambda s: s.received_at or 0.0, default=None)
+    confirms = [s.last_confirm_recv for s in snaps if s.last_confirm_recv is not None]
+    return Merged(view=best.view if best else None, raw=best.raw if best else None,
+                  ever_seen=any(s.ever_seen for s in snaps),
+                  last_confirm_recv=max(confirms, default=None),
+                  on_first_path=bool(fresh) and fresh[0], fresh=fresh)
 
 
 class PeerPoller(threading.Thread):
     def __init__(self, host: str, port: int, token: str, self_name: str,
                  interval: float, timeout: float, wake: threading.Event) -> None:
-        super().__init__(name="peer-poller", daemon=True)
+        super().__init__(name=f"peer-poller-{host}", daemon=True)
         self.host, self.port, self.token, self.self_name = host, port, token, self_name
         self.interval, self.timeout, self.wake = interval, timeout, wake
         self.lock = threading.Lock()
@@ -94,7 +126,7 @@ class PeerPoller(threading.Thread):
                     raise RuntimeError(f"late answer ({now - started:.3f}s)")
                 with self.lock:
                     changed = self.snap.view is None or self.snap.view.role != view.role \
-                        or self.snap.view.db.state != view.db.state
+                        or self.snap.view.db.state != view.db.state or self.snap.view.vrrp != view.vrrp
                     self.snap.view, self.snap.received_at, self.snap.ever_seen = view, now, True
                     self.snap.raw, self.snap.last_error = data, ""
                     if data.get("complete_for_you"):

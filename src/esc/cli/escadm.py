@@ -17,7 +17,7 @@ from esc.client import AgentClient, AgentDown
 from esc.config import ConfigError, NodePaths, default_root, load_config, validation_message
 from esc.install import BgpArgs, HaArgs, bgp_set, ha_set, install
 
-MULTI_VALUE = ("--ha_node_list", "--ipaddr")
+MULTI_VALUE = ("--ha_node_list", "--ipaddr", "--ha_heartbeat_list")
 # A value continuing a multi-value option looks like addresses (a node name does not).
 ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f.:\[\]/, ]+")
 
@@ -96,6 +96,9 @@ def ha_options(f):  # type: ignore[no-untyped-def]
         click.option("--db_volume_id", help="Block device or mount point of the DB volume."),
         click.option("--ha_secret", help="Secret shared by both nodes (else from --user_pass)."),
         click.option("--ha_witness", help="ADDR:PORT of a witness (escadm witness run) on a third host."),
+        click.option("--ha_heartbeat_list", multiple=True,
+                     help="Both nodes' addresses on one more network, in --ha_node_list order: "
+                          "'IP1 IP2' (repeat per network). The peer is alive while it answers on any."),
     ]):
         f = opt(f)
     return f
@@ -131,12 +134,14 @@ def bgp_options(prefix: str):  # type: ignore[no-untyped-def]
 @click.option("--force", is_flag=True, help="Replace an existing node under this root.")
 @click.pass_context
 def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list, kad_vip, kad_vif,  # type: ignore[no-untyped-def]
-                kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness, bgp_local_ip, bgp_anycast_ip,
+                kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness, ha_heartbeat_list, bgp_local_ip,
+                bgp_anycast_ip,
                 bgp_remote_ip, bgp_local_as, bgp_remote_as, bgp_local_router_id, bgp_md5, user_pass,
                 user_rest_pass, user_portal_pass, tls_cert, tls_key, force) -> None:
     """Install a node (STANDALONE, or HA with --ha_node_list/--kad_vip/--kad_vif; BGP
     anycast with the --bgp_* options)."""
-    ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness)
+    ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness,
+                ha_heartbeat_list)
     bgp = BgpArgs(bgp_local_ip, bgp_anycast_ip, bgp_remote_ip, bgp_local_as, bgp_remote_as,
                   bgp_local_router_id, bgp_md5)
     try:
@@ -162,9 +167,10 @@ def ha() -> None:
 @click.option("--user_pass", help="USER:PASS, to derive the shared secret if --ha_secret is absent.")
 @click.pass_context
 def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode,  # type: ignore[no-untyped-def]
-               db_volume_id, ha_secret, ha_witness, user_pass) -> None:
+               db_volume_id, ha_secret, ha_witness, ha_heartbeat_list, user_pass) -> None:
     """Make this node an HA node (then `escadm reload` and `escadm restart`)."""
-    args = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness)
+    args = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness,
+                  ha_heartbeat_list)
     try:
         cfg = ha_set(ctx.obj["root"], args, user_pass)
     except ConfigError as e:

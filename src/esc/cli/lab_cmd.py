@@ -36,9 +36,12 @@ def lab() -> None:
                    f"the client behind it too, anycast {labmod.ANYCAST}.")
 @click.option("--md5/--no-md5", default=True, show_default=True,
               help="With --bgp: protect the BGP sessions with a TCP MD5 key.")
-def up(timeout: float, mode: str, witness: bool, bgp: bool, md5: bool) -> None:
+@click.option("--paths", type=click.IntRange(1, labmod.MAX_PATHS), default=1, show_default=True,
+              help="Networks between the nodes: 2 adds br1 (eth1, 10.78.0.0/24) for the heartbeat "
+                   "(--ha_heartbeat_list); VRRP, replication and the client stay on the first.")
+def up(timeout: float, mode: str, witness: bool, bgp: bool, md5: bool, paths: int) -> None:
     """Build the lab, install both nodes, start them; return when ACTIVE + STANDBY."""
-    _guard(labmod.up, timeout, print, mode, bgp, labmod.BGP_MD5 if md5 else None, witness)
+    _guard(labmod.up, timeout, print, mode, bgp, labmod.BGP_MD5 if md5 else None, witness, paths)
     click.echo(json.dumps(labmod.roles()))
 
 
@@ -93,20 +96,26 @@ def start(node: str) -> None:
     click.echo(f"{node}: started")
 
 
-@lab.command()
-@click.argument("node")
-def cut(node: str) -> None:
-    """Cut NODE's network cable (processes keep running)."""
-    _guard(labmod.cut, node)
-    click.echo(f"{node}: link cut")
+NETWORK = click.option("--network", type=int, default=None,
+                       help="Only the cable of this network (0: the first, 1: --paths 2's); default: all.")
 
 
 @lab.command()
 @click.argument("node")
-def heal(node: str) -> None:
-    """Reconnect NODE's cable."""
-    _guard(labmod.heal, node)
-    click.echo(f"{node}: link restored")
+@NETWORK
+def cut(node: str, network: int | None) -> None:
+    """Cut NODE's network cables (processes keep running)."""
+    _guard(labmod.cut, node, network)
+    click.echo(f"{node}: {'links' if network is None else f'network {network} link'} cut")
+
+
+@lab.command()
+@click.argument("node")
+@NETWORK
+def heal(node: str, network: int | None) -> None:
+    """Reconnect NODE's cables."""
+    _guard(labmod.heal, node, network)
+    click.echo(f"{node}: {'links' if network is None else f'network {network} link'} restored")
 
 
 @lab.command()
@@ -119,8 +128,10 @@ def heal(node: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print every run's result as JSON lines.")
 @click.option("--list", "list_only", is_flag=True, help="List the faults and exit.")
 @click.option("--witness", is_flag=True, help="Run the lab with a witness (and the witness's own faults).")
+@click.option("--paths", type=click.IntRange(1, labmod.MAX_PATHS), default=1, show_default=True,
+              help="Networks between the nodes (as `lab up --paths`).")
 def chaos(faults: tuple[str, ...], count: int, report: str | None, as_json: bool, list_only: bool,
-          witness: bool) -> None:
+          witness: bool, paths: int) -> None:
     """Inject faults while a client writes; check no acknowledged write is lost and
     never two writers (makes its own lab, one per lab mode the faults need)."""
     import datetime
@@ -139,17 +150,19 @@ def chaos(faults: tuple[str, ...], count: int, report: str | None, as_json: bool
         click.echo(f"escadm lab chaos: error: {e}", err=True)
         sys.exit(2)
     work = Path(tempfile.mkdtemp(prefix="esc-chaos-"))
-    results = _guard(chaosmod.run_suite, selected, count, work, witness)
+    results = _guard(chaosmod.run_suite, selected, count, work, witness, print, paths)
     if as_json:
         for r in results:
             click.echo(json.dumps(r.row()))
-    kind = "with a witness" if witness else "without a witness"
+    kind = ("with a witness" if witness else "without a witness") + \
+        (f", {paths} networks between the nodes" if paths > 1 else "")
     title = f"Fault injection, {datetime.date.today().isoformat()}, {kind}"
-    table = chaosmod.report(results, title, witness)
+    table = chaosmod.report(results, title, witness, paths)
     if report:
         Path(report).write_text(table)
         click.echo(f"report written to {report}")
     else:
         click.echo(table)
-    failed = [r for r in results if not r.ok and (witness or not chaosmod.FAULTS[r.fault].needs_witness)]
+    failed = [r for r in results
+              if not r.ok and (witness or not chaosmod.FAULTS[r.fault].needs_witness_with(paths))]
     sys.exit(1 if failed else 0)

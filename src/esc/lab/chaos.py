@@ -54,6 +54,13 @@ class Fault:
     mode: str = "drbd"  # the lab mode it needs
     needs_witness: bool = False  # without one, a documented failure (docs/failure-modes.md)
     witness_only: bool = False  # a fault of the witness itself
+    # a second network between the nodes (lab --paths 2) handles it without a witness
+    paths_suffice: bool = False
+
+    def needs_witness_with(self, paths: int) -> bool:
+        """Whether, on a lab with ``paths`` networks between the nodes, this fault is a
+        documented failure without a witness."""
+        return self.needs_witness and not (self.paths_suffice and paths > 1)
 
 
 # --- fault verbs ---------------------------------------------------------------------
@@ -105,13 +112,15 @@ def cable(which: str, connected: bool) -> Callable[[Pair], None]:
     return act
 
 
-def partition(on: bool) -> Callable[[Pair], None]:
-    """The two nodes stop reaching each other; both still reach the client (their
-    bridge ports isolated from each other, not from the client's)."""
+def partition(on: bool, every_network: bool = False) -> Callable[[Pair], None]:
+    """The two nodes stop reaching each other on the first network (VRRP, replication),
+    or on ``every_network``; both still reach the client (their bridge ports isolated
+    from each other, not from the client's)."""
     def act(pair: Pair) -> None:
         for n in lab.NODES:
-            subprocess.run(["ip", "netns", "exec", net.switch(), "bridge", "link", "set", "dev", f"p-{n}",
-                            "isolated", "on" if on else "off"], check=True, capture_output=True)
+            for p in net.ports(n) if every_network else [net.port(n)]:
+                subprocess.run(["ip", "netns", "exec", net.switch(), "bridge", "link", "set", "dev", p,
+                                "isolated", "on" if on else "off"], check=True, capture_output=True)
     return act
 
 
@@ -189,8 +198,12 @@ def _catalogue() -> dict[str, Fault]:
     faults += [
         Fault("pause-active", "every process of the active stopped (SIGSTOP) for 3 s, then SIGCONT",
               pause("active", signal.SIGSTOP), pause("active", signal.SIGCONT), hold=3.0),
-        Fault("partition", "the nodes cannot reach each other for 6 s; both reach the client",
-              partition(True), partition(False), hold=6.0, needs_witness=True),
+        Fault("partition", "the nodes cannot reach each other on the first network (VRRP, replication) "
+              "for 6 s; both reach the client; a second network (lab --paths 2) still joins them",
+              partition(True), partition(False), hold=6.0, needs_witness=True, paths_suffice=True),
+        Fault("partition-all", "the nodes cannot reach each other on any network for 6 s; both reach "
+              "the client", partition(True, every_network=True), partition(False, every_network=True),
+              hold=6.0, needs_witness=True),
         Fault("netem-standby", f"netem {' '.join(NETEM)} on the standby's link for 6 s (or, without "
               f"netem in the kernel, {' '.join(TBF)} both ways)",
               netem("standby", True), netem("standby", False), hold=6.0),
@@ -367,10 +380,10 @@ def select(names: list[str] | None) -> list[Fault]:
 
 
 def run_suite(faults: list[Fault], count: int, workdir: Path, witness: bool = False,
-              log: Callable[[str], None] = print) -> list[Result]:
-    """Each fault ``count`` times, on a lab of the mode it needs, with a witness or not
-    (made here, rebuilt when a run leaves the pair unhealthy, removed at the end).
-    Faults of the witness itself are skipped without one."""
+              log: Callable[[str], None] = print, paths: int = 1) -> list[Result]:
+    """Each fault ``count`` times, on a lab of the mode it needs, with a witness or not and
+    ``paths`` networks between the nodes (made here, rebuilt when a run leaves the pair
+    unhealthy, removed at the end). Faults of the witness itself are skipped without one."""
     faults = [f for f in faults if witness or not f.witness_only]
     if count < 1:
         raise lab.LabError(f"count must be at least 1, not {count}")
@@ -379,14 +392,14 @@ def run_suite(faults: list[Fault], count: int, workdir: Path, witness: bool = Fa
                            "or set ESC_LAB_NS_PREFIX / ESC_LAB_DIR to keep it apart)")
     results: list[Result] = []
     for mode in dict.fromkeys(f.mode for f in faults):
-        lab.up(mode=mode, log=log, witness=witness)
+        lab.up(mode=mode, log=log, witness=witness, paths=paths)
         try:
             for fault in (f for f in faults if f.mode == mode):
                 for i in range(count):
                     if wait_healthy(60) is None:
                         log(f"the pair is not healthy ({lab.roles()}): rebuilding the lab")
                         lab.down()
-                        lab.up(mode=mode, log=log, witness=witness)
+                        lab.up(mode=mode, log=log, witness=witness, paths=paths)
                     r = run_fault(fault, workdir, tag=f"-{i}", log=log)
                     results.append(r)
                     log(f"{fault.name} #{i + 1}: {'ok' if r.ok else 'FAILED'}; lost {len(r.lost)}, "
@@ -403,7 +416,7 @@ def _median(xs: list[float]) -> float:
     return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
 
-def report(results: list[Result], title: str, witness: bool = False) -> str:
+def report(results: list[Result], title: str, witness: bool = False, paths: int = 1) -> str:
     """The markdown table of a suite's results, one line per fault."""
     from esc.config import Timing
 
@@ -417,7 +430,8 @@ def report(results: list[Result], title: str, witness: bool = False) -> str:
              "\"gap\": longest time without an acknowledged write through the VIP; "
              "\"recovered\": repair to a healthy pair with a write acknowledged. "
              + ("With a witness (in the client namespace; lease 1 s)." if witness else
-                "Without a witness: a partition between the nodes is the documented failure."), "",
+                "Without a witness: a partition between the nodes is the documented failure.")
+             + (f" {paths} networks between the nodes (--ha_heartbeat_list)." if paths > 1 else ""), "",
              "| fault | runs | ok | lost | two writers | gap median / max (s) | recovered median / max (s) "
              "| final roles | notes |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -430,7 +444,7 @@ def report(results: list[Result], title: str, witness: bool = False) -> str:
         rec_txt = f"{_median(rec):.2f} / {max(rec):.2f}" if rec else "never"
         if len(rec) < len(rs) and rec:
             rec_txt += f" ({len(rs) - len(rec)} never)"
-        needs = " (needs a witness)" if FAULTS[name].needs_witness and not witness else ""
+        needs = " (needs a witness)" if FAULTS[name].needs_witness_with(paths) and not witness else ""
         lines.append(f"| {name}{needs} | {len(rs)} "
                      f"| {sum(r.ok for r in rs)} | {sum(len(r.lost) for r in rs)} "
                      f"| {sum(len(r.dual_writer_windows) for r in rs)} "

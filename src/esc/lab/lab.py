@@ -31,6 +31,12 @@ VIP = f"{SUBNET4}.50"
 VM_POOL = f"{SUBNET4}.128/25"  # the VMs the controller deploys, on the same lab network
 VRID = 77
 WITNESS_PORT = 8025
+# `lab up --paths 2`: a second network between the nodes only (heartbeat), br1, eth1.
+# VRRP, replication and the client stay on the first.
+PATH_SUBNET4 = {1: "10.78.0"}
+PATH_SUBNET6 = {1: "fd78:"}
+PATH_BRIDGE = {1: "br1"}
+MAX_PATHS = 1 + len(PATH_BRIDGE)
 
 # BGP mode (`lab up --bgp`): each node in its own subnet behind a BIRD router, the client
 # behind the router too; the pair is reached at an anycast address announced by the active.
@@ -73,6 +79,19 @@ def node_ip(name: str, bgp: bool | None = None) -> str:
     return f"{SUBNET4}.{ADDR[name]}"
 
 
+def path_ip(name: str, index: int) -> str:
+    """A node's address on network ``index`` (0: the main one)."""
+    return node_ip(name, False) if index == 0 else f"{PATH_SUBNET4[index]}.{ADDR[name]}"
+
+
+def lab_paths() -> int:
+    """How many networks join the nodes in the lab that is up."""
+    try:
+        return int(json.loads(state_file().read_text()).get("paths") or 1)
+    except (OSError, ValueError):
+        return 1
+
+
 def router_ip(name: str) -> str:
     """The router's address on ``name``'s subnet (BGP mode): the node's BGP neighbour."""
     return f"{BGP_SUBNET4[name]}.1"
@@ -106,7 +125,7 @@ def witness_address(bgp: bool = False) -> str:
 
 
 def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: bool = False,
-                 md5: str | None = None, witness: bool = False) -> list[str]:
+                 md5: str | None = None, witness: bool = False, paths: int = 1) -> list[str]:
     """The arguments a real install of this node takes, for each lab mode:
     ``drbd`` (default), ``drbd_on_cinder`` (a volume per node) or ``standalone``; with
     ``bgp`` the original's ``--bgp_*`` arguments too."""
@@ -126,6 +145,8 @@ def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: boo
         args += ["--db_volume_id", str(volume_path(node))]
     if witness:
         args += ["--ha_witness", witness_address(bgp)]
+    for i in range(1, paths):
+        args += ["--ha_heartbeat_list", f"{path_ip('n1', i)} {path_ip('n2', i)}"]
     return args
 
 
@@ -180,28 +201,37 @@ def _router_ports() -> list[net.RouterPort]:
 
 
 def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,  # type: ignore[no-untyped-def]
-       md5: str | None = BGP_MD5, witness: bool = False) -> dict:
+       md5: str | None = BGP_MD5, witness: bool = False, paths: int = 1) -> dict:
     """Build the lab. ``bgp``: the nodes in two subnets behind a BIRD router, reached at
     an anycast address (``md5``: the sessions' TCP MD5 key, None for none). ``witness``:
-    a witness in the client namespace, given to both nodes."""
+    a witness in the client namespace, given to both nodes. ``paths``: networks between
+    the nodes (2: a second one, br1 / eth1, for the heartbeat only)."""
     if mode not in MODES:
         raise LabError(f"unknown lab mode {mode!r} (one of {', '.join(MODES)})")
     if witness and mode == "standalone":
         raise LabError("a witness is for a pair: not with --mode standalone")
+    if not 1 <= paths <= MAX_PATHS:
+        raise LabError(f"--paths must be between 1 and {MAX_PATHS}, not {paths}")
+    if paths > 1 and (bgp or mode == "standalone"):
+        raise LabError("--paths 2 is for a VRRP pair: not with --bgp or --mode standalone")
     if is_up():
         raise LabError("a lab is already up (or left over): run `escadm lab down` first")
     t0 = time.monotonic()
     if bgp:
         hosts = _bgp_hosts()
     else:
-        hosts = [net.Host(n, f"{node_ip(n, False)}/24", f"{SUBNET6}:{ADDR[n]}/64") for n in (*NODES, CLIENT)]
+        hosts = [net.Host(n, f"{node_ip(n, False)}/24", f"{SUBNET6}:{ADDR[n]}/64",
+                          extra=tuple(net.Link(PATH_BRIDGE[i], f"{path_ip(n, i)}/24",
+                                               f"{PATH_SUBNET6[i]}:{ADDR[n]}/64")
+                                      for i in range(1, paths)) if n in NODES else ())
+                 for n in (*NODES, CLIENT)]
     lab_dir().mkdir(parents=True, exist_ok=True)
     rest_password = esc_secrets.generate()
     state = {"mode": mode, "vip": ANYCAST if bgp else VIP, "rest_user": "admin",
              "rest_password": rest_password, "api_port": 8080,
              "nodes": {n: {"address": node_ip(n, bgp), "root": str(node_root(n))} for n in NODES},
              "client": {"address": node_ip(CLIENT, bgp)},
-             "witness": witness_address(bgp) if witness else None}
+             "witness": witness_address(bgp) if witness else None, "paths": paths}
     if bgp:
         state["bgp"] = {"anycast": ANYCAST, "kad_vip": BGP_KAD_VIP, "router_as": router.ROUTER_AS,
                         "node_as": BGP_AS, "md5": md5 is not None,
@@ -212,7 +242,7 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
             net.create_router(router.NAME, _router_ports())
             router.start(lab_dir(), router_ip(CLIENT), bgp_neighbors(md5))
         else:
-            net.create(hosts)
+            net.create(hosts, bridges=(net.BRIDGE, *(PATH_BRIDGE[i] for i in range(1, paths))))
         write_json_atomic(state_file(), state, mode=0o600)
         shared = esc_secrets.generate()
         if witness:
@@ -227,7 +257,7 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
             if mode == "drbd_on_cinder":
                 attach_volume(n)
             res = net.netns_exec(n, *escadm_argv(), "--root", str(node_root(n)),
-                                 *install_args(n, mode, shared, rest_password, bgp, md5, witness),
+                                 *install_args(n, mode, shared, rest_password, bgp, md5, witness, paths),
                                  check=False, timeout=180)
             if res.returncode != 0:
                 raise LabError(f"install of {n} failed: {(res.stderr or res.stdout).strip()}")
@@ -312,7 +342,8 @@ def start(node: str) -> None:
     """Power on: cable in, then the node's own start-up (escadm start)."""
     _check_node(node)
     net.set_link(node, True)
-    net.host_ip(node, "link", "set", "eth0", "up")
+    for i in range(len(net.ports(node))):
+        net.host_ip(node, "link", "set", f"eth{i}", "up")
     res = net.netns_exec(node, *escadm_argv(), "--root", str(node_root(node)), "start",
                          check=False, timeout=60)
     if res.returncode != 0:
@@ -347,14 +378,21 @@ def kill(node: str, link_first: bool = False) -> Killed:
     return Killed(sorted(set(pids) | set(net.kill_all(node))), at)
 
 
-def cut(node: str) -> None:
-    _check_node(node)
-    net.set_link(node, False)
+def _network(node: str, network: int | None) -> int | None:
+    if network is not None and not 0 <= network < len(net.ports(node)):
+        raise LabError(f"{node} has no network {network} (0 to {len(net.ports(node)) - 1})")
+    return network
 
 
-def heal(node: str) -> None:
+def cut(node: str, network: int | None = None) -> None:
+    """Pull the node's cables: every one (None), or only that of network ``network``."""
     _check_node(node)
-    net.set_link(node, True)
+    net.set_link(node, False, _network(node, network))
+
+
+def heal(node: str, network: int | None = None) -> None:
+    _check_node(node)
+    net.set_link(node, True, _network(node, network))
 
 
 def exec_argv(node: str, argv: list[str]) -> list[str]:

@@ -1,9 +1,10 @@
 """Network namespaces for the lab: a bridge, one namespace per host, links that can be cut.
 
-The bridge lives in its own namespace (``esc-sw``) so nothing of the lab
+The bridges live in their own namespace (``esc-sw``) so nothing of the lab
 touches the machine's own network. A host's link is a veth pair: ``eth0`` in
-the host, ``p-<host>`` on the bridge. Cutting the bridge side leaves the host's
-``eth0`` without carrier, as a pulled cable does.
+the host, ``p-<host>`` on the bridge; a host on more networks has ``eth1`` ...
+with ``p1-<host>`` ... on their bridges. Cutting the bridge side leaves the host's
+``ethN`` without carrier, as a pulled cable does.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ def switch() -> str:
 
 
 @dataclass(frozen=True)
+class Link:
+    """One more network cable of a host (eth1, eth2 ...)."""
+
+    bridge: str
+    ipv4: str
+    ipv6: str
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     ipv4: str  # with prefix, e.g. 10.77.0.11/24
@@ -35,6 +45,12 @@ class Host:
     bridge: str = BRIDGE  # the network (bridge in the switch namespace) it is cabled to
     gateway4: str | None = None  # default routes, when the host sits behind a router
     gateway6: str | None = None
+    extra: tuple[Link, ...] = ()  # eth1, eth2 ... on other networks
+
+
+def port(host: str, index: int = 0) -> str:
+    """The bridge side of a host's ``eth<index>``."""
+    return f"p-{host}" if index == 0 else f"p{index}-{host}"
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,15 @@ def create(hosts: list[Host], bridges: tuple[str, ...] = (BRIDGE,)) -> None:
         ip("-n", hn, "addr", "add", h.ipv4, "dev", "eth0")
         ip("-n", hn, "addr", "add", h.ipv6, "dev", "eth0", "nodad")
         ip("-n", hn, "link", "set", "eth0", "up")
+        for i, link in enumerate(h.extra, start=1):
+            ip("link", "add", f"v{i}-{h.name}", "netns", hn, "type", "veth",
+               "peer", "name", port(h.name, i), "netns", sw)
+            ip("-n", sw, "link", "set", port(h.name, i), "master", link.bridge)
+            ip("-n", sw, "link", "set", port(h.name, i), "up")
+            ip("-n", hn, "link", "set", f"v{i}-{h.name}", "name", f"eth{i}")
+            ip("-n", hn, "addr", "add", link.ipv4, "dev", f"eth{i}")
+            ip("-n", hn, "addr", "add", link.ipv6, "dev", f"eth{i}", "nodad")
+            ip("-n", hn, "link", "set", f"eth{i}", "up")
         if h.gateway4:
             ip("-n", hn, "route", "add", "default", "via", h.gateway4)
         if h.gateway6:
@@ -111,9 +136,23 @@ def create_router(name: str, ports: list[RouterPort]) -> None:
         ip("-n", rn, "link", "set", f"eth{i}", "up")
 
 
-def set_link(host: str, up: bool) -> None:
-    """Cut or restore a host's cable (the bridge side of its veth)."""
-    ip("-n", switch(), "link", "set", f"p-{host}", "up" if up else "down")
+def ports(host: str) -> list[str]:
+    """Every bridge port of a host (eth0's first)."""
+    res = ip("-n", switch(), "-o", "link", "show", check=False)
+    names = {line.split(":")[1].strip().split("@")[0] for line in res.stdout.splitlines() if ":" in line}
+    out = [port(host)] if port(host) in names else []
+    i = 1
+    while port(host, i) in names:
+        out.append(port(host, i))
+        i += 1
+    return out
+
+
+def set_link(host: str, up: bool, index: int | None = None) -> None:
+    """Cut or restore a host's cables (the bridge side of its veths): every one of them
+    (a pulled power or all cables), or only ``eth<index>``'s."""
+    for p in [port(host, index)] if index is not None else ports(host):
+        ip("-n", switch(), "link", "set", p, "up" if up else "down")
 
 
 def pids(host: str) -> list[int]:

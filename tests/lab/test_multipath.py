@@ -1,0 +1,72 @@
+"""Peer liveness over every network (--ha_heartbeat_list): with a second network between
+the nodes, cutting the first one (VRRP, replication) does not make the standby take over."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from esc.lab import lab as labmod
+from esc.lab import net
+
+pytestmark = [pytest.mark.lab, pytest.mark.lab_paths(2)]
+
+
+def isolate_first_network(on: bool) -> None:
+    for n in labmod.NODES:
+        subprocess.run(["ip", "netns", "exec", net.switch(), "bridge", "link", "set", "dev", net.port(n),
+                        "isolated", "on" if on else "off"], check=True, capture_output=True)
+
+
+def test_standby_keeps_its_gate_closed_while_the_active_answers_on_the_second_network(lab) -> None:  # type: ignore[no-untyped-def]
+    active = lab.active()
+    standby = lab.other(active)
+    text = lab.escadm(standby, "status", "-v").stdout
+    assert f"via {labmod.path_ip(active, 0)} " in text and f"via {labmod.path_ip(active, 1)} " in text, text
+    isolate_first_network(True)
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:  # longer than master-down and the promote window
+            assert lab.has_vip(active) and not lab.has_vip(standby), "the VIP must stay on the active only"
+            roles = lab.roles()
+            assert roles[active] == "ACTIVE" and roles[standby] != "ACTIVE", roles
+            time.sleep(0.1)
+        st = lab.status(standby)
+        assert st["vrrp"] != "MASTER", st["vrrp"]
+        paths = st["peer"]["paths"]
+        assert [p["reachable"] for p in paths] == [False, True], paths
+        assert st["peer"]["role"] == "ACTIVE"
+        text = lab.escadm(standby, "status", "-v").stdout
+        assert f"via {labmod.path_ip(active, 0)} unreachable" in text, text
+        assert lab.post("during-the-cut") == 201  # the active commits (alone after alone_after)
+    finally:
+        isolate_first_network(False)
+    lab.wait_roles({active: "ACTIVE", standby: "STANDBY"}, timeout=60)
+    assert lab.post("after-the-cut") == 201
+    assert {"during-the-cut", "after-the-cut"} <= lab.names_in_db(standby) or \
+        _eventually(lambda: {"during-the-cut", "after-the-cut"} <= lab.names_in_db(standby))
+
+
+def test_a_node_cut_from_every_network_fails_over(lab) -> None:  # type: ignore[no-untyped-def]
+    """A pulled cable set (every network of the active): the standby hears it nowhere and
+    takes over; the old active rejoins when its cables are back."""
+    active = lab.active()
+    standby = lab.other(active)
+    labmod.cut(active)
+    try:
+        lab.wait_roles({standby: "ACTIVE"}, timeout=20)
+    finally:
+        labmod.heal(active)
+    lab.wait_roles({active: "STANDBY", standby: "ACTIVE"}, timeout=60)
+    assert lab.post("after-failover") == 201
+
+
+def _eventually(check, timeout: float = 10) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
