@@ -24,7 +24,14 @@ def test_one_failover_is_not_two_writers() -> None:
 def test_interleaved_writers_are_flagged_as_one_window() -> None:
     acks = [a("n1", 0.0)] + [a(n, 1 + t / 10) for t in range(10) for n in ("n1", "n2")] + [a("n1", 5.0)]
     windows = dual_writer_windows(acks)
-    assert len(windows) == 1 and windows[0][0] <= 1.2 and windows[0][1] >= 1.9
+    assert len(windows) == 1 and windows[0][0] <= 1.2 and windows[0][1] >= 1.8
+
+
+def test_a_failover_and_a_failback_are_not_two_writers() -> None:
+    """A double failure: n1, then n2 alone, then n1 again with n2's data."""
+    acks = ([a("n1", t / 10) for t in range(10)] + [a("n2", 2 + t / 10) for t in range(10)]
+            + [a("n1", 6 + t / 10) for t in range(10)])
+    assert dual_writer_windows(acks) == []
 
 
 def test_overlapping_requests_are_not_proof() -> None:

@@ -10,6 +10,7 @@ and re-applied by the agent every tick, so a copied value does no harm.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -220,7 +221,7 @@ class LocalDb:
         in_recovery, lsn, ckpt_tli, recv_tli, sysid, ssn, wr_status, repl = row
         view = DbView(
             state=Db.STANDBY if in_recovery else Db.PRIMARY,
-            timeline=max(ckpt_tli or 0, recv_tli or 0),
+            timeline=max(ckpt_tli or 0, recv_tli or 0, wal_timeline(pgdata)),
             lsn=lsn_to_int(lsn),
             system_id=sysid or "",
             streaming=wr_status == "streaming",
@@ -295,19 +296,45 @@ def clone(paths: NodePaths, cfg: NodeConfig) -> None:
     os.chmod(pgdata, 0o700)
 
 
+WAL_SEGMENT = re.compile(r"^([0-9A-F]{8})[0-9A-F]{16}$")
+_wal_tli_cache: dict[str, tuple[int, int]] = {}  # pg_wal path -> (mtime_ns, timeline)
+
+
+def wal_timeline(pgdata: Path) -> int:
+    """The latest timeline this cluster has WAL of: the highest timeline among the WAL
+    segment files in pg_wal. Not the history files: a diverged old primary fetches the
+    new timeline's history file while it tries to stream, without being on it; a node
+    that wrote or replayed on a timeline has a segment of it. (pg_control's checkpoint
+    timeline lags after a promotion until the next checkpoint.) Cached by the
+    directory's mtime, since the loop asks every tick."""
+    wal = pgdata / "pg_wal"
+    try:
+        mtime = wal.stat().st_mtime_ns
+    except OSError:
+        return 0
+    cached = _wal_tli_cache.get(str(wal))
+    if cached and cached[0] == mtime:
+        return cached[1]
+    tli = 0
+    try:
+        for name in os.listdir(wal):
+            m = WAL_SEGMENT.match(name)
+            if m:
+                tli = max(tli, int(m.group(1), 16))
+    except OSError:
+        return 0
+    _wal_tli_cache[str(wal)] = (mtime, tli)
+    return tli
+
+
 def stopped_timeline(pgdata: Path, control: dict[str, str]) -> int:
-    """The timeline of a stopped cluster: its last checkpoint's, or later if a promotion
-    had begun (the history file is written at once; the checkpoint may not be)."""
+    """The timeline of a stopped cluster: its last checkpoint's, or later if it has WAL
+    of a later one (a promotion whose checkpoint had not happened yet)."""
     try:
         tli = int(control.get("Latest checkpoint's TimeLineID", "0"))
     except ValueError:
         tli = 0
-    for f in (pgdata / "pg_wal").glob("*.history"):
-        try:
-            tli = max(tli, int(f.stem, 16))
-        except ValueError:
-            pass
-    return tli
+    return max(tli, wal_timeline(pgdata))
 
 
 def controldata(pgdata: Path) -> dict[str, str]:

@@ -172,8 +172,21 @@ def witness_up(pair: Pair) -> None:
 
 
 def restart_both(pair: Pair) -> None:
+    """Both nodes lose power at the same instant."""
+    net.signal_all([pid for n in lab.NODES for pid in net.pids(n)])
     for n in lab.NODES:
-        lab.kill(n)
+        lab.kill(n)  # links down, VIP gone, every process reaped
+
+
+def active_then_standby(pair: Pair) -> None:
+    """The active dies; the standby takes over and acknowledges writes alone; then it
+    dies too. When both come back, only the second one's data holds every write."""
+    lab.kill(pair.active)
+    deadline = time.monotonic() + 15
+    while lab.node_status(pair.standby).get("role") != "ACTIVE" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # writes acknowledged by the new active alone
+    lab.kill(pair.standby)
 
 
 def start_both(pair: Pair) -> None:
@@ -209,7 +222,10 @@ def _catalogue() -> dict[str, Fault]:
               netem("standby", True), netem("standby", False), hold=6.0),
         Fault("disk-full-standby", "the standby's database volume filled for 6 s",
               fill_disk("standby", True), fill_disk("standby", False), hold=6.0, mode="drbd_on_cinder"),
-        Fault("restart-both", "both nodes killed, then both started", restart_both, start_both, hold=1.0),
+        Fault("restart-both", "both nodes killed at once, then both started", restart_both, start_both,
+              hold=1.0),
+        Fault("double-failure", "the active killed, then the new active once it has acknowledged "
+              "writes alone; then both started", active_then_standby, start_both, hold=1.0),
         Fault("kill-witness", "the witness killed for 3 s, then started again (it grants no lease "
               "for 2 s after a start)", witness_down, witness_up, hold=3.0, witness_only=True),
     ]

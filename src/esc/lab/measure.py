@@ -3,6 +3,7 @@ moments when two nodes accepted writes."""
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 
@@ -56,22 +57,30 @@ def acks_of(writer: dict | None = None, prober: dict | None = None) -> list[Ack]
     return out
 
 
-def dual_writer_windows(acks: list[Ack], gap: float = 1.0) -> list[tuple[float, float]]:
+def dual_writer_windows(acks: list[Ack], gap: float = 1.0, within: float = 1.0) -> list[tuple[float, float]]:
     """Time windows (first, last answer) in which two nodes certainly both accepted
-    writes: a write acknowledged by one node that another node acknowledged writes
-    both *before* it (answered before it was sent) and *after* it (sent after it was
-    answered). Client-side ordering only, so request latency can hide a short
-    overlap but never invent one; one failover (X then Y) is never flagged, two in
-    one run (X, Y, X) are. Windows less than ``gap`` apart are merged."""
-    first_answer: dict[str, float] = {}
-    last_sent: dict[str, float] = {}
-    for a in acks:
-        first_answer[a.node] = min(first_answer.get(a.node, a.answered), a.answered)
-        last_sent[a.node] = max(last_sent.get(a.node, a.sent), a.sent)
-    flagged = sorted(
-        a.answered for a in acks
-        if any(x != a.node and first_answer[x] < a.sent and last_sent[x] > a.answered for x in first_answer)
-    )
+    writes: a write acknowledged by one node while another node was acknowledging
+    writes just before it (answered before it was sent) and just after it (sent after
+    it was answered), those two less than ``within`` apart, so that the other node
+    cannot have stopped and started again in between (a takeover alone takes longer).
+    Client-side ordering only: request latency can hide a short overlap but never
+    invent one; a failover and a failback (a double failure) are not flagged. Windows
+    less than ``gap`` apart are merged."""
+    by_node: dict[str, tuple[list[float], list[float]]] = {}
+    for node in {a.node for a in acks}:
+        mine = [a for a in acks if a.node == node]
+        by_node[node] = (sorted(a.answered for a in mine), sorted(a.sent for a in mine))
+    flagged = []
+    for b in acks:
+        for node, (answered, sent) in by_node.items():
+            if node == b.node:
+                continue
+            i = bisect.bisect_left(answered, b.sent)  # X's acks answered before b was sent
+            j = bisect.bisect_right(sent, b.answered)  # X's acks sent after b was answered
+            if i > 0 and j < len(sent) and sent[j] - answered[i - 1] < within:
+                flagged.append(b.answered)
+                break
+    flagged.sort()
     windows: list[tuple[float, float]] = []
     for t in flagged:
         if windows and t - windows[-1][1] <= gap:
