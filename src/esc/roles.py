@@ -214,9 +214,11 @@ def wins_election(obs: Observation) -> bool:
 
 
 def peer_is_newer(obs: Observation) -> bool:
-    """The peer's database is a primary on a later timeline than ours: it took over
-    from us (we were frozen, cut off, or lost a VRRP election we should not have)."""
-    return (obs.peer is not None and obs.peer.db.state == Db.PRIMARY
+    """The peer's database is on a later timeline than ours: it took over from us (we
+    were frozen, cut off, or partitioned from it). As a primary, or already stepped down
+    (a standby or stopped): either way its history is the newer, and an active that
+    stays put would leave it waiting forever for us to step down."""
+    return (obs.peer is not None and obs.peer.db.state in (Db.PRIMARY, Db.STANDBY, Db.STOPPED)
             and obs.peer.db.timeline > obs.db.timeline > 0)
 
 
@@ -312,7 +314,7 @@ def _active(obs: Observation, why: str = "") -> Decision:
     if peer_is_newer(obs):
         assert obs.peer is not None
         return Decision(Role.SWITCHING_TO_STANDBY, OFF,
-                        f"the peer is primary on timeline {obs.peer.db.timeline}, later than ours "
+                        f"the peer's database is on timeline {obs.peer.db.timeline}, later than ours "
                         f"({obs.db.timeline}): fencing and stepping down")
     if obs.command == Command.SWITCHOVER:
         return Decision(Role.SWITCHING_TO_STANDBY, OFF,

@@ -162,6 +162,12 @@ class TestActive:
                                   peer=peer(Role.ACTIVE, Db.PRIMARY, timeline=2)))
         assert dec.role == Role.SWITCHING_TO_STANDBY and dec.desired == OFF
         assert "timeline 2, later than ours (1)" in dec.reason
+        # the peer already stepped down (after a healed partition, VRRP kept us master):
+        # its history is still the newer one, and it waits for us
+        for state in (Db.STANDBY, Db.STOPPED):
+            dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY, timeline=1),
+                                      peer=peer(Role.SWITCHING_TO_STANDBY, state, timeline=2)))
+            assert dec.role == Role.SWITCHING_TO_STANDBY and dec.desired == OFF
         # an older peer primary is no reason to step down
         dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY, timeline=3),
                                   peer=peer(Role.ACTIVE, Db.PRIMARY, timeline=2)))
