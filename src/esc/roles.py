@@ -113,6 +113,7 @@ class Observation:
     peer: PeerView | None = None  # None: no answer on any network within the heartbeat timeout
     # the peer answered on VRRP's (and replication's) network, not only on another one
     peer_on_vrrp_path: bool = True
+    peer_elsewhere: bool = False  # another network answers while VRRP's has fallen silent
     peer_ever_seen: bool = False  # since this agent started
     last_confirm_recv: float | None = None  # standby: peer last confirmed us complete
     last_confirm_sent: float | None = None  # active: we last confirmed the peer complete
@@ -248,11 +249,14 @@ def should_announce(dec: Decision, db: Db, serving: bool) -> bool:
 def peer_serves_elsewhere(obs: Observation) -> bool:
     """The peer answers (on some network) as an ACTIVE whose keepalived is MASTER, while
     VRRP between us is broken: our keepalived is MASTER too, or the peer does not answer
-    on VRRP's network. The peer is alive and serving; VRRP's network is cut, not the
-    peer dead. Taking the VIP would put it on both nodes (clients follow whichever
-    announced it last, and this node serves nothing); promoting would make two writers."""
+    on VRRP's network; and another network answered after VRRP's fell silent
+    (``peer_elsewhere``: a peer that just died still looks fresh everywhere for a moment,
+    and closing the gate then would only delay the takeover). The peer is alive and
+    serving; VRRP's network is cut, not the peer dead. Taking the VIP would put it on
+    both nodes (clients follow whichever announced it last, and this node serves
+    nothing); promoting would make two writers."""
     p = obs.peer
-    return (p is not None and p.role == Role.ACTIVE and p.vrrp == Vrrp.MASTER
+    return (p is not None and p.role == Role.ACTIVE and p.vrrp == Vrrp.MASTER and obs.peer_elsewhere
             and (obs.vrrp == Vrrp.MASTER or not obs.peer_on_vrrp_path))
 
 

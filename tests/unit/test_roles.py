@@ -795,6 +795,7 @@ def observations(draw: st.DrawFn, ha: bool | None = None) -> Observation:
         alone_after=aa,
         rejoin_grace=rg,
         peer_on_vrrp_path=the_peer is None or draw(st.booleans()),
+        peer_elsewhere=the_peer is not None and draw(st.booleans()),
     )
 
 
@@ -1170,6 +1171,9 @@ class World:
         fresh = n.peer_seen_at is not None and self.now - n.peer_seen_at <= PEER_STALE
         on_vrrp_path = n.peer_seen_vrrp_path_at is not None and \
             self.now - n.peer_seen_vrrp_path_at <= PEER_STALE
+        # another network answered later than VRRP's (as the agent's merge of pollers)
+        elsewhere = fresh and n.peer_seen_at is not None and \
+            n.peer_seen_at - (n.peer_seen_vrrp_path_at or float("-inf")) > 0.2
         job_done = None
         if n.job_outcome is not None:
             done, ok = n.job_outcome
@@ -1184,7 +1188,7 @@ class World:
             last_confirm_recv=n.last_confirm_recv, last_confirm_sent=n.last_confirm_sent,
             not_streaming_since=n.not_streaming_since, job_running=n.job, job_failed=n.job_failed,
             job_done=job_done, command=n.command, promote_window=self.promote_window,
-            alone_after=self.alone_after, peer_on_vrrp_path=on_vrrp_path)
+            alone_after=self.alone_after, peer_on_vrrp_path=on_vrrp_path, peer_elsewhere=elsewhere)
 
     def agent_tick(self, n: SimNode) -> tuple[Observation, Decision]:
         obs = self.observe(n)
@@ -1646,11 +1650,24 @@ def alive_active(state: Db = Db.PRIMARY) -> PeerView:
     return PeerView(role=Role.ACTIVE, db=dbv(state), index=1, vrrp=Vrrp.MASTER)
 
 
+def elsewhere(**kw: object) -> Observation:
+    """The peer answers on another network while VRRP's has fallen silent."""
+    kw.setdefault("peer_elsewhere", True)
+    return ob(**kw)
+
+
 class TestPeerOnAnotherPath:
+    def test_a_peer_that_just_died_is_not_alive_elsewhere(self) -> None:
+        """Its last answers are still fresh everywhere for a moment: no lead of another
+        network, so the gate stays open and the takeover is not delayed."""
+        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=alive_active(), peer_ever_seen=True,
+                                   peer_on_vrrp_path=True, last_confirm_recv=RECENT))
+        assert dec.desired.vrrp_gate
+
     def test_master_standby_closes_its_gate_while_the_active_answers(self) -> None:
         """VRRP's network cut, the heartbeat still passes on the second one: the standby's
         keepalived became MASTER; it must not keep the VIP (two nodes with it)."""
-        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=alive_active(), peer_ever_seen=True,
+        dec = run(Role.STANDBY, elsewhere(vrrp=Vrrp.MASTER, peer=alive_active(), peer_ever_seen=True,
                                    peer_on_vrrp_path=False, last_confirm_recv=RECENT))
         assert dec.role == Role.STANDBY and dec.job is None
         assert dec.desired == FOLLOW  # gate closed
@@ -1660,13 +1677,13 @@ class TestPeerOnAnotherPath:
         """With the gate closed our keepalived is FAULT, not MASTER; the gate must not open
         again while the peer answers only elsewhere, or keepalived takes the VIP again
         (after master-down) and clients are sent to the wrong node once more."""
-        dec = run(Role.STANDBY, ob(vrrp=Vrrp.FAULT, peer=alive_active(), peer_ever_seen=True,
+        dec = run(Role.STANDBY, elsewhere(vrrp=Vrrp.FAULT, peer=alive_active(), peer_ever_seen=True,
                                    peer_on_vrrp_path=False, last_confirm_recv=RECENT))
         assert dec.role == Role.STANDBY and not dec.desired.vrrp_gate
         assert "VRRP's network is cut" in dec.reason
 
     def test_gate_opens_again_when_vrrp_network_heals(self) -> None:
-        dec = run(Role.STANDBY, ob(vrrp=Vrrp.FAULT, peer=alive_active(), peer_ever_seen=True,
+        dec = run(Role.STANDBY, elsewhere(vrrp=Vrrp.FAULT, peer=alive_active(), peer_ever_seen=True,
                                    peer_on_vrrp_path=True, last_confirm_recv=RECENT))
         assert dec.role == Role.STANDBY and dec.desired.vrrp_gate
 
@@ -1675,7 +1692,7 @@ class TestPeerOnAnotherPath:
         """Whatever its database says (a crash restarting it in place), a peer that answers
         as ACTIVE with keepalived MASTER is alive: no promotion."""
         for on_path in (True, False):
-            dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=alive_active(state), peer_ever_seen=True,
+            dec = run(Role.STANDBY, elsewhere(vrrp=Vrrp.MASTER, peer=alive_active(state), peer_ever_seen=True,
                                        peer_on_vrrp_path=on_path, last_confirm_recv=RECENT,
                                        db=dbv(Db.STANDBY)))
             assert dec.job is None and not dec.desired.vrrp_gate, dec.reason
@@ -1683,10 +1700,10 @@ class TestPeerOnAnotherPath:
     def test_catching_up_standby_keeps_its_gate_closed(self) -> None:
         """Replication (on VRRP's network) is cut too: the confirmation lapses and the
         standby catches up, gate closed."""
-        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=alive_active(), peer_ever_seen=True,
+        dec = run(Role.STANDBY, elsewhere(vrrp=Vrrp.MASTER, peer=alive_active(), peer_ever_seen=True,
                                    peer_on_vrrp_path=False, last_confirm_recv=NOW - 10))
         assert dec.job is None and not dec.desired.vrrp_gate
-        dec = run(dec.role, ob(vrrp=Vrrp.FAULT, peer=alive_active(), peer_ever_seen=True,
+        dec = run(dec.role, elsewhere(vrrp=Vrrp.FAULT, peer=alive_active(), peer_ever_seen=True,
                                peer_on_vrrp_path=False, last_confirm_recv=NOW - 10))
         assert dec.role == Role.SWITCHING_TO_STANDBY and dec.job is None and not dec.desired.vrrp_gate
 
@@ -1694,14 +1711,14 @@ class TestPeerOnAnotherPath:
         """A stopping active closes its gate first (keepalived FAULT) and reports its
         database as it stops, still as ACTIVE: the standby promotes once it is down."""
         stopping = PeerView(role=Role.ACTIVE, db=dbv(Db.STOPPED), index=1, vrrp=Vrrp.FAULT)
-        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=stopping, peer_ever_seen=True,
+        dec = run(Role.STANDBY, elsewhere(vrrp=Vrrp.MASTER, peer=stopping, peer_ever_seen=True,
                                    last_confirm_recv=RECENT, db=dbv(Db.STANDBY)))
         assert dec.job == Job.PROMOTE and dec.desired == PROMOTING
 
     def test_switchover_hands_over(self) -> None:
         """In a switchover the old active is SWITCHING_TO_STANDBY, its gate closed."""
         old = PeerView(role=Role.SWITCHING_TO_STANDBY, db=dbv(Db.STOPPED), index=1, vrrp=Vrrp.FAULT)
-        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=old, peer_ever_seen=True,
+        dec = run(Role.STANDBY, elsewhere(vrrp=Vrrp.MASTER, peer=old, peer_ever_seen=True,
                                    peer_on_vrrp_path=True, last_confirm_recv=RECENT, db=dbv(Db.STANDBY)))
         assert dec.job == Job.PROMOTE
 
@@ -1709,7 +1726,7 @@ class TestPeerOnAnotherPath:
         """The active's keepalived died (it reports UNKNOWN): it is fencing; the standby
         keeps its gate open and waits for its database to stop, as before."""
         fencing = PeerView(role=Role.ACTIVE, db=dbv(Db.PRIMARY), index=1, vrrp=Vrrp.UNKNOWN)
-        dec = run(Role.STANDBY, ob(vrrp=Vrrp.MASTER, peer=fencing, peer_ever_seen=True,
+        dec = run(Role.STANDBY, elsewhere(vrrp=Vrrp.MASTER, peer=fencing, peer_ever_seen=True,
                                    last_confirm_recv=RECENT, db=dbv(Db.STANDBY)))
         assert dec.job is None and dec.desired.vrrp_gate
 
@@ -1717,10 +1734,10 @@ class TestPeerOnAnotherPath:
         """The active's rules do not look at the paths: it keeps serving and waits for the
         standby as long as it confirmed it within alone_after."""
         peer_sb = PeerView(role=Role.STANDBY, db=dbv(Db.STANDBY), index=1, vrrp=Vrrp.MASTER)
-        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), peer=peer_sb,
+        dec = run(Role.ACTIVE, elsewhere(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), peer=peer_sb,
                                   peer_on_vrrp_path=False, last_confirm_sent=NOW - 1))
         assert dec.role == Role.ACTIVE and not dec.desired.alone
-        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), peer=peer_sb,
+        dec = run(Role.ACTIVE, elsewhere(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), peer=peer_sb,
                                   peer_on_vrrp_path=False, last_confirm_sent=NOW - AA - 0.1))
         assert dec.role == Role.ACTIVE and dec.desired.alone
 

@@ -212,11 +212,12 @@ class Agent:
         db = self.localdb.observe(running, self.sync)
         if db.state == Db.STOPPED:
             db = self._stopped_db()
-        peer, ever_seen, confirm_recv, on_first_path = None, False, None, True
+        peer, ever_seen, confirm_recv, on_first_path, elsewhere = None, False, None, True, False
         if self.pollers:
             t = self.cfg.timing
             merged = peer_merge([p.snapshot() for p in self.pollers], now,
-                                t.heartbeat_timeout + 2 * t.heartbeat_interval)
+                                t.heartbeat_timeout + 2 * t.heartbeat_interval, 2 * t.heartbeat_interval)
+            elsewhere = merged.elsewhere
             peer, ever_seen, confirm_recv = merged.view, merged.ever_seen, merged.last_confirm_recv
             on_first_path, self.peer_paths = merged.on_first_path, merged.fresh
             if merged.raw:
@@ -256,6 +257,7 @@ class Agent:
             job_running=self.job, job_failed=self.job_failed, job_done=job_done,
             command=command, promote_window=t.promote_window, alone_after=t.alone_after,
             maintenance=self.op_mode.maintenance, peer_on_vrrp_path=on_first_path,
+            peer_elsewhere=elsewhere,
             **self._lease_observation(now),
         )
 

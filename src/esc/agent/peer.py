@@ -57,18 +57,25 @@ class Merged:
     last_confirm_recv: float | None  # confirmations count from any path
     on_first_path: bool  # a fresh answer on VRRP's (and replication's) network
     fresh: list[bool]  # per path
+    elsewhere: bool = False  # another network answers while VRRP's has fallen behind
 
 
-def merge(snaps: list[PeerSnapshot], now: float, fresh_for: float) -> Merged:
-    """One view of the peer from the pollers of every path (the first is VRRP's)."""
+def merge(snaps: list[PeerSnapshot], now: float, fresh_for: float, lead: float = 0.2) -> Merged:
+    """One view of the peer from the pollers of every path (the first is VRRP's).
+    ``elsewhere``: some other path answered ``lead`` later than VRRP's did: the peer is
+    alive and VRRP's network is cut. A dead peer falls silent on every path at once, so
+    its last answers, still fresh for a moment, never count as alive elsewhere."""
     fresh = [s.received_at is not None and now - s.received_at <= fresh_for for s in snaps]
+    first_at = snaps[0].received_at if snaps and snaps[0].received_at is not None else float("-inf")
+    elsewhere = any(f and s.received_at is not None and s.received_at - first_at > lead
+                    for s, f in zip(snaps[1:], fresh[1:], strict=True))
     live = [s for s, f in zip(snaps, fresh, strict=True) if f and s.view is not None]
     best = max(live, key=lambda s: s.received_at or 0.0, default=None)
     confirms = [s.last_confirm_recv for s in snaps if s.last_confirm_recv is not None]
     return Merged(view=best.view if best else None, raw=best.raw if best else None,
                   ever_seen=any(s.ever_seen for s in snaps),
                   last_confirm_recv=max(confirms, default=None),
-                  on_first_path=bool(fresh) and fresh[0], fresh=fresh)
+                  on_first_path=bool(fresh) and fresh[0], fresh=fresh, elsewhere=elsewhere)
 
 
 class PeerPoller(threading.Thread):
