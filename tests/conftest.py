@@ -8,7 +8,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+@contextmanager
+def pg_cluster(extra_conf: str = "") -> Iterator[PgServer]:
+    """A throwaway cluster in a temp dir, stopped and removed at exit."""
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"no PostgreSQL binaries in {PG_BIN}")
     # initdb refuses to run as root: run the server as postgres when we are root.
@@ -67,6 +69,7 @@ def pg_server() -> Iterator[PgServer]:
                 f"unix_socket_directories = '{socket_dir}'\n"
                 f"port = {port}\n"
                 "fsync = off\nsynchronous_commit = on\nfull_page_writes = off\n"
+                + extra_conf
             )
         run(str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "30", "-D", str(datadir),
             "-l", str(tmp / "postgres.log"))
@@ -83,17 +86,27 @@ def pg_server() -> Iterator[PgServer]:
     finally:
         if started:
             subprocess.run(
-                [str(PG_BIN / "pg_ctl"), "stop", "-m", "fast", "-D", str(datadir)],
+                [str(PG_BIN / "pg_ctl"), "stop", "-m", "immediate", "-D", str(datadir)],
                 user=user, cwd=tmp, capture_output=True,
             )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture
+def make_pg_cluster() -> Callable[..., AbstractContextManager[PgServer]]:
+    """A cluster of the test's own (``with make_pg_cluster(extra_conf) as server``)."""
+    return pg_cluster
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    with pg_cluster() as server:
+        yield server
+
+
 # --- escmanager's API on the test server (appended for the API tests) -----------------------
 
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from contextlib import AbstractContextManager, contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
 API_USER, API_PASSWORD = "admin", "s3cret"

@@ -1,6 +1,6 @@
 """The agent: one loop per node that observes, decides (esc.roles) and actuates.
 
-Each tick: reap children, gather an Observation, call the pure ``decide``,
+Each tick: poll the children, gather an Observation, call the pure ``decide``,
 log any role change with its reason, start a job if one is asked for, then
 make reality match the desired state (gate file, keepalived, PostgreSQL,
 synchronous replication, the controller service). Notifications (keepalived's
@@ -25,7 +25,7 @@ from esc.agent import api, health_api, opmode
 from esc.agent.lease import LeaseClient
 from esc.agent.peer import PeerPoller
 from esc.agent.peer import merge as peer_merge
-from esc.agent.supervisor import Child, become_subreaper, reap_orphans
+from esc.agent.supervisor import Child
 from esc.config import BgpConfig, NodeConfig, NodePaths, load_config, load_secrets
 from esc.ha import bgp, keepalived, postgres, vip
 from esc.render import render_all
@@ -66,6 +66,8 @@ class Agent:
         self.last_confirm_sent: float | None = None
         self.alone = True
         self.sync = postgres.SyncState()
+        self.sync_generation = 0  # bumped on every change of synchronous_standby_names
+        self.sync_proving = False
         self.db_view = DbView()
         self.peer_view: PeerView | None = None
         self.desired = Desired()
@@ -103,7 +105,6 @@ class Agent:
 
     # ----------------------------------------------------------------- run
     def run(self) -> int:
-        become_subreaper()
         self.paths.run.mkdir(parents=True, exist_ok=True)
         self.paths.agent_pid.write_text(f"{os.getpid()}\n")
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
@@ -188,7 +189,6 @@ class Agent:
                 if child.crashed:
                     log.warning("%s (pid %d) died (exit %s)", child.name, was, child.last_exit)
                 child.crashed = False
-        reap_orphans({c.pid for c in self.children() if c.pid})
         obs = replace(self._observe(now), paused_for=paused_for, pause_fence=self.pause_fence)
         dec = decide(self.role, obs)
         if self.lease is not None:
@@ -497,15 +497,50 @@ class Agent:
             if not want_alone:
                 with self.lock:
                     self.alone = False
+                self._prove_sync_if_needed()  # e.g. a primary restarted with it set
             return
         if want_alone:
+            with self.lock:
+                self.sync_generation += 1  # a proof still running is for the old setting
+                self.sync.from_lsn = None
             self.localdb.set_sync(None)
             log.warning("synchronous replication off: committing alone (peer %s)",
                         "never confirmed" if self.last_confirm_sent is None else
                         f"unconfirmed for {now - self.last_confirm_sent:.1f}s")
-        else:
-            self.sync.from_lsn = self.localdb.set_sync(self.cfg.ha.peer_name)
-            log.info("synchronous replication on: commits wait for %s", self.cfg.ha.peer_name)
+            return
+        with self.lock:
+            self.sync_generation += 1
+            self.sync.from_lsn = None  # not complete for anyone until proven in force
+        self.localdb.set_sync(self.cfg.ha.peer_name)
+        log.info("synchronous replication on: commits wait for %s", self.cfg.ha.peer_name)
+        self._prove_sync_if_needed()
+
+    def _prove_sync_if_needed(self) -> None:
+        """Synchronous replication is set but not yet proven in force: prove it off the
+        loop (it needs a checkpoint). Until then the peer is never confirmed complete."""
+        with self.lock:
+            if self.sync.from_lsn is not None or self.sync_proving:
+                return
+            self.sync_proving, generation = True, self.sync_generation
+        threading.Thread(target=self._prove_sync, args=(generation,), name="sync-proof",
+                         daemon=True).start()
+
+    def _prove_sync(self, generation: int) -> None:
+        started = time.monotonic()
+        try:
+            lsn: int | None = postgres.prove_sync_in_force(
+                postgres.local_conninfo(self.paths, self.cfg))
+        except Exception as e:  # the loop tries again at its next tick
+            log.warning("could not prove synchronous replication in force: %s", e)
+            lsn = None
+        with self.lock:
+            self.sync_proving = False
+            if lsn is not None and generation == self.sync_generation:
+                self.sync.from_lsn = lsn
+                log.info("synchronous replication in force (proven in %.3fs): commits past "
+                         "%X/%X wait for the peer", time.monotonic() - started, lsn >> 32,
+                         lsn & 0xFFFFFFFF)
+        self.wake.set()
 
     def _actuate_services(self, on: bool) -> None:
         m = self.manager
@@ -852,3 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         return agent.run()
     finally:
         listener.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,9 +4,10 @@ Children are spawned through ``setpriv --pdeathsig KILL`` so that if the agent
 dies, its database, keepalived and services die with it (the node then fails
 over as a whole instead of running unsupervised), and so that the user switch
 for PostgreSQL happens in the child without ``preexec_fn`` (unsafe with
-threads). The agent is a child subreaper and reaps every orphan of its
-subtree: PID 1 on these machines reaps lazily and a zombie postmaster blocks
-the next start (lab note P1).
+threads). Each child is reaped here, by its own ``Popen``; orphans of the
+subtree are reaped by the node's reaper process (esc.agent.reaper), never in
+this process, where a ``waitpid(-1)`` would steal the exit status of tools
+that other threads run with ``subprocess.run``.
 
 Daemons must be started from the agent's main thread: the parent-death signal
 fires when the *thread* that forked the child exits.
@@ -14,20 +15,12 @@ fires when the *thread* that forked the child exits.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 class Child:
@@ -152,20 +145,3 @@ class Child:
                 self.proc.send_signal(sig)
         except ProcessLookupError:
             pass
-
-
-def reap_orphans(known: set[int]) -> list[int]:
-    """Reap exited processes of our subtree that are not our own Popen children."""
-    reaped = []
-    while True:
-        try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return reaped
-        if info is None or info.si_pid in known:
-            return reaped
-        try:
-            os.waitpid(info.si_pid, 0)
-            reaped.append(info.si_pid)
-        except ChildProcessError:
-            return reaped

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -176,9 +177,12 @@ SELECT pg_is_in_recovery(),
 
 @dataclass
 class SyncState:
-    """What the active needs to decide whether the peer is a complete sync standby."""
+    """What the active needs to decide whether the peer is a complete sync standby.
 
-    from_lsn: int = 0  # LSN when sync was (re)enabled; the peer must have flushed past it
+    ``from_lsn`` is None while synchronous replication is not yet proven in force (see
+    :func:`prove_sync_in_force`): the peer is then never reported complete."""
+
+    from_lsn: int | None = None  # every commit past it waited for the peer
 
 
 class LocalDb:
@@ -231,17 +235,17 @@ class LocalDb:
             state, sync_state, flush = repl.strip("()").split(",")
             streaming = state == "streaming"
             complete = (streaming and sync_state == "sync" and not view.alone
-                        and lsn_to_int(flush) >= sync.from_lsn)
+                        and sync.from_lsn is not None and lsn_to_int(flush) >= sync.from_lsn)
             view = DbView(**{**view.__dict__, "peer_streaming": streaming,
                              "peer_complete": complete})
         return view
 
-    def set_sync(self, peer_name: str | None) -> int:
-        """Set synchronous_standby_names; returns the current WAL LSN after the change."""
+    def set_sync(self, peer_name: str | None) -> None:
+        """Set synchronous_standby_names and ask every process to reload it. Commits
+        start waiting only once the checkpointer has read it: see prove_sync_in_force."""
         value = f'"{peer_name}"' if peer_name else ""
         self.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{value}'")
         self.execute("SELECT pg_reload_conf()")
-        return lsn_to_int(self.execute("SELECT pg_current_wal_lsn()::text")[0][0])
 
     def promote(self, timeout: float = 10.0) -> None:
         # A promoted node must not inherit a sync standby name and block every
@@ -253,6 +257,29 @@ class LocalDb:
         ok = self.execute("SELECT pg_promote(true, %s)", (int(timeout),))[0][0]
         if not ok:
             raise RuntimeError(f"pg_promote did not finish within {timeout}s")
+
+
+def prove_sync_in_force(conninfo: str, timeout: float = 60.0) -> int:
+    """After ``set_sync(peer)``: return an LSN past which every commit waits for the peer.
+
+    Commits wait only once ``WalSndCtl->sync_standbys_defined`` is set, and only the
+    checkpointer sets it, when it processes the reload (syncrep.c). A busy checkpointer
+    (a long fsync on a slow disk) does that late, and commits in between are
+    acknowledged without the standby. So: signal the checkpointer ourselves (once
+    ``kill`` returns the signal is pending there), then request a CHECKPOINT: the
+    checkpointer handles a pending reload before it starts the checkpoint we wait for.
+    When CHECKPOINT returns, the flag is set; every commit that did not wait was
+    inserted before, so the WAL insert position now bounds them all. Blocking: the
+    agent runs it off its loop, on its own connection."""
+    with psycopg.connect(conninfo, autocommit=True) as c:
+        c.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+        row = c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"
+                        ).fetchone()
+        if row is None:
+            raise RuntimeError("no checkpointer process to prove synchronous replication with")
+        os.kill(int(row[0]), signal.SIGHUP)
+        c.execute("CHECKPOINT")
+        return lsn_to_int(c.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
 
 
 def checkpoint_peer(paths: NodePaths, cfg: NodeConfig) -> None:
