@@ -98,6 +98,10 @@ def status_details(st: dict) -> str:
         free, total = disk["free_bytes"] // 2**20, disk["total_bytes"] // 2**20
         lines.append(f"disk:        {free} MiB free of {total} MiB under {disk['path']}"
                      + (" (FULL)" if disk.get("full") else ""))
+    for aside in disk.get("aside") or []:
+        size = f"{aside['bytes'] / 2**20:.1f} MiB" if aside.get("bytes", -1) >= 0 else "size unknown"
+        lines.append(f"set aside:   {aside['path']} ({size}, {aside['made_at']}): old data a "
+                     "clone replaced; remove it when not needed")
     for name, svc in st.get("services", {}).items():
         pid = f" (pid {svc['pid']})" if svc.get("pid") else ""
         detail = f" [{svc['detail']}]" if svc.get("detail") else ""

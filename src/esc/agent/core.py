@@ -293,8 +293,10 @@ class Agent:
         except OSError as e:
             return {"path": str(target), "error": str(e)}
         free = st.f_bavail * st.f_frsize
+        aside = [{"path": str(a.path), "bytes": a.bytes, "made_at": a.made_at}
+                 for a in postgres.aside_copies(self.paths.pgdata(self.cfg))]
         return {"path": str(target), "free_bytes": free, "total_bytes": st.f_blocks * st.f_frsize,
-                "full": free < self.DISK_FULL_BYTES}
+                "full": free < self.DISK_FULL_BYTES, "aside": aside}
 
     def _refresh_db_view(self) -> None:
         """A fresh look at the local database outside the loop (while shutting down)."""
@@ -398,30 +400,69 @@ class Agent:
             self.wake.set()
 
     def _rejoin(self) -> None:
-        """Stop (the loop does it), then follow the peer: pg_rewind, or a fresh clone."""
+        """Stop (the loop does it), then follow the peer: pg_rewind, or a fresh clone.
+
+        Cancelled as soon as its premise fails (the peer is no longer becoming or being
+        the active, or its history is older than ours), and the peer's timeline is read
+        again right before anything on disk changes: the decision may be 15 s old."""
         if not self.pg_down.wait(30):
             raise RuntimeError("the local database did not stop within 30s")
         deadline = time.monotonic() + 15  # a switchover or failover promotes within ~1 s
-        while not postgres.peer_is_primary(self.paths, self.cfg):
-            if time.monotonic() > deadline or self.stop_requested:
+        pgdata = self.paths.pgdata(self.cfg)
+        while True:
+            self._rejoin_premise()
+            pos = postgres.peer_position(self.paths, self.cfg)
+            if pos is not None and pos[0]:
+                break
+            if time.monotonic() > deadline:
                 raise RuntimeError("the peer's database is not a primary; cannot rejoin yet")
             time.sleep(0.2)
-        pgdata = self.paths.pgdata(self.cfg)
         if postgres.has_data(pgdata):
             postgres.checkpoint_peer(self.paths, self.cfg)
+            self._rejoin_premise()
+            ours = postgres.stopped_timeline(pgdata, postgres.controldata(pgdata))
+            pos = postgres.peer_position(self.paths, self.cfg)
+            if pos is None or not pos[0]:
+                raise RuntimeError("the peer's database stopped being a primary")
+            if pos[1] < ours:
+                raise RuntimeError(f"the peer is on timeline {pos[1]}, older than ours ({ours}): "
+                                   "not rewinding onto it")
             res = postgres.rewind(self.paths, self.cfg)
             if res.returncode == 0:
                 log.info("pg_rewind: %s", (res.stderr.strip().splitlines() or ["done"])[-1])
             else:
-                log.warning("pg_rewind failed (%s); cloning the peer instead",
-                            res.stderr.strip()[-300:])
-                postgres.clone(self.paths, self.cfg)
+                log.warning("pg_rewind failed (exit %d: %s); cloning the peer, the local data "
+                            "moved aside", res.returncode, res.stderr.strip()[-300:])
+                self._clone()
         else:
-            postgres.clone(self.paths, self.cfg)
-            log.info("cloned the peer's database")
+            self._clone()
         postgres.write_managed_files(self.paths, self.cfg)
         postgres.set_standby_signal(pgdata, True)
         self.stopped_db = None
+
+    def _clone(self) -> None:
+        aside = postgres.clone(self.paths, self.cfg)
+        if aside is None:
+            log.info("cloned the peer's database")
+        else:
+            log.warning("cloned the peer's database; the old data directory is kept at %s "
+                        "(%.1f MiB; only the newest such copy is kept, remove it when not needed)",
+                        aside.path, aside.bytes / 2**20)
+
+    def _rejoin_premise(self) -> None:
+        """Raise if the rejoin should not go on: the peer is gone, stepping down, or
+        on an older timeline than ours."""
+        if self.stop_requested:
+            raise RuntimeError("cancelled: the agent is stopping")
+        with self.lock:
+            peer, db = self.peer_view, self.db_view
+        if peer is None:
+            raise RuntimeError("cancelled: the peer stopped answering")
+        if peer.role not in (Role.ACTIVE, Role.SWITCHING_TO_ACTIVE, Role.STANDBY):
+            raise RuntimeError(f"cancelled: the peer is {peer.role}, not becoming the active")
+        if 0 < peer.db.timeline < db.timeline:
+            raise RuntimeError(f"cancelled: the peer is on timeline {peer.db.timeline}, older than "
+                               f"ours ({db.timeline})")
 
     # ------------------------------------------------------------- actuate
     def _actuate(self, desired: Desired, obs: Observation, now: float) -> None:

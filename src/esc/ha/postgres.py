@@ -288,12 +288,26 @@ def checkpoint_peer(paths: NodePaths, cfg: NodeConfig) -> None:
         c.execute("CHECKPOINT")
 
 
-def peer_is_primary(paths: NodePaths, cfg: NodeConfig) -> bool:
+PEER_POSITION_SQL = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END
+"""
+
+
+def peer_position(paths: NodePaths, cfg: NodeConfig) -> tuple[bool, int] | None:
+    """(the peer's database is a primary, its current timeline); None if unreachable."""
     try:
         with psycopg.connect(conninfo_peer(paths, cfg, "postgres"), autocommit=True) as c:
-            return not c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+            in_recovery, tli = c.execute(PEER_POSITION_SQL).fetchone()
+            return not in_recovery, int(tli or 0)
     except psycopg.Error:
-        return False
+        return None
+
+
+def peer_is_primary(paths: NodePaths, cfg: NodeConfig) -> bool:
+    pos = peer_position(paths, cfg)
+    return pos is not None and pos[0]
 
 
 def rewind(paths: NodePaths, cfg: NodeConfig) -> subprocess.CompletedProcess[str]:
@@ -302,25 +316,77 @@ def rewind(paths: NodePaths, cfg: NodeConfig) -> subprocess.CompletedProcess[str
                            timeout=600)
 
 
-def clone(paths: NodePaths, cfg: NodeConfig) -> None:
-    """Fresh copy of the peer's database (pg_basebackup), replacing any local data."""
+ASIDE = ".aside-"  # pgdata.aside-<UTC time>: a data directory a clone replaced
+
+
+@dataclass(frozen=True)
+class AsideCopy:
+    path: Path
+    bytes: int
+    made_at: str  # UTC, from the name
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def aside_copies(pgdata: Path) -> list[AsideCopy]:
+    """Data directories moved aside by earlier clones, newest first (the size is read
+    from the note written when it was moved; walking a large one every status is slow)."""
+    out = []
+    for p in pgdata.parent.glob(pgdata.name + ASIDE + "*"):
+        if not p.is_dir():
+            continue  # the size notes
+        try:
+            size = int((p.parent / (p.name + ".bytes")).read_text())
+        except (OSError, ValueError):
+            size = -1
+        out.append(AsideCopy(p, size, p.name.rsplit(ASIDE, 1)[1]))
+    return sorted(out, key=lambda a: a.made_at, reverse=True)
+
+
+def aside_stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def clone(paths: NodePaths, cfg: NodeConfig) -> AsideCopy | None:
+    """Fresh copy of the peer's database (pg_basebackup) in place of the local one.
+
+    The local data directory is never deleted: it is moved aside (``pgdata.aside-TIME``),
+    and only the newest aside copy is kept, so repeated rejoins do not fill the disk. A
+    failed clone leaves the local data where it was. Returns the copy moved aside."""
     pgdata = paths.pgdata(cfg)
     tmp = pgdata.with_name(pgdata.name + ".clone")
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # a half-made copy of the peer's data
     prepare_dirs(paths, cfg)
     res = run_as_postgres([str(PG_BIN / "pg_basebackup"), "-D", str(tmp), "-X", "stream",
                            "-c", "fast", "-d", conninfo_peer(paths, cfg)], timeout=1800)
     if res.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError(f"pg_basebackup failed: {res.stderr.strip()[-500:]}")
-    # Swap in only a complete copy, so a failed clone never leaves half a database.
-    old = pgdata.with_name(pgdata.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
+    aside = None
     if pgdata.exists():
-        pgdata.rename(old)
+        older = aside_copies(pgdata)
+        stamp = aside_stamp()
+        target = pgdata.with_name(pgdata.name + ASIDE + stamp)
+        size = dir_bytes(pgdata)
+        pgdata.rename(target)
+        target.with_name(target.name + ".bytes").write_text(f"{size}\n")
+        aside = AsideCopy(target, size, stamp)
+        for old in older:  # keep the newest only
+            if old.path != target:
+                shutil.rmtree(old.path, ignore_errors=True)
+                old.path.with_name(old.path.name + ".bytes").unlink(missing_ok=True)
     tmp.rename(pgdata)
-    shutil.rmtree(old, ignore_errors=True)
     os.chmod(pgdata, 0o700)
+    return aside
 
 
 WAL_SEGMENT = re.compile(r"^([0-9A-F]{8})[0-9A-F]{16}$")
