@@ -28,9 +28,10 @@ import json
 import logging
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from esc import clock
 
 log = logging.getLogger("esc.witness")
 
@@ -104,7 +105,7 @@ def parse_request(body: object, max_duration: float = MAX_DURATION) -> tuple[str
 
 def serve(host: str, port: int, token: str, table: LeaseTable | None = None) -> ThreadingHTTPServer:
     """Start the witness's HTTP server in a thread; returns it (``shutdown()`` stops it)."""
-    table = table or LeaseTable(time.monotonic())
+    table = table or LeaseTable(clock.now())
     if not token:
         raise ValueError("an empty witness token")
 
@@ -129,7 +130,7 @@ def serve(host: str, port: int, token: str, table: LeaseTable | None = None) -> 
             if not self._authorised():
                 return
             if self.path == "/v1/leases":
-                self._send(200, table.snapshot(time.monotonic()))
+                self._send(200, table.snapshot(clock.now()))
             else:
                 self._send(404, {"error": f"no such resource {self.path}"})
 
@@ -149,7 +150,7 @@ def serve(host: str, port: int, token: str, table: LeaseTable | None = None) -> 
             except ValueError as e:  # json.JSONDecodeError is a ValueError
                 self._send(400, {"error": str(e)})
                 return
-            out = table.request(pair, node, want, duration, time.monotonic())
+            out = table.request(pair, node, want, duration, clock.now())
             if out.pop("new", False):
                 log.info("lease of %s granted to %s (term %d)", pair, node, out["term"])
             self._send(200, out)
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with open(a.token_file) as f:
             token = f.read().strip()
-        srv = serve(host.strip("[]"), int(port), token, LeaseTable(time.monotonic(), a.max_lease))
+        srv = serve(host.strip("[]"), int(port), token, LeaseTable(clock.now(), a.max_lease))
     except (OSError, ValueError) as e:
         print(f"esc-witness: {e}")
         return 2

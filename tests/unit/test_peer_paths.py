@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+from esc import clock
 from esc.agent import api
 from esc.agent.peer import PeerPoller, PeerSnapshot, merge, view_from_json
 from esc.health import peer_seen_text
@@ -90,15 +91,15 @@ def test_one_poller_per_path_against_real_peer_servers() -> None:
     try:
         for p in pollers:
             p.start()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not all(p.snapshot().received_at for p in pollers):
+        deadline = clock.now() + 5
+        while clock.now() < deadline and not all(p.snapshot().received_at for p in pollers):
             time.sleep(0.02)
-        m = merge([p.snapshot() for p in pollers], time.monotonic(), FRESH)
+        m = merge([p.snapshot() for p in pollers], clock.now(), FRESH)
         assert m.view is not None and m.view.vrrp == Vrrp.MASTER and m.fresh == [True, True]
         assert m.last_confirm_recv is not None and set(agents[1].callers) == {"esc_me"}
         agents[0].cut.set()
         time.sleep(FRESH + 0.3)
-        m = merge([p.snapshot() for p in pollers], time.monotonic(), FRESH)
+        m = merge([p.snapshot() for p in pollers], clock.now(), FRESH)
         assert m.fresh == [False, True] and not m.on_first_path
         assert m.view is not None and m.view.role == Role.ACTIVE
     finally:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from esc import clock
 from esc.agent.lease import LeaseClient
 from esc.witness import TOKEN_HEADER, LeaseTable, parse_request, serve
 
@@ -70,7 +71,7 @@ def _port() -> int:
 @pytest.fixture
 def witness() -> Iterator[str]:
     port = _port()
-    srv = serve("127.0.0.1", port, "tok", LeaseTable(time.monotonic() - 10, max_duration=5.0))
+    srv = serve("127.0.0.1", port, "tok", LeaseTable(clock.now() - 10, max_duration=5.0))
     yield f"127.0.0.1:{port}"
     srv.shutdown()
     srv.server_close()
@@ -97,19 +98,19 @@ def test_two_clients_never_both_hold_it(witness: str) -> None:
     b.start()
     try:
         a.set_want(True)
-        deadline = time.monotonic() + 5
-        while not a.view().valid(time.monotonic()):
-            assert time.monotonic() < deadline
+        deadline = clock.now() + 5
+        while not a.view().valid(clock.now()):
+            assert clock.now() < deadline
             time.sleep(0.01)
         b.set_want(True)
         time.sleep(0.5)
-        assert not b.view().valid(time.monotonic()) and b.view().holder == "a"
+        assert not b.view().valid(clock.now()) and b.view().holder == "a"
         a.stop(release=False)  # a dies holding it
         a_until = a.view().valid_until
-        while not b.view().valid(time.monotonic()):
-            assert time.monotonic() < deadline + 5
+        while not b.view().valid(clock.now()):
+            assert clock.now() < deadline + 5
             time.sleep(0.01)
-        assert time.monotonic() >= a_until  # never both
+        assert clock.now() >= a_until  # never both
     finally:
         a.stop(release=False)
         b.stop()
@@ -122,6 +123,6 @@ def test_an_unreachable_witness_is_an_error_not_a_lease() -> None:
         c.set_want(True)
         time.sleep(0.3)
         v = c.view()
-        assert not v.valid(time.monotonic()) and "witness 127.0.0.1" in v.error
+        assert not v.valid(clock.now()) and "witness 127.0.0.1" in v.error
     finally:
         c.stop()

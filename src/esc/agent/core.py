@@ -20,6 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from esc import clock
 from esc import secrets as esc_secrets
 from esc.agent import api, health_api, opmode
 from esc.agent.lease import LeaseClient
@@ -57,7 +58,7 @@ class Agent:
         self.wake = threading.Event()
         self.role = Role.STOPPED
         self.reason = "starting"
-        self.role_since = time.monotonic()
+        self.role_since = clock.now()
         self.transitions: collections.deque[dict] = collections.deque(maxlen=30)
         self.vrrp = Vrrp.UNKNOWN
         self.pending: Command | None = None
@@ -75,8 +76,8 @@ class Agent:
         self.op_mode = opmode.load(self.paths)
         self.lease: LeaseClient | None = None
         self.stopped_db: DbView | None = None  # cached: read from pg_control once per stop
-        self.observed_at = 0.0  # monotonic time of the last observation
-        self.beat_at = time.monotonic()  # the freeze sentinel's last beat
+        self.observed_at = 0.0  # esc.clock time of the last observation
+        self.beat_at = clock.now()  # the freeze sentinel's last beat
         self.freeze_seen = 0.0  # the longest freeze the sentinel saw since the last tick
         self.job: Job | None = None
         self.job_outcome: tuple[Job, bool] | None = None
@@ -137,7 +138,7 @@ class Agent:
             if bgp.ensure_anycast(self.cfg.bgp):
                 log.info("anycast %s added to %s", self.cfg.bgp.anycast_ip, bgp.LOOPBACK)
         self.servers.append(api.serve_unix(self.paths.agent_sock, self))
-        self.beat_at = time.monotonic()
+        self.beat_at = clock.now()
         threading.Thread(target=self._freeze_sentinel, name="freeze-sentinel", daemon=True).start()
         try:
             self.servers.append(health_api.serve(self.status, self.cfg.health_port))
@@ -171,7 +172,7 @@ class Agent:
         return (self.pg, self.keepalived, self.manager, self.exabgp)
 
     def tick(self) -> None:
-        now = time.monotonic()
+        now = clock.now()
         with self.lock:
             paused_for = max(now - self.beat_at, self.freeze_seen)
             self.freeze_seen = 0.0
@@ -302,7 +303,7 @@ class Agent:
         """A fresh look at the local database outside the loop (while shutting down)."""
         db = self.localdb.observe(self.pg.running, self.sync)
         with self.lock:
-            self.db_view, self.observed_at = db, time.monotonic()
+            self.db_view, self.observed_at = db, clock.now()
 
     def _freeze_sentinel(self) -> None:
         """Beats every 50 ms. A slow tick (a slow query) does not stop it; a frozen
@@ -310,7 +311,7 @@ class Agent:
         freeze sees the gap, so the loop fences before it acts on what it saw before."""
         while not self.stop_requested:
             time.sleep(0.05)
-            now = time.monotonic()
+            now = clock.now()
             with self.lock:
                 self.freeze_seen = max(self.freeze_seen, now - self.beat_at)
                 self.beat_at = now
@@ -354,7 +355,7 @@ class Agent:
                 self.pending = None
             old = self.role
             if dec.role != old:
-                self.role, self.role_since = dec.role, time.monotonic()
+                self.role, self.role_since = dec.role, clock.now()
                 self.transitions.append({"at": time.time(), "from": old, "to": dec.role,
                                          "reason": dec.reason})
             changed_reason = dec.reason != self.reason
@@ -380,7 +381,7 @@ class Agent:
 
     def _run_job(self, job: Job) -> None:
         ok = False
-        started = time.monotonic()
+        started = clock.now()
         try:
             if job == Job.PROMOTE:
                 db = postgres.LocalDb(self.paths, self.cfg)
@@ -391,9 +392,9 @@ class Agent:
             else:
                 self._rejoin()
             ok = True
-            log.info("job %s done in %.3fs", job, time.monotonic() - started)
+            log.info("job %s done in %.3fs", job, clock.now() - started)
         except Exception as e:
-            log.error("job %s failed after %.3fs: %s", job, time.monotonic() - started, e)
+            log.error("job %s failed after %.3fs: %s", job, clock.now() - started, e)
         finally:
             self.job_outcome = (job, ok)
             self.job = None
@@ -407,14 +408,14 @@ class Agent:
         again right before anything on disk changes: the decision may be 15 s old."""
         if not self.pg_down.wait(30):
             raise RuntimeError("the local database did not stop within 30s")
-        deadline = time.monotonic() + 15  # a switchover or failover promotes within ~1 s
+        deadline = clock.now() + 15  # a switchover or failover promotes within ~1 s
         pgdata = self.paths.pgdata(self.cfg)
         while True:
             self._rejoin_premise()
             pos = postgres.peer_position(self.paths, self.cfg)
             if pos is not None and pos[0]:
                 break
-            if time.monotonic() > deadline:
+            if clock.now() > deadline:
                 raise RuntimeError("the peer's database is not a primary; cannot rejoin yet")
             time.sleep(0.2)
         if postgres.has_data(pgdata):
@@ -567,7 +568,7 @@ class Agent:
                          daemon=True).start()
 
     def _prove_sync(self, generation: int) -> None:
-        started = time.monotonic()
+        started = clock.now()
         try:
             lsn: int | None = postgres.prove_sync_in_force(
                 postgres.local_conninfo(self.paths, self.cfg))
@@ -579,7 +580,7 @@ class Agent:
             if lsn is not None and generation == self.sync_generation:
                 self.sync.from_lsn = lsn
                 log.info("synchronous replication in force (proven in %.3fs): commits past "
-                         "%X/%X wait for the peer", time.monotonic() - started, lsn >> 32,
+                         "%X/%X wait for the peer", clock.now() - started, lsn >> 32,
                          lsn & 0xFFFFFFFF)
         self.wake.set()
 
@@ -615,13 +616,13 @@ class Agent:
         self.pg.stop()
         # The peer promotes when it sees our database down, and only within its promote
         # window: keep what we tell it true (and fresh) while the database stops.
-        deadline = time.monotonic() + 20
-        while self.pg.running and time.monotonic() < deadline:
+        deadline = clock.now() + 20
+        while self.pg.running and clock.now() < deadline:
             self._refresh_db_view()
             time.sleep(0.05)
         self.pg.stop_wait(1)
         with self.lock:
-            self.db_view, self.observed_at = DbView(state=Db.STOPPED), time.monotonic()
+            self.db_view, self.observed_at = DbView(state=Db.STOPPED), clock.now()
             self.role = Role.STOPPED
         self.manager.stop_wait(5)
         self.keepalived.stop_wait(5)
@@ -640,7 +641,7 @@ class Agent:
 
     # ----------------------------------------------------------------- API
     def peer_state(self, caller: str) -> dict:
-        now = time.monotonic()
+        now = clock.now()
         with self.lock:
             ha = self.cfg.ha
             # only on a fresh observation: right after a freeze, what we saw before it
@@ -722,7 +723,7 @@ class Agent:
 
     def _queue(self, command: Command) -> None:
         with self.lock:
-            self.pending, self.pending_at = command, time.monotonic()
+            self.pending, self.pending_at = command, clock.now()
         log.info("operator command %s queued", command)
         self.wake.set()
 
@@ -761,8 +762,8 @@ class Agent:
         mode = body.get("mode")
         if mode not in opmode.MODES:
             return 400, {"error": f"mode must be one of {', '.join(opmode.MODES)}, not {mode!r}"}
-        new = opmode.OpMode.now(mode, self.cfg.name)
         with self.lock:
+            new = self.op_mode.next(mode, self.cfg.name)
             self.op_mode = new
         opmode.save(self.paths, new)
         log.warning("operation mode set to %s by the operator%s", mode,
@@ -826,7 +827,7 @@ class Agent:
             self.paths.bgp_desired.unlink(missing_ok=True)
 
     def status(self) -> dict:
-        now = time.monotonic()
+        now = clock.now()
         with self.lock:
             db, peer, role = self.db_view, self.peer_view, self.role
             out: dict = {

@@ -13,19 +13,19 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 from dataclasses import dataclass
 
+from esc import clock
 from esc.witness import TOKEN_HEADER
 
 
 @dataclass(frozen=True)
 class LeaseView:
-    valid_until: float = 0.0  # monotonic: we hold the lease until then
+    valid_until: float = 0.0  # esc.clock: we hold the lease until then
     holder: str | None = None  # who holds it, by the witness's last answer (None: nobody, or unknown)
-    answered_at: float | None = None  # monotonic, the witness's last answer
+    answered_at: float | None = None  # esc.clock, the witness's last answer
     error: str = ""
-    holder_since: float | None = None  # monotonic: the witness has named this holder since then
+    holder_since: float | None = None  # esc.clock: the witness has named this holder since then
 
     def valid(self, now: float) -> bool:
         return now < self.valid_until
@@ -62,7 +62,7 @@ class LeaseClient(threading.Thread):
         """Stop asking; hand the lease back first, so the peer need not wait it out."""
         self.stopped.set()
         self.kick.set()
-        if release and self.view().valid(time.monotonic()):
+        if release and self.view().valid(clock.now()):
             self._ask(False)
 
     def run(self) -> None:
@@ -77,7 +77,7 @@ class LeaseClient(threading.Thread):
 
     def _ask(self, want: bool) -> bool:
         """One request; returns whether we hold the lease after it."""
-        sent = time.monotonic()
+        sent = clock.now()
         body = json.dumps({"pair": self.pair, "node": self.node, "want": want,
                            "duration": self.duration}).encode()
         try:
@@ -95,8 +95,8 @@ class LeaseClient(threading.Thread):
             with self.lock:  # what we held still counts until it runs out
                 self.state = LeaseView(self.state.valid_until, self.state.holder, self.state.answered_at,
                                        f"witness {self.host}:{self.port}: {e}", self.state.holder_since)
-            return self.state.valid(time.monotonic())
-        now = time.monotonic()
+            return self.state.valid(clock.now())
+        now = clock.now()
         granted = bool(data.get("granted"))
         until = sent + self.duration - self.margin if granted else 0.0
         holder = data.get("holder")

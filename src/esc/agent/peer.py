@@ -6,7 +6,7 @@ one poller per network the nodes share (``HaConfig.paths``: VRRP's first, then e
 alive while it answers on any.
 The answer carries ``complete_for_you``: the active's word that this node is
 its synchronous standby and has every acknowledged write. The time such an
-answer *arrived* (monotonic) is what the standby's promote window counts from.
+answer *arrived* (CLOCK_BOOTTIME) is what the standby's promote window counts from.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 from dataclasses import dataclass
 
+from esc import clock
 from esc.roles import Db, DbView, PeerView, Role, Vrrp
 
 TOKEN_HEADER = "X-ESC-Peer-Token"
@@ -25,7 +25,7 @@ TOKEN_HEADER = "X-ESC-Peer-Token"
 @dataclass
 class PeerSnapshot:
     view: PeerView | None = None
-    received_at: float | None = None  # monotonic, last successful answer
+    received_at: float | None = None  # esc.clock, last successful answer
     ever_seen: bool = False
     last_confirm_recv: float | None = None
     last_error: str = ""
@@ -122,11 +122,11 @@ class PeerPoller(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            started = time.monotonic()
+            started = clock.now()
             try:
                 data = self._get()
                 view = view_from_json(data)
-                now = time.monotonic()
+                now = clock.now()
                 if now - started > self.timeout:
                     # The socket timeout bounds each operation, not the whole answer; the
                     # promote window counts from receipt, so a late answer must not count.
@@ -149,4 +149,4 @@ class PeerPoller(threading.Thread):
                 # not a lost peer).
                 with self.lock:
                     self.snap.last_error = str(e) or type(e).__name__
-            self.stopped.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            self.stopped.wait(max(0.0, self.interval - (clock.now() - started)))
