@@ -503,6 +503,10 @@ class NodePaths:
         return self.run / "vrrp_gate"
 
     @property
+    def vrrp_priority(self) -> Path:
+        return self.run / "vrrp_priority"
+
+    @property
     def pg_socket_dir(self) -> Path:
         return self.run / "pg"
 

@@ -42,14 +42,16 @@ def test_render_instance(tmp_path: Path) -> None:
     inst = block(text, "vrrp_instance ESC")
     lines = [ln.strip() for ln in inst.splitlines()]
     for expected in ("state BACKUP", "nopreempt", "interface eth0", "virtual_router_id 42",
-                     "priority 150", "version 3", "advert_int 0.2", "unicast_src_ip 10.0.0.1"):
+                     "priority 101", "version 3", "advert_int 0.2", "unicast_src_ip 10.0.0.1"):
         assert expected in lines, expected
     assert block(text, "unicast_peer").split() == ["10.0.0.2"]
     assert block(text, "virtual_ipaddress").strip() == "10.0.0.100/24 dev eth1"
     assert "virtual_ipaddress_excluded" not in text
-    assert block(text, "track_file").split() == ["esc_gate"]
+    assert block(text, "track_file").split() == ["esc_gate", "esc_priority"]
     track = block(text, "track_file esc_gate")
     assert f'file "{paths.vrrp_gate}"' in track and "weight 0" in track
+    prio = block(text, "track_file esc_priority")
+    assert f'file "{paths.vrrp_priority}"' in prio and "weight 1" in prio
     assert f"notify_fifo {paths.vrrp_fifo}" in text
     assert "router_id esc_ctl-1" in text
     assert str(paths.config) in text.splitlines()[0]
@@ -197,13 +199,13 @@ def test_write_gate(tmp_path: Path) -> None:
     paths = NodePaths(tmp_path)
     paths.run.mkdir(parents=True)
     keepalived.write_gate(paths, True)
-    assert paths.vrrp_gate.read_bytes() == b"0\n"
+    assert paths.vrrp_gate.read_bytes() == b"    0\n"
     ino = paths.vrrp_gate.stat().st_ino
     keepalived.write_gate(paths, False)
-    assert paths.vrrp_gate.read_bytes() == b"1\n"
+    assert paths.vrrp_gate.read_bytes() == b"    1\n"
     assert paths.vrrp_gate.stat().st_ino == ino  # in place: keepalived's inotify watch stays valid
     keepalived.write_gate(paths, False)
-    assert paths.vrrp_gate.read_bytes() == b"1\n"
+    assert paths.vrrp_gate.read_bytes() == b"    1\n"
 
 
 def test_ensure_fifo_replaces_a_regular_file(tmp_path: Path) -> None:
@@ -379,3 +381,18 @@ def test_derive_generate_split() -> None:
     for bad in ("admin", ":pw", "admin:", ""):
         with pytest.raises(ValueError, match="--user_pass: expected USER:PASSWORD"):
             split_user_pass(bad, "--user_pass")
+
+
+def test_track_files_are_never_empty_nor_renamed(tmp_path: Path) -> None:
+    """keepalived re-reads a track file on every inotify event and reads an empty file
+    as 0 (gate open): every write keeps the width, so no read sees it empty."""
+    path = tmp_path / "track"
+    keepalived.write_track(path, 1)
+    ino = path.stat().st_ino
+    for value in (60, 0, -253, 7, 1):
+        keepalived.write_track(path, value)
+        data = path.read_bytes()
+        assert len(data) == 6 and int(data) == value and path.stat().st_ino == ino
+    path.write_bytes(b"1\n")  # the old two-byte format is replaced whole
+    keepalived.write_track(path, 20)
+    assert path.read_bytes() == b"   20\n"

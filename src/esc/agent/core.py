@@ -29,6 +29,7 @@ from esc.agent.peer import merge as peer_merge
 from esc.agent.supervisor import Child
 from esc.config import BgpConfig, NodeConfig, NodePaths, load_config, load_secrets
 from esc.ha import bgp, keepalived, postgres, vip
+from esc.priority import priority_bonus
 from esc.render import render_all
 from esc.roles import (
     Command,
@@ -61,6 +62,11 @@ class Agent:
         self.role_since = clock.now()
         self.transitions: collections.deque[dict] = collections.deque(maxlen=30)
         self.vrrp = Vrrp.UNKNOWN
+        self.notify_reader: keepalived.NotifyReader | None = None
+        self.peer_timeline_seen = 0  # the peer's database timeline when it last answered
+        self.vip_checked_at = -1e9
+        self.vip_missing_since: float | None = None
+        self.vip_missing_logged = False
         self.pending: Command | None = None
         self.pending_at = 0.0
         self.stop_requested = False
@@ -118,7 +124,8 @@ class Agent:
             shared = load_secrets(self.paths).get("ha_secret", "")
             self.token = esc_secrets.derive(shared, "peer-token")
             keepalived.write_gate(self.paths, False)
-            keepalived.NotifyReader(self.paths.vrrp_fifo, self._on_vrrp).start()
+            keepalived.write_priority(self.paths, 0)
+            self._start_notify_reader()
             # one poller per network: the peer is alive while it answers on any of them
             self.pollers = [PeerPoller(peer_addr, self.cfg.peer_port, self.token, ha.self_name,
                                        self.cfg.timing.heartbeat_interval,
@@ -160,6 +167,46 @@ class Agent:
         self.stop_requested = True
         self.wake.set()
 
+    def _start_notify_reader(self) -> None:
+        self.notify_reader = keepalived.NotifyReader(self.paths.vrrp_fifo, self._on_vrrp)
+        self.notify_reader.start()
+
+    VIP_POLL_S = 0.5  # keepalived's word is checked against the VIP this often
+    VIP_MISSING_S = 1.0  # MASTER without its VIP this long: not trusted as MASTER
+
+    def _checked_vrrp(self, reported: Vrrp, now: float) -> Vrrp:
+        """keepalived's state as its notifications report it, checked against what can
+        be seen: a dead FIFO reader means nothing is known (FAULT: an active fences),
+        and a MASTER whose VIP is not on the interface has lost a notification (an
+        active that fenced on nothing would hold on without the VIP)."""
+        reader = self.notify_reader
+        if reader is not None and not reader.is_alive():
+            log.error("keepalived's notify reader died (%s): VRRP state unknown, treated as "
+                      "FAULT; reader restarted", reader.error or "no reason")
+            with self.lock:
+                self.vrrp = Vrrp.FAULT
+            self._start_notify_reader()
+            return Vrrp.FAULT
+        ha = self.cfg.ha
+        if reported != Vrrp.MASTER or ha is None:
+            self.vip_missing_since = None
+            return reported
+        if now - self.vip_checked_at >= self.VIP_POLL_S:
+            self.vip_checked_at = now
+            if vip.has_address(ha.vip.address, ha.vip.interface):
+                self.vip_missing_since = None
+            elif self.vip_missing_since is None:
+                self.vip_missing_since = now
+        if self.vip_missing_since is not None and now - self.vip_missing_since >= self.VIP_MISSING_S:
+            if not self.vip_missing_logged:
+                log.error("keepalived reported MASTER but the VIP %s has not been on %s for "
+                          "%.1fs: not trusted as MASTER", ha.vip.cidr, ha.vip.interface,
+                          now - self.vip_missing_since)
+                self.vip_missing_logged = True
+            return Vrrp.UNKNOWN
+        self.vip_missing_logged = False
+        return reported
+
     def _on_vrrp(self, state: Vrrp) -> None:
         with self.lock:
             old, self.vrrp = self.vrrp, state
@@ -195,6 +242,9 @@ class Agent:
         if self.lease is not None:
             self.lease.set_want(dec.desired.lease)
         self._record(dec)
+        if self.cfg.is_ha:
+            keepalived.write_priority(self.paths,
+                                      priority_bonus(dec.role, obs.db, self.peer_timeline_seen))
         # The route goes first, as the VRRP gate does: withdrawn before anything stops.
         self._actuate_bgp(should_announce(dec, obs.db.state, self.serving))
         if dec.job is not None:
@@ -223,6 +273,8 @@ class Agent:
             on_first_path, self.peer_paths = merged.on_first_path, merged.fresh
             if merged.raw:
                 self._adopt_op_mode(opmode.OpMode.parse(merged.raw.get("op_mode")), "the peer's heartbeat")
+        if peer is not None and peer.db.timeline > 0:
+            self.peer_timeline_seen = peer.db.timeline
         # "Not streaming" includes streaming an old timeline: a standby whose history
         # forked before its own end of WAL reconnects and drops again, in a loop, and
         # would look healthy half of the time.
@@ -249,6 +301,8 @@ class Agent:
                             COMMAND_TTL)
                 self.pending = None
             command, vrrp, confirm_sent = self.pending, self.vrrp, self.last_confirm_sent
+        if self.cfg.is_ha:
+            vrrp = self._checked_vrrp(vrrp, now)
         t = self.cfg.timing
         return Observation(
             now=now, ha=self.cfg.is_ha, self_index=self.cfg.ha.self_index if self.cfg.ha else 0,
