@@ -126,3 +126,35 @@ def test_an_unreachable_witness_is_an_error_not_a_lease() -> None:
         assert not v.valid(clock.now()) and "witness 127.0.0.1" in v.error
     finally:
         c.stop()
+
+
+def test_a_peer_that_held_the_lease_long_before_it_froze_is_not_taken_for_alive(witness: str) -> None:
+    """a held the lease for a long time, then froze (stops renewing). b starts asking:
+    the witness names a for up to one lease more. That must not count as "a keeps
+    renewing" (b kept out of a takeover for seconds): the time a is named counts from
+    b's first request, and b gets the lease once a's runs out."""
+    a = LeaseClient(witness, "tok", "p", "a", duration=1.0, renew=0.1, margin=0.25)
+    b = LeaseClient(witness, "tok", "p", "b", duration=1.0, renew=0.1, margin=0.25)
+    a.start()
+    b.start()
+    try:
+        a.set_want(True)
+        time.sleep(0.3)
+        b.set_want(True)  # refused: a holds it (as a standby asks before a promotion)
+        time.sleep(0.3)
+        assert b.view().holder == "a"
+        b.set_want(False)  # b goes back to following a, for two leases
+        time.sleep(2.0)
+        a.stop(release=False)  # a freezes holding it
+        b.set_want(True)
+        time.sleep(0.3)
+        v = b.view()
+        named_for = clock.now() - v.holder_since if v.holder_since else 0.0
+        assert v.holder == "a" and named_for < 1.0, named_for
+        deadline = clock.now() + 3
+        while not b.view().valid(clock.now()):
+            assert clock.now() < deadline
+            time.sleep(0.01)
+    finally:
+        a.stop(release=False)
+        b.stop()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from esc import clock
 from esc.witness import TOKEN_HEADER
@@ -55,6 +55,12 @@ class LeaseClient(threading.Thread):
         """The agent's wish, every tick; a new wish is acted on at once."""
         with self.lock:
             changed, self.want = want != self.want, want
+            if changed and want and not self.state.valid(clock.now()):
+                # "named holder for longer than a lease" must count from when we started
+                # asking: a peer that held the lease for hours before it froze is named
+                # for a moment more, then its lease runs out; only one still renewing
+                # after we asked is alive.
+                self.state = replace(self.state, holder_since=None)
         if changed:
             self.kick.set()
 
@@ -102,7 +108,7 @@ class LeaseClient(threading.Thread):
         holder = data.get("holder")
         with self.lock:
             before = self.state.valid(now)
-            same = bool(holder) and holder == self.state.holder
+            same = bool(holder) and holder == self.state.holder and self.state.holder_since is not None
             since = self.state.holder_since if same else (now if holder else None)
             self.state = LeaseView(until, holder, now, "", since)
         if self.agent_wake is not None and granted != before:
