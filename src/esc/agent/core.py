@@ -1,15 +1,16 @@
-"""The agent: one loop per node that observes, decides (esc.roles) and actuates.
+"""The host agent: the loop (esc.agent.loop) on real processes, PostgreSQL, keepalived
+and HTTP.
 
-Each tick: poll the children, gather an Observation, call the pure ``decide``,
-log any role change with its reason, start a job if one is asked for, then
-make reality match the desired state (gate file, keepalived, PostgreSQL,
-synchronous replication, the controller service). Notifications (keepalived's
-FIFO, the peer poller, the API) only wake the loop.
+:class:`Agent` supplies the loop's ``io_*`` methods: the supervised children (the one
+owner of PostgreSQL, keepalived, the controller and ExaBGP), the database adapter, the
+keepalived files and notify FIFO, the heartbeat pollers and the witness client (their
+own threads, which only record and wake the loop), blocking work on short-lived
+threads, and the APIs (unix socket, peer, health) whose handlers only read state or
+record an intent. Every decision is the loop's.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import signal
@@ -17,80 +18,37 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 from esc import clock
 from esc import secrets as esc_secrets
 from esc.agent import api, health_api, opmode
-from esc.agent.lease import LeaseClient
-from esc.agent.peer import PeerPoller
-from esc.agent.peer import merge as peer_merge
+from esc.agent.lease import LeaseClient, LeaseView
+from esc.agent.loop import AgentLoop, Pending
+from esc.agent.peer import PeerPoller, PeerSnapshot
 from esc.agent.supervisor import Child
 from esc.config import BgpConfig, NodeConfig, NodePaths, load_config, load_secrets
 from esc.ha import bgp, keepalived, postgres, vip
-from esc.priority import priority_bonus
 from esc.render import render_all
-from esc.roles import (
-    Command,
-    Db,
-    DbView,
-    Decision,
-    Desired,
-    Job,
-    Observation,
-    PeerView,
-    Role,
-    Vrrp,
-    decide,
-    should_announce,
-)
+from esc.roles import Command, Db, DbView, Role, Vrrp
 
 log = logging.getLogger("esc.agent")
 
-COMMAND_TTL = 10.0  # seconds an operator command may wait for the loop to act on it
 
-
-class Agent:
+class Agent(AgentLoop):
     def __init__(self, root: Path) -> None:
         self.paths = NodePaths(root)
-        self.cfg: NodeConfig = load_config(self.paths)
-        self.lock = threading.Lock()
+        cfg: NodeConfig = load_config(self.paths)
         self.wake = threading.Event()
-        self.role = Role.STOPPED
-        self.reason = "starting"
-        self.role_since = clock.now()
-        self.transitions: collections.deque[dict] = collections.deque(maxlen=30)
-        self.vrrp = Vrrp.UNKNOWN
+        super().__init__(cfg, opmode.load(self.paths))
         self.notify_reader: keepalived.NotifyReader | None = None
-        self.peer_timeline_seen = 0  # the peer's database timeline when it last answered
-        self.vip_checked_at = -1e9
-        self.vip_missing_since: float | None = None
-        self.vip_missing_logged = False
-        self.pending: Command | None = None
-        self.pending_at = 0.0
-        self.stop_requested = False
-        self.last_confirm_sent: float | None = None
-        self.alone = True
-        self.sync = postgres.SyncState()
-        self.sync_generation = 0  # bumped on every change of synchronous_standby_names
-        self.sync_proving = False
-        self.db_view = DbView()
-        self.peer_view: PeerView | None = None
-        self.desired = Desired()
-        self.not_streaming_since: float | None = None
-        self.op_mode = opmode.load(self.paths)
         self.lease: LeaseClient | None = None
         self.stopped_db: DbView | None = None  # cached: read from pg_control once per stop
-        self.observed_at = 0.0  # esc.clock time of the last observation
         self.beat_at = clock.now()  # the freeze sentinel's last beat
         self.freeze_seen = 0.0  # the longest freeze the sentinel saw since the last tick
-        self.job: Job | None = None
-        self.job_outcome: tuple[Job, bool] | None = None
-        self.job_failed: Job | None = None
-        self.job_failed_at = 0.0
-        self.pg_down = threading.Event()
-        self.serving = False
         self.localdb = postgres.LocalDb(self.paths, self.cfg)
         logs = self.paths.log
         self.pg = Child("pgsql", lambda: postgres.server_argv(self.paths, self.cfg),
@@ -106,7 +64,6 @@ class Agent:
         self.announce: tuple[bool, int] | None = None  # what bgp_desired says (None: not yet)
         self.exabgp_conf_seen = b""  # exabgp.conf as the running ExaBGP read it
         self.pollers: list[PeerPoller] = []  # one per network, VRRP's first (HaConfig.paths)
-        self.peer_paths: list[bool] = []  # fresh answer per path, at the last observation
         self.servers: list = []
         self.token = ""
 
@@ -114,8 +71,8 @@ class Agent:
     def run(self) -> int:
         self.paths.run.mkdir(parents=True, exist_ok=True)
         self.paths.agent_pid.write_text(f"{os.getpid()}\n")
-        signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
-        signal.signal(signal.SIGINT, lambda *_: self._request_stop())
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
         postgres.prepare_dirs(self.paths, self.cfg)
         ha = self.cfg.ha
         log.info("agent starting (pid %d, %s)", os.getpid(),
@@ -163,178 +120,165 @@ class Agent:
             self.shutdown()
         return 0
 
-    def _request_stop(self) -> None:
-        self.stop_requested = True
-        self.wake.set()
-
     def _start_notify_reader(self) -> None:
-        self.notify_reader = keepalived.NotifyReader(self.paths.vrrp_fifo, self._on_vrrp)
+        self.notify_reader = keepalived.NotifyReader(self.paths.vrrp_fifo, self.on_vrrp)
         self.notify_reader.start()
-
-    VIP_POLL_S = 0.5  # keepalived's word is checked against the VIP this often
-    VIP_MISSING_S = 1.0  # MASTER without its VIP this long: not trusted as MASTER
-
-    def _checked_vrrp(self, reported: Vrrp, now: float) -> Vrrp:
-        """keepalived's state as its notifications report it, checked against what can
-        be seen: a dead FIFO reader means nothing is known (FAULT: an active fences),
-        and a MASTER whose VIP is not on the interface has lost a notification (an
-        active that fenced on nothing would hold on without the VIP)."""
-        reader = self.notify_reader
-        if reader is not None and not reader.is_alive():
-            log.error("keepalived's notify reader died (%s): VRRP state unknown, treated as "
-                      "FAULT; reader restarted", reader.error or "no reason")
-            with self.lock:
-                self.vrrp = Vrrp.FAULT
-            self._start_notify_reader()
-            return Vrrp.FAULT
-        ha = self.cfg.ha
-        if reported != Vrrp.MASTER or ha is None:
-            self.vip_missing_since = None
-            return reported
-        if now - self.vip_checked_at >= self.VIP_POLL_S:
-            self.vip_checked_at = now
-            if vip.has_address(ha.vip.address, ha.vip.interface):
-                self.vip_missing_since = None
-            elif self.vip_missing_since is None:
-                self.vip_missing_since = now
-        if self.vip_missing_since is not None and now - self.vip_missing_since >= self.VIP_MISSING_S:
-            if not self.vip_missing_logged:
-                log.error("keepalived reported MASTER but the VIP %s has not been on %s for "
-                          "%.1fs: not trusted as MASTER", ha.vip.cidr, ha.vip.interface,
-                          now - self.vip_missing_since)
-                self.vip_missing_logged = True
-            return Vrrp.UNKNOWN
-        self.vip_missing_logged = False
-        return reported
-
-    def _on_vrrp(self, state: Vrrp) -> None:
-        with self.lock:
-            old, self.vrrp = self.vrrp, state
-        if old != state:
-            log.info("keepalived reports %s (was %s)", state, old)
-        self.wake.set()
 
     # ---------------------------------------------------------------- tick
     def children(self) -> tuple[Child, ...]:
         return (self.pg, self.keepalived, self.manager, self.exabgp)
 
-    def tick(self) -> None:
-        now = clock.now()
-        with self.lock:
-            paused_for = max(now - self.beat_at, self.freeze_seen)
-            self.freeze_seen = 0.0
-        if paused_for > self.pause_fence:
-            log.warning("this node was frozen for %.2fs (SIGSTOP, a paused VM, or starved)", paused_for)
-        else:
-            paused_for = 0.0
+    def io_before_tick(self) -> None:
         for child in self.children():
             was = child.pid
             if not child.poll() and was is not None:
                 if child is self.manager:
                     self.serving = False
                 if child is self.keepalived:
-                    self._on_vrrp(Vrrp.UNKNOWN)
+                    self.on_vrrp(Vrrp.UNKNOWN)
                 if child.crashed:
                     log.warning("%s (pid %d) died (exit %s)", child.name, was, child.last_exit)
                 child.crashed = False
-        obs = replace(self._observe(now), paused_for=paused_for, pause_fence=self.pause_fence)
-        dec = decide(self.role, obs)
-        if self.lease is not None:
-            self.lease.set_want(dec.desired.lease)
-        self._record(dec)
-        if self.cfg.is_ha:
-            keepalived.write_priority(self.paths,
-                                      priority_bonus(dec.role, obs.db, self.peer_timeline_seen))
-        # The route goes first, as the VRRP gate does: withdrawn before anything stops.
-        self._actuate_bgp(should_announce(dec, obs.db.state, self.serving))
-        if dec.job is not None:
-            self._start_job(dec.job, now)
-        self._actuate(dec.desired, obs, now)
-        # ... and announced in the same tick the controller starts serving.
-        self._actuate_bgp(should_announce(dec, obs.db.state, self.serving))
 
-    def _observe(self, now: float) -> Observation:
-        running = self.pg.running
-        if running:
-            self.pg_down.clear()
-            self.stopped_db = None
-        else:
-            self.pg_down.set()
-        db = self.localdb.observe(running, self.sync)
-        if db.state == Db.STOPPED:
-            db = self._stopped_db()
-        peer, ever_seen, confirm_recv, on_first_path, elsewhere = None, False, None, True, False
-        if self.pollers:
-            t = self.cfg.timing
-            merged = peer_merge([p.snapshot() for p in self.pollers], now,
-                                t.heartbeat_timeout + 2 * t.heartbeat_interval, 2 * t.heartbeat_interval)
-            elsewhere = merged.elsewhere
-            peer, ever_seen, confirm_recv = merged.view, merged.ever_seen, merged.last_confirm_recv
-            on_first_path, self.peer_paths = merged.on_first_path, merged.fresh
-            if merged.raw:
-                self._adopt_op_mode(opmode.OpMode.parse(merged.raw.get("op_mode")), "the peer's heartbeat")
-        if peer is not None and peer.db.timeline > 0:
-            self.peer_timeline_seen = peer.db.timeline
-        # "Not streaming" includes streaming an old timeline: a standby whose history
-        # forked before its own end of WAL reconnects and drops again, in a loop, and
-        # would look healthy half of the time.
-        behind = peer is not None and peer.db.state == Db.PRIMARY and \
-            0 < db.timeline < peer.db.timeline
-        if db.state in (Db.STANDBY, Db.STARTING) and (not db.streaming or behind):
-            self.not_streaming_since = self.not_streaming_since or now
-        else:
-            self.not_streaming_since = None
-        outcome, self.job_outcome = self.job_outcome, None
-        job_done = None
-        if outcome is not None:
-            done, ok = outcome
-            if ok:
-                job_done, self.job_failed = done, None
-            else:
-                self.job_failed, self.job_failed_at = done, now
-        with self.lock:
-            self.db_view, self.peer_view, self.observed_at = db, peer, now
-            if self.pending is not None and now - self.pending_at > COMMAND_TTL:
-                # A command the state machine could not act on must not fire later,
-                # in another situation (e.g. a switchover once this node is active again).
-                log.warning("command %s expired after %.0fs without effect", self.pending,
-                            COMMAND_TTL)
-                self.pending = None
-            command, vrrp, confirm_sent = self.pending, self.vrrp, self.last_confirm_sent
-        if self.cfg.is_ha:
-            vrrp = self._checked_vrrp(vrrp, now)
-        t = self.cfg.timing
-        return Observation(
-            now=now, ha=self.cfg.is_ha, self_index=self.cfg.ha.self_index if self.cfg.ha else 0,
-            vrrp=vrrp, db=db, peer=peer, peer_ever_seen=ever_seen,
-            last_confirm_recv=confirm_recv, last_confirm_sent=confirm_sent,
-            not_streaming_since=self.not_streaming_since, volume_ok=self._volume_ok(),
-            job_running=self.job, job_failed=self.job_failed, job_done=job_done,
-            command=command, promote_window=t.promote_window, alone_after=t.alone_after,
-            maintenance=self.op_mode.maintenance, peer_on_vrrp_path=on_first_path,
-            peer_elsewhere=elsewhere,
-            **self._lease_observation(now),
-        )
+    # ------------------------------------------------------------ loop io
+    def now(self) -> float:
+        return clock.now()
 
-    def _lease_observation(self, now: float) -> dict:
-        if self.lease is None or self.cfg.ha is None:
-            return {}
-        view = self.lease.view()
-        peer = view.holder == self.cfg.ha.peer_name
-        return {"witness": True, "lease_valid": view.valid(now), "lease_peer": peer,
-                "lease_peer_for": now - view.holder_since if peer and view.holder_since else 0.0,
-                "lease": self.cfg.timing.lease}
+    def wall_time(self) -> float:
+        return time.time()
 
-    def _adopt_op_mode(self, theirs: opmode.OpMode | None, source: str) -> bool:
-        """Take the peer's operation mode if it was set after ours."""
-        with self.lock:
-            new = opmode.newer(self.op_mode, theirs)
-            changed, self.op_mode = new != self.op_mode, new
-        if changed:
-            opmode.save(self.paths, new)
-            log.warning("operation mode %s (set on %s), from %s", new.mode, new.by, source)
+    def wakeup(self) -> None:
+        self.wake.set()
+
+    def submit(self, name: str, fn: Callable[[], Any]) -> Pending:
+        """Blocking work on a thread of its own; the loop is woken when it ends."""
+        fut: Future[Any] = Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # handed to the job that waits for it
+                fut.set_exception(e)
             self.wake.set()
-        return changed
+        threading.Thread(target=run, name=f"io-{name}", daemon=True).start()
+        return fut
+
+    def io_paused_for(self, now: float) -> float:
+        with self.lock:
+            paused_for = max(now - self.beat_at, self.freeze_seen)
+            self.freeze_seen = 0.0
+        return paused_for
+
+    def io_db_running(self) -> bool:
+        return self.pg.running
+
+    def io_db_observe(self, running: bool) -> DbView:
+        if running:
+            self.stopped_db = None
+        db = self.localdb.observe(running, postgres.SyncState(self.sync_from_lsn))
+        return self._stopped_db() if db.state == Db.STOPPED else db
+
+    def io_db_start(self, as_standby: bool) -> bool:
+        if as_standby:
+            postgres.set_standby_signal(self.paths.pgdata(self.cfg), True)
+        self.localdb.close()
+        return self.pg.start()
+
+    def io_db_stop(self) -> None:
+        if self.pg.running and not self.pg.stopping:
+            log.info("stopping the database (fast)")
+            self.pg.stop()
+
+    def io_set_sync(self, peer_name: str | None) -> None:
+        self.localdb.set_sync(peer_name)
+
+    def io_prove_sync(self) -> int:
+        return postgres.prove_sync_in_force(postgres.local_conninfo(self.paths, self.cfg))
+
+    def io_promote(self) -> None:
+        db = postgres.LocalDb(self.paths, self.cfg)
+        try:
+            db.promote()
+        finally:
+            db.close()
+
+    def io_peer_position(self) -> tuple[bool, int] | None:
+        return postgres.peer_position(self.paths, self.cfg)
+
+    def io_checkpoint_peer(self) -> None:
+        postgres.checkpoint_peer(self.paths, self.cfg)
+
+    def io_db_has_data(self) -> bool:
+        return postgres.has_data(self.paths.pgdata(self.cfg))
+
+    def io_local_timeline(self) -> int:
+        pgdata = self.paths.pgdata(self.cfg)
+        return postgres.stopped_timeline(pgdata, postgres.controldata(pgdata))
+
+    def io_rewind(self) -> tuple[bool, str]:
+        res = postgres.rewind(self.paths, self.cfg)
+        if res.returncode == 0:
+            return True, (res.stderr.strip().splitlines() or ["done"])[-1]
+        return False, f"exit {res.returncode}: {res.stderr.strip()[-300:]}"
+
+    def io_clone(self) -> str:
+        aside = postgres.clone(self.paths, self.cfg)
+        if aside is None:
+            return "cloned the peer's database"
+        return (f"cloned the peer's database; the old data directory is kept at {aside.path} "
+                f"({aside.bytes / 2**20:.1f} MiB; only the newest such copy is kept, remove it "
+                "when not needed)")
+
+    def io_prepare_standby(self) -> None:
+        postgres.write_managed_files(self.paths, self.cfg)
+        postgres.set_standby_signal(self.paths.pgdata(self.cfg), True)
+        self.stopped_db = None
+
+    def io_vrrp_reader_ok(self) -> str | None:
+        reader = self.notify_reader
+        if reader is None or reader.is_alive():
+            return None
+        return reader.error or "no reason"
+
+    def io_restart_vrrp_reader(self) -> None:
+        self._start_notify_reader()
+
+    def io_vip_present(self) -> bool:
+        ha = self.cfg.ha
+        return ha is not None and vip.has_address(ha.vip.address, ha.vip.interface)
+
+    def io_keepalived(self, gate: bool) -> None:
+        keepalived.write_gate(self.paths, gate)
+        if not self.keepalived.running and not self.stop_requested:
+            ha = self.cfg.ha
+            assert ha
+            if vip.remove(ha.vip.address, ha.vip.prefixlen, ha.vip.interface):
+                log.warning("removed a stale VIP %s left by a dead keepalived", ha.vip.cidr)
+            self.on_vrrp(Vrrp.UNKNOWN)
+            if self.keepalived.start():
+                log.info("keepalived started (pid %s)", self.keepalived.pid)
+
+    def io_priority(self, bonus: int) -> None:
+        keepalived.write_priority(self.paths, bonus)
+
+    def io_peer_snapshots(self) -> list[PeerSnapshot]:
+        return [p.snapshot() for p in self.pollers]
+
+    def io_lease_view(self) -> LeaseView | None:
+        return self.lease.view() if self.lease is not None else None
+
+    def io_lease_want(self, want: bool) -> None:
+        if self.lease is not None:
+            self.lease.set_want(want)
+
+    def io_volume_ok(self) -> bool:
+        return self._volume_ok()
+
+    def io_save_op_mode(self, op: opmode.OpMode) -> None:
+        opmode.save(self.paths, op)
+
+    def io_bgp(self, announce: bool) -> None:
+        self._actuate_bgp(announce)
 
     DISK_FULL_BYTES = 64 * 1024 * 1024  # below this the database cannot be trusted to write WAL
 
@@ -355,7 +299,7 @@ class Agent:
 
     def _refresh_db_view(self) -> None:
         """A fresh look at the local database outside the loop (while shutting down)."""
-        db = self.localdb.observe(self.pg.running, self.sync)
+        db = self.localdb.observe(self.pg.running, postgres.SyncState(self.sync_from_lsn))
         with self.lock:
             self.db_view, self.observed_at = db, clock.now()
 
@@ -369,12 +313,6 @@ class Agent:
             with self.lock:
                 self.freeze_seen = max(self.freeze_seen, now - self.beat_at)
                 self.beat_at = now
-
-    @property
-    def pause_fence(self) -> float:
-        """A freeze this long may have let the peer take over: keepalived's master-down
-        interval is at least three adverts."""
-        return 3 * self.cfg.timing.advert_int
 
     def _stopped_db(self) -> DbView:
         """A stopped database's position: whether it was last a primary (it needs a
@@ -403,143 +341,6 @@ class Agent:
             subprocess.run(["mount", str(dev), str(target)], capture_output=True)
         return os.path.ismount(target)
 
-    def _record(self, dec: Decision) -> None:
-        with self.lock:
-            if dec.consumed:
-                self.pending = None
-            old = self.role
-            if dec.role != old:
-                self.role, self.role_since = dec.role, clock.now()
-                self.transitions.append({"at": time.time(), "from": old, "to": dec.role,
-                                         "reason": dec.reason})
-            changed_reason = dec.reason != self.reason
-            self.reason, self.desired = dec.reason, dec.desired
-        if dec.role != old:
-            log.warning("role %s -> %s: %s", old, dec.role, dec.reason)
-        elif changed_reason:
-            log.info("%s", dec.reason)
-
-    # ---------------------------------------------------------------- jobs
-    def _start_job(self, job: Job, now: float) -> None:
-        if self.job is not None:
-            return
-        # Back off after a failure; briefly for a promotion, which must be retried
-        # while the data is still confirmed complete (promote_window).
-        backoff = 0.3 if job == Job.PROMOTE else 2.0
-        if self.job_failed == job and now - self.job_failed_at < backoff:
-            return
-        self.job = job
-        log.info("job %s started", job)
-        threading.Thread(target=self._run_job, args=(job,), name=f"job-{job}",
-                         daemon=True).start()
-
-    def _run_job(self, job: Job) -> None:
-        ok = False
-        started = clock.now()
-        try:
-            if job == Job.PROMOTE:
-                db = postgres.LocalDb(self.paths, self.cfg)
-                try:
-                    db.promote()
-                finally:
-                    db.close()
-            else:
-                self._rejoin()
-            ok = True
-            log.info("job %s done in %.3fs", job, clock.now() - started)
-        except Exception as e:
-            log.error("job %s failed after %.3fs: %s", job, clock.now() - started, e)
-        finally:
-            self.job_outcome = (job, ok)
-            self.job = None
-            self.wake.set()
-
-    def _rejoin(self) -> None:
-        """Stop (the loop does it), then follow the peer: pg_rewind, or a fresh clone.
-
-        Cancelled as soon as its premise fails (the peer is no longer becoming or being
-        the active, or its history is older than ours), and the peer's timeline is read
-        again right before anything on disk changes: the decision may be 15 s old."""
-        if not self.pg_down.wait(30):
-            raise RuntimeError("the local database did not stop within 30s")
-        deadline = clock.now() + 15  # a switchover or failover promotes within ~1 s
-        pgdata = self.paths.pgdata(self.cfg)
-        while True:
-            self._rejoin_premise()
-            pos = postgres.peer_position(self.paths, self.cfg)
-            if pos is not None and pos[0]:
-                break
-            if clock.now() > deadline:
-                raise RuntimeError("the peer's database is not a primary; cannot rejoin yet")
-            time.sleep(0.2)
-        if postgres.has_data(pgdata):
-            postgres.checkpoint_peer(self.paths, self.cfg)
-            self._rejoin_premise()
-            ours = postgres.stopped_timeline(pgdata, postgres.controldata(pgdata))
-            pos = postgres.peer_position(self.paths, self.cfg)
-            if pos is None or not pos[0]:
-                raise RuntimeError("the peer's database stopped being a primary")
-            if pos[1] < ours:
-                raise RuntimeError(f"the peer is on timeline {pos[1]}, older than ours ({ours}): "
-                                   "not rewinding onto it")
-            res = postgres.rewind(self.paths, self.cfg)
-            if res.returncode == 0:
-                log.info("pg_rewind: %s", (res.stderr.strip().splitlines() or ["done"])[-1])
-            else:
-                log.warning("pg_rewind failed (exit %d: %s); cloning the peer, the local data "
-                            "moved aside", res.returncode, res.stderr.strip()[-300:])
-                self._clone()
-        else:
-            self._clone()
-        postgres.write_managed_files(self.paths, self.cfg)
-        postgres.set_standby_signal(pgdata, True)
-        self.stopped_db = None
-
-    def _clone(self) -> None:
-        aside = postgres.clone(self.paths, self.cfg)
-        if aside is None:
-            log.info("cloned the peer's database")
-        else:
-            log.warning("cloned the peer's database; the old data directory is kept at %s "
-                        "(%.1f MiB; only the newest such copy is kept, remove it when not needed)",
-                        aside.path, aside.bytes / 2**20)
-
-    def _rejoin_premise(self) -> None:
-        """Raise if the rejoin should not go on: the peer is gone, stepping down, or
-        on an older timeline than ours."""
-        if self.stop_requested:
-            raise RuntimeError("cancelled: the agent is stopping")
-        with self.lock:
-            peer, db = self.peer_view, self.db_view
-        if peer is None:
-            raise RuntimeError("cancelled: the peer stopped answering")
-        if peer.role not in (Role.ACTIVE, Role.SWITCHING_TO_ACTIVE, Role.STANDBY):
-            raise RuntimeError(f"cancelled: the peer is {peer.role}, not becoming the active")
-        if 0 < peer.db.timeline < db.timeline:
-            raise RuntimeError(f"cancelled: the peer is on timeline {peer.db.timeline}, older than "
-                               f"ours ({db.timeline})")
-
-    # ------------------------------------------------------------- actuate
-    def _actuate(self, desired: Desired, obs: Observation, now: float) -> None:
-        if self.cfg.is_ha:
-            keepalived.write_gate(self.paths, desired.vrrp_gate)
-            if not self.keepalived.running and not self.stop_requested:
-                ha = self.cfg.ha
-                assert ha
-                if vip.remove(ha.vip.address, ha.vip.prefixlen, ha.vip.interface):
-                    log.warning("removed a stale VIP %s left by a dead keepalived", ha.vip.cidr)
-                self._on_vrrp(Vrrp.UNKNOWN)
-                if self.keepalived.start():
-                    log.info("keepalived started (pid %s)", self.keepalived.pid)
-        self._actuate_db(desired, obs)
-        if obs.db.state == Db.PRIMARY and self.cfg.is_ha:
-            # only a serving primary may commit alone: one stepping down (fencing) keeps
-            # its commits waiting for the peer, or it would acknowledge what the peer lacks
-            self._actuate_sync(desired.alone and desired.db == "primary", obs, now)
-        # STOPPED too: a primary that crashed is restarted in place as a primary; stopping
-        # the controller meanwhile would only add a restart of its own to the outage
-        self._actuate_services(desired.services and obs.db.state in (Db.PRIMARY, Db.STARTING, Db.STOPPED))
-
     def _set_announce(self, announce: bool, timeline: int = 0) -> None:
         want = (announce, bgp.med_for(timeline) if announce else bgp.MED_BASE)
         if want != self.announce:
@@ -565,86 +366,17 @@ class Agent:
         except OSError:
             return False
 
-    def _actuate_db(self, desired: Desired, obs: Observation) -> None:
-        if desired.db == "stopped":
-            if self.pg.running and not self.pg.stopping:
-                log.info("stopping the database (fast)")
-                self.pg.stop()
-            return
-        if self.pg.running or self.job is not None or obs.db.state == Db.ABSENT:
-            return
-        pgdata = self.paths.pgdata(self.cfg)
-        if desired.db == "standby":
-            postgres.set_standby_signal(pgdata, True)
-        self.localdb.close()
-        if self.pg.start():
-            log.info("database started as %s (pid %s)", desired.db, self.pg.pid)
-
-    def _actuate_sync(self, want_alone: bool, obs: Observation, now: float) -> None:
-        assert self.cfg.ha
-        with self.lock:
-            if want_alone and (obs.db.peer_streaming or (
-                    self.last_confirm_sent is not None
-                    and now - self.last_confirm_sent < self.cfg.timing.alone_after)):
-                want_alone = False  # a confirmation raced the decision: keep waiting
-            if want_alone:
-                self.alone = True  # no more confirmations from this moment
-        if want_alone == obs.db.alone:
-            if not want_alone:
-                with self.lock:
-                    self.alone = False
-                self._prove_sync_if_needed()  # e.g. a primary restarted with it set
-            return
-        if want_alone:
-            with self.lock:
-                self.sync_generation += 1  # a proof still running is for the old setting
-                self.sync.from_lsn = None
-            self.localdb.set_sync(None)
-            log.warning("synchronous replication off: committing alone (peer %s)",
-                        "never confirmed" if self.last_confirm_sent is None else
-                        f"unconfirmed for {now - self.last_confirm_sent:.1f}s")
-            return
-        with self.lock:
-            self.sync_generation += 1
-            self.sync.from_lsn = None  # not complete for anyone until proven in force
-        self.localdb.set_sync(self.cfg.ha.peer_name)
-        log.info("synchronous replication on: commits wait for %s", self.cfg.ha.peer_name)
-        self._prove_sync_if_needed()
-
-    def _prove_sync_if_needed(self) -> None:
-        """Synchronous replication is set but not yet proven in force: prove it off the
-        loop (it needs a checkpoint). Until then the peer is never confirmed complete."""
-        with self.lock:
-            if self.sync.from_lsn is not None or self.sync_proving:
-                return
-            self.sync_proving, generation = True, self.sync_generation
-        threading.Thread(target=self._prove_sync, args=(generation,), name="sync-proof",
-                         daemon=True).start()
-
-    def _prove_sync(self, generation: int) -> None:
-        started = clock.now()
-        try:
-            lsn: int | None = postgres.prove_sync_in_force(
-                postgres.local_conninfo(self.paths, self.cfg))
-        except Exception as e:  # the loop tries again at its next tick
-            log.warning("could not prove synchronous replication in force: %s", e)
-            lsn = None
-        with self.lock:
-            self.sync_proving = False
-            if lsn is not None and generation == self.sync_generation:
-                self.sync.from_lsn = lsn
-                log.info("synchronous replication in force (proven in %.3fs): commits past "
-                         "%X/%X wait for the peer", clock.now() - started, lsn >> 32,
-                         lsn & 0xFFFFFFFF)
-        self.wake.set()
-
-    def _actuate_services(self, on: bool) -> None:
+    def io_services(self, on: bool) -> None:
         m = self.manager
         if on:
             if not m.running:
                 self.serving = False
                 if not m.start():
                     return
+            # the serving lease (esc.services.serving), renewed every tick: a node
+            # frozen longer than pause_fence answers nothing when it wakes
+            if not m.send_line(f"lease {clock.now() + self.pause_fence:.3f}"):
+                return
             if not self.serving and m.send_line("serve"):
                 self.serving = True
                 log.info("escmanager serving (pid %s)", m.pid)
@@ -694,24 +426,6 @@ class Agent:
         log.warning("agent stopped")
 
     # ----------------------------------------------------------------- API
-    def peer_state(self, caller: str) -> dict:
-        now = clock.now()
-        with self.lock:
-            ha = self.cfg.ha
-            # only on a fresh observation: right after a freeze, what we saw before it
-            # says nothing about the peer now
-            fresh = now - self.observed_at < self.cfg.timing.heartbeat_timeout
-            complete = (ha is not None and caller == ha.peer_name and self.role == Role.ACTIVE
-                        and self.db_view.state == Db.PRIMARY and not self.alone
-                        and self.db_view.peer_complete and fresh)
-            if complete:
-                self.last_confirm_sent = now
-            return {"name": self.cfg.name, "index": ha.self_index if ha else 0,
-                    "role": self.role, "vrrp": self.vrrp, "complete_for_you": complete,
-                    "op_mode": self.op_mode.to_dict(),
-                    "db": {"state": self.db_view.state, "timeline": self.db_view.timeline,
-                           "lsn": self.db_view.lsn, "system_id": self.db_view.system_id}}
-
     def command(self, name: str, body: dict) -> tuple[int, dict]:
         via_peer = bool(body.get("_via_peer"))
         if via_peer and name not in ("switchover", "op_mode"):
@@ -719,7 +433,7 @@ class Agent:
         if name == "op_mode":
             return self._set_op_mode(body, via_peer)
         if name == "stop":
-            self._request_stop()
+            self.request_stop()
             return 202, {"result": "stopping"}
         if name == "reload":
             return self._reload()
@@ -733,7 +447,7 @@ class Agent:
             if role != Role.SWITCHING_TO_ACTIVE:
                 return 409, {"error": f"force-active is for a lone node waiting in "
                              f"SWITCHING_TO_ACTIVE; this node is {role}"}
-            self._queue(Command.FORCE_ACTIVE)
+            self.queue(Command.FORCE_ACTIVE)
             return 202, {"result": "forcing active"}
         # switchover
         if self.op_mode.maintenance:
@@ -756,7 +470,7 @@ class Agent:
             return refuse("the peer does not answer as STANDBY now")
         if not self._standby_replying():
             return refuse("its database has not confirmed replication in the last 1.5 s")
-        self._queue(Command.SWITCHOVER)
+        self.queue(Command.SWITCHOVER)
         return 202, {"result": "switching over"}
 
     def _standby_replying(self, within_s: float = 1.5) -> bool:
@@ -774,12 +488,6 @@ class Agent:
             return False
         finally:
             db.close()
-
-    def _queue(self, command: Command) -> None:
-        with self.lock:
-            self.pending, self.pending_at = command, clock.now()
-        log.info("operator command %s queued", command)
-        self.wake.set()
 
     def _peer_command(self, name: str, body: dict) -> tuple[int, dict]:
         import httpx
@@ -811,7 +519,7 @@ class Agent:
             theirs = opmode.OpMode.parse(body.get("op_mode"))
             if theirs is None:
                 return 400, {"error": "malformed op_mode"}
-            self._adopt_op_mode(theirs, "the peer's op_mode command")
+            self.adopt_op_mode(theirs, "the peer's op_mode command")
             return 200, {"result": self.op_mode.mode}
         mode = body.get("mode")
         if mode not in opmode.MODES:
@@ -887,7 +595,7 @@ class Agent:
             out: dict = {
                 "node": self.cfg.name, "role": role, "reason": self.reason,
                 "role_for_s": round(now - self.role_since, 3), "ha": self.cfg.is_ha,
-                "vrrp": self.vrrp, "job": self.job,
+                "vrrp": self.vrrp, "job": self.job.kind if self.job else None,
                 "alone": self.alone if db.state == Db.PRIMARY else None,
                 "transitions": list(self.transitions),
                 "op_mode": self.op_mode.to_dict(),
