@@ -645,6 +645,10 @@ class Agent:
                 self.serving = False
                 if not m.start():
                     return
+            # the serving lease (esc.services.serving), renewed every tick: a node
+            # frozen longer than pause_fence answers nothing when it wakes
+            if not m.send_line(f"lease {clock.now() + self.pause_fence:.3f}"):
+                return
             if not self.serving and m.send_line("serve"):
                 self.serving = True
                 log.info("escmanager serving (pid %s)", m.pid)
