@@ -21,7 +21,7 @@ import httpx
 import psycopg
 import pytest
 
-from esc import tls
+from esc import clock, tls
 from esc.config import NodeConfig, NodePaths, User, save_config
 from esc.secrets import hash_password
 from esc.services.manager import create_app, db_conninfo
@@ -366,6 +366,7 @@ def test_parked_then_serve_then_stdin_eof(manager: Manager, node: Node) -> None:
     assert not _accepts("127.0.0.1", port)
 
     t0 = time.monotonic()
+    manager.send(f"lease {clock.now() + 60}")  # as the agent does, every tick
     manager.send("serve")
     while not _accepts("127.0.0.1", port):  # IPv4 through the [::] dual-stack socket
         assert time.monotonic() - t0 < 5, "never listened"
@@ -383,6 +384,10 @@ def test_parked_then_serve_then_stdin_eof(manager: Manager, node: Node) -> None:
     )
     assert r.status_code == 201
 
+    manager.send(f"lease {clock.now() - 1}")  # the agent stopped vouching (frozen, fencing)
+    r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    assert r.status_code == 503 and "not serving" in r.json()["error"]
+
     assert manager.proc.stdin
     manager.proc.stdin.close()  # the agent died
     assert manager.proc.wait(timeout=10) == 0
@@ -399,6 +404,7 @@ def test_exit_while_parked(manager: Manager) -> None:
 
 def test_sigterm_while_serving(manager: Manager, node: Node) -> None:
     manager.expect("parked")
+    manager.send(f"lease {clock.now() + 60}")  # as the agent does, every tick
     manager.send("serve")
     manager.expect("serving")
     assert _accepts("127.0.0.1", node.cfg.api_port)
@@ -409,6 +415,7 @@ def test_sigterm_while_serving(manager: Manager, node: Node) -> None:
 def test_https_serves_the_same_app_and_closes_with_it(manager: Manager, node: Node) -> None:
     manager.expect("parked")
     assert not _accepts("127.0.0.1", node.cfg.https_port)
+    manager.send(f"lease {clock.now() + 60}")  # as the agent does, every tick
     manager.send("serve")
     manager.expect("serving")
     t0 = time.monotonic()

@@ -64,6 +64,7 @@ from esc.services.callbacks import CallbackPolicy, CallbackSender
 from esc.services.db import CommitNotConfirmed, commit_durably, one_line
 from esc.services.executor import DeploymentExecutor
 from esc.services.retention import Janitor
+from esc.services.serving import ServingGate, ServingLease, parse_lease_line
 from esc.services.transactions import Worker
 
 __all__ = ["CommitNotConfirmed", "commit_durably", "create_app", "db_conninfo", "main"]
@@ -379,7 +380,7 @@ async def serve_all(http: Server, http_sock: socket.socket, https: Server | None
     await http_task
 
 
-def https_config(app: FastAPI, cfg: NodeConfig, paths: NodePaths) -> uvicorn.Config | None:
+def https_config(app: Any, cfg: NodeConfig, paths: NodePaths) -> uvicorn.Config | None:
     """The HTTPS server's config, its certificate loaded now (while parked, so that
     a bad file is reported before a failover needs it); None without material."""
     if not cfg.https_port or not (paths.tls_cert.exists() and paths.tls_key.exists()):
@@ -401,9 +402,14 @@ SERVER_OPTIONS: dict[str, Any] = {"access_log": False, "log_config": None, "ws":
                                   "timeout_graceful_shutdown": 5}
 
 
-def watch_stdin(exit_requested: threading.Event) -> None:
-    """While serving: "exit" or EOF (the agent died) shuts the servers down."""
+def watch_stdin(exit_requested: threading.Event, lease: ServingLease) -> None:
+    """While serving: "lease T" renews the serving lease (esc.services.serving); "exit"
+    or EOF (the agent died) shuts the servers down."""
     for line in sys.stdin:
+        until = parse_lease_line(line)
+        if until is not None:
+            lease.renew(until)
+            continue
         if line.strip() == "exit":
             log.info("stdin: exit, shutting down")
             break
@@ -413,9 +419,13 @@ def watch_stdin(exit_requested: threading.Event) -> None:
     exit_requested.set()
 
 
-def wait_for_serve() -> bool:
-    """Parked: True on "serve", False on "exit" or EOF."""
+def wait_for_serve(lease: ServingLease) -> bool:
+    """Parked: True on "serve", False on "exit" or EOF (a lease may come first)."""
     for line in sys.stdin:
+        until = parse_lease_line(line)
+        if until is not None:
+            lease.renew(until)
+            continue
         command = line.strip()
         if command == "serve":
             return True
@@ -454,9 +464,12 @@ def main(argv: list[str] | None = None) -> int:
         vim = VimController(cfg.vim, conninfo)
     app = create_app(cfg, conninfo, executor=vim,
                      on_start=vim.start if vim else None, on_stop=vim.stop if vim else None)
-    config = uvicorn.Config(app, lifespan="on", **SERVER_OPTIONS)
+    # under an agent, nothing is answered until its first lease
+    lease = ServingLease() if args.serve else ServingLease(until=0.0)
+    gated = ServingGate(app, lease)
+    config = uvicorn.Config(gated, lifespan="on", **SERVER_OPTIONS)
     config.load()  # imports the protocol classes now rather than at failover
-    tls_config = https_config(app, cfg, paths)
+    tls_config = https_config(gated, cfg, paths)
 
     t_serve = 0.0
 
@@ -475,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.serve:
         log.info("parked, pid %d", os.getpid())
         notify("parked")
-        if not wait_for_serve():
+        if not wait_for_serve(lease):
             return 0
     t_serve = time.monotonic()
 
@@ -484,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: exit_requested.set())
     signal.signal(signal.SIGINT, lambda signum, frame: exit_requested.set())
     if not args.serve:
-        threading.Thread(target=watch_stdin, args=(exit_requested,), daemon=True).start()
+        threading.Thread(target=watch_stdin, args=(exit_requested, lease), daemon=True).start()
     try:
         sock = listen_socket(cfg.api_port)
     except OSError as e:

@@ -1,0 +1,49 @@
+"""The controller answers only under a fresh lease from its agent: a frozen active's
+controller, woken up, must not answer the requests that queued while it slept."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from esc import clock
+from esc.services.serving import ServingGate, ServingLease, parse_lease_line
+
+
+def app_with(lease: ServingLease) -> TestClient:
+    app = FastAPI()
+
+    @app.get("/v0/ping")
+    def ping() -> dict:
+        return {"ok": True}
+
+    return TestClient(ServingGate(app, lease))
+
+
+def test_no_lease_no_answer() -> None:
+    client = app_with(ServingLease(until=0.0))
+    r = client.get("/v0/ping")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert "not serving" in r.json()["error"]
+
+
+def test_a_fresh_lease_serves_and_an_expired_one_stops() -> None:
+    lease = ServingLease(until=0.0)
+    client = app_with(lease)
+    lease.renew(clock.now() + 5)
+    assert client.get("/v0/ping").json() == {"ok": True}
+    lease.renew(clock.now() - 0.001)  # the agent stopped renewing (frozen, fencing, dead)
+    assert client.get("/v0/ping").status_code == 503
+
+
+def test_manual_runs_are_not_gated() -> None:
+    assert ServingLease().until == math.inf
+    assert app_with(ServingLease()).get("/v0/ping").status_code == 200
+
+
+def test_lease_lines() -> None:
+    assert parse_lease_line("lease 12.5\n") == 12.5
+    for bad in ("lease", "lease x", "lease inf", "lease nan", "serve", "lease 1 2"):
+        assert parse_lease_line(bad) is None
