@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit test-lab bench chaos lint clean
+.PHONY: setup demo test test-unit test-lab bench chaos sim lint clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -31,6 +31,11 @@ chaos: setup
 		--count $(CHAOS_COUNT) --report docs/benchmarks/chaos-$$(date +%F).md $(CHAOS_ARGS)
 	ESC_LAB_NS_PREFIX=chaos- ESC_LAB_DIR=/var/tmp/esc-chaos $(VENV)/bin/escadm lab chaos --witness \
 		--count $(CHAOS_COUNT) --report docs/benchmarks/chaos-$$(date +%F)-witness.md $(CHAOS_ARGS)
+
+# the real agent loop under the deterministic simulation (tests/sim runs 1000 seeds)
+SEEDS ?= 10000
+sim: setup
+	$(PY) -m esc.sim --seeds $(SEEDS) --jobs $$(nproc)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

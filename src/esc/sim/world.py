@@ -108,16 +108,23 @@ class FakeDb:
         return writes <= mine
 
 
+def prefix_of(a: list[tuple[int, str]], b: list[tuple[int, str]]) -> bool:
+    """Whether history a is a prefix of b. Every entry is unique (a write on a timeline)
+    and histories only fork, so sharing the last entry of a means sharing all of a."""
+    return len(a) <= len(b) and (not a or b[len(a) - 1] == a[-1])
+
+
 class Cluster:
     """Both databases and the replication between them."""
 
     def __init__(self, sched: Scheduler, names: list[str], world: World) -> None:
         self.sched, self.world = sched, world
         self.dbs = {n: FakeDb(n, state=Db.STOPPED) for n in names}
+        self.peer = {n: self.dbs[m] for n in names for m in names if m != n}
         self.stalled_until = 0.0
 
     def other(self, name: str) -> FakeDb:
-        return next(d for n, d in self.dbs.items() if n != name)
+        return self.peer[name]
 
     def replicate(self) -> None:
         """Every 10 ms: a streaming standby receives what its primary has; waiters
@@ -131,12 +138,11 @@ class Cluster:
             src = self.other(db.name)
             ok = (db.state == Db.STANDBY and src.state == Db.PRIMARY
                   and self.world.link_up() and not self.world.frozen(src.name)
-                  and not self.world.frozen(db.name)
-                  and src.history[:len(db.history)] == db.history)
+                  and not self.world.frozen(db.name) and prefix_of(db.history, src.history))
             db.streaming = ok
             if ok:  # a few records per step: catching up after a while alone takes time
-                n = len(db.history) + self.sched.rng.randint(1, 3)
-                db.history = list(src.history[:n])
+                n = len(db.history)
+                db.history.extend(src.history[n:n + self.sched.rng.randint(1, 3)])
                 db.timeline = src.timeline
         for db in self.dbs.values():
             if db.state != Db.PRIMARY or not db.waiting or self.world.frozen(db.name):
@@ -329,6 +335,7 @@ class World:
         self.last_ack_timeline = 0
         self.vip_owner: str | None = None
         self.counter = 0
+        self.violation = ""
         # both start as in a fresh install: n1 was the primary, n2 its standby
         self.cluster.dbs["n1"].was_primary = True
         for n in self.NODES:
@@ -499,9 +506,10 @@ class World:
         if db.state != Db.STANDBY:
             raise RuntimeError("not a standby")
         missing = set(self.acked) - {w for _, w in db.history}
-        if missing:
-            raise SafetyViolation(f"{name} promoted without {len(missing)} acknowledged writes, "
-                                  f"e.g. {sorted(missing)[:3]}")
+        if missing:  # recorded, not only raised: the agent's job would catch it
+            self.violation = (f"{name} promoted without {len(missing)} acknowledged writes, "
+                              f"e.g. {sorted(missing)[:3]}")
+            raise SafetyViolation(self.violation)
         db.timeline += 1
         db.state, db.streaming, db.was_primary = Db.PRIMARY, False, False
         db.sync_in_force = db.sync_name = ""
@@ -529,17 +537,20 @@ class World:
     def _acked(self, node: str, w: str, tl: int) -> None:
         era = self.writer_eras.setdefault(tl, node)
         if era != node:
-            raise SafetyViolation(f"two writers: {node} and {era} both acknowledged writes on "
-                                  f"timeline {tl}")
-        if tl < self.last_ack_timeline:
-            raise SafetyViolation(f"two writers: {node} acknowledged {w} on timeline {tl} after a "
-                                  f"write on timeline {self.last_ack_timeline}")
+            self.violation = (f"two writers: {node} and {era} both acknowledged writes on "
+                              f"timeline {tl}")
+        elif tl < self.last_ack_timeline:
+            self.violation = (f"two writers: {node} acknowledged {w} on timeline {tl} after a "
+                              f"write on timeline {self.last_ack_timeline}")
         self.last_ack_timeline = tl
         self.acked[w] = (node, tl)
 
     # --- checks
     def check(self) -> None:
-        """After every step (promotions and acknowledgements check themselves)."""
+        """After every step: a violation seen anywhere (a promotion without every
+        acknowledged write, two writers) stops the run here, with its trace."""
+        if self.violation:
+            raise SafetyViolation(self.violation)
 
     def final_check(self) -> None:
         primaries = [n for n, d in self.cluster.dbs.items() if d.state == Db.PRIMARY]
