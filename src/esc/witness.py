@@ -16,6 +16,15 @@ Protocol (HTTP, JSON, ``X-ESC-Witness-Token`` derived from the pair's secret)::
     POST /v1/lease {"pair": P, "node": N, "want": false}   (release, if N holds it)
     GET  /v1/leases                                        (what it holds, for operators)
 
+The holder may also mark its peer *outdated* (``"outdated": "peer"`` in a renewal;
+``null`` clears it): the active does so before it commits without its standby, and
+the witness then never grants the lease to that node, so it can never promote
+without the writes it missed. Only the holder can set or clear the mark, and every
+answer says what it is (``"outdated"``). That lets an active commit alone as soon
+as it has lost its standby, instead of waiting out the standby's promote window.
+The marks are kept in a state file (written atomically on each change): a restarted
+witness must not forget that a node is behind.
+
 A restarted witness knows no lease: it grants none for ``--max-lease`` seconds after
 it starts, so a node that held a lease before the restart cannot be overlapped.
 """
@@ -26,10 +35,13 @@ import argparse
 import hmac
 import json
 import logging
+import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from esc import clock
 
@@ -46,43 +58,100 @@ class Lease:
     term: int  # grows each time the lease changes hands
 
 
-class LeaseTable:
-    """The leases, one per pair. Pure: ``now`` is given."""
+UNSET = object()  # a request that says nothing of the outdated mark
 
-    def __init__(self, started: float, max_duration: float = MAX_DURATION) -> None:
+
+class LeaseTable:
+    """The leases, one per pair, and the outdated marks. Pure but for ``on_marks``
+    (persistence): ``now`` is given."""
+
+    def __init__(self, started: float, max_duration: float = MAX_DURATION,
+                 marks: dict[str, str] | None = None,
+                 on_marks: Callable[[dict[str, str]], None] | None = None) -> None:
         self.leases: dict[str, Lease] = {}
         self.max_duration = max_duration
         self.quiet_until = started + max_duration  # no grant until a lease from before a restart ran out
+        self.outdated: dict[str, str] = dict(marks or {})
+        self.on_marks = on_marks
         self.lock = threading.Lock()
 
-    def request(self, pair: str, node: str, want: bool, duration: float, now: float) -> dict:
+    def request(self, pair: str, node: str, want: bool, duration: float, now: float,
+                outdated: object = UNSET) -> dict:
         with self.lock:
-            lease = self.leases.get(pair)
-            if not want:
-                if lease is not None and lease.holder == node and now < lease.expires:
-                    self.leases[pair] = Lease(node, now, lease.term)
-                return {"granted": False, "holder": None, "term": lease.term if lease else 0,
-                        "remaining": 0.0}
-            free = lease is None or now >= lease.expires
-            if lease is not None and lease.holder == node and not free:
-                self.leases[pair] = Lease(node, now + duration, lease.term)  # renewal
-            elif free and now >= self.quiet_until:
-                self.leases[pair] = Lease(node, now + duration, (lease.term if lease else 0) + 1)
-            else:
-                holder = lease.holder if lease is not None and not free else None
-                remaining = (lease.expires if lease is not None and not free else self.quiet_until) - now
-                return {"granted": False, "holder": holder, "term": lease.term if lease else 0,
-                        "remaining": round(max(remaining, 0.0), 3)}
-            got = self.leases[pair]
-            changed = lease is None or lease.term != got.term
-            return {"granted": True, "holder": node, "term": got.term, "remaining": round(duration, 3),
-                    "new": changed}
+            out = self._request(pair, node, want, duration, now)
+            holds = out["granted"]
+            if holds and outdated is not UNSET and outdated != self.outdated.get(pair):
+                if outdated is None:
+                    del self.outdated[pair]
+                else:
+                    assert isinstance(outdated, str)
+                    self.outdated[pair] = outdated
+                log.warning("pair %s: %s %s", pair, node,
+                            f"marked {outdated} outdated" if outdated else "cleared the outdated mark")
+                if self.on_marks is not None:
+                    self.on_marks(dict(self.outdated))
+            out["outdated"] = self.outdated.get(pair)
+            return out
+
+    def _request(self, pair: str, node: str, want: bool, duration: float, now: float) -> dict:
+        lease = self.leases.get(pair)
+        if not want:
+            if lease is not None and lease.holder == node and now < lease.expires:
+                self.leases[pair] = Lease(node, now, lease.term)
+            return {"granted": False, "holder": None, "term": lease.term if lease else 0,
+                    "remaining": 0.0}
+        free = lease is None or now >= lease.expires
+        if lease is not None and lease.holder == node and not free:
+            self.leases[pair] = Lease(node, now + duration, lease.term)  # renewal
+        elif free and now >= self.quiet_until and self.outdated.get(pair) != node:
+            self.leases[pair] = Lease(node, now + duration, (lease.term if lease else 0) + 1)
+        else:
+            holder = lease.holder if lease is not None and not free else None
+            remaining = (lease.expires if lease is not None and not free else self.quiet_until) - now
+            return {"granted": False, "holder": holder, "term": lease.term if lease else 0,
+                    "remaining": round(max(remaining, 0.0), 3)}
+        got = self.leases[pair]
+        changed = lease is None or lease.term != got.term
+        return {"granted": True, "holder": node, "term": got.term, "remaining": round(duration, 3),
+                "new": changed}
 
     def snapshot(self, now: float) -> dict:
         with self.lock:
             return {p: {"holder": lease.holder if now < lease.expires else None, "term": lease.term,
-                        "remaining": round(max(lease.expires - now, 0.0), 3)}
+                        "remaining": round(max(lease.expires - now, 0.0), 3),
+                        "outdated": self.outdated.get(p)}
                     for p, lease in self.leases.items()}
+
+
+def load_marks(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    marks = data.get("outdated") if isinstance(data, dict) else None
+    if not isinstance(marks, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in marks.items()):
+        raise ValueError(f"{path}: not a witness state file")
+    return marks
+
+
+def save_marks(path: Path, marks: dict[str, str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"version": 1, "outdated": marks}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def parse_outdated(body: dict) -> object:
+    """The request's word on the outdated mark: UNSET, None (clear) or a node name."""
+    if "outdated" not in body:
+        return UNSET
+    value = body["outdated"]
+    if value is not None and (not isinstance(value, str) or not value or len(value) > 100):
+        raise ValueError("'outdated' must be a node name or null")
+    return value
 
 
 def parse_request(body: object, max_duration: float = MAX_DURATION) -> tuple[str, str, bool, float]:
@@ -147,10 +216,11 @@ def serve(host: str, port: int, token: str, table: LeaseTable | None = None) -> 
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 pair, node, want, duration = parse_request(body, table.max_duration)
+                outdated = parse_outdated(body)
             except ValueError as e:  # json.JSONDecodeError is a ValueError
                 self._send(400, {"error": str(e)})
                 return
-            out = table.request(pair, node, want, duration, clock.now())
+            out = table.request(pair, node, want, duration, clock.now(), outdated)
             if out.pop("new", False):
                 log.info("lease of %s granted to %s (term %d)", pair, node, out["term"])
             self._send(200, out)
@@ -174,13 +244,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-file", required=True, help="file holding the token (escadm witness token)")
     p.add_argument("--max-lease", type=float, default=MAX_DURATION,
                    help="longest lease granted, and the time it grants none after it starts")
+    p.add_argument("--state-file", help="where the outdated marks are kept "
+                   "(default: witness-state.json beside the token file)")
     a = p.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s witness %(levelname)s %(message)s")
     try:
         with open(a.token_file) as f:
             token = f.read().strip()
-        srv = serve(host.strip("[]"), int(port), token, LeaseTable(clock.now(), a.max_lease))
+        state = Path(a.state_file) if a.state_file else Path(a.token_file).with_name("witness-state.json")
+        table = LeaseTable(clock.now(), a.max_lease, marks=load_marks(state),
+                           on_marks=lambda marks: save_marks(state, marks))
+        if table.outdated:
+            log.warning("outdated marks from %s: %s", state, table.outdated)
+        srv = serve(host.strip("[]"), int(port), token, table)
     except (OSError, ValueError) as e:
         print(f"esc-witness: {e}")
         return 2

@@ -158,3 +158,54 @@ def test_a_peer_that_held_the_lease_long_before_it_froze_is_not_taken_for_alive(
     finally:
         a.stop(release=False)
         b.stop()
+
+
+def test_an_outdated_node_never_gets_the_lease(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The holder marks its peer outdated before committing alone: the peer is refused
+    the lease even once the holder's has run out (it would promote without the writes
+    it missed), the mark survives a restart of the witness, and only the holder clears it."""
+    from esc.witness import load_marks, save_marks
+
+    state = tmp_path / "witness-state.json"
+    t = LeaseTable(started=T0 - 10, max_duration=5.0, on_marks=lambda m: save_marks(state, m))
+    assert t.request("p", "a", True, 1.0, T0)["granted"]
+    # b cannot mark a outdated: it does not hold the lease
+    assert t.request("p", "b", True, 1.0, T0 + 0.1, outdated="a")["outdated"] is None
+    out = t.request("p", "a", True, 1.0, T0 + 0.2, outdated="b")
+    assert out["granted"] and out["outdated"] == "b"
+    # a dies: its lease runs out, b still never gets it
+    late = t.request("p", "b", True, 1.0, T0 + 5)
+    assert not late["granted"] and late["outdated"] == "b"
+    # a restarted witness remembers
+    t2 = LeaseTable(started=T0 - 10, max_duration=5.0, marks=load_marks(state))
+    assert not t2.request("p", "b", True, 1.0, T0 + 6)["granted"]
+    # a (back, caught up the peer, holding the lease) clears it; b may then hold it
+    assert t2.request("p", "a", True, 1.0, T0 + 7, outdated=None)["outdated"] is None
+    assert t2.request("p", "b", True, 1.0, T0 + 9)["granted"]
+
+
+def test_bad_outdated_values_are_refused() -> None:
+    from esc.witness import parse_outdated
+
+    for bad in ({"outdated": 3}, {"outdated": ""}, {"outdated": "x" * 101}, {"outdated": ["a"]}):
+        with pytest.raises(ValueError, match="outdated"):
+            parse_outdated(bad)
+
+
+def test_the_client_marks_its_peer_outdated_while_it_holds_the_lease(witness: str) -> None:
+    a = LeaseClient(witness, "tok", "p", "a", duration=1.0, renew=0.05, margin=0.25)
+    a.start()
+    try:
+        a.set_want(True)
+        a.set_outdated("b")
+        deadline = clock.now() + 5
+        while a.view().outdated != "b":
+            assert clock.now() < deadline
+            time.sleep(0.01)
+        assert a.view().valid(clock.now())
+        a.set_outdated(None)
+        while a.view().outdated is not None:
+            assert clock.now() < deadline
+            time.sleep(0.01)
+    finally:
+        a.stop()

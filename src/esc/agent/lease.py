@@ -26,6 +26,7 @@ class LeaseView:
     answered_at: float | None = None  # esc.clock, the witness's last answer
     error: str = ""
     holder_since: float | None = None  # esc.clock: the witness has named this holder since then
+    outdated: str | None = None  # the node the witness holds outdated, by its last answer
 
     def valid(self, now: float) -> bool:
         return now < self.valid_until
@@ -44,6 +45,8 @@ class LeaseClient(threading.Thread):
         self.lock = threading.Lock()
         self.state = LeaseView()
         self.want = False
+        self.outdated_wish: str | None = None  # the mark we ask for while holding the lease
+        self.outdated_said = False  # ... once the agent has said anything about it
         self.kick = threading.Event()
         self.stopped = threading.Event()
 
@@ -61,6 +64,15 @@ class LeaseClient(threading.Thread):
                 # for a moment more, then its lease runs out; only one still renewing
                 # after we asked is alive.
                 self.state = replace(self.state, holder_since=None)
+        if changed:
+            self.kick.set()
+
+    def set_outdated(self, node: str | None) -> None:
+        """The agent's wish for the witness's outdated mark (sent with each renewal while
+        we hold the lease; the witness takes it only from the holder)."""
+        with self.lock:
+            changed = not self.outdated_said or node != self.outdated_wish
+            self.outdated_wish, self.outdated_said = node, True
         if changed:
             self.kick.set()
 
@@ -84,8 +96,11 @@ class LeaseClient(threading.Thread):
     def _ask(self, want: bool) -> bool:
         """One request; returns whether we hold the lease after it."""
         sent = clock.now()
-        body = json.dumps({"pair": self.pair, "node": self.node, "want": want,
-                           "duration": self.duration}).encode()
+        request: dict = {"pair": self.pair, "node": self.node, "want": want, "duration": self.duration}
+        with self.lock:
+            if want and self.outdated_said:
+                request["outdated"] = self.outdated_wish
+        body = json.dumps(request).encode()
         try:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
@@ -99,8 +114,7 @@ class LeaseClient(threading.Thread):
                 raise OSError(f"witness answered {resp.status}: {data.get('error', '')}")
         except (OSError, ValueError) as e:
             with self.lock:  # what we held still counts until it runs out
-                self.state = LeaseView(self.state.valid_until, self.state.holder, self.state.answered_at,
-                                       f"witness {self.host}:{self.port}: {e}", self.state.holder_since)
+                self.state = replace(self.state, error=f"witness {self.host}:{self.port}: {e}")
             return self.state.valid(clock.now())
         now = clock.now()
         granted = bool(data.get("granted"))
@@ -110,7 +124,9 @@ class LeaseClient(threading.Thread):
             before = self.state.valid(now)
             same = bool(holder) and holder == self.state.holder and self.state.holder_since is not None
             since = self.state.holder_since if same else (now if holder else None)
-            self.state = LeaseView(until, holder, now, "", since)
+            marked = data.get("outdated")
+            self.state = LeaseView(until, holder, now, "", since,
+                                   marked if isinstance(marked, str) else None)
         if self.agent_wake is not None and granted != before:
             self.agent_wake.set()
         return granted

@@ -236,11 +236,14 @@ def witness() -> None:
               help="The token (`escadm witness token` on a node).")
 @click.option("--max-lease", type=float, default=5.0, show_default=True,
               help="Longest lease granted; no lease is granted this long after a start.")
-def witness_run(listen: str, token_file: str, max_lease: float) -> None:
+@click.option("--state-file", default=None,
+              help="Where the outdated marks are kept (default: witness-state.json beside the token).")
+def witness_run(listen: str, token_file: str, max_lease: float, state_file: str | None) -> None:
     """Run the witness in the foreground (as a service of the third host)."""
     from esc.witness import main as witness_main
 
-    sys.exit(witness_main(["--listen", listen, "--token-file", token_file, "--max-lease", str(max_lease)]))
+    sys.exit(witness_main(["--listen", listen, "--token-file", token_file, "--max-lease", str(max_lease),
+                           *(["--state-file", state_file] if state_file else [])]))
 
 
 @witness.command("token")
