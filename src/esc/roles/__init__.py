@@ -43,7 +43,7 @@ Modules: :mod:`~esc.roles.observation` (the types), :mod:`~esc.roles.predicates`
 """
 
 from esc.roles.observation import (
-    ASKING_FOR_LEASE,
+    ASK_FOR_LEASE,
     FOLLOW,
     GATED,
     LEASE_WITH_PEER,
@@ -87,7 +87,7 @@ from esc.roles.rules import (
 )
 
 __all__ = [
-    "ASKING_FOR_LEASE",
+    "ASK_FOR_LEASE",
     "BEHIND_GRACE",
     "FOLLOW",
     "GATED",

@@ -130,7 +130,7 @@ OFF = Desired()
 FOLLOW = Desired(db="standby")
 SERVE_ALONE = Desired(db="primary", services=True, vrrp_gate=True, alone=True)
 GATED = Desired(db="standby", vrrp_gate=True)  # a standby database; keepalived may become MASTER
-ASKING_FOR_LEASE = Desired(db="standby", vrrp_gate=True, lease=True)
+ASK_FOR_LEASE = Desired(db="standby", vrrp_gate=True, lease=True)
 LEASE_WITH_PEER = Desired(db="standby", lease=True)  # keep asking for the lease, gate closed
 
 

@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import Final, Literal
 
 from esc.roles.observation import (
-    ASKING_FOR_LEASE,
+    ASK_FOR_LEASE,
     FOLLOW,
     GATED,
     LEASE_WITH_PEER,
@@ -129,7 +129,7 @@ def active_desired(obs: Observation) -> Desired:
     return Desired(db="primary", services=True, vrrp_gate=True, alone=alone, lease=obs.witness)
 
 
-def promoting_desired(obs: Observation) -> Desired:
+def while_promoting(obs: Observation) -> Desired:
     """While promoting: the database still a standby, the gate open, alone once primary,
     and the witness's lease held."""
     return Desired(db="standby", services=False, vrrp_gate=True, alone=True, lease=obs.witness)
@@ -145,7 +145,7 @@ def standby_follow(obs: Observation) -> Desired:
     return replace(FOLLOW, vrrp_gate=confirmed_complete(obs) and not obs.maintenance)
 
 
-def off_while_rejoining(obs: Observation) -> Desired:
+def while_job_runs(obs: Observation) -> Desired:
     """OFF while a rejoin replaces the database, FOLLOW while anything else runs."""
     return OFF if obs.job_running == Job.REJOIN else FOLLOW
 
@@ -286,7 +286,7 @@ RULES: Final[tuple[Rule, ...]] = (
     R("active-serving", frozenset({Role.ACTIVE}), (), Role.ACTIVE, active_desired,
       "serving; commits wait for the synchronous standby"),
     # ---- a promotion under way
-    R("promoting", frozenset({STA}), (promote_running,), STA, promoting_desired,
+    R("promoting", frozenset({STA}), (promote_running,), STA, while_promoting,
       "promoting the database"),
     # ---- the standby
     R("standby-force-active-refused", frozenset({Role.STANDBY}), (force_active_requested,),
@@ -314,8 +314,8 @@ RULES: Final[tuple[Rule, ...]] = (
       "the witness has kept the lease with the peer for {obs.lease_peer_for:.1f}s: it is alive; "
       "not taking over"),
     R("standby-asks-for-lease", frozenset({Role.STANDBY}), (keepalived_master, lease_missing), STA,
-      ASKING_FOR_LEASE, "asking the witness for the lease before promoting"),
-    R("standby-promotes", frozenset({Role.STANDBY}), (keepalived_master,), STA, promoting_desired,
+      ASK_FOR_LEASE, "asking the witness for the lease before promoting"),
+    R("standby-promotes", frozenset({Role.STANDBY}), (keepalived_master,), STA, while_promoting,
       master_promotes_reason, job=Job.PROMOTE),
     R("standby-peer-lost-ready", frozenset({Role.STANDBY}), (peer_lost, confirmed_complete),
       Role.STANDBY, standby_follow, "peer not answering; ready to take over"),
@@ -327,10 +327,10 @@ RULES: Final[tuple[Rule, ...]] = (
       standby_follow, "following the active"),
     # a standby no longer confirmed whose peer is not active joins the election below as
     # SWITCHING_TO_STANDBY
-    R("standby-waits-for-job", frozenset({Role.STANDBY}), (job_running,), STS, off_while_rejoining,
+    R("standby-waits-for-job", frozenset({Role.STANDBY}), (job_running,), STS, while_job_runs,
       "waiting for {obs.job_running}"),
     # ---- finding its place in the pair
-    R("waiting-for-job", JOINING, (job_running,), SAME, off_while_rejoining,
+    R("waiting-for-job", JOINING, (job_running,), SAME, while_job_runs,
       "waiting for {obs.job_running}"),
     # -- the peer answers on no network
     R("force-active-no-database", JOINING, (peer_lost, force_active_requested, db_absent), STA, OFF,
@@ -338,7 +338,7 @@ RULES: Final[tuple[Rule, ...]] = (
     R("forced-waiting-for-master", JOINING,
       (peer_lost, force_active_requested, not_(keepalived_master)), STA, GATED,
       "forced active by the operator: waiting for keepalived MASTER"),
-    R("forced-promotes", JOINING, (peer_lost, force_active_requested), STA, promoting_desired,
+    R("forced-promotes", JOINING, (peer_lost, force_active_requested), STA, while_promoting,
       "forced active by the operator: promoting alone", job=Job.PROMOTE, consumed=True),
     R("peer-never-seen", JOINING, (peer_lost, not_(peer_ever_seen)), STA, follow_if_data,
       "peer never reached since start: not serving (force-active overrides)"),
@@ -351,9 +351,9 @@ RULES: Final[tuple[Rule, ...]] = (
       "the witness has kept the lease with the peer for {obs.lease_peer_for:.1f}s: it is alive; "
       "not taking over"),
     R("lost-asks-for-lease", JOINING, (peer_lost, ready_to_take_over, keepalived_master, lease_missing),
-      STA, ASKING_FOR_LEASE, "asking the witness for the lease before promoting"),
+      STA, ASK_FOR_LEASE, "asking the witness for the lease before promoting"),
     R("lost-promotes", JOINING, (peer_lost, ready_to_take_over, keepalived_master), STA,
-      promoting_desired, "keepalived MASTER, peer lost, data complete: promoting", job=Job.PROMOTE),
+      while_promoting, "keepalived MASTER, peer lost, data complete: promoting", job=Job.PROMOTE),
     R("lost-waiting-for-master", JOINING, (peer_lost, ready_to_take_over), STA, GATED,
       "peer lost, data complete: waiting for keepalived MASTER"),
     R("lost-stops-primary", JOINING, (peer_lost, db_primary), STA, OFF,
@@ -387,10 +387,10 @@ RULES: Final[tuple[Rule, ...]] = (
       "the witness has kept the lease with the peer for {obs.lease_peer_for:.1f}s: it is alive; "
       "not taking over"),
     R("elected-asks-for-lease", JOINING,
-      (peer_in_election, wins_election, not_(peer_is_standby), lease_missing), STA, ASKING_FOR_LEASE,
+      (peer_in_election, wins_election, not_(peer_is_standby), lease_missing), STA, ASK_FOR_LEASE,
       "asking the witness for the lease before promoting"),
     R("elected-promotes", JOINING, (peer_in_election, wins_election, not_(peer_is_standby)), STA,
-      promoting_desired, "elected (best data) and keepalived MASTER: promoting", job=Job.PROMOTE),
+      while_promoting, "elected (best data) and keepalived MASTER: promoting", job=Job.PROMOTE),
     R("positions-unknown", JOINING_OR_STANDBY, (peer_in_election, positions_unknown), STS,
       follow_if_data, "waiting until both databases report their position to elect"),
     R("peer-has-better-claim", JOINING_OR_STANDBY, (peer_in_election,), STS, follow_if_data,
