@@ -259,9 +259,12 @@ def test_the_table_round_trips_through_json() -> None:
     assert all(why for why in data["predicates"].values())
 
 
-def test_every_guard_has_a_docstring() -> None:
+def test_every_guard_says_why_in_one_line() -> None:
     for name, fn in dot.guards_used().items():
-        assert fn.__doc__ and fn.__doc__.strip(), name
+        assert fn.__doc__, name
+        first, *rest = fn.__doc__.strip().splitlines()
+        assert 20 < len(first) <= 100, name
+        assert not rest or rest[0].strip() == "", f"{name}: the first line is not a sentence of its own"
 
 
 def test_the_text_table_fits_100_columns_and_lists_every_row() -> None:

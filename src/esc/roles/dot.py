@@ -56,7 +56,7 @@ FIRST_MATCH = ("Renames rewrite the role the rules see; then the first rule whos
 
 
 def _first_line(doc: str | None) -> str:
-    return (doc or "").strip().split("\n\n")[0].replace("\n", " ").split(". ")[0].strip()
+    return (doc or "").strip().splitlines()[0].strip() if doc else ""
 
 
 def _desired_name(d: Desired | Callable[..., Desired]) -> str:
@@ -239,8 +239,19 @@ def text_table(width: int = 100) -> str:
             wrapped.append(lines)
         for i in range(max(len(c) for c in wrapped)):
             out.append(line(c[i] if i < len(c) else "" for c in wrapped))
-    out += ["", textwrap.fill(LEGEND, width)]
+    out += ["", textwrap.fill(LEGEND, width), "", *glossary(width)]
     return "\n".join(out) + "\n"
+
+
+def glossary(width: int = 100) -> list[str]:
+    """The guards and why each matters (their docstrings' first lines), one per entry."""
+    preds = table_json()["predicates"]
+    w = max(len(name) for name in preds) + 2
+    out = ["Guards (esc.roles.predicates; `not x` is the negation):"]
+    for name, why in preds.items():
+        out += textwrap.wrap(why.replace("``", ""), width, initial_indent=f"  {name.ljust(w)}",
+                             subsequent_indent=" " * (w + 2))
+    return out
 
 
 def rich_table(width: int = 100) -> Any:
@@ -273,7 +284,7 @@ def rich_table(width: int = 100) -> Any:
         first.append(Text(reason, style="dim"))
         table.add_row(order, first, frm, Text(when, style="cyan"), to,
                       Text(job, style="magenta"))
-    return Group(Text(FIRST_MATCH), table, Text(LEGEND))
+    return Group(Text(FIRST_MATCH), table, Text(LEGEND), Text(""), Text("\n".join(glossary(width))))
 
 
 # ------------------------------------------------------------------ Graphviz
@@ -349,5 +360,5 @@ def digraph() -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["digraph", "rich_table", "row_dict", "table_from_json", "table_json", "text_table",
+__all__ = ["digraph", "glossary", "rich_table", "row_dict", "table_from_json", "table_json", "text_table",
            "to_json"]

@@ -138,7 +138,7 @@ def confirmed_complete(obs: Observation) -> bool:
 
 
 def must_wait_for_peer(obs: Observation) -> bool:
-    """Active: commits must wait for the peer (it streams, or was complete within ``alone_after``)."""
+    """Active: commits must wait for the peer (it streams, or was complete within alone_after)."""
     if obs.db.peer_streaming:
         return True
     return obs.last_confirm_sent is not None and obs.now - obs.last_confirm_sent < obs.alone_after
@@ -150,8 +150,9 @@ def ready_to_take_over(obs: Observation) -> bool:
 
 
 def needs_rejoin(obs: Observation) -> bool:
-    """Our data cannot just follow the active (absent, a primary, last a primary, or the
-    last rejoin failed): it must be rewound or cloned first."""
+    """Our data cannot just follow the active: it must be rewound or cloned first.
+
+    Absent, a primary, stopped after being a primary, or the last rejoin failed."""
     return (obs.db.state in (Db.ABSENT, Db.PRIMARY) or obs.job_failed == Job.REJOIN
             or (obs.db.state == Db.STOPPED and obs.db.was_primary))
 
@@ -163,8 +164,11 @@ def not_streaming_for(obs: Observation) -> float:
 
 
 def behind_the_active(obs: Observation) -> bool:
-    """A standby on an earlier timeline than the active, not streaming past ``BEHIND_GRACE``:
-    only an old primary gets there, likely past the fork, so rewind without the full grace."""
+    """On an earlier timeline than the active and not streaming: rewind without the full grace.
+
+    A standby (or starting) database, not streaming for ``BEHIND_GRACE``, while the peer is
+    a primary on a later timeline: only the old primary gets there, and it has likely
+    written past the fork, so waiting ``rejoin_grace`` would only delay it."""
     if obs.peer is None:
         return False
     behind = obs.peer.db.state == Db.PRIMARY and 0 < obs.db.timeline < obs.peer.db.timeline
@@ -173,8 +177,10 @@ def behind_the_active(obs: Observation) -> bool:
 
 
 def not_streaming_too_long(obs: Observation) -> bool:
-    """A standby (or one that never gets consistent) not streaming past ``rejoin_grace``:
-    its history diverged from the active's; waiting longer would wait forever."""
+    """Not streaming from the active for ``rejoin_grace``: waiting longer would wait forever.
+
+    A standby database, or one that never gets consistent (STARTING): its history
+    diverged from the active's."""
     return (obs.db.state in (Db.STANDBY, Db.STARTING) and obs.not_streaming_since is not None
             and not_streaming_for(obs) > obs.rejoin_grace)
 
@@ -218,8 +224,9 @@ def peer_db_may_be_primary(obs: Observation) -> bool:
 
 
 def peer_in_election(obs: Observation) -> bool:
-    """The peer is switching, stopped, in FAULT or a STANDBY: nobody is active; the better
-    data should be (a STANDBY peer does not compete, but its data still counts)."""
+    """The peer is switching, stopped, in FAULT or a STANDBY: nobody is active, elect one.
+
+    A STANDBY peer does not compete, but its data still counts against ours."""
     return obs.peer is not None and obs.peer.role in ELECTION_ROLES
 
 
@@ -249,22 +256,24 @@ def positions_unknown(obs: Observation) -> bool:
 
 
 def peer_is_newer(obs: Observation) -> bool:
-    """The peer's database is on a later timeline than ours: it took over from us (we
-    were frozen, cut off, or partitioned from it). As a primary, or already stepped down
-    (a standby or stopped): either way its history is the newer, and an active that
-    stays put would leave it waiting forever for us to step down."""
+    """The peer's database is on a later timeline than ours: its history is the newer.
+
+    It took over from us (we were frozen, cut off, or partitioned from it). As a primary,
+    or already stepped down (a standby or stopped): either way its history is the newer,
+    and an active that stays put would leave it waiting forever for us to step down."""
     return (obs.peer is not None and obs.peer.db.state in (Db.PRIMARY, Db.STANDBY, Db.STOPPED)
             and obs.peer.db.timeline > obs.db.timeline > 0)
 
 
 def peer_is_older(obs: Observation) -> bool:
-    """Our data is on a later timeline than the peer's: rewinding onto the peer would
-    discard our newer history."""
+    """Our data is on a later timeline than the peer's: rewinding onto it would discard ours."""
     return obs.peer is not None and 0 < obs.peer.db.timeline < obs.db.timeline
 
 
 def peer_serves_elsewhere(obs: Observation) -> bool:
-    """The peer answers (on some network) as an ACTIVE whose keepalived is MASTER, while
+    """The peer serves (ACTIVE, keepalived MASTER) while VRRP between us is broken: keep out.
+
+    The peer answers (on some network) as an ACTIVE whose keepalived is MASTER, while
     VRRP between us is broken: our keepalived is MASTER too, or the peer does not answer
     on VRRP's network; and another network answered after VRRP's fell silent
     (``peer_elsewhere``: a peer that just died still looks fresh everywhere for a moment,
@@ -286,8 +295,9 @@ def lease_missing(obs: Observation) -> bool:
 
 
 def lease_kept_by_peer(obs: Observation) -> bool:
-    """The witness has named the peer holder for longer than a lease: the peer is renewing
-    it, so it is alive behind a partition (a dead one's lease runs out within ``lease``)."""
+    """The witness has named the peer holder for longer than a lease: the peer is alive.
+
+    It keeps renewing the lease behind a partition; a dead peer's runs out within ``lease``."""
     return obs.lease_peer and obs.lease_peer_for > obs.lease
 
 
