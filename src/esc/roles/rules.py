@@ -441,10 +441,15 @@ def rename(role: Role, obs: Observation) -> tuple[State, tuple[Rename, ...]]:
     return state, tuple(applied)
 
 
+# The rows each state can match, in table order (the walk skips the others).
+_RULES_FOR: Final[dict[State, tuple[Rule, ...]]] = {
+    s: tuple(r for r in RULES if s in r.from_roles) for s in (*Role, *Phase)}
+
+
 def first_rule(state: State, obs: Observation) -> Rule:
     """The first row of :data:`RULES` that matches."""
-    for rule in RULES:
-        if rule.matches(state, obs):
+    for rule in _RULES_FOR[state]:
+        if all(g(obs) for g in rule.when):
             return rule
     raise AssertionError(f"no rule for {state}")  # every role set ends with an unguarded row
 
