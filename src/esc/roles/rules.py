@@ -108,13 +108,6 @@ JOINING: Final = frozenset({STA, STS, Role.STOPPED, Role.STANDALONE, Role.MAINTE
 JOINING_OR_STANDBY: Final = JOINING | {Role.STANDBY}
 NOT_ACTIVE: Final = frozenset(set(Role) - {Role.ACTIVE})
 
-ROLE_SETS: Final[dict[frozenset[State], str]] = {
-    ANY: "any",
-    JOINING: "joining",
-    JOINING_OR_STANDBY: "joining, STANDBY",
-    NOT_ACTIVE: "any but ACTIVE",
-}
-
 MAINTENANCE_HINT = "no automatic failover (escadm op_mode set --mode=operation, or ha force-active)"
 
 
