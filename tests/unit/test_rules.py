@@ -8,6 +8,7 @@ import html
 import json
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from esc.roles import (
     dot,
     match,
 )
-from esc.roles.rules import ANY, PROMOTED, SAME, Phase, State
+from esc.roles.rules import ANY, PROMOTED, SAME, Phase, Row, Rule, State
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1000.0
@@ -139,8 +140,8 @@ EXAMPLES: dict[str, tuple[Role, Observation]] = {
 }
 
 
-def names(rows: object) -> list[str]:
-    return [r.name for r in rows]  # type: ignore[attr-defined]
+def names(rows: Iterable[Row]) -> list[str]:
+    return [r.name for r in rows]
 
 
 # ------------------------------------------------------------------ the table as data
@@ -227,16 +228,15 @@ def _random_states_seen() -> frozenset[tuple[str, State]]:
 
 
 @pytest.mark.parametrize("rule", RULES, ids=names(RULES))
-def test_every_rule_is_reachable_from_every_role_it_lists(rule: object) -> None:
+def test_every_rule_is_reachable_from_every_role_it_lists(rule: Rule) -> None:
     """No row lists a role it can never be the first match for: the picture draws only
     transitions that happen."""
-    for state in sorted(rule.from_roles):  # type: ignore[attr-defined]
-        role, obs = _input(state, EXAMPLES[rule.name][1])  # type: ignore[attr-defined]
+    for state in sorted(rule.from_roles):
+        role, obs = _input(state, EXAMPLES[rule.name][1])
         m = match(role, obs)
-        if (m.rule.name, m.state) == (rule.name, state):  # type: ignore[attr-defined]
+        if (m.rule.name, m.state) == (rule.name, state):
             continue
-        assert (rule.name, state) in _random_states_seen(), (  # type: ignore[attr-defined]
-            f"{rule.name} never decides for {state}")  # type: ignore[attr-defined]
+        assert (rule.name, state) in _random_states_seen(), f"{rule.name} never decides for {state}"
 
 
 def test_every_role_set_ends_with_an_unguarded_row() -> None:

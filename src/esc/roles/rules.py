@@ -90,7 +90,7 @@ class Phase(StrEnum):
 
 
 State = Role | Phase
-SAME: Final = "SAME"  # a rule's target: the node keeps the role it was given
+SAME: Final[Literal["SAME"]] = "SAME"  # a rule's target: the node keeps the role it was given
 Target = Role | Literal["SAME"]
 Outcome = Desired | Callable[[Observation], Desired]
 Reason = str | Callable[[Observation], str]
@@ -100,13 +100,13 @@ STS = Role.SWITCHING_TO_STANDBY
 PROMOTED = Phase.PROMOTED
 
 # The states the rules see (renamed: FAULT never reaches them, PROMOTED may).
-ANY: Final = frozenset({*Role, PROMOTED} - {Role.FAULT})
-AS_ACTIVE: Final = frozenset({Role.ACTIVE, PROMOTED})
+ANY: Final[frozenset[State]] = frozenset({*Role, PROMOTED} - {Role.FAULT})
+AS_ACTIVE: Final[frozenset[State]] = frozenset({Role.ACTIVE, PROMOTED})
 # Finding its place in the pair. (STANDALONE and MAINTENANCE are never kept by an HA node
 # but are accepted like STOPPED.)
-JOINING: Final = frozenset({STA, STS, Role.STOPPED, Role.STANDALONE, Role.MAINTENANCE})
-JOINING_OR_STANDBY: Final = JOINING | {Role.STANDBY}
-NOT_ACTIVE: Final = frozenset(set(Role) - {Role.ACTIVE})
+JOINING: Final[frozenset[State]] = frozenset({STA, STS, Role.STOPPED, Role.STANDALONE, Role.MAINTENANCE})
+JOINING_OR_STANDBY: Final[frozenset[State]] = JOINING | {Role.STANDBY}
+NOT_ACTIVE: Final[frozenset[Role]] = frozenset(set(Role) - {Role.ACTIVE})
 
 MAINTENANCE_HINT = "no automatic failover (escadm op_mode set --mode=operation, or ha force-active)"
 
