@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit test-lab bench chaos sim lint clean
+.PHONY: setup demo test test-unit test-lab bench chaos sim lint rules-docs clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -39,6 +39,11 @@ sim: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
+
+# the role state machine's table in docs/ (rules.dot, rules.svg, ha.md): after changing
+# src/esc/roles/rules.py (tests/unit/test_rules.py fails until then)
+rules-docs: setup
+	$(PY) scripts/rules_docs.py
 
 clean:
 	-$(VENV)/bin/escadm lab down

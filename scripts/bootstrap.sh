@@ -16,6 +16,7 @@ command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v ps >/dev/null 2>&1 || need+=(procps)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v bird >/dev/null 2>&1 || need+=(bird2)
+command -v dot >/dev/null 2>&1 || need+=(graphviz)  # make rules-docs draws docs/rules.svg
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 id postgres >/dev/null 2>&1 || need+=(postgresql-15)
 PY=$(command -v python3.11 || true)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -399,6 +400,31 @@ def _wait_role(ctx: click.Context, roles: set[str], timeout: float) -> str:
         time.sleep(0.1)
     fail(f"still {role} after {timeout:.0f}s")
     return role
+
+
+@ha.command("rules")
+@click.option("--dot", "fmt", flag_value="dot", help="Print the table as a Graphviz digraph.")
+@click.option("--json", "fmt", flag_value="json", help="Print the table as JSON.")
+@click.option("--width", type=click.IntRange(60, 400), default=None,
+              help="Columns of the text table (default: the terminal's).")
+def ha_rules(fmt: str | None, width: int | None) -> None:
+    """Print the role state machine's rule table (the first matching row decides)."""
+    from esc.roles import dot
+
+    if fmt == "dot":
+        click.echo(dot.digraph(), nl=False)
+    elif fmt == "json":
+        click.echo(dot.to_json(), nl=False)
+    else:
+        width = width or max(60, shutil.get_terminal_size((100, 24)).columns)
+        # on a terminal, drawn by rich (colours); piped, or without rich, the same as plain text
+        table = dot.rich_table(width) if sys.stdout.isatty() else None
+        if table is None:
+            click.echo(dot.text_table(width), nl=False)
+        else:
+            from rich.console import Console
+
+            Console(width=width).print(table)
 
 
 @ha.command("switchover")
