@@ -77,6 +77,9 @@ def status_details(st: dict) -> str:
         held = "lease held here" if w.get("held") else \
             f"lease held by {w['holder']}" if w.get("holder") else "lease not held"
         lines.append(f"witness:     {w['address']}: {held}" + (f" ({w['error']})" if w.get("error") else ""))
+        if w.get("outdated"):
+            lines.append(f"             holds {w['outdated']} outdated: it gets no lease (it cannot "
+                         "promote) until it is a complete standby again")
     db = st.get("db", {})
     if db:
         if db.get("state") == "primary":

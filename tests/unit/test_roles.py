@@ -1833,3 +1833,41 @@ def test_sim_fuzz_partitions_with_two_paths(seed: int) -> None:
     assert roles == sorted([Role.ACTIVE, Role.STANDBY]), f"seed {seed}: {story}\n{w.log()}"
     active = next(x for x in w.nodes if x.role == Role.ACTIVE)
     w.check_no_acked_write_lost(active)
+
+
+@PROPS
+@given(role=st_role, obs=observations(ha=True), lease_valid=st.booleans(), outdated=st.booleans(),
+       lease_peer=st.booleans())
+def test_prop_with_a_witness_alone_needs_the_lease_and_comes_at_once_once_outdated(
+        role: Role, obs: Observation, lease_valid: bool, outdated: bool, lease_peer: bool) -> None:
+    """With a witness, an active commits alone only under its lease; once the witness
+    holds the peer outdated (it can never get the lease, never promote), at once rather
+    than after alone_after. It asks for the mark only while it holds the lease, never
+    while the peer is a complete standby, and clears it once the peer is complete."""
+    obs = replace(obs, witness=True, lease_valid=lease_valid, peer_outdated=outdated,
+                  lease_peer=lease_peer and not lease_valid)
+    dec = decide(role, obs)
+    if dec.role != Role.ACTIVE or dec.desired.db != "primary":
+        return
+    if dec.desired.alone:
+        assert lease_valid
+    if lease_valid and outdated:
+        assert dec.desired.alone
+    if dec.desired.outdate_peer is not None:
+        assert lease_valid
+    if obs.db.peer_complete:
+        assert dec.desired.outdate_peer is not True
+    if dec.desired.outdate_peer:
+        assert obs.peer is None or not obs.db.peer_streaming
+
+
+def test_an_active_marks_a_lost_standby_outdated_then_commits_alone_at_once() -> None:
+    base = ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY, peer_streaming=True), witness=True,
+              lease_valid=True, last_confirm_sent=99.9, now=100.0, peer=None)
+    first = decide(Role.ACTIVE, base)
+    # the walsender has not noticed yet, the agent has: ask for the mark, keep waiting
+    assert first.desired.outdate_peer is True and not first.desired.alone
+    then = decide(Role.ACTIVE, replace(base, peer_outdated=True))
+    assert then.desired.alone and "outdated" in then.reason
+    # without the lease, never
+    assert not decide(Role.ACTIVE, replace(base, peer_outdated=True, lease_valid=False)).desired.alone

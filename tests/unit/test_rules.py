@@ -81,6 +81,8 @@ EXAMPLES: dict[str, tuple[Role, Observation]] = {
     "active-promotes-recovery": (Role.ACTIVE, ob(vrrp=MASTER, db=dbv(Db.STANDBY))),
     "promoted-now-active": (STA, ob(job_done=Job.PROMOTE, **SERVING)),
     "active-no-lease-waits": (Role.ACTIVE, ob(witness=True, **SERVING)),
+    "active-alone-peer-outdated": (Role.ACTIVE, ob(witness=True, lease_valid=True, peer_outdated=True,
+                                                   **SERVING)),
     "active-commits-alone": (Role.ACTIVE, ob(**SERVING)),
     "active-serving": (Role.ACTIVE, ob(vrrp=MASTER, db=dbv(Db.PRIMARY, peer_streaming=True))),
     "promoting": (STA, ob(vrrp=MASTER, job_running=Job.PROMOTE)),

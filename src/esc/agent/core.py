@@ -271,6 +271,10 @@ class Agent(AgentLoop):
         if self.lease is not None:
             self.lease.set_want(want)
 
+    def io_lease_outdate_peer(self, outdated: bool) -> None:
+        if self.lease is not None and self.cfg.ha is not None:
+            self.lease.set_outdated(self.cfg.ha.peer_name if outdated else None)
+
     def io_volume_ok(self) -> bool:
         return self._volume_ok()
 
@@ -620,7 +624,7 @@ class Agent(AgentLoop):
             lv = self.lease.view()
             out["witness"] = {"address": ha.witness, "held": lv.valid(now), "holder": lv.holder,
                               "last_answer_s": round(now - lv.answered_at, 3) if lv.answered_at else None,
-                              "error": lv.error}
+                              "error": lv.error, "outdated": lv.outdated}
         if ha:
             out["vip"] = {"address": ha.vip.cidr, "interface": ha.vip.interface,
                           "present": vip.has_address(ha.vip.address, ha.vip.interface)}

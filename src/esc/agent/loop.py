@@ -41,6 +41,7 @@ from esc.roles import (
     Role,
     Vrrp,
     decide,
+    must_wait_for_peer,
     should_announce,
 )
 
@@ -239,6 +240,9 @@ class AgentLoop:
     def io_lease_want(self, want: bool) -> None:
         pass
 
+    def io_lease_outdate_peer(self, outdated: bool) -> None:
+        """Ask the witness to hold the peer outdated (True) or to clear the mark."""
+
     def io_volume_ok(self) -> bool:
         return True
 
@@ -266,6 +270,8 @@ class AgentLoop:
         obs = replace(self._observe(now), paused_for=paused_for, pause_fence=self.pause_fence)
         dec = decide(self.role, obs)
         self.io_lease_want(dec.desired.lease)
+        if dec.desired.outdate_peer is not None:
+            self.io_lease_outdate_peer(dec.desired.outdate_peer)
         self._record(dec)
         if self.cfg.is_ha:
             self.io_priority(priority_bonus(dec.role, obs.db, self.peer_timeline_seen))
@@ -357,7 +363,8 @@ class AgentLoop:
         peer = view.holder == self.cfg.ha.peer_name
         return {"witness": True, "lease_valid": view.valid(now), "lease_peer": peer,
                 "lease_peer_for": now - view.holder_since if peer and view.holder_since else 0.0,
-                "lease": self.cfg.timing.lease}
+                "lease": self.cfg.timing.lease,
+                "peer_outdated": view.outdated == self.cfg.ha.peer_name}
 
     def _checked_vrrp(self, reported: Vrrp, now: float) -> Vrrp:
         """keepalived's state as its notifications report it, checked against what can
@@ -534,10 +541,11 @@ class AgentLoop:
     def _actuate_sync(self, want_alone: bool, obs: Observation, now: float) -> None:
         assert self.cfg.ha
         with self.lock:
-            if want_alone and (obs.db.peer_streaming or (
-                    self.last_confirm_sent is not None
-                    and now - self.last_confirm_sent < self.cfg.timing.alone_after)):
-                want_alone = False  # a confirmation raced the decision: keep waiting
+            # the rule again, on what the peer's heartbeat thread may have changed since
+            # the decision (a confirmation given a moment ago): then keep waiting
+            if want_alone and must_wait_for_peer(
+                    replace(obs, now=now, last_confirm_sent=self.last_confirm_sent)):
+                want_alone = False
             if want_alone:
                 self.alone = True  # no more confirmations from this moment
         if want_alone == obs.db.alone:

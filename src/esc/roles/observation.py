@@ -104,6 +104,7 @@ class Observation:
     lease_peer: bool = False  # the witness's last answer: the peer holds it
     lease_peer_for: float = 0.0  # ... and has named the peer for this long (it keeps renewing)
     lease: float = 1.0  # the lease's length
+    peer_outdated: bool = False  # the witness holds the peer outdated (at our request, as holder)
     paused_for: float = 0.0  # the agent's loop did not run for this long before this tick
     pause_fence: float = 0.6  # a pause this long may have let the peer take over
 
@@ -115,6 +116,8 @@ class Desired:
     vrrp_gate: bool = False  # keepalived may be MASTER
     alone: bool = False  # primary: commit without waiting for the peer (never by default)
     lease: bool = False  # hold (ask for, renew) the witness's lease
+    # the witness's outdated mark on the peer: True set it, False clear it, None leave it
+    outdate_peer: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -138,10 +138,25 @@ def confirmed_complete(obs: Observation) -> bool:
 
 
 def must_wait_for_peer(obs: Observation) -> bool:
-    """Active: commits must wait for the peer (it streams, or was complete within alone_after)."""
+    """Active: commits must wait for the peer (it streams, or was complete within alone_after).
+
+    Not once the witness holds it outdated under our lease: it can never get the lease,
+    so never promote without what we commit alone."""
+    if peer_held_outdated(obs):
+        return False
     if obs.db.peer_streaming:
         return True
     return obs.last_confirm_sent is not None and obs.now - obs.last_confirm_sent < obs.alone_after
+
+
+def peer_held_outdated(obs: Observation) -> bool:
+    """Under our valid lease, the witness confirmed it holds the peer outdated (no lease for it)."""
+    return obs.witness and obs.lease_valid and obs.peer_outdated
+
+
+def peer_gone_or_behind(obs: Observation) -> bool:
+    """Active: the peer is silent on every network, or does not stream: mark it outdated."""
+    return obs.peer is None or not obs.db.peer_streaming
 
 
 def ready_to_take_over(obs: Observation) -> bool:

@@ -65,6 +65,8 @@ from esc.roles.predicates import (
     peer_db_may_be_primary,
     peer_db_primary,
     peer_ever_seen,
+    peer_gone_or_behind,
+    peer_held_outdated,
     peer_in_election,
     peer_is_active,
     peer_is_newer,
@@ -119,7 +121,12 @@ def active_desired(obs: Observation) -> Desired:
     with a witness, while we hold the lease (a partitioned active refuses writes, they wait
     for the standby, rather than acknowledge ones the peer lacks)."""
     alone = not must_wait_for_peer(obs) and (not obs.witness or obs.lease_valid)
-    return Desired(db="primary", services=True, vrrp_gate=True, alone=alone, lease=obs.witness)
+    outdate: bool | None = None
+    if obs.witness and obs.lease_valid:
+        # cleared once the peer is a complete standby again; set while it is gone or behind
+        outdate = False if obs.db.peer_complete else (True if peer_gone_or_behind(obs) else None)
+    return Desired(db="primary", services=True, vrrp_gate=True, alone=alone, lease=obs.witness,
+                   outdate_peer=outdate)
 
 
 def while_promoting(obs: Observation) -> Desired:
@@ -274,6 +281,8 @@ RULES: Final[tuple[Rule, ...]] = (
     R("active-no-lease-waits", frozenset({Role.ACTIVE}), (lease_missing, not_(must_wait_for_peer)),
       Role.ACTIVE, active_desired,
       "peer not a complete standby, and no lease from the witness: commits wait"),
+    R("active-alone-peer-outdated", frozenset({Role.ACTIVE}), (peer_held_outdated,), Role.ACTIVE,
+      active_desired, "the witness holds the peer outdated: committing alone"),
     R("active-commits-alone", frozenset({Role.ACTIVE}), (not_(must_wait_for_peer),), Role.ACTIVE,
       active_desired, "peer not a complete standby within alone_after: committing alone"),
     R("active-serving", frozenset({Role.ACTIVE}), (), Role.ACTIVE, active_desired,
