@@ -75,7 +75,7 @@ def argv(paths: NodePaths) -> list[str]:
 
 
 def env(paths: NodePaths) -> dict[str, str]:
-    """ExaBGP 5 reads its settings from the environment (lab note B2)."""
+    """ExaBGP 5 reads its settings from the environment."""
     return {
         "exabgp_daemon_user": "root",  # it would drop to 'nobody' and lose TCP_MD5SIG
         "exabgp_daemon_daemonize": "false",

@@ -2,7 +2,7 @@
 
 Node-specific settings (socket dir, port, primary_conninfo) go on the command
 line, never into PGDATA: pg_rewind copies postgresql.conf, postgresql.auto.conf
-and pg_hba.conf from the other node (lab note P4), so the files in PGDATA are
+and pg_hba.conf from the other node, so the files in PGDATA are
 identical on both nodes. ``synchronous_standby_names`` is set with ALTER SYSTEM
 and re-applied by the agent every tick, so a copied value does no harm.
 """
@@ -249,7 +249,7 @@ class LocalDb:
 
     def promote(self, timeout: float = 10.0) -> None:
         # A promoted node must not inherit a sync standby name and block every
-        # commit (lab note P6); the loop sets it again once the peer streams.
+        # commit; the loop sets it again once the peer streams.
         self.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
         self.execute("SELECT pg_reload_conf()")
         if not self.execute("SELECT pg_is_in_recovery()")[0][0]:
@@ -283,7 +283,7 @@ def prove_sync_in_force(conninfo: str, timeout: float = 60.0) -> int:
 
 
 def checkpoint_peer(paths: NodePaths, cfg: NodeConfig) -> None:
-    """pg_rewind right after a promotion needs a CHECKPOINT on the source (lab note P5)."""
+    """pg_rewind right after a promotion needs a CHECKPOINT on the source."""
     with psycopg.connect(conninfo_peer(paths, cfg, "postgres"), autocommit=True) as c:
         c.execute("CHECKPOINT")
 
@@ -440,7 +440,7 @@ def controldata(pgdata: Path) -> dict[str, str]:
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    """A killed process lingers as a zombie until reaped (lab note P1)."""
+    """A killed process lingers as a zombie until reaped."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -1,6 +1,6 @@
 """Addresses on local interfaces (iproute2, JSON output).
 
-keepalived killed with SIGKILL leaves its VIP on the interface (lab note K3):
+keepalived killed with SIGKILL leaves its VIP on the interface:
 the agent removes a VIP it finds before (re)starting keepalived.
 """
 

@@ -92,7 +92,7 @@ def create(hosts: list[Host], bridges: tuple[str, ...] = (BRIDGE,)) -> None:
         hn = ns(h.name)
         ip("netns", "add", hn)
         ip("-n", hn, "link", "set", "lo", "up")
-        # Global IPv6 addresses must survive a link cut (lab note K5).
+        # Global IPv6 addresses must survive a link cut.
         netns_exec(h.name, "sysctl", "-qw", "net.ipv6.conf.all.keep_addr_on_down=1",
                    "net.ipv6.conf.default.keep_addr_on_down=1")
         ip("link", "add", f"v-{h.name}", "netns", hn, "type", "veth",

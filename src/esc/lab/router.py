@@ -41,7 +41,7 @@ def files(lab_dir: Path) -> dict[str, Path]:
 
 
 def render(router_id: str, neighbors: list[Neighbor], log: Path, family: int = 4) -> str:
-    """bird.conf: the original's neighbour example, with short timers (lab note B1:
+    """bird.conf: the original's neighbour example, with short timers (
     ``error wait time`` or a restarted node's session stays refused for a minute)."""
     fam = "ipv4" if family == 4 else "ipv6"
     out = [
