@@ -19,8 +19,12 @@ test-unit: setup
 test-lab: setup
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/lab
 
+# the raw keepalived + promote floor first; failover.py reports the project's ratio to it
+FLOOR_RUNS ?= 10
+FLOOR_JSON := docs/benchmarks/floor.json
 bench: setup
-	$(PY) bench/failover.py $(BENCH_ARGS)
+	$(PY) bench/floor.py --runs $(FLOOR_RUNS) --json > $(FLOOR_JSON)
+	$(PY) bench/failover.py --floor $(FLOOR_JSON) $(BENCH_ARGS)
 	$(PY) bench/api.py
 	$(PY) bench/anycast.py
 

@@ -423,6 +423,7 @@ def summarize(runs: list[dict]) -> dict:
         "master_median_s": round(median([r["master_s"] for r in runs if r["master_s"] is not None]), 4),
         "promoted_median_s": round(median([r["promoted_s"] for r in runs if r["promoted_s"] is not None]), 4),
         "acked": sum(r["acked"] for r in runs), "lost": sum(r["lost"] for r in runs),
+        "loadavg_1min_end": round(os.getloadavg()[0], 2),
         "per_run": runs,
     }
 
@@ -432,7 +433,9 @@ def render(s: dict) -> str:
 
     lines = [
         f"# Failover floor: keepalived + PostgreSQL promote, {s['date']}", "",
-        f"Commit: `{s['commit']}`. Machine: {s['machine']}.", "",
+        f"Commit: `{s['commit']}`. Machine: {s['machine']}. Load average (1 min) at the start "
+        f"{s.get('loadavg_1min_start', float('nan')):.2f}, at the end {s['loadavg_1min_end']:.2f} "
+        "(other work on the machine shows here).", "",
         "What any keepalived + streaming-replication pair needs on this machine, with no project "
         "code: the reference for the project's failover figure (bench/failover.py reports the "
         "ratio). Made by `bench/floor.py` (`make bench` runs it first).", "",
@@ -449,8 +452,9 @@ def render(s: dict) -> str:
         "namespace (keepalived, postgres) SIGSTOPped, then SIGKILLed, its link down, the VIP "
         "removed (as `escadm lab kill`, plus the SIGSTOP: without it keepalived's VRRP child, "
         "whose parent died first, sometimes got its parent-death SIGTERM in time to send a "
-        "priority-0 advert, a graceful handover a power cut never gives). *First write* = kill -> first row acknowledged by the new "
-        "primary; *gap* = longest time between two acknowledged rows. Every run starts from a "
+        "priority-0 advert, a graceful handover a power cut never gives). *First write* = kill "
+        "-> first row acknowledged by the new primary; *gap* = longest time between two "
+        "acknowledged rows. Every run starts from a "
         "fresh standby: the first from initdb and pg_basebackup; then the killed node is powered "
         "on, re-cloned from the new primary (pg_basebackup), its keepalived joins as BACKUP, and "
         "the next run kills the other node (directions alternate).", "",
@@ -492,6 +496,7 @@ def main() -> int:
         return 0
     runs: list[dict] = []
     t0 = time.monotonic()
+    load0 = os.getloadavg()[0]
     become_subreaper()  # the killed postmasters' children are reaped at once (by kill_all)
     fl.create_network()
     try:
@@ -511,6 +516,7 @@ def main() -> int:
         fl.destroy()
     s = summarize(runs)
     s["duration_s"] = round(time.monotonic() - t0, 1)
+    s["loadavg_1min_start"] = round(load0, 2)
     if not args.no_report:
         path = ROOT / "docs/benchmarks" / f"floor-{datetime.now(UTC).strftime('%Y-%m-%d')}.md"
         path.write_text(render(s))
