@@ -230,6 +230,8 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--json", action="store_true", help="the figures as JSON on stdout")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--keep-logs", type=Path, metavar="DIR",
+                    help="copy the nodes' logs there before lab down")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be >= 1")
@@ -268,6 +270,13 @@ def main() -> int:
         assert active
         result["after_size"] = sizes(active)
     finally:
+        if args.keep_logs:
+            import shutil
+
+            for n in labmod.NODES:
+                src = NodePaths(labmod.node_root(n)).log
+                if src.exists():
+                    shutil.copytree(src, args.keep_logs / n, dirs_exist_ok=True)
         labmod.down()
         net.destroy([])
     result["small"], result["large"] = summary(small), summary(large)
