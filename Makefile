@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit test-lab bench chaos lint clean
+.PHONY: setup demo test test-unit test-lab bench bench-scale chaos lint clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -27,6 +27,12 @@ bench: setup
 	$(PY) bench/failover.py --floor $(FLOOR_JSON) $(BENCH_ARGS)
 	$(PY) bench/api.py
 	$(PY) bench/anycast.py
+
+# failover and rejoin with a 2 GB database (100,000 deployments, 1,000,000 events) against
+# the small one: ~15-20 min, most of it loading, so not part of `make bench`
+SCALE_RUNS ?= 3
+bench-scale: setup
+	$(PY) bench/scale.py --runs $(SCALE_RUNS) $(SCALE_ARGS)
 
 # every fault 5 times, on a lab of its own (never an operator's: own prefix and directory)
 CHAOS_COUNT ?= 5

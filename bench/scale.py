@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MILESTONES, Writer, escadm, machine, median, timeline  # noqa: E402
+from common import MILESTONES, Writer, escadm, io_pressure, machine, median, timeline  # noqa: E402
 
 from esc.config import NodePaths  # noqa: E402
 from esc.lab import lab as labmod  # noqa: E402
@@ -174,7 +174,7 @@ def failover_and_rejoin(state: dict, prefix: str, warmup: float = 1.0, settle: f
     rewind_line, rejoin_log = "", []
     log_file = NodePaths(labmod.node_root(old)).log / "agent.log"
     for line in log_file.read_text(errors="replace").splitlines():
-        if not any(k in line for k in ("job ", "pg_rewind", "clone", "role ")):
+        if not any(k in line for k in ("job ", "pg_rewind", "clone", "role ", "not streaming")):
             continue
         try:
             at = datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").timestamp()
@@ -185,10 +185,56 @@ def failover_and_rejoin(state: dict, prefix: str, warmup: float = 1.0, settle: f
             if "pg_rewind" in line or "cloned the peer" in line:
                 rewind_line = line[24:].strip()[:200]
     return {"old": old, "new": new, "first_write_s": outcome.kill_to_first_ack, "gap_s": outcome.max_gap,
+            "pg_starts": pg_starts(old, started), "path": rejoin_path(rejoin_log),
             "acked": outcome.acked, "lost": len(outcome.lost), "takeover": steps,
             "rejoin_s": rejoin_s, "rejoin_rx_bytes": rx, "rejoin_steps": rejoin_steps,
             "rewind_log": rewind_line, "cloned": "cloned" in rejoin_steps,
             "rejoin_jobs": sum("job rejoin started" in x for x in rejoin_log), "rejoin_log": rejoin_log}
+
+
+def pg_starts(node: str, since: float) -> list[dict]:
+    """The rejoining node's PostgreSQL starts (its postgres.log, UTC): whether it started
+    from an interrupted state (crash recovery: every file of the data directory fsynced
+    first), how long until it entered standby mode, and whether the agent stopped it first."""
+    out: list[dict] = []
+    log_file = NodePaths(labmod.node_root(node)).log / "postgres.log"
+    for line in log_file.read_text(errors="replace").splitlines():
+        try:
+            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+        if at < since:
+            continue
+        if "LOG:  starting PostgreSQL" in line:
+            out.append({"at": at - since, "interrupted": False, "standby_mode_s": None, "stopped_s": None})
+        elif out and "database system was interrupted" in line:
+            out[-1]["interrupted"] = True
+        elif out and "entering standby mode" in line and out[-1]["standby_mode_s"] is None:
+            out[-1]["standby_mode_s"] = at - since - out[-1]["at"]
+        elif out and "received fast shutdown request" in line and out[-1]["stopped_s"] is None:
+            out[-1]["stopped_s"] = at - since - out[-1]["at"]
+    return out
+
+
+def rejoin_path(rejoin_log: list[str]) -> str:
+    """The rejoin's steps from the agent's log, in short."""
+    steps = []
+    for line in rejoin_log:
+        at = line.split()[0]
+        if "not streaming from the active" in line:
+            steps.append(f"{at} not streaming after 3 s: rejoin again")
+        elif "no rewind required" in line:
+            steps.append(f"{at} pg_rewind: no rewind required")
+        elif "pg_rewind: Done" in line:
+            steps.append(f"{at} pg_rewind done")
+        elif "pg_rewind failed" in line:
+            steps.append(f"{at} pg_rewind failed")
+        elif "cloned the peer" in line:
+            size = line.split("(")[-1].split(";")[0] if "MiB" in line else ""
+            steps.append(f"{at} clone done" + (f" (old copy {size} moved aside)" if size else ""))
+        elif "-> STANDBY" in line:
+            steps.append(f"{at} STANDBY")
+    return "; ".join(steps)
 
 
 def series(state: dict, label: str, runs: int) -> list[dict]:
@@ -240,7 +286,8 @@ def main() -> int:
         labmod.down()
     state = labmod.up(log=log)
     result: dict = {"benchmark": "scale", "commit": commit(), "machine": machine(),
-                    "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "loadavg_1min_start": load0}
+                    "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "loadavg_1min_start": load0,
+                    "io_pressure_start": io_pressure()}
     try:
         for n in labmod.NODES:  # keep what is loaded (see the module's docstring)
             out = escadm(n, "retention", "set", "--days", "3650", "--max-events",
@@ -285,6 +332,7 @@ def main() -> int:
                                    / result["small"]["first_write_median_s"])
     result["ratio_rejoin"] = result["large"]["rejoin_median_s"] / result["small"]["rejoin_median_s"]
     result["loadavg_1min_end"] = os.getloadavg()[0]
+    result["io_pressure_end"] = io_pressure()
     result["duration_s"] = round(time.monotonic() - t_start, 1)
     if not args.no_report:
         path = ROOT / "docs/benchmarks" / f"scale-{datetime.now(UTC).strftime('%Y-%m-%d')}.md"
@@ -309,8 +357,10 @@ def render(r: dict) -> str:
     lines = [
         f"# Scale benchmark: failover and rejoin with a large database, {r['date']}", "",
         f"Commit: `{r['commit']}`. Machine: {r['machine']}. Load average (1 min) at the start "
-        f"{r['loadavg_1min_start']:.2f}, at the end {r['loadavg_1min_end']:.2f} (other work on the "
-        f"machine shows here). Whole run: {r['duration_s'] / 60:.1f} min (`make bench-scale`, "
+        f"{r['loadavg_1min_start']:.2f}, at the end {r['loadavg_1min_end']:.2f}; I/O pressure "
+        f"(/proc/pressure/io, some, avg60) {r['io_pressure_start']} % at the start, "
+        f"{r['io_pressure_end']} % at the end (other work on the machine shows here). Whole run: "
+        f"{r['duration_s'] / 60:.1f} min (`make bench-scale`, "
         "`bench/scale.py`).", "",
         "Method: the project's lab (`escadm lab up`, VRRP mode). Retention raised on both nodes "
         "(`escadm retention set --days 3650 --max-events ...`) so that the loaded events are kept. "
@@ -359,13 +409,31 @@ def render(r: dict) -> str:
             x[f"rejoin {k}"] for k in REJOIN_MILESTONES if k not in ("pg_rewind failed", "cloned")]
         lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     lines += ["", "Per run:", "",
-              "| database | run | nodes | first write | gap | rejoin | received | pg_rewind (agent log) |",
+              "| database | run | nodes | first write | gap | rejoin | received | rejoin steps "
+              "(seconds after `lab start`, agent log) |",
               "|---|---|---|---|---|---|---|---|"]
     for name in ("small", "large"):
         for i, x in enumerate(r[f"{name}_runs"], 1):
             fw = f"{x['first_write_s']:.3f} s" if x["first_write_s"] is not None else "none"
             lines.append(f"| {name} | {i} | {x['old']}->{x['new']} | {fw} | {x['gap_s']:.3f} s "
-                         f"| {x['rejoin_s']:.1f} s | {mib(x['rejoin_rx_bytes'])} | {x['rewind_log']} |")
+                         f"| {x['rejoin_s']:.1f} s | {mib(x['rejoin_rx_bytes'])} | {x['path']} |")
+    lines += ["", "PostgreSQL starts on the rejoining node (its postgres.log): *crash start* = from "
+              "an interrupted state (after a kill, pg_rewind or pg_basebackup: PostgreSQL first "
+              "fsyncs the data directory and replays from the last checkpoint); *to standby mode* = "
+              "`starting PostgreSQL` -> `entering standby mode`; *stopped at* = the agent's fast "
+              "shutdown request (rejoin_grace, 3 s, expired).", "",
+              "| database | starts | crash starts | to standby mode, crash starts (median, max) "
+              "| clean starts | starts stopped by the agent before standby mode |",
+              "|---|---|---|---|---|---|"]
+    for name in ("small", "large"):
+        starts = [st for x in r[f"{name}_runs"] for st in x["pg_starts"]]
+        crash = [st for st in starts if st["interrupted"]]
+        to_sb = [st["standby_mode_s"] for st in crash if st["standby_mode_s"] is not None]
+        cut = [st for st in starts if st["stopped_s"] is not None
+               and (st["standby_mode_s"] is None or st["stopped_s"] < st["standby_mode_s"])]
+        lines.append(f"| {name} | {len(starts)} | {len(crash)} | "
+                     + (f"{median(to_sb):.2f} s, {max(to_sb):.2f} s" if to_sb else "-")
+                     + f" | {len(starts) - len(crash)} | {len(cut)} |")
     lines.append("")
     return "\n".join(lines)
 
