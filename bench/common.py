@@ -31,6 +31,16 @@ def machine() -> str:
     return f"{platform.node()}, {os.cpu_count()} cores, {cpu}, Linux {platform.release()}"
 
 
+def io_pressure() -> float | None:
+    """The share of the last minute some task waited for I/O (/proc/pressure/io, %): other
+    work on the machine slows fsyncs, and with them PostgreSQL's start after a crash."""
+    try:
+        some = Path("/proc/pressure/io").read_text().splitlines()[0]
+        return float(some.split("avg60=")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def escadm(node: str, *args: str) -> str:
     res = net.netns_exec(node, sys.executable, "-m", "esc.cli.escadm", "--root",
                          str(labmod.node_root(node)), *args, check=False, timeout=120)

@@ -1,12 +1,15 @@
 """make bench: failover write-unavailability, lost writes, spurious failovers under
 CPU load, and commit latency with and without the synchronous standby.
 
-Writes a dated Markdown report to docs/benchmarks/ and prints it.
+Writes a dated Markdown report to docs/benchmarks/ and prints it. ``--floor FILE``: the
+JSON that bench/floor.py --json wrote in the same ``make bench`` run (the raw
+keepalived + promote floor); the report then states the floor and the ratio to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -80,7 +83,10 @@ def main() -> int:
     ap.add_argument("--load", type=int, default=2, help="busy loops per node for the loaded runs")
     ap.add_argument("--quiet-period", type=float, default=30.0,
                     help="seconds of loaded steady state watched for spurious failovers")
+    ap.add_argument("--floor", type=Path, metavar="FILE",
+                    help="bench/floor.py --json output of this run: report the floor and the ratio")
     args = ap.parse_args()
+    floor = json.loads(args.floor.read_text()) if args.floor else None
     if args.runs < 1 or args.load < 0 or args.quiet_period < 0:
         ap.error("--runs must be >= 1, --load and --quiet-period >= 0")
     if labmod.is_up():
@@ -117,7 +123,7 @@ def main() -> int:
     finally:
         labmod.down()
         net.destroy([])  # the switch namespace, if anything was left
-    report = render(args, results, spurious, sync_ms, alone_ms)
+    report = render(args, results, spurious, sync_ms, alone_ms, floor)
     out_dir = ROOT / "docs/benchmarks"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -129,7 +135,23 @@ def main() -> int:
     return 1 if lost else 0
 
 
-def render(args, results, spurious, sync_ms, alone_ms) -> str:  # type: ignore[no-untyped-def]
+def floor_lines(results: dict[str, list], floor: dict) -> list[str]:
+    """The raw floor (bench/floor.py, same make bench run) and the project's ratio to it."""
+    f_med, f_worst = floor["first_write_median_s"], floor["first_write_worst_s"]
+    lines = ["", f"Floor: keepalived + `pg_promote()` with no project code, same machine and timers "
+             f"(bench/floor.py, same `make bench` run, commit `{floor['commit']}`, {floor['date']}, "
+             f"{floor['runs']} runs, report {floor.get('report', '-')}): first write "
+             f"**{f_med:.3f} s** median, {f_worst:.3f} s worst.", "",
+             "| condition | project first write median | floor median | project / floor |",
+             "|---|---|---|---|"]
+    for cond, rs in results.items():
+        if rs:
+            med = median([r.outcome.kill_to_first_ack or float("nan") for r in rs])
+            lines.append(f"| {cond} | {med:.3f} s | {f_med:.3f} s | **{med / f_med:.2f}** |")
+    return lines
+
+
+def render(args, results, spurious, sync_ms, alone_ms, floor=None) -> str:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# Failover benchmark, {now}", "",
              f"Machine: {machine()}.", "",
@@ -153,6 +175,8 @@ def render(args, results, spurious, sync_ms, alone_ms) -> str:  # type: ignore[n
             f"| {len(rs)} | {median(first):.3f} s | {max(first):.3f} s | {median(gaps):.3f} s "
             f"| {max(gaps):.3f} s | {sum(r.outcome.acked for r in rs)} "
             f"| {sum(len(r.outcome.lost) for r in rs)} | {median([r.rejoin_s for r in rs]):.1f} s |")
+    if floor:
+        lines += floor_lines(results, floor)
     lines += ["", "Where the time goes (median seconds after the kill, on the new active):", "",
               "| condition | " + " | ".join(MILESTONES) + " | first write |",
               "|---|" + "---|" * (len(MILESTONES) + 1)]
