@@ -38,6 +38,7 @@ wal_log_hints = on
 hot_standby = on
 hot_standby_feedback = on
 wal_keep_size = '256MB'
+wal_recycle = off  # no segments renamed ahead of the write position for pg_rewind to copy
 synchronous_commit = remote_apply  # acknowledged = visible on the standby too
 wal_sender_timeout = '3s'
 wal_receiver_timeout = '3s'

@@ -191,13 +191,22 @@ def behind_the_active(obs: Observation) -> bool:
             and behind and not_streaming_for(obs) > BEHIND_GRACE)
 
 
+STARTING_GRACE_FACTOR = 10  # a database still starting gets this many rejoin_graces
+
+
 def not_streaming_too_long(obs: Observation) -> bool:
     """Not streaming from the active for ``rejoin_grace``: waiting longer would wait forever.
 
-    A standby database, or one that never gets consistent (STARTING): its history
-    diverged from the active's."""
-    return (obs.db.state in (Db.STANDBY, Db.STARTING) and obs.not_streaming_since is not None
-            and not_streaming_for(obs) > obs.rejoin_grace)
+    A standby database: its history diverged from the active's. One still starting (not
+    yet consistent) gets ten times as long: after a rewind PostgreSQL first fsyncs its
+    data directory and replays from the last checkpoint, which takes seconds on a busy
+    disk, and stopping it then made the next rewind fail and fall back to a full clone."""
+    if obs.not_streaming_since is None:
+        return False
+    if obs.db.state == Db.STANDBY:
+        return not_streaming_for(obs) > obs.rejoin_grace
+    return (obs.db.state == Db.STARTING
+            and not_streaming_for(obs) > STARTING_GRACE_FACTOR * obs.rejoin_grace)
 
 
 # ------------------------------------------------------------------ the peer
