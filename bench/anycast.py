@@ -17,10 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MILESTONES, failover_once, machine, median  # noqa: E402
+from common import MILESTONES, failover_once, median  # noqa: E402
 
 from esc.lab import lab as labmod  # noqa: E402
-from esc.lab import net, router  # noqa: E402
+from esc.lab import (  # noqa: E402
+    net,
+    provenance,  # noqa: E402
+    router,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = {**MILESTONES, "announced": "BGP: announcing"}
@@ -66,7 +70,7 @@ def main() -> int:
 def render(args, state, results) -> str:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     b = state["bgp"]
-    lines = [f"# Anycast failover benchmark, {now}", "", f"Machine: {machine()}.", "",
+    lines = [f"# Anycast failover benchmark, {now}", "", provenance.line(), "",
              f"Lab: `escadm lab up --bgp`: n1 and n2 in two subnets behind a BIRD 2 router (AS "
              f"{b['router_as']}), the client behind the router, anycast {b['anycast']}/32 announced by "
              f"the active's ExaBGP, TCP MD5 on. BGP timers: hold time {b['hold_time']} s, keepalive "

@@ -14,9 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import api, machine, wait_transaction  # noqa: E402
+from common import api, wait_transaction  # noqa: E402
 
 from esc.lab import lab as labmod  # noqa: E402
+from esc.lab import provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +104,7 @@ def main() -> int:
         labmod.down()
     now = datetime.now(UTC)
     lines = [f"# Northbound API benchmark, {now:%Y-%m-%d %H:%M} UTC", "",
-             f"Machine: {machine()}.", "",
+             provenance.line(), "",
              f"Through the VIP from the lab's client namespace to the active node, each client "
              f"one keep-alive connection, one request at a time, {args.seconds:g} s per case; "
              "writes commit synchronously on both nodes (remote_apply).", "",

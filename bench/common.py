@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import signal
 import subprocess
 import sys
@@ -15,20 +13,12 @@ from pathlib import Path
 
 from esc.config import NodePaths
 from esc.lab import lab as labmod
-from esc.lab import net
+from esc.lab import net, provenance
 from esc.lab.measure import Outcome, analyse
 
 
 def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}, {os.cpu_count()} cores, {cpu}, Linux {platform.release()}"
+    return provenance.machine()
 
 
 def io_pressure() -> float | None:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MILESTONES, failover_once, machine, median  # noqa: E402
+from common import MILESTONES, failover_once, median  # noqa: E402
 
 from esc.config import NodePaths  # noqa: E402
 from esc.lab import lab as labmod  # noqa: E402
-from esc.lab import net  # noqa: E402
+from esc.lab import net, provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,9 +154,9 @@ def floor_lines(results: dict[str, list], floor: dict) -> list[str]:
 def render(args, results, spurious, sync_ms, alone_ms, floor=None) -> str:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# Failover benchmark, {now}", "",
-             f"Machine: {machine()}.", "",
+             provenance.line(), "",
              "Fault: power cut of the active node in the lab (`escadm lab kill`: every process "
-             "SIGKILLed at once, link down). Client: `esc.lab.writer` in the client namespace, "
+             "stopped, then SIGKILLed, link down). Client: `esc.lab.writer` in the client namespace, "
              "one request at a time through the VIP, 0.1 s connect and 0.5 s read timeouts, retry "
              "of the same name on error. *First write* = time from the kill to the first write "
              "acknowledged by the new active; *gap* = longest time between two acknowledged "

@@ -435,9 +435,10 @@ def _median(xs: list[float]) -> float:
 def report(results: list[Result], title: str, witness: bool = False, paths: int = 1) -> str:
     """The markdown table of a suite's results, one line per fault."""
     from esc.config import Timing
+    from esc.lab import provenance
 
     t = Timing()
-    lines = [f"# {title}", "",
+    lines = [f"# {title}", "", provenance.line(), "",
              f"Timers: VRRP advert {t.advert_int} s, heartbeat {t.heartbeat_interval} s / "
              f"{t.heartbeat_timeout} s, promote_window {t.promote_window} s, alone_after "
              f"{t.alone_after} s. Writer through the VIP, prober to each node every 50 ms "
