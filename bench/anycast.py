@@ -20,11 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MILESTONES, failover_once, median  # noqa: E402
 
 from esc.lab import lab as labmod  # noqa: E402
-from esc.lab import (  # noqa: E402
-    net,
-    provenance,  # noqa: E402
-    router,
-)
+from esc.lab import net, provenance, router  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = {**MILESTONES, "announced": "BGP: announcing"}
