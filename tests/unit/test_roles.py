@@ -1873,3 +1873,19 @@ def test_an_active_marks_a_lost_standby_outdated_then_commits_alone_at_once() ->
     assert then.desired.alone and "outdated" in then.reason
     # without the lease, never
     assert not decide(Role.ACTIVE, replace(base, peer_outdated=True, lease_valid=False)).desired.alone
+
+
+def test_a_standby_held_outdated_that_streams_again_gets_synchronous_and_the_mark_cleared() -> None:
+    """Liveness: the mark must not keep the pair alone for ever. A standby that is back
+    and streams makes the active synchronous again (or it could never become complete),
+    and once complete the active asks the witness to clear the mark."""
+    back = ob(vrrp=Vrrp.MASTER, witness=True, lease_valid=True, peer_outdated=True, now=100.0,
+              peer=peer(Role.SWITCHING_TO_STANDBY, Db.STANDBY),
+              db=dbv(Db.PRIMARY, peer_streaming=True))
+    dec = decide(Role.ACTIVE, back)
+    assert not dec.desired.alone and dec.desired.outdate_peer is None
+    complete = replace(back, db=dbv(Db.PRIMARY, peer_streaming=True, peer_complete=True))
+    assert decide(Role.ACTIVE, complete).desired.outdate_peer is False
+    # a walsender that has not noticed a dead standby yet does not hold the active back
+    gone = replace(back, peer=None)
+    assert decide(Role.ACTIVE, gone).desired.alone

@@ -142,10 +142,10 @@ def must_wait_for_peer(obs: Observation) -> bool:
 
     Not once the witness holds it outdated under our lease: it can never get the lease,
     so never promote without what we commit alone."""
-    if peer_held_outdated(obs):
-        return False
+    if peer_held_outdated(obs) and not (obs.db.peer_streaming and obs.peer is not None):
+        return False  # gone (its walsender may not know yet), or back but not streaming
     if obs.db.peer_streaming:
-        return True
+        return True  # back and streaming: synchronous again, so it can become complete
     return obs.last_confirm_sent is not None and obs.now - obs.last_confirm_sent < obs.alone_after
 
 
