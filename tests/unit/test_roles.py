@@ -1857,7 +1857,7 @@ def test_prop_with_a_witness_alone_needs_the_lease_and_comes_at_once_once_outdat
         assert dec.desired.alone
     if dec.desired.outdate_peer is not None:
         assert lease_valid
-    if obs.db.peer_complete:
+    if obs.db.peer_complete and obs.peer is not None:
         assert dec.desired.outdate_peer is not True
     if dec.desired.outdate_peer:
         assert obs.peer is None or not obs.db.peer_streaming
@@ -1889,3 +1889,7 @@ def test_a_standby_held_outdated_that_streams_again_gets_synchronous_and_the_mar
     # a walsender that has not noticed a dead standby yet does not hold the active back
     gone = replace(back, peer=None)
     assert decide(Role.ACTIVE, gone).desired.alone
+    # ... nor does it clear the mark: a cable pulled leaves the walsender calling the
+    # standby complete for seconds
+    stale = replace(complete, peer=None, peer_outdated=False)
+    assert decide(Role.ACTIVE, stale).desired.outdate_peer is True

@@ -123,8 +123,13 @@ def active_desired(obs: Observation) -> Desired:
     alone = not must_wait_for_peer(obs) and (not obs.witness or obs.lease_valid)
     outdate: bool | None = None
     if obs.witness and obs.lease_valid:
-        # cleared once the peer is a complete standby again; set while it is gone or behind
-        outdate = False if obs.db.peer_complete else (True if peer_gone_or_behind(obs) else None)
+        # set while the peer is gone (its agent silent: the walsender may still call it a
+        # complete standby for seconds after a cable is pulled) or does not stream;
+        # cleared once it is heard and a complete standby again
+        if obs.peer is not None and obs.db.peer_complete:
+            outdate = False
+        elif peer_gone_or_behind(obs):
+            outdate = True
     return Desired(db="primary", services=True, vrrp_gate=True, alone=alone, lease=obs.witness,
                    outdate_peer=outdate)
 
