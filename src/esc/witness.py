@@ -95,11 +95,13 @@ class LeaseTable:
 
     def _request(self, pair: str, node: str, want: bool, duration: float, now: float) -> dict:
         lease = self.leases.get(pair)
-        if not want:
+        if not want:  # a release if the node holds it, else a look: who holds it
             if lease is not None and lease.holder == node and now < lease.expires:
-                self.leases[pair] = Lease(node, now, lease.term)
-            return {"granted": False, "holder": None, "term": lease.term if lease else 0,
-                    "remaining": 0.0}
+                lease = self.leases[pair] = Lease(node, now, lease.term)
+            valid = lease is not None and now < lease.expires
+            return {"granted": False, "holder": lease.holder if valid and lease else None,
+                    "term": lease.term if lease else 0,
+                    "remaining": round(lease.expires - now, 3) if valid and lease else 0.0}
         free = lease is None or now >= lease.expires
         if lease is not None and lease.holder == node and not free:
             self.leases[pair] = Lease(node, now + duration, lease.term)  # renewal

@@ -3,9 +3,11 @@ two nodes, fake databases, keepalived and network, faults at random steps, and t
 safety rules checked after every step. ``make sim SEEDS=N`` runs more seeds; a failing
 seed is replayed with ``python -m esc.sim --seed N --trace``.
 
-The simulation is only worth its seeds if it catches a broken rule: two tests break
-one on purpose (a node that vouches for a standby still catching up; a synchronous
-setting trusted before the checkpointer has read it) and expect a failing seed."""
+Odd seeds run with a witness (the real lease table) and add the partition faults only
+a witness survives. The simulation is only worth its seeds if it catches a broken rule:
+three tests break one on purpose (a node that vouches for a standby still catching up; a
+synchronous setting trusted before the checkpointer has read it; a witness that grants
+the lease to a node held outdated) and expect a failing seed."""
 
 from __future__ import annotations
 
@@ -56,4 +58,25 @@ def test_it_finds_a_synchronous_setting_trusted_too_early(monkeypatch: pytest.Mo
         return len(self.db.history)
     monkeypatch.setattr(world.SimAgent, "io_prove_sync", unproven)
     found = first_failure(range(1500))
+    assert found is not None and "promoted without" in found[1], found
+
+
+def test_it_finds_a_witness_that_ignores_the_outdated_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a witness the active commits alone as soon as the witness holds its lost
+    standby outdated. A witness that grants the lease to that standby anyway (after a
+    partition, then the active's death) lets it promote without those writes."""
+    from esc import witness
+
+    grant = witness.LeaseTable._request
+
+    def forgetful(self: witness.LeaseTable, pair: str, node: str, want: bool, duration: float,
+                  now: float) -> dict:
+        saved = self.outdated.pop(pair, None)
+        try:
+            return grant(self, pair, node, want, duration, now)
+        finally:
+            if saved is not None:
+                self.outdated[pair] = saved
+    monkeypatch.setattr(witness.LeaseTable, "_request", forgetful)
+    found = first_failure(range(1, 1600, 2))  # odd seeds run with a witness
     assert found is not None and "promoted without" in found[1], found

@@ -1893,3 +1893,16 @@ def test_a_standby_held_outdated_that_streams_again_gets_synchronous_and_the_mar
     # standby complete for seconds
     stale = replace(complete, peer=None, peer_outdated=False)
     assert decide(Role.ACTIVE, stale).desired.outdate_peer is True
+
+
+def test_the_election_never_goes_to_a_node_the_witness_holds_outdated() -> None:
+    """The active marked its lost peer outdated, then froze and stepped down: the marked
+    node, even with as much data and the first place in the list, must not win the
+    election (it could never get the lease: the pair would wait for ever); the node
+    that marked it (it had every acknowledged write) wins."""
+    data = DbView(state=Db.STANDBY, timeline=4, lsn=670, system_id="s")
+    marked = ob(self_index=0, db=data, witness=True, self_outdated=True,
+                peer=PeerView(role=Role.SWITCHING_TO_STANDBY, db=data, index=1))
+    marker = ob(self_index=1, db=data, witness=True, peer_outdated=True,
+                peer=PeerView(role=Role.SWITCHING_TO_ACTIVE, db=data, index=0))
+    assert not wins_election(marked) and wins_election(marker)

@@ -209,3 +209,15 @@ def test_the_client_marks_its_peer_outdated_while_it_holds_the_lease(witness: st
             time.sleep(0.01)
     finally:
         a.stop()
+
+
+def test_a_look_at_the_witness_says_who_holds_it_and_who_is_outdated() -> None:
+    """A node that does not want the lease still looks (want=false): it learns the holder
+    and the outdated mark (a node that just restarted must know before an election), and
+    a look never releases someone else's lease."""
+    t = LeaseTable(started=T0 - 10, max_duration=5.0)
+    t.request("p", "a", True, 1.0, T0)
+    t.request("p", "a", True, 1.0, T0 + 0.1, outdated="b")
+    look = t.request("p", "b", False, 1.0, T0 + 0.2)
+    assert look["holder"] == "a" and look["outdated"] == "b" and not look["granted"]
+    assert t.request("p", "a", True, 1.0, T0 + 0.3)["granted"]  # still a's

@@ -32,6 +32,59 @@ class LeaseView:
         return now < self.valid_until
 
 
+class LeaseBook:
+    """The node's side of the lease without the transport: what to ask, and what an answer
+    means. Shared by the HTTP client below and by the simulator (esc.sim), so both run
+    the same rules. Not thread-safe by itself: the client holds its lock around it."""
+
+    def __init__(self, pair: str, node: str, duration: float = 1.0, margin: float = 0.25) -> None:
+        self.pair, self.node, self.duration, self.margin = pair, node, duration, margin
+        self.state = LeaseView()
+        self.want = False
+        self.outdated_wish: str | None = None  # the mark we ask for while holding the lease
+        self.outdated_said = False  # ... once the agent has said anything about it
+
+    def set_want(self, want: bool, now: float) -> bool:
+        """The agent's wish; True if it changed (ask at once)."""
+        changed, self.want = want != self.want, want
+        if changed and want and not self.state.valid(now):
+            # "named holder for longer than a lease" must count from when we started
+            # asking: a peer that held the lease for hours before it froze is named for a
+            # moment more, then its lease runs out; only one still renewing after we
+            # asked is alive.
+            self.state = replace(self.state, holder_since=None)
+        return changed
+
+    def set_outdated(self, node: str | None) -> bool:
+        """The agent's wish for the witness's outdated mark (sent with each renewal while
+        we hold the lease; the witness takes it only from the holder). True if changed."""
+        changed = not self.outdated_said or node != self.outdated_wish
+        self.outdated_wish, self.outdated_said = node, True
+        return changed
+
+    def request(self, want: bool) -> dict:
+        body: dict = {"pair": self.pair, "node": self.node, "want": want, "duration": self.duration}
+        if want and self.outdated_said:
+            body["outdated"] = self.outdated_wish
+        return body
+
+    def on_answer(self, sent: float, now: float, data: dict) -> tuple[bool, bool]:
+        """An answer to a request sent at ``sent``: (granted, whether holding changed). A
+        grant counts from the send time minus the margin: the witness counts from receipt."""
+        granted = bool(data.get("granted"))
+        until = sent + self.duration - self.margin if granted else 0.0
+        holder = data.get("holder")
+        before = self.state.valid(now)
+        same = bool(holder) and holder == self.state.holder and self.state.holder_since is not None
+        since = self.state.holder_since if same else (now if holder else None)
+        marked = data.get("outdated")
+        self.state = LeaseView(until, holder, now, "", since, marked if isinstance(marked, str) else None)
+        return granted, granted != before
+
+    def on_error(self, error: str) -> None:
+        self.state = replace(self.state, error=error)  # what we held still counts until it runs out
+
+
 class LeaseClient(threading.Thread):
     def __init__(self, address: str, token: str, pair: str, node: str, duration: float = 1.0,
                  renew: float = 0.2, margin: float = 0.25, timeout: float = 0.3,
@@ -39,40 +92,31 @@ class LeaseClient(threading.Thread):
         super().__init__(name="witness-lease", daemon=True)
         host, _, port = address.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
-        self.token, self.pair, self.node = token, pair, node
-        self.duration, self.renew, self.margin, self.timeout = duration, renew, margin, timeout
+        self.token, self.renew, self.timeout = token, renew, timeout
         self.agent_wake = wake
         self.lock = threading.Lock()
-        self.state = LeaseView()
-        self.want = False
-        self.outdated_wish: str | None = None  # the mark we ask for while holding the lease
-        self.outdated_said = False  # ... once the agent has said anything about it
+        self.book = LeaseBook(pair, node, duration, margin)
         self.kick = threading.Event()
         self.stopped = threading.Event()
 
+    @property
+    def state(self) -> LeaseView:
+        return self.book.state
+
     def view(self) -> LeaseView:
         with self.lock:
-            return self.state
+            return self.book.state
 
     def set_want(self, want: bool) -> None:
         """The agent's wish, every tick; a new wish is acted on at once."""
         with self.lock:
-            changed, self.want = want != self.want, want
-            if changed and want and not self.state.valid(clock.now()):
-                # "named holder for longer than a lease" must count from when we started
-                # asking: a peer that held the lease for hours before it froze is named
-                # for a moment more, then its lease runs out; only one still renewing
-                # after we asked is alive.
-                self.state = replace(self.state, holder_since=None)
+            changed = self.book.set_want(want, clock.now())
         if changed:
             self.kick.set()
 
     def set_outdated(self, node: str | None) -> None:
-        """The agent's wish for the witness's outdated mark (sent with each renewal while
-        we hold the lease; the witness takes it only from the holder)."""
         with self.lock:
-            changed = not self.outdated_said or node != self.outdated_wish
-            self.outdated_wish, self.outdated_said = node, True
+            changed = self.book.set_outdated(node)
         if changed:
             self.kick.set()
 
@@ -83,24 +127,28 @@ class LeaseClient(threading.Thread):
         if release and self.view().valid(clock.now()):
             self._ask(False)
 
+    LOOK_EVERY = 1.0  # not wanting the lease: still look at the witness this often
+
     def run(self) -> None:
-        held = False
+        held, looked = False, -1e9
         while not self.stopped.is_set():
             with self.lock:
-                want = self.want
+                want = self.book.want
             if want or held:
                 held = self._ask(want)
+            elif clock.now() - looked >= self.LOOK_EVERY:
+                # who holds it, and whom it holds outdated: a node that just started
+                # must know before an election (esc.roles: wins_election)
+                looked = clock.now()
+                held = self._ask(False)
             self.kick.wait(self.renew)
             self.kick.clear()
 
     def _ask(self, want: bool) -> bool:
         """One request; returns whether we hold the lease after it."""
         sent = clock.now()
-        request: dict = {"pair": self.pair, "node": self.node, "want": want, "duration": self.duration}
         with self.lock:
-            if want and self.outdated_said:
-                request["outdated"] = self.outdated_wish
-        body = json.dumps(request).encode()
+            body = json.dumps(self.book.request(want)).encode()
         try:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
@@ -113,20 +161,11 @@ class LeaseClient(threading.Thread):
             if resp.status != 200:
                 raise OSError(f"witness answered {resp.status}: {data.get('error', '')}")
         except (OSError, ValueError) as e:
-            with self.lock:  # what we held still counts until it runs out
-                self.state = replace(self.state, error=f"witness {self.host}:{self.port}: {e}")
-            return self.state.valid(clock.now())
-        now = clock.now()
-        granted = bool(data.get("granted"))
-        until = sent + self.duration - self.margin if granted else 0.0
-        holder = data.get("holder")
+            with self.lock:
+                self.book.on_error(f"witness {self.host}:{self.port}: {e}")
+                return self.book.state.valid(clock.now())
         with self.lock:
-            before = self.state.valid(now)
-            same = bool(holder) and holder == self.state.holder and self.state.holder_since is not None
-            since = self.state.holder_since if same else (now if holder else None)
-            marked = data.get("outdated")
-            self.state = LeaseView(until, holder, now, "", since,
-                                   marked if isinstance(marked, str) else None)
-        if self.agent_wake is not None and granted != before:
+            granted, changed = self.book.on_answer(sent, clock.now(), data)
+        if self.agent_wake is not None and changed:
             self.agent_wake.set()
         return granted

@@ -364,7 +364,8 @@ class AgentLoop:
         return {"witness": True, "lease_valid": view.valid(now), "lease_peer": peer,
                 "lease_peer_for": now - view.holder_since if peer and view.holder_since else 0.0,
                 "lease": self.cfg.timing.lease,
-                "peer_outdated": view.outdated == self.cfg.ha.peer_name}
+                "peer_outdated": view.outdated == self.cfg.ha.peer_name,
+                "self_outdated": view.outdated == self.cfg.ha.self_name}
 
     def _checked_vrrp(self, reported: Vrrp, now: float) -> Vrrp:
         """keepalived's state as its notifications report it, checked against what can

@@ -105,6 +105,7 @@ class Observation:
     lease_peer_for: float = 0.0  # ... and has named the peer for this long (it keeps renewing)
     lease: float = 1.0  # the lease's length
     peer_outdated: bool = False  # the witness holds the peer outdated (at our request, as holder)
+    self_outdated: bool = False  # the witness holds this node outdated (the peer asked, as holder)
     paused_for: float = 0.0  # the agent's loop did not run for this long before this tick
     pause_fence: float = 0.6  # a pause this long may have let the peer take over
 

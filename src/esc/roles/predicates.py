@@ -259,7 +259,9 @@ def wins_election(obs: Observation) -> bool:
 
     Only positions that are known count: a stopped or starting database reports
     none, and electing against it could discard the peer's newer writes. The
-    agent starts a stopped database as a standby, so the wait is short."""
+    agent starts a stopped database as a standby, so the wait is short. With a
+    witness, a node it holds outdated never wins (it could never get the lease), and
+    its peer, which marked it while active and so has every acknowledged write, does."""
     assert obs.peer is not None
     if obs.db.state not in KNOWN_POSITION or obs.peer.db.state not in KNOWN_POSITION:
         return False
@@ -267,6 +269,8 @@ def wins_election(obs: Observation) -> bool:
     theirs = obs.peer.db.data_key(obs.peer.index)
     if obs.db.state == Db.ABSENT:
         return False
+    if obs.witness and (obs.self_outdated or obs.peer_outdated):
+        return not obs.self_outdated
     if obs.peer.db.state != Db.ABSENT and obs.db.system_id and obs.peer.db.system_id \
             and obs.db.system_id != obs.peer.db.system_id:
         return obs.self_index == 0  # two unrelated databases: the first listed node's wins

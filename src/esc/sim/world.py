@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from esc.agent import opmode
-from esc.agent.lease import LeaseView
+from esc.agent.lease import LeaseBook, LeaseView
 from esc.agent.loop import AgentLoop
 from esc.agent.peer import PeerSnapshot, view_from_json
 from esc.config import HaConfig, NodeConfig, Timing, Vip
 from esc.roles import Db, DbView, Vrrp
+from esc.witness import UNSET, LeaseTable
 
 
 class SafetyViolation(AssertionError):
@@ -182,7 +183,8 @@ class SimAgent(AgentLoop):
         self.world, self.name = world, name
         super().__init__(cfg, opmode.OpMode())
         self.snaps = PeerSnapshot()
-        self.lease_view = LeaseView()
+        self.book = LeaseBook("pair", cfg.ha.self_name if cfg.ha else name,
+                              duration=world.timing.lease) if world.witness else None
         self.alive = True
         self.last_tick = world.sched.now
 
@@ -312,6 +314,18 @@ class SimAgent(AgentLoop):
     def io_peer_snapshots(self) -> list[PeerSnapshot]:
         return [self.snaps]
 
+    def io_lease_view(self) -> LeaseView | None:
+        return self.book.state if self.book is not None else None
+
+    def io_lease_want(self, want: bool) -> None:
+        if self.book is not None and self.book.set_want(want, self.now()):
+            self.world.lease_now(self.name)
+
+    def io_lease_outdate_peer(self, outdated: bool) -> None:
+        if self.book is not None and self.cfg.ha is not None \
+                and self.book.set_outdated(self.cfg.ha.peer_name if outdated else None):
+            self.world.lease_now(self.name)
+
     def io_services(self, on: bool) -> None:
         self.serving = on and self.db.state == Db.PRIMARY
 
@@ -319,8 +333,10 @@ class SimAgent(AgentLoop):
 class World:
     NODES = ("n1", "n2")
 
-    def __init__(self, seed: int, timing: Timing | None = None) -> None:
+    def __init__(self, seed: int, timing: Timing | None = None, witness: bool = False) -> None:
         self.seed = seed
+        # the real lease table of esc.witness, past its quiet time after a start
+        self.witness = LeaseTable(started=-10.0, max_duration=5.0) if witness else None
         self.sched = Scheduler(seed)
         self.timing = timing or Timing()
         self.cluster = Cluster(self.sched, list(self.NODES), self)
@@ -372,6 +388,8 @@ class World:
         self._loop(name, agent)
         self._poll(name, agent)
         self._vrrp_timer(name)
+        if self.witness is not None:
+            self._lease_timer(name, agent)
 
     def power_cut(self, name: str) -> None:
         self.sched.note(f"FAULT power cut {name}")
@@ -440,6 +458,47 @@ class World:
             self.sched.after(d1, deliver)
             self.sched.after(t.heartbeat_interval, ask)
         self.sched.after(self.sched.rng.uniform(0, t.heartbeat_interval), ask)
+
+    # --- the witness (the real LeaseTable; the node's side is the real LeaseBook)
+    def _lease_timer(self, name: str, agent: SimAgent) -> None:
+        def renew() -> None:
+            if not agent.alive:
+                return
+            if self.frozen(name):
+                self.sched.at(self.frozen_until[name], renew)
+                return
+            self._lease_ask(agent)
+            self.sched.after(0.2, renew)
+        self.sched.after(self.sched.rng.uniform(0, 0.2), renew)
+
+    def lease_now(self, name: str) -> None:
+        agent = self.agents[name]
+        self.sched.after(0.0, lambda: agent.alive and not self.frozen(name) and self._lease_ask(agent))
+
+    def _lease_ask(self, agent: SimAgent) -> None:
+        book, table = agent.book, self.witness
+        assert book is not None and table is not None
+        now = self.sched.now
+        if not (book.want or book.state.valid(now)):
+            # not wanting it: a look at the witness every second (as LeaseClient does)
+            if now - getattr(agent, "looked", -1e9) < 1.0:
+                return
+            agent.looked = now  # type: ignore[attr-defined]
+        sent, body = now, book.request(book.want)
+        d1, d2 = (self.sched.rng.expovariate(1 / 0.002) for _ in range(2))
+
+        def deliver() -> None:
+            if self.sched.rng.random() < self.loss:
+                return
+            answer = table.request(body["pair"], body["node"], body["want"], body["duration"],
+                                   self.sched.now, body.get("outdated", UNSET))
+
+            def arrive() -> None:
+                if not agent.alive or self.frozen(agent.name) or self.sched.now - sent > 0.3:
+                    return
+                book.on_answer(sent, self.sched.now, answer)
+            self.sched.after(d2, arrive)
+        self.sched.after(d1, deliver)
 
     # --- VRRP
     def _vrrp_timer(self, name: str) -> None:
@@ -518,6 +577,10 @@ class World:
     # --- the client: a write through the VIP every 20 ms
     def client(self) -> None:
         node = self.vip_owner
+        if node is None or self.vrrp[node].state != Vrrp.MASTER:
+            # a gratuitous ARP refresh: the VIP is wherever keepalived is MASTER
+            node = next((n for n, v in self.vrrp.items() if v.state == Vrrp.MASTER
+                         and self.alive(n)), None)
         if node is not None and self.alive(node) and not self.frozen(node):
             agent, db = self.agents[node], self.cluster.dbs[node]
             if agent.serving and db.state == Db.PRIMARY:
@@ -564,22 +627,24 @@ class World:
             raise SafetyViolation(f"{len(missing)} acknowledged writes lost, e.g. {sorted(missing)[:3]}")
 
 
-# A cut of the only link while both nodes still reach the client is the partition that
-# splits a pair without a witness (documented); the simulation has no witness yet.
 FAULTS = ("power-cut-active", "power-cut-standby", "freeze-active", "freeze-standby",
           "lossy-link", "none")
+# A cut of the only link between the nodes while both still reach the client is the
+# partition that splits a pair without a witness (documented); with one, it must not.
+WITNESS_FAULTS = (*FAULTS, "cut-link", "cut-link-then-power-cut-active")
 
 
-def run_seed(seed: int, duration: float = 40.0) -> World:
+def run_seed(seed: int, duration: float = 40.0, witness: bool = False) -> World:
     """One simulated run: the pair settles, faults strike at random moments, every fault
     is repaired, and the pair must settle with every acknowledged write."""
-    logging.getLogger("esc.agent").setLevel(logging.CRITICAL)
-    w = World(seed)
+    for name in ("esc.agent", "esc.witness"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    w = World(seed, witness=witness)
     rng = random.Random(seed * 7919 + 1)
     w.sched.run_until(5.0, w.check)
     t = 5.0
     while t < duration - 10:
-        fault = rng.choice(FAULTS)
+        fault = rng.choice(WITNESS_FAULTS if witness else FAULTS)
         active = next((n for n, a in w.agents.items() if a.role == "ACTIVE" and w.alive(n)), "n1")
         standby = w.peer_of(active)
         hold = rng.uniform(0.2, 8.0)
@@ -598,6 +663,19 @@ def run_seed(seed: int, duration: float = 40.0) -> World:
             w.sched.run_until(t + hold, w.check)
             w.cut = False
             w.sched.note("REPAIR link")
+        elif fault == "cut-link-then-power-cut-active":
+            # the active goes alone behind the partition, then dies while the standby's
+            # confirmation is still fresh: only the witness's outdated mark keeps the
+            # standby from promoting without what the active committed alone
+            w.sched.note("FAULT link cut")
+            w.cut = True
+            w.sched.run_until(t + rng.uniform(0.5, 1.5), w.check)
+            w.power_cut(active)
+            w.sched.run_until(t + hold + 1.5, w.check)
+            w.cut = False
+            w.sched.note(f"REPAIR link, restart {active}")
+            w.start_node(active)
+            hold += 1.5
         elif fault == "lossy-link":
             w.loss = 0.3
             w.sched.run_until(t + hold, w.check)
