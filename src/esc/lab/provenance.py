@@ -18,7 +18,9 @@ def commit() -> str:
         res = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return res.stdout.strip() if res.returncode == 0 else ""
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # the reports a benchmark writes (floor.json before failover.py reads it) do not count
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/benchmarks")
+    return head + ("-dirty" if changed else "")
 
 
 def machine() -> str:
