@@ -76,8 +76,15 @@ class LeaseTable:
         self.lock = threading.Lock()
 
     def request(self, pair: str, node: str, want: bool, duration: float, now: float,
-                outdated: object = UNSET) -> dict:
+                outdated: object = UNSET, force: bool = False) -> dict:
         with self.lock:
+            if force and want and self.outdated.get(pair) == node and self._free(pair, now):
+                # the operator forced this node active (escadm ha force-active): the writes
+                # it lacks are given up on purpose; never while another node holds the lease
+                del self.outdated[pair]
+                log.warning("pair %s: %s forced by its operator: outdated mark cleared", pair, node)
+                if self.on_marks is not None:
+                    self.on_marks(dict(self.outdated))
             out = self._request(pair, node, want, duration, now)
             holds = out["granted"]
             if holds and outdated is not UNSET and outdated != self.outdated.get(pair):
@@ -92,6 +99,10 @@ class LeaseTable:
                     self.on_marks(dict(self.outdated))
             out["outdated"] = self.outdated.get(pair)
             return out
+
+    def _free(self, pair: str, now: float) -> bool:
+        lease = self.leases.get(pair)
+        return (lease is None or now >= lease.expires) and now >= self.quiet_until
 
     def _request(self, pair: str, node: str, want: bool, duration: float, now: float) -> dict:
         lease = self.leases.get(pair)
@@ -144,6 +155,13 @@ def save_marks(path: Path, marks: dict[str, str]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def parse_force(body: dict) -> bool:
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise ValueError("'force' must be true or false")
+    return force
 
 
 def parse_outdated(body: dict) -> object:
@@ -218,11 +236,11 @@ def serve(host: str, port: int, token: str, table: LeaseTable | None = None) -> 
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 pair, node, want, duration = parse_request(body, table.max_duration)
-                outdated = parse_outdated(body)
+                outdated, force = parse_outdated(body), parse_force(body)
             except ValueError as e:  # json.JSONDecodeError is a ValueError
                 self._send(400, {"error": str(e)})
                 return
-            out = table.request(pair, node, want, duration, clock.now(), outdated)
+            out = table.request(pair, node, want, duration, clock.now(), outdated, force)
             if out.pop("new", False):
                 log.info("lease of %s granted to %s (term %d)", pair, node, out["term"])
             self._send(200, out)

@@ -80,3 +80,29 @@ def test_it_finds_a_witness_that_ignores_the_outdated_mark(monkeypatch: pytest.M
     monkeypatch.setattr(witness.LeaseTable, "_request", forgetful)
     found = first_failure(range(1, 1600, 2))  # odd seeds run with a witness
     assert found is not None and "promoted without" in found[1], found
+
+
+def test_force_active_of_a_standby_held_outdated_serves_again() -> None:
+    """The active goes alone behind a partition (its standby held outdated), then dies for
+    good. The standby waits (it lacks those writes); the operator forces it active, giving
+    them up: it promotes, the witness drops its mark, it holds the lease and commits."""
+    from esc.roles import Command, Role
+
+    w = world.World(5, witness=True)
+    w.sched.run_until(5.0, w.check)
+    active = next(n for n, a in w.agents.items() if a.role == Role.ACTIVE)
+    standby = w.peer_of(active)
+    w.cut = True
+    w.sched.run_until(6.5, w.check)
+    assert w.witness is not None and w.witness.outdated  # the standby is held outdated
+    w.power_cut(active)
+    w.sched.run_until(12.0, w.check)
+    assert w.agents[standby].role != Role.ACTIVE  # it does not take over by itself
+    w.acked.clear()  # the operator gives up what the dead active committed alone
+    w.agents[standby].queue(Command.FORCE_ACTIVE)
+    w.sched.run_until(20.0, w.check)
+    # the forced node's mark is gone; now it is the dead old active that is held outdated
+    name = {n: a.cfg.ha.self_name for n, a in w.agents.items() if a.cfg.ha}
+    assert w.agents[standby].role == Role.ACTIVE
+    assert w.witness.outdated == {"pair": name[active]}
+    assert w.acked and all(node == standby for node, _ in w.acked.values())

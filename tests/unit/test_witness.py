@@ -221,3 +221,34 @@ def test_a_look_at_the_witness_says_who_holds_it_and_who_is_outdated() -> None:
     look = t.request("p", "b", False, 1.0, T0 + 0.2)
     assert look["holder"] == "a" and look["outdated"] == "b" and not look["granted"]
     assert t.request("p", "a", True, 1.0, T0 + 0.3)["granted"]  # still a's
+
+
+def test_an_operator_can_force_a_node_held_outdated() -> None:
+    """escadm ha force-active on a standby held outdated (its active died for good): the
+    forced node asks with force, and the witness drops the mark, but only once nobody
+    holds the lease (a force never steals a live active's lease)."""
+    t = LeaseTable(started=T0 - 10, max_duration=5.0)
+    t.request("p", "a", True, 1.0, T0, outdated=None)
+    t.request("p", "a", True, 1.0, T0 + 0.1, outdated="b")
+    assert not t.request("p", "b", True, 1.0, T0 + 0.2, force=True)["granted"]  # a holds it
+    assert t.outdated == {"p": "b"}
+    assert not t.request("p", "b", True, 1.0, T0 + 5)["granted"]  # a died; no force: no
+    out = t.request("p", "b", True, 1.0, T0 + 5.1, force=True)
+    assert out["granted"] and out["outdated"] is None and t.outdated == {}
+
+
+def test_the_lease_book_asks_with_force_only_for_a_while() -> None:
+    from esc.agent.lease import LeaseBook
+
+    book = LeaseBook("p", "b")
+    assert "force" not in book.request(True, 100.0)
+    book.force(100.0, seconds=30.0)
+    assert book.request(True, 110.0)["force"] is True
+    assert "force" not in book.request(False, 110.0) and "force" not in book.request(True, 131.0)
+
+
+def test_force_must_be_a_boolean() -> None:
+    from esc.witness import parse_force
+
+    with pytest.raises(ValueError, match="force"):
+        parse_force({"force": "yes"})

@@ -271,6 +271,10 @@ class Agent(AgentLoop):
         if self.lease is not None:
             self.lease.set_want(want)
 
+    def io_lease_force(self) -> None:
+        if self.lease is not None:
+            self.lease.force()
+
     def io_lease_outdate_peer(self, outdated: bool) -> None:
         if self.lease is not None and self.cfg.ha is not None:
             self.lease.set_outdated(self.cfg.ha.peer_name if outdated else None)

@@ -43,6 +43,7 @@ class LeaseBook:
         self.want = False
         self.outdated_wish: str | None = None  # the mark we ask for while holding the lease
         self.outdated_said = False  # ... once the agent has said anything about it
+        self.force_until = -1e9  # an operator's force-active: ask the witness to clear our mark
 
     def set_want(self, want: bool, now: float) -> bool:
         """The agent's wish; True if it changed (ask at once)."""
@@ -62,10 +63,17 @@ class LeaseBook:
         self.outdated_wish, self.outdated_said = node, True
         return changed
 
-    def request(self, want: bool) -> dict:
+    def force(self, now: float, seconds: float = 30.0) -> None:
+        """The operator forced this node active: for a while, ask the witness to drop its
+        outdated mark on us (it does only while nobody holds the lease)."""
+        self.force_until = now + seconds
+
+    def request(self, want: bool, now: float | None = None) -> dict:
         body: dict = {"pair": self.pair, "node": self.node, "want": want, "duration": self.duration}
         if want and self.outdated_said:
             body["outdated"] = self.outdated_wish
+        if want and now is not None and now < self.force_until:
+            body["force"] = True
         return body
 
     def on_answer(self, sent: float, now: float, data: dict) -> tuple[bool, bool]:
@@ -120,6 +128,11 @@ class LeaseClient(threading.Thread):
         if changed:
             self.kick.set()
 
+    def force(self) -> None:
+        with self.lock:
+            self.book.force(clock.now())
+        self.kick.set()
+
     def stop(self, release: bool = True) -> None:
         """Stop asking; hand the lease back first, so the peer need not wait it out."""
         self.stopped.set()
@@ -148,7 +161,7 @@ class LeaseClient(threading.Thread):
         """One request; returns whether we hold the lease after it."""
         sent = clock.now()
         with self.lock:
-            body = json.dumps(self.book.request(want)).encode()
+            body = json.dumps(self.book.request(want, sent)).encode()
         try:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:

@@ -243,6 +243,9 @@ class AgentLoop:
     def io_lease_outdate_peer(self, outdated: bool) -> None:
         """Ask the witness to hold the peer outdated (True) or to clear the mark."""
 
+    def io_lease_force(self) -> None:
+        """The operator forced this node active: ask the witness to drop a mark on us."""
+
     def io_volume_ok(self) -> bool:
         return True
 
@@ -273,6 +276,8 @@ class AgentLoop:
         if dec.desired.outdate_peer is not None:
             self.io_lease_outdate_peer(dec.desired.outdate_peer)
         self._record(dec)
+        if dec.consumed and obs.command == Command.FORCE_ACTIVE and dec.job == Job.PROMOTE:
+            self.io_lease_force()
         if self.cfg.is_ha:
             self.io_priority(priority_bonus(dec.role, obs.db, self.peer_timeline_seen))
         # The route goes first, as the VRRP gate does: withdrawn before anything stops.

@@ -326,6 +326,10 @@ class SimAgent(AgentLoop):
                 and self.book.set_outdated(self.cfg.ha.peer_name if outdated else None):
             self.world.lease_now(self.name)
 
+    def io_lease_force(self) -> None:
+        if self.book is not None:
+            self.book.force(self.now())
+
     def io_services(self, on: bool) -> None:
         self.serving = on and self.db.state == Db.PRIMARY
 
@@ -484,14 +488,15 @@ class World:
             if now - getattr(agent, "looked", -1e9) < 1.0:
                 return
             agent.looked = now  # type: ignore[attr-defined]
-        sent, body = now, book.request(book.want)
+        sent, body = now, book.request(book.want, now)
         d1, d2 = (self.sched.rng.expovariate(1 / 0.002) for _ in range(2))
 
         def deliver() -> None:
             if self.sched.rng.random() < self.loss:
                 return
             answer = table.request(body["pair"], body["node"], body["want"], body["duration"],
-                                   self.sched.now, body.get("outdated", UNSET))
+                                   self.sched.now, body.get("outdated", UNSET),
+                                   body.get("force", False))
 
             def arrive() -> None:
                 if not agent.alive or self.frozen(agent.name) or self.sched.now - sent > 0.3:
