@@ -53,6 +53,7 @@ def test_render_instance(tmp_path: Path) -> None:
     prio = block(text, "track_file esc_priority")
     assert f'file "{paths.vrrp_priority}"' in prio and "weight 1" in prio
     assert f"notify_fifo {paths.vrrp_fifo}" in text
+    assert "vrrp_garp_master_refresh 1" in text  # clients find the MASTER again within 1 s
     assert "router_id esc_ctl-1" in text
     assert str(paths.config) in text.splitlines()[0]
 

@@ -8,6 +8,10 @@ Two choices differ from the obvious script hooks, for speed and robustness:
   ``1`` (must not) and, with ``weight 0``, a non-zero value puts the instance
   in FAULT, which releases the VIP with a priority-0 advert so the peer takes
   over without waiting for the master-down timer.
+* **Gratuitous ARP every second from the MASTER** (``vrrp_garp_master_refresh 1``): a
+  standby cut off from the active takes the VIP for a moment (it hears no adverts) until
+  its agent closes the gate, and clients keep its MAC until the MASTER announces
+  itself again; at the default refresh that was up to 5 s without service.
 * **Notify: a FIFO, not a script.** ``notify_fifo`` writes one line per state
   change that the agent reads without forking anything; the line only records
   the event and wakes the loop, which re-applies the desired state every tick
@@ -47,7 +51,7 @@ global_defs {{
     enable_script_security
     notify_fifo {paths.vrrp_fifo}
     vrrp_garp_master_repeat 3
-    vrrp_garp_master_refresh 5
+    vrrp_garp_master_refresh 1
 }}
 
 track_file esc_gate {{
