@@ -405,17 +405,15 @@ def median(xs: list[float]) -> float:
     return (s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2) if s else float("nan")
 
 
-def commit() -> str:
-    res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return res.stdout.strip() or "?"
-
-
 def summarize(runs: list[dict]) -> dict:
     from common import machine
 
+    from esc.lab import provenance
+
     first = [r["first_write_s"] for r in runs if r["first_write_s"] is not None]
     return {
-        "benchmark": "floor", "commit": commit(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "benchmark": "floor", "commit": provenance.commit(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(), "runs": len(runs), "failed_runs": len(runs) - len(first),
         "first_write_median_s": round(median(first), 4) if first else None,
         "first_write_worst_s": round(max(first), 4) if first else None,

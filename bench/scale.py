@@ -38,7 +38,7 @@ from common import MILESTONES, Writer, escadm, io_pressure, machine, median, tim
 
 from esc.config import NodePaths  # noqa: E402
 from esc.lab import lab as labmod  # noqa: E402
-from esc.lab import net  # noqa: E402
+from esc.lab import net, provenance  # noqa: E402
 from esc.lab.measure import analyse  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,11 +72,6 @@ def psql(node: str, sql: str, db: str = "esc", timeout: float = 3600) -> str:
 def rx_bytes(node: str) -> int:
     res = net.netns_exec(node, "cat", "/sys/class/net/eth0/statistics/rx_bytes")
     return int(res.stdout)
-
-
-def commit() -> str:
-    res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return res.stdout.strip() or "?"
 
 
 # ------------------------------------------------------------------ loading
@@ -285,7 +280,7 @@ def main() -> int:
     if labmod.is_up():
         labmod.down()
     state = labmod.up(log=log)
-    result: dict = {"benchmark": "scale", "commit": commit(), "machine": machine(),
+    result: dict = {"benchmark": "scale", "commit": provenance.commit(), "machine": machine(),
                     "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "loadavg_1min_start": load0,
                     "io_pressure_start": io_pressure()}
     try:

@@ -128,6 +128,13 @@ def test_an_unreachable_witness_is_an_error_not_a_lease() -> None:
         c.stop()
 
 
+def until(pred, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = clock.now() + timeout
+    while not pred():
+        assert clock.now() < deadline, "not within the deadline"
+        time.sleep(0.01)
+
+
 def test_a_peer_that_held_the_lease_long_before_it_froze_is_not_taken_for_alive(witness: str) -> None:
     """a held the lease for a long time, then froze (stops renewing). b starts asking:
     the witness names a for up to one lease more. That must not count as "a keeps
@@ -139,22 +146,19 @@ def test_a_peer_that_held_the_lease_long_before_it_froze_is_not_taken_for_alive(
     b.start()
     try:
         a.set_want(True)
-        time.sleep(0.3)
+        until(lambda: a.view().valid(clock.now()))
         b.set_want(True)  # refused: a holds it (as a standby asks before a promotion)
-        time.sleep(0.3)
-        assert b.view().holder == "a"
+        until(lambda: b.view().holder == "a")
         b.set_want(False)  # b goes back to following a, for two leases
-        time.sleep(2.0)
+        time.sleep(2.0)  # the time that passes is the point: a stays named meanwhile
         a.stop(release=False)  # a freezes holding it
+        asked = clock.now()
         b.set_want(True)
-        time.sleep(0.3)
+        until(lambda: (b.view().answered_at or 0.0) > asked)
         v = b.view()
         named_for = clock.now() - v.holder_since if v.holder_since else 0.0
         assert v.holder == "a" and named_for < 1.0, named_for
-        deadline = clock.now() + 3
-        while not b.view().valid(clock.now()):
-            assert clock.now() < deadline
-            time.sleep(0.01)
+        until(lambda: b.view().valid(clock.now()), timeout=3.0)
     finally:
         a.stop(release=False)
         b.stop()

@@ -175,7 +175,7 @@ class Agent(AgentLoop):
     def io_db_observe(self, running: bool) -> DbView:
         if running:
             self.stopped_db = None
-        db = self.localdb.observe(running, postgres.SyncState(self.sync_from_lsn))
+        db = self.localdb.observe(running, self.sync_from_lsn)
         return self._stopped_db() if db.state == Db.STOPPED else db
 
     def io_db_start(self, as_standby: bool) -> bool:
@@ -307,7 +307,7 @@ class Agent(AgentLoop):
 
     def _refresh_db_view(self) -> None:
         """A fresh look at the local database outside the loop (while shutting down)."""
-        db = self.localdb.observe(self.pg.running, postgres.SyncState(self.sync_from_lsn))
+        db = self.localdb.observe(self.pg.running, self.sync_from_lsn)
         with self.lock:
             self.db_view, self.observed_at = db, clock.now()
 

@@ -107,10 +107,6 @@ class LeaseClient(threading.Thread):
         self.kick = threading.Event()
         self.stopped = threading.Event()
 
-    @property
-    def state(self) -> LeaseView:
-        return self.book.state
-
     def view(self) -> LeaseView:
         with self.lock:
             return self.book.state

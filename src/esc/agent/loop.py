@@ -44,6 +44,7 @@ from esc.roles import (
     must_wait_for_peer,
     should_announce,
 )
+from esc.roles.predicates import on_a_timeline_the_active_left
 
 log = logging.getLogger("esc.agent")
 
@@ -137,6 +138,7 @@ class AgentLoop:
         self.sync_from_lsn: int | None = None  # every commit past it waited for the peer
         self.sync_generation = 0  # bumped on every change of synchronous_standby_names
         self.sync_proof: tuple[int, Pending, float] | None = None
+        self.sync_proof_failed_at = -1e9  # a failed proof (a CHECKPOINT) is retried after a second
         self.db_view = DbView()
         self.peer_view: PeerView | None = None
         self.desired = Desired()
@@ -323,9 +325,8 @@ class AgentLoop:
         # "Not streaming" includes streaming an old timeline: a standby whose history
         # forked before its own end of WAL reconnects and drops again, in a loop, and
         # would look healthy half of the time.
-        behind = peer is not None and peer.db.state == Db.PRIMARY and \
-            0 < db.timeline < peer.db.timeline
-        if db.state in (Db.STANDBY, Db.STARTING) and (not db.streaming or behind):
+        if db.state in (Db.STANDBY, Db.STARTING) and (
+                not db.streaming or on_a_timeline_the_active_left(db, peer)):
             self.not_streaming_since = self.not_streaming_since or now
         else:
             self.not_streaming_since = None
@@ -587,8 +588,9 @@ class AgentLoop:
             self.sync_proof = None
             try:
                 lsn = pending.result()
-            except Exception as e:  # tried again below
+            except Exception as e:  # tried again a second later
                 log.warning("could not prove synchronous replication in force: %s", e)
+                self.sync_proof_failed_at = now
             else:
                 if generation == self.sync_generation:
                     with self.lock:
@@ -597,7 +599,8 @@ class AgentLoop:
                              "past %X/%X wait for the peer", now - started, lsn >> 32,
                              lsn & 0xFFFFFFFF)
                     return
-        if self.sync_from_lsn is None and self.sync_proof is None:
+        if self.sync_from_lsn is None and self.sync_proof is None \
+                and now - self.sync_proof_failed_at >= 1.0:
             self.sync_proof = (self.sync_generation, self.submit("sync-proof", self.io_prove_sync),
                                now)
 

@@ -176,16 +176,6 @@ SELECT pg_is_in_recovery(),
 """
 
 
-@dataclass
-class SyncState:
-    """What the active needs to decide whether the peer is a complete sync standby.
-
-    ``from_lsn`` is None while synchronous replication is not yet proven in force (see
-    :func:`prove_sync_in_force`): the peer is then never reported complete."""
-
-    from_lsn: int | None = None  # every commit past it waited for the peer
-
-
 class LocalDb:
     """A cached connection to the local server over its unix socket."""
 
@@ -215,7 +205,9 @@ class LocalDb:
             self.close()
             raise
 
-    def observe(self, running: bool, sync: SyncState) -> DbView:
+    def observe(self, running: bool, from_lsn: int | None) -> DbView:
+        """``from_lsn``: every commit past it waited for the peer (None while synchronous
+        replication is not proven in force, see prove_sync_in_force: never complete)."""
         pgdata = self.paths.pgdata(self.cfg)
         if not running:
             return DbView(state=Db.STOPPED if has_data(pgdata) else Db.ABSENT)
@@ -236,7 +228,7 @@ class LocalDb:
             state, sync_state, flush = repl.strip("()").split(",")
             streaming = state == "streaming"
             complete = (streaming and sync_state == "sync" and not view.alone
-                        and sync.from_lsn is not None and lsn_to_int(flush) >= sync.from_lsn)
+                        and from_lsn is not None and lsn_to_int(flush) >= from_lsn)
             view = DbView(**{**view.__dict__, "peer_streaming": streaming,
                              "peer_complete": complete})
         return view

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from esc.roles.observation import Command, Db, Job, Observation, Role, Vrrp
+from esc.roles.observation import Command, Db, DbView, Job, Observation, PeerView, Role, Vrrp
 
 Predicate = Callable[[Observation], bool]
 
@@ -178,17 +178,22 @@ def not_streaming_for(obs: Observation) -> float:
     return obs.now - since if since is not None else 0.0
 
 
+def on_a_timeline_the_active_left(db: DbView, peer: PeerView | None) -> bool:
+    """Our database is on an earlier timeline than the peer's primary: streaming it (a
+    history that forked before our end of WAL) only loops, so it counts as not streaming."""
+    return (peer is not None and peer.db.state == Db.PRIMARY
+            and 0 < db.timeline < peer.db.timeline)
+
+
 def behind_the_active(obs: Observation) -> bool:
     """On an earlier timeline than the active and not streaming: rewind without the full grace.
 
     A standby (or starting) database, not streaming for ``BEHIND_GRACE``, while the peer is
     a primary on a later timeline: only the old primary gets there, and it has likely
     written past the fork, so waiting ``rejoin_grace`` would only delay it."""
-    if obs.peer is None:
-        return False
-    behind = obs.peer.db.state == Db.PRIMARY and 0 < obs.db.timeline < obs.peer.db.timeline
     return (obs.db.state in (Db.STANDBY, Db.STARTING) and obs.not_streaming_since is not None
-            and behind and not_streaming_for(obs) > BEHIND_GRACE)
+            and on_a_timeline_the_active_left(obs.db, obs.peer)
+            and not_streaming_for(obs) > BEHIND_GRACE)
 
 
 STARTING_GRACE_FACTOR = 10  # a database still starting gets this many rejoin_graces
