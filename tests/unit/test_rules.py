@@ -91,6 +91,8 @@ EXAMPLES: dict[str, tuple[Role, Observation]] = {
     "standby-maintenance": (Role.STANDBY, ob(maintenance=True, peer=ACTIVE_PEER,
                                              last_confirm_recv=RECENT)),
     "standby-master-unconfirmed": (Role.STANDBY, ob(vrrp=MASTER)),
+    "standby-master-data-unusable": (Role.STANDBY, ob(vrrp=MASTER, last_confirm_recv=RECENT,
+                                                      db=DbView(state=Db.ABSENT))),
     "standby-master-peer-db-up": (Role.STANDBY, ob(vrrp=MASTER, last_confirm_recv=RECENT,
                                                    peer=peer(STS, Db.STARTING))),
     "standby-master-peer-active": (Role.STANDBY, ob(vrrp=MASTER, last_confirm_recv=RECENT,

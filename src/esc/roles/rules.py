@@ -307,6 +307,11 @@ RULES: Final[tuple[Rule, ...]] = (
     R("standby-master-unconfirmed", frozenset({Role.STANDBY}),
       (keepalived_master, not_(confirmed_complete)), STA, FOLLOW,
       "keepalived MASTER but data not confirmed complete within promote_window: refusing to promote"),
+    # confirmed, yet the local data cannot be promoted as it is (absent after a failed clone,
+    # or left a primary): never promote it, follow and let the rejoin repair it
+    R("standby-master-data-unusable", frozenset({Role.STANDBY}),
+      (keepalived_master, needs_rejoin), STA, FOLLOW,
+      "keepalived MASTER but the local data must be rejoined first: refusing to promote"),
     R("standby-master-peer-db-up", frozenset({Role.STANDBY}),
       (keepalived_master, peer_db_may_be_primary), Role.STANDBY, standby_follow,
       "keepalived MASTER; waiting for the peer's database to stop"),
