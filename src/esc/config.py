@@ -16,7 +16,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -49,8 +49,8 @@ class Timing(BaseModel):
     advert_int: float = 0.2  # VRRPv3 advertisement interval, seconds
     heartbeat_interval: float = 0.1
     heartbeat_timeout: float = 0.4
-    promote_window: float = 2.0
-    alone_after: float = 4.0
+    promote_window: float = 1.7
+    alone_after: float = 2.2
     tick: float = 0.05
     lease: float = 1.0  # the witness's lease (when one is configured), renewed every 0.2 s
 
@@ -80,6 +80,10 @@ class Timing(BaseModel):
                 f"time (~{master_down:.2f}s) + heartbeat_timeout, or no failover could ever promote"
             )
         return self
+
+
+# promote_window and alone_after when a witness is configured (see NodeConfig)
+WITNESS_TIMING_DEFAULTS: Final = {"promote_window": 2.0, "alone_after": 4.0}
 
 
 class Vip(BaseModel):
@@ -422,6 +426,21 @@ class NodeConfig(BaseModel):
     @property
     def is_ha(self) -> bool:
         return self.ha is not None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _witness_timing_defaults(cls, data: Any) -> Any:
+        """With a witness, a standby promotes only once the dead active's lease ran out, so
+        its window must be longer; losing the standby then costs no alone_after wait (the
+        witness holds it outdated at once), so the longer pair costs nothing there."""
+        if not isinstance(data, dict):
+            return data
+        ha = data.get("ha")
+        witness = ha.witness if isinstance(ha, HaConfig) else (ha or {}).get("witness")
+        timing = data.get("timing", {})
+        if witness and isinstance(timing, dict):
+            data = {**data, "timing": {**WITNESS_TIMING_DEFAULTS, **timing}}
+        return data
 
     @model_validator(mode="after")
     def _witness_timing(self) -> NodeConfig:

@@ -106,9 +106,9 @@ def test_timing_defaults_are_safe() -> None:
 
 
 @pytest.mark.parametrize("kw", [
-    {"alone_after": 2.4},  # == promote_window + heartbeat_timeout: not strictly greater
+    {"alone_after": 2.1},  # == promote_window + heartbeat_timeout: not strictly greater
     {"alone_after": 1.0},
-    {"promote_window": 3.7},  # 3.7 + 0.4 > 4.0
+    {"promote_window": 1.9},  # 1.9 + 0.4 > 2.2
     {"heartbeat_timeout": 2.0},
 ])
 def test_timing_rejects_alone_before_promote_deadline(kw: dict[str, float]) -> None:
@@ -631,6 +631,31 @@ def test_witness_timing_rule() -> None:
     NodeConfig(name="n", ha=ha)  # the defaults hold: 2 > 1 + 0.4
     with pytest.raises(ValueError, match="with a witness, promote_window"):
         NodeConfig(name="n", ha=ha, timing=Timing(lease=2.0))
+
+
+def test_witness_lengthens_the_default_promote_window_only() -> None:
+    """Without a witness the short defaults bound a lost standby's stall; with one, the
+    standby's window must also cover the dead active's lease, so the defaults are longer,
+    while anything the operator set is kept, and the config file keeps what was chosen."""
+    from esc.config import WITNESS_TIMING_DEFAULTS, NodeConfig
+
+    vip = Vip(address=VIP, prefixlen=24, interface="eth0")
+    plain = HaConfig(node_list=[N1, N2], vip=vip, vif="eth0", self_index=0)
+    witnessed = plain.model_copy(update={"witness": "10.0.0.9:8025"})
+    t = NodeConfig(name="n", ha=plain).timing
+    assert (t.promote_window, t.alone_after) == (Timing().promote_window, Timing().alone_after)
+    assert t.alone_after < WITNESS_TIMING_DEFAULTS["alone_after"]
+    t = NodeConfig(name="n", ha=witnessed).timing
+    assert (t.promote_window, t.alone_after) == (WITNESS_TIMING_DEFAULTS["promote_window"],
+                                                 WITNESS_TIMING_DEFAULTS["alone_after"])
+    t = NodeConfig(name="n", ha=witnessed, timing={"alone_after": 5.0}).timing  # type: ignore[arg-type]
+    assert (t.promote_window, t.alone_after) == (2.0, 5.0)
+    t = NodeConfig(name="n", ha=witnessed, timing=Timing(promote_window=1.6)).timing
+    assert t.promote_window == 1.6  # an explicit model is taken as it is
+    dumped = NodeConfig(name="n", ha=witnessed).model_dump(mode="json")
+    assert NodeConfig.model_validate(dumped).timing.alone_after == 4.0
+    dumped["ha"]["witness"] = None  # a witness removed later: the saved timing stays valid
+    assert NodeConfig.model_validate(dumped).timing.alone_after == 4.0
 
 
 # ------------------------------------------------------------- --ha_heartbeat_list

@@ -35,8 +35,8 @@ from esc.roles import (
 )
 
 NOW = 1000.0
-PW = 2.0  # Observation's default promote_window
-AA = 4.0  # Observation's default alone_after
+PW = Observation(now=0.0).promote_window
+AA = Observation(now=0.0).alone_after
 RG = 3.0  # Observation's default rejoin_grace
 RECENT = NOW - 0.5  # a confirmation well inside promote_window
 PROMOTING = Desired(db="standby", services=False, vrrp_gate=True, alone=True)
@@ -962,7 +962,7 @@ def test_prop_timing_rule_makes_promote_and_alone_exclusive(sent: float, delay: 
 def test_timing_defaults_margin() -> None:
     t = Timing()
     assert t.alone_after > t.promote_window + t.heartbeat_timeout
-    assert math.isclose(t.alone_after - (t.promote_window + t.heartbeat_timeout), 1.6)
+    assert math.isclose(t.alone_after - (t.promote_window + t.heartbeat_timeout), 0.1)
     o = Observation(now=0.0)
     assert (o.promote_window, o.alone_after) == (t.promote_window, t.alone_after)
 

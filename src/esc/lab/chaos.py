@@ -434,10 +434,10 @@ def _median(xs: list[float]) -> float:
 
 def report(results: list[Result], title: str, witness: bool = False, paths: int = 1) -> str:
     """The markdown table of a suite's results, one line per fault."""
-    from esc.config import Timing
+    from esc.config import WITNESS_TIMING_DEFAULTS, Timing
     from esc.lab import provenance
 
-    t = Timing()
+    t = Timing(**WITNESS_TIMING_DEFAULTS) if witness else Timing()
     lines = [f"# {title}", "", provenance.line(), "",
              f"Timers: VRRP advert {t.advert_int} s, heartbeat {t.heartbeat_interval} s / "
              f"{t.heartbeat_timeout} s, promote_window {t.promote_window} s, alone_after "

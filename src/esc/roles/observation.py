@@ -95,8 +95,8 @@ class Observation:
     job_failed: Job | None = None  # the last job failed (the agent backs off)
     job_done: Job | None = None  # a job finished successfully (reported once)
     command: Command | None = None
-    promote_window: float = 2.0
-    alone_after: float = 4.0
+    promote_window: float = 1.7
+    alone_after: float = 2.2
     rejoin_grace: float = 3.0  # a standby not streaming for this long is rejoined
     maintenance: bool = False  # the pair's operation mode: no automatic failover
     witness: bool = False  # a witness is configured

@@ -31,7 +31,7 @@ from esc.agent import opmode
 from esc.agent.lease import LeaseBook, LeaseView
 from esc.agent.loop import AgentLoop
 from esc.agent.peer import PeerSnapshot, view_from_json
-from esc.config import HaConfig, NodeConfig, Timing, Vip
+from esc.config import WITNESS_TIMING_DEFAULTS, HaConfig, NodeConfig, Timing, Vip
 from esc.roles import Db, DbView, Vrrp
 from esc.witness import UNSET, LeaseTable
 
@@ -342,7 +342,7 @@ class World:
         # the real lease table of esc.witness, past its quiet time after a start
         self.witness = LeaseTable(started=-10.0, max_duration=5.0) if witness else None
         self.sched = Scheduler(seed)
-        self.timing = timing or Timing()
+        self.timing = timing or (Timing(**WITNESS_TIMING_DEFAULTS) if witness else Timing())
         self.cluster = Cluster(self.sched, list(self.NODES), self)
         self.vrrp = {n: FakeVrrp(n, i) for i, n in enumerate(self.NODES)}
         self.agents: dict[str, SimAgent] = {}
