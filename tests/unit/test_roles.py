@@ -197,15 +197,26 @@ class TestActive:
         return dec
 
     def test_waits_while_peer_streams(self) -> None:
-        o = ob(db=dbv(Db.PRIMARY, peer_streaming=True))
+        following = peer(Role.STANDBY, Db.STANDBY)
+        o = ob(db=dbv(Db.PRIMARY, peer_streaming=True), peer=following)
         assert must_wait_for_peer(o)
-        dec = self._serving(db=dbv(Db.PRIMARY, peer_streaming=True))
+        dec = self._serving(db=dbv(Db.PRIMARY, peer_streaming=True), peer=following)
         assert dec.desired.alone is False
         assert "wait" in dec.reason
 
     def test_waits_while_peer_streams_even_if_never_confirmed(self) -> None:
-        dec = self._serving(db=dbv(Db.PRIMARY, peer_streaming=True), last_confirm_sent=NOW - 100)
+        dec = self._serving(db=dbv(Db.PRIMARY, peer_streaming=True), last_confirm_sent=NOW - 100,
+                            peer=peer(Role.SWITCHING_TO_STANDBY, Db.STANDBY))
         assert dec.desired.alone is False
+
+    def test_a_silent_peer_whose_walsender_still_streams_is_waited_for_alone_after_only(self) -> None:
+        """A pulled cable: no RST, the walsender says "streaming" until its TCP gives up,
+        but the peer's agent answers on no network. Its confirmation runs out as usual."""
+        db = dbv(Db.PRIMARY, peer_streaming=True)
+        assert must_wait_for_peer(ob(db=db, last_confirm_sent=NOW - (AA - 0.01)))
+        assert not must_wait_for_peer(ob(db=db, last_confirm_sent=NOW - AA))
+        dec = self._serving(db=db, last_confirm_sent=NOW - AA)
+        assert dec.desired.alone is True
 
     @pytest.mark.parametrize("age", [0.0, 1.0, AA - 0.01])
     def test_waits_after_a_recent_confirmation(self, age: float) -> None:
@@ -457,6 +468,29 @@ class TestLoneNode:
         assert dec.consumed and dec.job is None
         assert dec.role == Role.SWITCHING_TO_ACTIVE and dec.desired == OFF
         assert "no database" in dec.reason
+
+    @pytest.mark.parametrize("state", [Db.STOPPED, Db.STARTING])
+    def test_force_active_waits_for_the_database_to_run(self, state: Db) -> None:
+        """A promotion needs a running standby: the command stays pending (not consumed by a
+        promotion that could only fail) while the database is started."""
+        dec = run(Role.SWITCHING_TO_ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(state),
+                                               command=Command.FORCE_ACTIVE))
+        assert dec.job is None and not dec.consumed and dec.desired == GATED
+        assert "waiting for the database" in dec.reason
+        dec = run(Role.SWITCHING_TO_ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY),
+                                               command=Command.FORCE_ACTIVE))
+        assert dec.job == Job.PROMOTE and dec.consumed  # a primary left by a step-down is kept
+
+    def test_force_active_on_a_lone_standby_takes_over(self) -> None:
+        """A standby whose peer is lost (e.g. in maintenance mode, where it would not take
+        over by itself) follows the operator's force-active like any lone node."""
+        base = ob(db=dbv(Db.STANDBY), command=Command.FORCE_ACTIVE, maintenance=True,
+                  last_confirm_recv=NOW - 10.0)
+        dec = run(Role.STANDBY, base)
+        assert dec.role == Role.SWITCHING_TO_ACTIVE and not dec.consumed and dec.job is None
+        assert "refused" not in dec.reason
+        dec = run(dec.role, replace(base, vrrp=Vrrp.MASTER))
+        assert dec.job == Job.PROMOTE and dec.consumed
 
     def test_force_active_waits_for_a_running_job(self) -> None:
         dec = run(Role.SWITCHING_TO_ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.STANDBY),
@@ -731,7 +765,8 @@ class TestPromoted:
 
     def test_job_done_promote_keeps_waiting_for_a_streaming_peer(self) -> None:
         dec = run(Role.SWITCHING_TO_ACTIVE, ob(vrrp=Vrrp.MASTER, job_done=Job.PROMOTE,
-                                               db=dbv(Db.PRIMARY, peer_streaming=True)))
+                                               db=dbv(Db.PRIMARY, peer_streaming=True),
+                                               peer=peer(Role.SWITCHING_TO_STANDBY, Db.STANDBY)))
         assert dec.role == Role.ACTIVE and dec.desired.alone is False
 
     def test_promoting_holds_the_gate(self) -> None:

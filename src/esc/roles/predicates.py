@@ -138,13 +138,16 @@ def confirmed_complete(obs: Observation) -> bool:
 
 
 def must_wait_for_peer(obs: Observation) -> bool:
-    """Active: commits must wait for the peer (it streams, or was complete within alone_after).
+    """Active: commits wait for the peer: it answers and streams, or was complete lately.
 
+    Lately: within alone_after of our last confirmation.
     Not once the witness holds it outdated under our lease: it can never get the lease,
-    so never promote without what we commit alone."""
-    if peer_held_outdated(obs) and not (obs.db.peer_streaming and obs.peer is not None):
+    so never promote without what we commit alone. A walsender's "streaming" alone is no
+    sign of life: after a pulled cable it says so until its TCP times out."""
+    answers_and_streams = obs.db.peer_streaming and obs.peer is not None
+    if peer_held_outdated(obs) and not answers_and_streams:
         return False  # gone (its walsender may not know yet), or back but not streaming
-    if obs.db.peer_streaming:
+    if answers_and_streams:
         return True  # back and streaming: synchronous again, so it can become complete
     return obs.last_confirm_sent is not None and obs.now - obs.last_confirm_sent < obs.alone_after
 

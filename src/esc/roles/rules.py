@@ -296,9 +296,12 @@ RULES: Final[tuple[Rule, ...]] = (
     R("promoting", frozenset({STA}), (promote_running,), STA, while_promoting,
       "promoting the database"),
     # ---- the standby
+    # a lone standby the operator forces leaves its role; the rows for a lone node below
+    # carry the command out
+    R("standby-forced", frozenset({Role.STANDBY}), (force_active_requested, peer_lost), STA,
+      FOLLOW, "forced active by the operator: the peer is lost, leaving the standby role"),
     R("standby-force-active-refused", frozenset({Role.STANDBY}), (force_active_requested,),
-      Role.STANDBY, standby_follow,
-      "force-active refused: the peer is reachable or this node is a standby (use switchover)",
+      Role.STANDBY, standby_follow, "force-active refused: the peer is reachable (use switchover)",
       consumed=True),
     R("standby-maintenance-lost", frozenset({Role.STANDBY}), (maintenance_mode, peer_lost), STA,
       FOLLOW, f"peer lost in maintenance mode: {MAINTENANCE_HINT}"),
@@ -350,6 +353,11 @@ RULES: Final[tuple[Rule, ...]] = (
     R("forced-waiting-for-master", JOINING,
       (peer_lost, force_active_requested, not_(keepalived_master)), STA, GATED,
       "forced active by the operator: waiting for keepalived MASTER"),
+    # a promotion starts from a running standby (or keeps a primary); the command waits
+    # for the database rather than failing on a stopped one
+    R("forced-waiting-for-database", JOINING,
+      (peer_lost, force_active_requested, not_(db_in_recovery), not_(db_primary)), STA, GATED,
+      "forced active by the operator: waiting for the database to run"),
     R("forced-promotes", JOINING, (peer_lost, force_active_requested), STA, while_promoting,
       "forced active by the operator: promoting alone", job=Job.PROMOTE, consumed=True),
     R("peer-never-seen", JOINING, (peer_lost, not_(peer_ever_seen)), STA, follow_if_data,
