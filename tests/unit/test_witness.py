@@ -251,6 +251,31 @@ def test_the_lease_book_asks_with_force_only_for_a_while() -> None:
     assert "force" not in book.request(False, 110.0) and "force" not in book.request(True, 131.0)
 
 
+def test_a_look_never_makes_the_peer_look_alive() -> None:
+    """A standby only looks at the witness (every second) until its keepalived becomes
+    MASTER, and decides on that very tick, before it has asked once. Seen in the lab: the
+    active's keepalived was killed, the active stepped down and released the lease, and
+    the standby's last look still named it holder "for 4.4 s": it refused to take over
+    and the pair re-elected the old active (a 3.5 s gap). Only answers to requests sent
+    while wanting the lease may count the peer as renewing."""
+    from esc.agent.lease import LeaseBook
+
+    book = LeaseBook("p", "b", duration=1.0)
+    for t in (100.0, 101.0, 102.0, 103.0, 104.0):  # looks: a holds it all along
+        book.on_answer(t, t + 0.01, {"granted": False, "holder": "a"})
+    assert book.state.holder == "a" and book.state.holder_since is None
+    book.set_want(True, 104.5)
+    book.on_answer(104.0, 104.51, {"granted": False, "holder": "a"})  # sent before wanting
+    assert book.state.holder_since is None
+    book.on_answer(104.5, 104.52, {"granted": False, "holder": "a"})  # asked: a still holds it
+    assert book.state.holder_since == 104.52
+    book.on_answer(105.6, 105.61, {"granted": False, "holder": "a"})  # a renews: it is alive
+    assert book.state.holder_since == 104.52
+    book.set_want(False, 106.0)
+    book.on_answer(106.0, 106.01, {"granted": False, "holder": "a"})
+    assert book.state.holder_since is None
+
+
 def test_force_must_be_a_boolean() -> None:
     from esc.witness import parse_force
 

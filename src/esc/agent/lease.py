@@ -44,16 +44,15 @@ class LeaseBook:
         self.outdated_wish: str | None = None  # the mark we ask for while holding the lease
         self.outdated_said = False  # ... once the agent has said anything about it
         self.force_until = -1e9  # an operator's force-active: ask the witness to clear our mark
+        self.want_since = 0.0  # esc.clock: when we last started wanting the lease
 
     def set_want(self, want: bool, now: float) -> bool:
         """The agent's wish; True if it changed (ask at once)."""
         changed, self.want = want != self.want, want
-        if changed and want and not self.state.valid(now):
-            # "named holder for longer than a lease" must count from when we started
-            # asking: a peer that held the lease for hours before it froze is named for a
-            # moment more, then its lease runs out; only one still renewing after we
-            # asked is alive.
-            self.state = replace(self.state, holder_since=None)
+        if changed and want:
+            self.want_since = now
+            if not self.state.valid(now):
+                self.state = replace(self.state, holder_since=None)
         return changed
 
     def set_outdated(self, node: str | None) -> bool:
@@ -83,8 +82,14 @@ class LeaseBook:
         until = sent + self.duration - self.margin if granted else 0.0
         holder = data.get("holder")
         before = self.state.valid(now)
+        # "named holder for longer than a lease" counts only answers to requests sent
+        # while we want it: a peer that held the lease for hours before it froze (or
+        # stepped down) is named by our last look for a moment more, then its lease runs
+        # out; only one still renewing after we asked is alive. (A standby decides on its
+        # first tick as MASTER, before any answer to its first request.)
+        asking = self.want and sent >= self.want_since
         same = bool(holder) and holder == self.state.holder and self.state.holder_since is not None
-        since = self.state.holder_since if same else (now if holder else None)
+        since = (self.state.holder_since if same else (now if holder else None)) if asking else None
         marked = data.get("outdated")
         self.state = LeaseView(until, holder, now, "", since, marked if isinstance(marked, str) else None)
         return granted, granted != before
