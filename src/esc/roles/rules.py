@@ -328,8 +328,10 @@ RULES: Final[tuple[Rule, ...]] = (
       (keepalived_master, lease_missing, lease_kept_by_peer), STA, LEASE_WITH_PEER,
       "the witness has kept the lease with the peer for {obs.lease_peer_for:.1f}s: it is alive; "
       "not taking over"),
-    R("standby-asks-for-lease", frozenset({Role.STANDBY}), (keepalived_master, lease_missing), STA,
-      ASK_FOR_LEASE, "asking the witness for the lease before promoting"),
+    # still a standby while it asks: as SWITCHING_TO_ACTIVE, a peer that answers (an active
+    # that stepped down when its keepalived died) would send it to an election instead
+    R("standby-asks-for-lease", frozenset({Role.STANDBY}), (keepalived_master, lease_missing),
+      Role.STANDBY, ASK_FOR_LEASE, "asking the witness for the lease before promoting"),
     R("standby-promotes", frozenset({Role.STANDBY}), (keepalived_master,), STA, while_promoting,
       master_promotes_reason, job=Job.PROMOTE),
     R("standby-peer-lost-ready", frozenset({Role.STANDBY}), (peer_lost, confirmed_complete),
