@@ -157,6 +157,57 @@ def test_unauthenticated_is_401(client: TestClient, node: Node, authorization: s
     assert client.get("/v0/deployments", headers=headers, auth=None).status_code == 401
 
 
+def test_a_new_active_trusts_headers_its_peer_verified(node: Node, monkeypatch) -> None:
+    """The first request of a client after a failover skips scrypt (~50 ms on the
+    failover's path) when the other node verified that very header: both share the
+    database. Only with the pair's secret, never for a wrong password, never after the
+    password changed."""
+    import esc.services.manager as manager
+
+    calls: list[str] = []
+    real = manager.verify_password
+
+    def counting(password: str, stored: str) -> bool:
+        calls.append(password)
+        return real(password, stored)
+
+    monkeypatch.setattr(manager, "verify_password", counting)
+    with authed(create_app(node.cfg, node.conninfo, shared_secret="pair")) as a:
+        assert a.get("/v0/deployments", auth=(USER, "wrong")).status_code == 401
+        assert a.get("/v0/deployments").status_code == 200
+    assert calls == ["wrong", PASSWORD]
+    with psycopg.connect(node.conninfo) as conn:
+        assert conn.execute("SELECT count(*) FROM auth_verified").fetchone() == (1,)  # not "wrong"
+    calls.clear()
+    with authed(create_app(node.cfg, node.conninfo, shared_secret="pair")) as b:  # the next active
+        assert b.get("/v0/deployments").status_code == 200
+        assert b.get("/v0/deployments", auth=(USER, "wrong")).status_code == 401
+    assert calls == ["wrong"]  # the right password was taken from the shared cache
+    calls.clear()
+    with authed(create_app(node.cfg, node.conninfo, shared_secret="another")) as c:
+        assert c.get("/v0/deployments").status_code == 200
+    assert calls == [PASSWORD]  # another key finds nothing
+    calls.clear()
+    changed = node.cfg.model_copy(update={"rest_user": User(name=USER, password_hash=hash_password("new"))})
+    with authed(create_app(changed, node.conninfo, shared_secret="pair")) as d:
+        assert d.get("/v0/deployments").status_code == 401  # the old password, verified before
+        assert d.get("/v0/deployments", auth=(USER, "new")).status_code == 200
+    assert calls == [PASSWORD, "new"]
+
+
+def test_the_shared_header_cache_falls_back_to_scrypt_without_its_table(node: Node) -> None:
+    """A database made by an older version has no auth_verified table: scrypt, no error."""
+    with psycopg.connect(node.conninfo) as conn:
+        conn.execute("DROP TABLE auth_verified")
+    try:
+        with authed(create_app(node.cfg, node.conninfo, shared_secret="pair")) as a:
+            assert a.get("/v0/deployments").status_code == 200
+            assert a.get("/v0/deployments", auth=(USER, "wrong")).status_code == 401
+    finally:
+        with psycopg.connect(node.conninfo) as conn:
+            ensure_schema(conn)
+
+
 def test_auth_off_without_rest_user(node: Node) -> None:
     cfg = node.cfg.model_copy(update={"rest_user": None})
     with TestClient(create_app(cfg, node.conninfo)) as c:

@@ -57,9 +57,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config
+from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config, load_secrets
 from esc.secrets import verify_password
 from esc.services import api, models
+from esc.services.auth_cache import VerifiedHeaders
 from esc.services.callbacks import CallbackPolicy, CallbackSender
 from esc.services.db import CommitNotConfirmed, commit_durably, one_line
 from esc.services.executor import DeploymentExecutor
@@ -107,12 +108,14 @@ class BasicAuth:
     passwords neither stalls the event loop nor eats memory.
     """
 
-    def __init__(self, app: ASGIApp, user: User, prefix: str = "/v0") -> None:
+    def __init__(self, app: ASGIApp, user: User, prefix: str = "/v0",
+                 shared: VerifiedHeaders | None = None) -> None:
         self.app = app
         self.user = user
         self.prefix = prefix
         self.verified: set[bytes] = set()
         self.scrypt_slots = threading.BoundedSemaphore(2)
+        self.shared = shared  # headers the peer verified, through the database (HA only)
 
     def _protected(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
@@ -122,7 +125,8 @@ class BasicAuth:
             header = Headers(scope=scope).get("authorization", "")
             key = hashlib.sha256(header.encode()).digest()
             if key not in self.verified:
-                if not await run_in_threadpool(self.check, header):
+                pool = getattr(scope["app"].state, "pool", None) if "app" in scope else None
+                if not await run_in_threadpool(self.verify, header, pool):
                     response = error(
                         401, "authentication required",
                         {"WWW-Authenticate": 'Basic realm="esc"'},
@@ -133,6 +137,18 @@ class BasicAuth:
                     self.verified.clear()
                 self.verified.add(key)
         await self.app(scope, receive, send)
+
+    def verify(self, header: str, pool: ConnectionPool | None) -> bool:
+        """scrypt, unless this node or its peer verified the very same header before."""
+        if self.shared is None or pool is None:
+            return self.check(header)
+        digest = self.shared.digest(header)
+        if self.shared.known(pool, digest):
+            return True
+        if not self.check(header):
+            return False
+        self.shared.remember(pool, digest)
+        return True
 
     def check(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")
@@ -206,12 +222,14 @@ def create_app(
     callback_options: Mapping[str, Any] | None = None,
     on_start: Callable[[], None] | None = None,
     on_stop: Callable[[], None] | None = None,
+    shared_secret: str | None = None,
 ) -> FastAPI:
     """The ASGI app. The pool, the transaction worker and the callback sender start
     with the lifespan (i.e. at ``serve``, on the active only), so building the app
     touches no database; ``app.state.pool`` / ``.worker`` / ``.callbacks`` exist
     only while the app runs. ``callback_options`` go to CallbackSender (tests make
-    its back-off short)."""
+    its back-off short). ``shared_secret``: the pair's, keys the verified-header cache
+    both nodes share (auth_cache.py); without it, each node verifies on its own."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -279,7 +297,8 @@ def create_app(
     app.include_router(api.router())
     api.install_openapi(app)
     if cfg.rest_user:
-        app.add_middleware(BasicAuth, user=cfg.rest_user)
+        shared = VerifiedHeaders(shared_secret, cfg.rest_user.password_hash) if shared_secret else None
+        app.add_middleware(BasicAuth, user=cfg.rest_user, shared=shared)
     app.add_middleware(NodeHeader, node=cfg.name)
     return app
 
@@ -463,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
 
         vim = VimController(cfg.vim, conninfo)
     app = create_app(cfg, conninfo, executor=vim,
-                     on_start=vim.start if vim else None, on_stop=vim.stop if vim else None)
+                     on_start=vim.start if vim else None, on_stop=vim.stop if vim else None,
+                     shared_secret=load_secrets(paths).get("ha_secret") if cfg.is_ha else None)
     # under an agent, nothing is answered until its first lease
     lease = ServingLease() if args.serve else ServingLease(until=0.0)
     gated = ServingGate(app, lease)

@@ -20,6 +20,8 @@ Tables:
 - ``transactions``: every accepted write, with its request; the work queue.
 - ``callbacks``: one row per transaction result to POST to a client's callback URL.
 - ``events``: notifications, listed by ``GET /v0/notifications?since=``.
+- ``auth_verified``: keyed digests of REST authorization headers already verified,
+  so a new active need not run scrypt again (auth_cache.py).
 """
 
 from __future__ import annotations
@@ -146,6 +148,11 @@ DEPLOYMENTS_SQL = [
         resource        text,
         vm              text,
         message         text        NOT NULL DEFAULT ''
+    )""",
+    # REST authorization headers verified by either node (auth_cache.py)
+    """CREATE TABLE IF NOT EXISTS auth_verified (
+        digest       bytea       PRIMARY KEY,
+        verified_at  timestamptz NOT NULL DEFAULT now()
     )""",
     # retention (retention.py) deletes by age
     "CREATE INDEX IF NOT EXISTS events_created ON events (created_at)",
