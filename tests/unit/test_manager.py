@@ -208,6 +208,19 @@ def test_the_shared_header_cache_falls_back_to_scrypt_without_its_table(node: No
             ensure_schema(conn)
 
 
+def test_warm_up_needs_no_database_and_builds_the_routes(node: Node, tmp_path: Path) -> None:
+    """The parked controller sends itself one request: it must not need the database
+    (there is none to reach while parked) nor credentials, and it must leave FastAPI's
+    lazily built routes built (else the first request after a failover builds them)."""
+    from esc.services.manager import warm_up
+
+    app = create_app(node.cfg, f"host={tmp_path} port=1 dbname=esc user=esc connect_timeout=1")
+    lazy = [r for r in app.router.routes if hasattr(r, "_effective_candidates_version")]
+    assert warm_up(app) == 404
+    for route in lazy:  # FastAPI >= 0.120 builds included routers on first match
+        assert route._effective_candidates_version is not None
+
+
 def test_auth_off_without_rest_user(node: Node) -> None:
     cfg = node.cfg.model_copy(update={"rest_user": None})
     with TestClient(create_app(cfg, node.conninfo)) as c:
