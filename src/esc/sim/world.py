@@ -6,7 +6,8 @@ a :class:`FakeDb` (histories of writes per timeline, streaming replication, sync
 commits that wait for the standby, a checkpointer that reads a new setting late), a
 :class:`FakeVrrp` (adverts, master-down timer, priorities, nopreempt, the gate) and
 heartbeats that go through :class:`Network` (delays, losses, cuts). Everything the
-agents decide is the real code's. Faults (power cuts, freezes, cut links, lossy links)
+agents decide is the real code's. Faults (power cuts, freezes, cut links, lossy links,
+links that duplicate and reorder)
 are injected at random steps, and after every step the world checks the safety rules:
 
 * no acknowledged write is lost: a database only promotes with every acknowledged
@@ -348,6 +349,12 @@ class World:
         self.agents: dict[str, SimAgent] = {}
         self.cut = False
         self.loss = 0.0
+        # a jittery link: heartbeat requests delivered twice (a retransmission), answers
+        # held back up to heartbeat_timeout so that an older one lands after a newer one
+        # (two networks race), witness requests delivered twice
+        self.dup = 0.0
+        self.jitter = 0.0
+        self.stats = {"duplicated": 0, "reordered": 0}  # what the jittery link did
         self.frozen_until = {n: 0.0 for n in self.NODES}
         self.down = {n: False for n in self.NODES}
         self.acked: dict[str, tuple[str, int]] = {}  # write -> (node, timeline)
@@ -438,15 +445,22 @@ class World:
                 return
             sent = self.sched.now
             peer = self.agents[self.peer_of(name)]
-            d1, d2 = (self.sched.rng.expovariate(1 / 0.002) for _ in range(2))
+            rng = self.sched.rng
+            d1 = rng.expovariate(1 / 0.002)
 
-            def deliver() -> None:
-                if not peer.alive or self.cut or self.sched.rng.random() < self.loss:
+            def deliver(copy: bool = False) -> None:
+                if not peer.alive or self.cut or rng.random() < self.loss:
                     return
                 if self.frozen(peer.name):
-                    self.sched.at(self.frozen_until[peer.name], deliver)
+                    self.sched.at(self.frozen_until[peer.name], lambda: deliver(copy))
                     return
+                if not copy and rng.random() < self.dup:
+                    self.stats["duplicated"] += 1
+                    self.sched.after(rng.uniform(0.0, 0.05), lambda: deliver(True))
                 answer = peer.peer_state(agent.cfg.ha.self_name if agent.cfg.ha else "")
+                d2 = rng.expovariate(1 / 0.002)
+                if rng.random() < self.jitter:
+                    d2 += rng.uniform(0.0, t.heartbeat_timeout)
 
                 def arrive() -> None:
                     now = self.sched.now
@@ -455,6 +469,9 @@ class World:
                     if self.frozen(name):  # read once we run again: late, then dropped
                         return
                     s = agent.snaps
+                    if sent < getattr(agent, "newest_sent", -1.0):
+                        self.stats["reordered"] += 1  # an older answer after a newer one
+                    agent.newest_sent = max(sent, getattr(agent, "newest_sent", -1.0))  # type: ignore[attr-defined]
                     s.view, s.received_at, s.ever_seen, s.raw = view_from_json(answer), now, True, answer
                     if answer.get("complete_for_you"):
                         s.last_confirm_recv = now
@@ -497,6 +514,11 @@ class World:
             answer = table.request(body["pair"], body["node"], body["want"], body["duration"],
                                    self.sched.now, body.get("outdated", UNSET),
                                    body.get("force", False))
+            if self.sched.rng.random() < self.dup:  # retransmitted; one answer is read
+                again = self.sched.now + self.sched.rng.uniform(0.0, 0.1)
+                self.sched.at(again, lambda: table.request(
+                    body["pair"], body["node"], body["want"], body["duration"], self.sched.now,
+                    body.get("outdated", UNSET), body.get("force", False)))
 
             def arrive() -> None:
                 if not agent.alive or self.frozen(agent.name) or self.sched.now - sent > 0.3:
@@ -633,7 +655,7 @@ class World:
 
 
 FAULTS = ("power-cut-active", "power-cut-standby", "freeze-active", "freeze-standby",
-          "lossy-link", "none")
+          "lossy-link", "jittery-link", "none")
 # A cut of the only link between the nodes while both still reach the client is the
 # partition that splits a pair without a witness (documented); with one, it must not.
 WITNESS_FAULTS = (*FAULTS, "cut-link", "cut-link-then-power-cut-active")
@@ -685,6 +707,12 @@ def run_seed(seed: int, duration: float = 40.0, witness: bool = False) -> World:
             w.loss = 0.3
             w.sched.run_until(t + hold, w.check)
             w.loss = 0.0
+        elif fault == "jittery-link":
+            w.sched.note("FAULT jittery link")
+            w.loss, w.dup, w.jitter = 0.1, 0.3, 0.3
+            w.sched.run_until(t + hold, w.check)
+            w.loss, w.dup, w.jitter = 0.0, 0.0, 0.0
+            w.sched.note("REPAIR link")
         t += hold + rng.uniform(0.3, 6.0)
         w.sched.run_until(t, w.check)
     w.sched.run_until(duration + 10, w.check)
