@@ -31,6 +31,7 @@ from esc.roles import (
     decide,
     must_wait_for_peer,
     peer_serves_elsewhere,
+    vouches_for_peer,
     wins_election,
 )
 
@@ -1016,6 +1017,22 @@ def test_prop_election_has_at_most_one_winner(a: DbView, b: DbView) -> None:
     both_absent = a.state == Db.ABSENT and b.state == Db.ABSENT
     known = a.state in KNOWN and b.state in KNOWN
     assert winners == (1 if known and not both_absent else 0)
+
+
+@PROPS
+@given(role=st_role, db=st_db, alone=st.booleans(), fresh=st.booleans())
+def test_prop_only_an_active_primary_committing_with_its_standby_vouches(
+        role: Role, db: DbView, alone: bool, fresh: bool) -> None:
+    """The heartbeat's "complete_for_you" lets the peer promote within promote_window:
+    it is said only by an ACTIVE primary whose commits wait for that peer, which has
+    flushed past the proven LSN, on a view taken within heartbeat_timeout; and it is
+    said whenever all of that holds (or a healthy pair could never fail over)."""
+    vouched = vouches_for_peer(role, db, alone, fresh)
+    if vouched:
+        assert role == Role.ACTIVE and db.state == Db.PRIMARY
+        assert db.peer_complete and not alone and fresh
+    if role == Role.ACTIVE and db.state == Db.PRIMARY and db.peer_complete and not alone and fresh:
+        assert vouched
 
 
 @PROPS

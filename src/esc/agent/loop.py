@@ -44,7 +44,7 @@ from esc.roles import (
     must_wait_for_peer,
     should_announce,
 )
-from esc.roles.predicates import on_a_timeline_the_active_left
+from esc.roles.predicates import on_a_timeline_the_active_left, vouches_for_peer
 
 log = logging.getLogger("esc.agent")
 
@@ -614,9 +614,8 @@ class AgentLoop:
             # only on a fresh observation: right after a freeze, what we saw before it
             # says nothing about the peer now
             fresh = now - self.observed_at < self.cfg.timing.heartbeat_timeout
-            complete = (ha is not None and caller == ha.peer_name and self.role == Role.ACTIVE
-                        and self.db_view.state == Db.PRIMARY and not self.alone
-                        and self.db_view.peer_complete and fresh)
+            complete = (ha is not None and caller == ha.peer_name
+                        and vouches_for_peer(self.role, self.db_view, self.alone, fresh))
             if complete:
                 self.last_confirm_sent = now
             return {"name": self.cfg.name, "index": ha.self_index if ha else 0,

@@ -69,6 +69,7 @@ from esc.roles.predicates import (
     peer_is_newer,
     peer_is_older,
     peer_serves_elsewhere,
+    vouches_for_peer,
     wins_election,
 )
 from esc.roles.rules import (
@@ -119,6 +120,7 @@ __all__ = [
     "decide",
     "match",
     "must_wait_for_peer",
+    "vouches_for_peer",
     "peer_is_newer",
     "peer_is_older",
     "peer_serves_elsewhere",

@@ -340,3 +340,18 @@ def lease_kept_by_peer(obs: Observation) -> bool:
 def lease_went_to_peer(obs: Observation) -> bool:
     """With a witness, the lease is the peer's and not ours: the peer may promote; step down."""
     return obs.witness and obs.lease_peer and not obs.lease_valid
+
+
+# ------------------------------------------------------------------ the heartbeat's vouch
+
+
+def vouches_for_peer(role: Role, db: DbView, alone: bool, fresh: bool) -> bool:
+    """Active: tell the asking peer it is a complete synchronous standby (it may promote).
+
+    Not a guard of the table: the answer is given to each heartbeat between ticks, on
+    the loop's latest view. Only an ACTIVE primary that commits with the peer as its
+    synchronous standby, with the peer flushed past the LSN at which synchronous mode
+    was proven in force (``peer_complete``), and only on a view younger than
+    ``heartbeat_timeout`` (after a freeze, what was seen before says nothing now)."""
+    return (role == Role.ACTIVE and db.state == Db.PRIMARY and not alone and db.peer_complete
+            and fresh)
