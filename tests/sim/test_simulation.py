@@ -104,6 +104,21 @@ def test_a_link_that_duplicates_and_reorders_keeps_the_pair_safe(witness: bool) 
     assert sum(a.role == "ACTIVE" for a in w.agents.values()) == 1
 
 
+def test_a_standby_the_active_no_longer_has_wal_for_is_cloned_not_rewound_forever() -> None:
+    """A standby that lagged past what the active keeps (wal_keep_size) cannot stream,
+    and pg_rewind ("no rewind required") does not help: the rejoin after a rewind that
+    did not get it streaming clones instead, and it is a standby again."""
+    w = world.World(5)
+    w.sched.run_until(5.0, w.check)
+    standby = next(n for n, a in w.agents.items() if a.role == "STANDBY")
+    w.cluster.dbs[standby].wal_gone = True
+    w.sched.run_until(60.0, w.check)
+    agent = w.agents[standby]
+    assert agent.role == "STANDBY" and w.cluster.dbs[standby].streaming, w.sched.trace[-20:]
+    assert getattr(agent, "clones", 0) == 1
+    w.final_check()
+
+
 def test_force_active_of_a_standby_held_outdated_serves_again() -> None:
     """The active goes alone behind a partition (its standby held outdated), then dies for
     good. The standby waits (it lacks those writes); the operator forces it active, giving

@@ -149,6 +149,10 @@ class AgentLoop:
         self.job_outcome: tuple[Job, bool] | None = None
         self.job_failed: Job | None = None
         self.job_failed_at = 0.0
+        # a pg_rewind that completed, and the database has not streamed since: the peer
+        # may no longer hold the WAL this node needs (it lagged past wal_keep_size), and
+        # rewinding again would only repeat it: the next rejoin clones
+        self.rewound_not_streamed = False
         self.serving = False
         self.peer_paths: list[bool] = []  # fresh answer per path, at the last observation
         self.last_decision: Decision | None = None
@@ -338,6 +342,8 @@ class AgentLoop:
                 job_done, self.job_failed = done, None
             else:
                 self.job_failed, self.job_failed_at = done, now
+        if db.streaming:
+            self.rewound_not_streamed = False
         with self.lock:
             self.db_view, self.peer_view, self.observed_at = db, peer, now
             if self.pending is not None and now - self.pending_at > COMMAND_TTL:
@@ -484,7 +490,14 @@ class AgentLoop:
             if self.now() > deadline:
                 raise RuntimeError("the peer's database is not a primary; cannot rejoin yet")
             yield Sleep(0.2)
-        if (yield self.submit("has-data", self.io_db_has_data)):
+        has_data = yield self.submit("has-data", self.io_db_has_data)
+        if has_data and self.rewound_not_streamed:
+            log.warning("the last pg_rewind did not get this node streaming (the peer may no "
+                        "longer have the WAL it needs): cloning the peer, the local data "
+                        "moved aside")
+            log.warning("%s", (yield self.submit("clone", self.io_clone)))
+            self.rewound_not_streamed = False
+        elif has_data:
             yield self.submit("checkpoint-peer", self.io_checkpoint_peer)
             self._rejoin_premise()
             ours = yield self.submit("local-timeline", self.io_local_timeline)
@@ -497,6 +510,7 @@ class AgentLoop:
             ok, detail = yield self.submit("rewind", self.io_rewind)
             if ok:
                 log.info("pg_rewind: %s", detail)
+                self.rewound_not_streamed = True
             else:
                 log.warning("pg_rewind failed (%s); cloning the peer, the local data moved aside",
                             detail)

@@ -104,6 +104,9 @@ class FakeDb:
     waiting: list[tuple[int, str, Callable[[], None]]] = field(default_factory=list)
     streaming: bool = False
     was_primary: bool = False
+    # the primary no longer has the WAL this standby needs (it lagged past wal_keep_size):
+    # it cannot stream, and pg_rewind does not help; only a clone does
+    wal_gone: bool = False
 
     def has(self, writes: set[str]) -> bool:
         mine = {w for _, w in self.history}
@@ -140,7 +143,8 @@ class Cluster:
             src = self.other(db.name)
             ok = (db.state == Db.STANDBY and src.state == Db.PRIMARY
                   and self.world.link_up() and not self.world.frozen(src.name)
-                  and not self.world.frozen(db.name) and prefix_of(db.history, src.history))
+                  and not self.world.frozen(db.name) and prefix_of(db.history, src.history)
+                  and not db.wal_gone)
             db.streaming = ok
             if ok:  # a few records per step: catching up after a while alone takes time
                 n = len(db.history)
@@ -297,6 +301,8 @@ class SimAgent(AgentLoop):
         ok, why = self.io_rewind()
         if not ok:
             raise RuntimeError(why)
+        self.db.wal_gone = False
+        self.clones = getattr(self, "clones", 0) + 1
         return "cloned"
 
     def io_prepare_standby(self) -> None:
