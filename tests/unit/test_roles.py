@@ -175,16 +175,30 @@ class TestActive:
         assert dec.role == Role.ACTIVE
 
     def test_switchover_steps_down_and_consumes(self) -> None:
-        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), command=Command.SWITCHOVER,
+        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, command=Command.SWITCHOVER,
+                                  db=dbv(Db.PRIMARY, peer_streaming=True, peer_complete=True),
                                   peer=peer(Role.STANDBY, Db.STANDBY)))
         assert dec.role == Role.SWITCHING_TO_STANDBY
         assert dec.job == Job.REJOIN and dec.desired == OFF
         assert dec.consumed
         assert "switchover" in dec.reason
 
+    @pytest.mark.parametrize("db", [dbv(Db.PRIMARY, peer_streaming=True),  # catching up
+                                    dbv(Db.PRIMARY, peer_complete=True, alone=True)])
+    def test_switchover_to_a_standby_that_lacks_writes_is_refused(self, db: DbView) -> None:
+        """The API refuses it first; the table keeps the rule all the same."""
+        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=db, command=Command.SWITCHOVER,
+                                  peer=peer(Role.STANDBY, Db.STANDBY), last_confirm_sent=NOW))
+        assert dec.role == Role.ACTIVE and dec.job is None and dec.consumed
+        assert dec.desired.db == "primary" and "refused" in dec.reason
+        dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY, peer_complete=True),
+                                  command=Command.SWITCHOVER, peer=None))  # the peer is lost
+        assert dec.role == Role.ACTIVE and dec.job is None and dec.consumed
+
     def test_switchover_is_consumed_even_when_keepalived_is_lost_too(self) -> None:
         dec = run(Role.ACTIVE, ob(vrrp=Vrrp.BACKUP, db=dbv(Db.PRIMARY), command=Command.SWITCHOVER))
-        assert (dec.role, dec.job, dec.consumed) == (Role.SWITCHING_TO_STANDBY, Job.REJOIN, True)
+        assert (dec.role, dec.desired, dec.consumed) == (Role.SWITCHING_TO_STANDBY, OFF, True)
+        assert dec.job is None  # fenced; whom to follow is decided once stepped down
 
     def test_force_active_on_an_active_is_ignored_and_left_pending(self) -> None:
         dec = run(Role.ACTIVE, ob(vrrp=Vrrp.MASTER, db=dbv(Db.PRIMARY), command=Command.FORCE_ACTIVE))

@@ -27,7 +27,9 @@ it, ``--dot`` draws it): the first row whose roles and named guards
 * an active that was frozen longer than a takeover takes (``pause_fence``)
   fences itself before anything else: the peer may be active by now;
 * in maintenance mode a standby never takes over by itself (its VRRP gate stays
-  closed); an operator's switchover or force-active still works;
+  closed); an operator's force-active still works (the API refuses a switchover);
+* a switchover hands the role only to a peer that answers as STANDBY and is the
+  active's complete synchronous standby (the API checks it first, the table again);
 * peer liveness counts over every network (``--ha_heartbeat_list``): while the peer
   answers as ACTIVE with keepalived MASTER on any of them, a standby never promotes
   and keeps its VRRP gate closed when its own keepalived is MASTER too or when the

@@ -121,6 +121,16 @@ def switchover_requested(obs: Observation) -> bool:
     return obs.command == Command.SWITCHOVER
 
 
+def peer_ready_for_switchover(obs: Observation) -> bool:
+    """The peer answers as STANDBY and is our complete synchronous standby: nothing is lost.
+
+    The operator's API checks the same before it queues the command (and asks the peer
+    once more); the table keeps the rule so that no path around that check can hand
+    the role to a standby that lacks writes."""
+    return (obs.peer is not None and obs.peer.role == Role.STANDBY and obs.db.peer_complete
+            and not obs.db.alone)
+
+
 def force_active_requested(obs: Observation) -> bool:
     """The operator asked to force this node active: only honoured on a lone node."""
     return obs.command == Command.FORCE_ACTIVE

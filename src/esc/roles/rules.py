@@ -73,6 +73,7 @@ from esc.roles.predicates import (
     peer_is_older,
     peer_is_standby,
     peer_lost,
+    peer_ready_for_switchover,
     peer_serves_elsewhere,
     positions_unknown,
     promote_running,
@@ -273,8 +274,11 @@ RULES: Final[tuple[Rule, ...]] = (
     R("active-peer-is-newer", AS_ACTIVE, (peer_is_newer,), STS, OFF,
       "the peer's database is on timeline {obs.peer.db.timeline}, later than ours "
       "({obs.db.timeline}): fencing and stepping down"),
-    R("active-switchover", AS_ACTIVE, (switchover_requested,), STS, OFF,
+    R("active-switchover", AS_ACTIVE, (switchover_requested, peer_ready_for_switchover), STS, OFF,
       "switchover requested: stepping down for the peer", job=Job.REJOIN, consumed=True),
+    R("switchover-refused-fences", AS_ACTIVE, (switchover_requested, not_(keepalived_master)),
+      STS, OFF, "switchover refused (the peer is not a complete synchronous standby), and "
+      "keepalived is {obs.vrrp}, not MASTER: fencing and stepping down", consumed=True),
     # no rejoin job yet: the joining rows decide whom to follow, and never rewind onto a
     # peer whose history is older than ours
     R("active-not-master", AS_ACTIVE, (not_(keepalived_master),), STS, OFF,
@@ -283,6 +287,9 @@ RULES: Final[tuple[Rule, ...]] = (
       active_desired, "database still in recovery: promoting", job=Job.PROMOTE),
     R("promoted-now-active", frozenset({PROMOTED}), (), Role.ACTIVE, active_desired,
       "promoted: now active"),
+    R("active-switchover-refused", frozenset({Role.ACTIVE}), (switchover_requested,), Role.ACTIVE,
+      active_desired, "switchover refused: the peer is not a complete synchronous standby",
+      consumed=True),
     R("active-no-lease-waits", frozenset({Role.ACTIVE}), (lease_missing, not_(must_wait_for_peer)),
       Role.ACTIVE, active_desired,
       "peer not a complete standby, and no lease from the witness: commits wait"),
