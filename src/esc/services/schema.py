@@ -32,7 +32,7 @@ DEFAULT_TENANT = "default"
 
 # Every table, children first (for TRUNCATE and for readers of this file).
 TABLES = ("events", "callbacks", "transactions", "vms", "deployment_refs", "deployments",
-          "volumes", "subnets", "images", "flavors", "networks", "tenants")
+          "volumes", "subnets", "images", "flavors", "networks", "tenants", "auth_verified")
 
 _RESOURCE_COLUMNS = """
     id          bigserial   PRIMARY KEY,
