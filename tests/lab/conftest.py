@@ -202,7 +202,8 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             state = labmod.up(log=lambda *_: None, mode=mode, bgp=True,
                               md5=bgp.kwargs.get("md5", labmod.BGP_MD5))
         else:
-            state = labmod.up(log=lambda *_: None, mode=mode, paths=paths)
+            witness = request.node.get_closest_marker("lab_witness") is not None
+            state = labmod.up(log=lambda *_: None, mode=mode, paths=paths, witness=witness)
         yield Lab(state, tmp)
     finally:
         rep = getattr(request.node, "rep_call", None)

@@ -239,3 +239,35 @@ def test_health_api_through_the_vip_reports_on_the_pair(lab):
     while get(lab.vip, "/esc/health")[1]["status_code"] not in (2010, 2030):
         assert time.monotonic() < deadline, "health did not report the missing standby"
         time.sleep(0.2)
+
+
+@pytest.mark.lab_witness
+def test_a_standby_held_outdated_never_takes_over_alone_but_force_active_makes_it_serve(lab):
+    """With a witness: the standby is cut off, the active has the witness hold it
+    outdated and commits alone, then the active dies. The standby, back on the
+    network, lacks what the active committed alone: it must not take over by itself
+    (no lease for an outdated node). The operator's force-active is the decision to go on
+    without those writes: the witness clears the mark (the lease is free) and the node
+    serves."""
+    active = lab.active()
+    standby = lab.other(active)
+    assert lab.post("both") == 201
+    labmod.cut(standby)
+    deadline = time.monotonic() + 15
+    while not (lab.status(active).get("witness") or {}).get("outdated"):  # only its peer
+        assert time.monotonic() < deadline, lab.status(active).get("witness")
+        time.sleep(0.2)
+    assert lab.post("alone") == 201  # on the active only
+    labmod.kill(active)
+    labmod.heal(standby)
+    lab.wait_roles({standby: "SWITCHING_TO_ACTIVE"}, timeout=20)
+    deadline = time.monotonic() + 6  # several leases: the dead active's has long run out
+    while time.monotonic() < deadline:
+        st = lab.status(standby)
+        assert st["role"] != "ACTIVE" and not lab.has_vip(standby), st
+        time.sleep(0.25)
+    lab.escadm(standby, "ha", "force-active", "--yes")
+    lab.wait_roles({standby: "ACTIVE"}, timeout=15)
+    assert lab.post("forced") == 201
+    names = lab.names_in_db(standby)
+    assert {"both", "forced"} <= names and "alone" not in names
