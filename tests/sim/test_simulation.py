@@ -119,6 +119,38 @@ def test_a_standby_the_active_no_longer_has_wal_for_is_cloned_not_rewound_foreve
     w.final_check()
 
 
+def _cut_the_first_network(w: world.World) -> tuple[str, list[str]]:
+    w.sched.run_until(5.0, w.check)
+    active = next(n for n, a in w.agents.items() if a.role == "ACTIVE")
+    standby = w.peer_of(active)
+    w.cut_paths = {0}
+    roles = []
+    for i in range(60):  # 6 s: VRRP's network down, the second one up
+        w.sched.run_until(5.0 + 0.1 * (i + 1), w.check)
+        roles.append(w.agents[standby].role)
+    w.cut_paths = set()
+    w.sched.run_until(30.0, w.check)
+    w.final_check()
+    return active, roles
+
+
+def test_a_second_network_keeps_a_cut_of_the_first_from_splitting_the_pair() -> None:
+    """Without a witness, two networks between the nodes: VRRP's (and replication's) is
+    cut for 6 s. The standby's keepalived becomes MASTER, but the agent still hears the
+    active on the second network: it never promotes, and nothing is lost. The same
+    world whose agents read only the first network's heartbeats splits (the check
+    catches two writers), so the test does test the second network."""
+    active, roles = _cut_the_first_network(world.World(2, paths=2))
+    assert "ACTIVE" not in roles, roles
+
+    def first_only(self: world.SimAgent) -> list:  # type: ignore[type-arg]
+        return self.snaps[:1]
+    import unittest.mock
+    with unittest.mock.patch.object(world.SimAgent, "io_peer_snapshots", first_only), \
+            pytest.raises(world.SafetyViolation):
+        _cut_the_first_network(world.World(2, paths=2))
+
+
 def test_force_active_of_a_standby_held_outdated_serves_again() -> None:
     """The active goes alone behind a partition (its standby held outdated), then dies for
     good. The standby waits (it lacks those writes); the operator forces it active, giving

@@ -13,9 +13,14 @@ def with_witness(seed: int) -> bool:
     return seed % 2 == 1
 
 
+def paths_for(seed: int) -> int:
+    """Half the seeds without a witness have a second network between the nodes."""
+    return 2 if seed % 4 == 2 else 1
+
+
 def one(seed: int) -> tuple[int, str | None]:
     try:
-        run_seed(seed, witness=with_witness(seed))
+        run_seed(seed, witness=with_witness(seed), paths=paths_for(seed))
     except SafetyViolation as e:
         return seed, f"SafetyViolation: {e}"
     except Exception as e:  # a crash of the agent code under simulation is a finding too
@@ -56,7 +61,7 @@ def replay(seed: int) -> tuple[bool, str]:
     world.World.__init__ = keep  # type: ignore[method-assign]
     try:
         try:
-            run_seed(seed, witness=with_witness(seed))
+            run_seed(seed, witness=with_witness(seed), paths=paths_for(seed))
             end, ok = f"seed {seed}: ok", True
         except Exception as e:
             end, ok = f"seed {seed}: {type(e).__name__}: {e}", False

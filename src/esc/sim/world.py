@@ -187,7 +187,7 @@ class SimAgent(AgentLoop):
     def __init__(self, world: World, name: str, cfg: NodeConfig) -> None:
         self.world, self.name = world, name
         super().__init__(cfg, opmode.OpMode())
-        self.snaps = PeerSnapshot()
+        self.snaps = [PeerSnapshot() for _ in range(world.paths)]  # one per network, VRRP's first
         self.book = LeaseBook("pair", cfg.ha.self_name if cfg.ha else name,
                               duration=world.timing.lease) if world.witness else None
         self.alive = True
@@ -319,7 +319,7 @@ class SimAgent(AgentLoop):
         self.vr.bonus = bonus
 
     def io_peer_snapshots(self) -> list[PeerSnapshot]:
-        return [self.snaps]
+        return self.snaps
 
     def io_lease_view(self) -> LeaseView | None:
         return self.book.state if self.book is not None else None
@@ -344,8 +344,13 @@ class SimAgent(AgentLoop):
 class World:
     NODES = ("n1", "n2")
 
-    def __init__(self, seed: int, timing: Timing | None = None, witness: bool = False) -> None:
+    def __init__(self, seed: int, timing: Timing | None = None, witness: bool = False,
+                 paths: int = 1) -> None:
         self.seed = seed
+        # networks between the nodes (--ha_heartbeat_list): heartbeats on each; VRRP and
+        # replication on the first only
+        self.paths = paths
+        self.cut_paths: set[int] = set()
         # the real lease table of esc.witness, past its quiet time after a start
         self.witness = LeaseTable(started=-10.0, max_duration=5.0) if witness else None
         self.sched = Scheduler(seed)
@@ -393,7 +398,8 @@ class World:
         return self.sched.now < self.frozen_until[name]
 
     def link_up(self) -> bool:
-        return not self.cut
+        """VRRP's and replication's network (the first) joins the nodes."""
+        return not self.cut and 0 not in self.cut_paths
 
     def start_node(self, name: str) -> None:
         self.down[name] = False
@@ -403,7 +409,8 @@ class World:
         vr.state, vr.gate, vr.running, vr.last_advert = Vrrp.BACKUP, False, True, self.sched.now
         agent.on_vrrp(Vrrp.BACKUP)
         self._loop(name, agent)
-        self._poll(name, agent)
+        for path in range(self.paths):
+            self._poll(name, agent, path)
         self._vrrp_timer(name)
         if self.witness is not None:
             self._lease_timer(name, agent)
@@ -440,8 +447,11 @@ class World:
             self.sched.after(self.timing.tick, tick)
         self.sched.after(self.sched.rng.uniform(0, self.timing.tick), tick)
 
-    def _poll(self, name: str, agent: SimAgent) -> None:
+    def _poll(self, name: str, agent: SimAgent, path: int = 0) -> None:
         t = self.timing
+
+        def cut() -> bool:
+            return self.cut or path in self.cut_paths
 
         def ask() -> None:
             if not agent.alive:
@@ -455,7 +465,7 @@ class World:
             d1 = rng.expovariate(1 / 0.002)
 
             def deliver(copy: bool = False) -> None:
-                if not peer.alive or self.cut or rng.random() < self.loss:
+                if not peer.alive or cut() or rng.random() < self.loss:
                     return
                 if self.frozen(peer.name):
                     self.sched.at(self.frozen_until[peer.name], lambda: deliver(copy))
@@ -470,14 +480,15 @@ class World:
 
                 def arrive() -> None:
                     now = self.sched.now
-                    if not agent.alive or self.cut or now - sent > t.heartbeat_timeout:
+                    if not agent.alive or cut() or now - sent > t.heartbeat_timeout:
                         return
                     if self.frozen(name):  # read once we run again: late, then dropped
                         return
-                    s = agent.snaps
-                    if sent < getattr(agent, "newest_sent", -1.0):
+                    s = agent.snaps[path]
+                    newest = agent.__dict__.setdefault("newest_sent", {})
+                    if sent < newest.get(path, -1.0):
                         self.stats["reordered"] += 1  # an older answer after a newer one
-                    agent.newest_sent = max(sent, getattr(agent, "newest_sent", -1.0))  # type: ignore[attr-defined]
+                    newest[path] = max(sent, newest.get(path, -1.0))
                     s.view, s.received_at, s.ever_seen, s.raw = view_from_json(answer), now, True, answer
                     if answer.get("complete_for_you"):
                         s.last_confirm_recv = now
@@ -552,7 +563,7 @@ class World:
                 vr.last_advert = self.sched.now
             elif vr.state == Vrrp.MASTER:
                 # advertise; the other side hears it unless cut, lost, frozen or down
-                if not self.cut and self.sched.rng.random() >= self.loss and other.running \
+                if self.link_up() and self.sched.rng.random() >= self.loss and other.running \
                         and not self.frozen(other.name):
                     other.last_advert = self.sched.now
                     if other.state == Vrrp.MASTER and (other.priority > vr.priority
@@ -573,7 +584,7 @@ class World:
         if not vr.gate and vr.state != Vrrp.FAULT and vr.running:
             self._set_vrrp(name, Vrrp.FAULT)  # releases at once (priority-0 advert)
             other = self.vrrp[self.peer_of(name)]
-            if not self.cut:
+            if self.link_up():
                 other.last_advert = -1e9
 
     def _set_vrrp(self, name: str, state: Vrrp) -> None:
@@ -667,17 +678,20 @@ FAULTS = ("power-cut-active", "power-cut-standby", "freeze-active", "freeze-stan
 WITNESS_FAULTS = (*FAULTS, "cut-link", "cut-link-then-power-cut-active")
 
 
-def run_seed(seed: int, duration: float = 40.0, witness: bool = False) -> World:
+def run_seed(seed: int, duration: float = 40.0, witness: bool = False, paths: int = 1) -> World:
     """One simulated run: the pair settles, faults strike at random moments, every fault
-    is repaired, and the pair must settle with every acknowledged write."""
+    is repaired, and the pair must settle with every acknowledged write. With two
+    networks, a cut of the first (VRRP's, replication's) must not split the pair even
+    without a witness: the agents still hear each other on the second."""
     for name in ("esc.agent", "esc.witness"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    w = World(seed, witness=witness)
+    w = World(seed, witness=witness, paths=paths)
+    faults = (WITNESS_FAULTS if witness else FAULTS) + (("cut-first-network",) if paths > 1 else ())
     rng = random.Random(seed * 7919 + 1)
     w.sched.run_until(5.0, w.check)
     t = 5.0
     while t < duration - 10:
-        fault = rng.choice(WITNESS_FAULTS if witness else FAULTS)
+        fault = rng.choice(faults)
         active = next((n for n, a in w.agents.items() if a.role == "ACTIVE" and w.alive(n)), "n1")
         standby = w.peer_of(active)
         hold = rng.uniform(0.2, 8.0)
@@ -709,6 +723,12 @@ def run_seed(seed: int, duration: float = 40.0, witness: bool = False) -> World:
             w.sched.note(f"REPAIR link, restart {active}")
             w.start_node(active)
             hold += 1.5
+        elif fault == "cut-first-network":
+            w.sched.note("FAULT first network cut")
+            w.cut_paths = {0}
+            w.sched.run_until(t + hold, w.check)
+            w.cut_paths = set()
+            w.sched.note("REPAIR first network")
         elif fault == "lossy-link":
             w.loss = 0.3
             w.sched.run_until(t + hold, w.check)
