@@ -243,7 +243,7 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             user_portal_pass: str | None = None, force: bool = False,
             tls_cert: str | None = None, tls_key: str | None = None,
             bgp_args: BgpArgs | None = None) -> NodeConfig:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # "$" alone would let a trailing newline through
         raise ConfigError(f"node name {name!r}: use letters, digits, '.', '_' or '-'")
     ipaddr = split_list(ipaddr)
     for a in ipaddr:

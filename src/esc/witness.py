@@ -210,7 +210,8 @@ def serve(host: str, port: int, token: str, table: LeaseTable | None = None) -> 
             self.wfile.write(data)
 
         def _authorised(self) -> bool:
-            if hmac.compare_digest(self.headers.get(TOKEN_HEADER, ""), token):
+            # as bytes: compare_digest raises on a str with non-ASCII characters
+            if hmac.compare_digest(self.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
                 return True
             self._send(401, {"error": "missing or wrong witness token"})
             return False

@@ -421,6 +421,7 @@ def tree(root: Path) -> list[str]:
 @pytest.mark.parametrize(("name", "ipaddr", "kw", "extra", "message"), [
     ("bad name!", [], None, {}, "node name 'bad name!'"),
     ("-dash", [], None, {}, "node name"),
+    ("n1\n", [], None, {}, "node name"),  # "$" matches before a trailing newline
     ("n1", ["10.0.0.300"], None, {}, "--ipaddr: '10.0.0.300' is not an IPv4 or IPv6 address"),
     ("n1", [], {"kad_vif": None}, {"user_pass": "admin:pw"}, "HA needs --kad_vif"),
     ("n1", [], {}, {}, "HA needs a secret shared by both nodes"),

@@ -128,7 +128,7 @@ class TestSpec:
     def test_good_names(self, name: str) -> None:
         assert spec(name).name == name
 
-    @pytest.mark.parametrize("name", ["", "-a", ".a", "../etc", "a/b", "a b", "x" * 64, "é"])
+    @pytest.mark.parametrize("name", ["", "-a", ".a", "../etc", "a/b", "a b", "x" * 64, "é", "web-1\n"])
     def test_bad_names(self, name: str) -> None:
         with pytest.raises(ValueError, match="VM name"):
             spec(name)

@@ -80,6 +80,10 @@ def witness() -> Iterator[str]:
 def test_server_checks_the_token_and_the_body(witness: str) -> None:
     url = f"http://{witness}/v1/lease"
     assert httpx.post(url, json={"pair": "p", "node": "a"}).status_code == 401
+    # a token with non-ASCII characters is a wrong token, not a crash of the handler
+    non_ascii = {TOKEN_HEADER: "t\u00f6k".encode("latin-1")}
+    bad = httpx.post(url, json={"pair": "p", "node": "a"}, headers=non_ascii)
+    assert bad.status_code == 401
     r = httpx.post(url, content=b"{nope", headers={TOKEN_HEADER: "tok"})
     assert r.status_code == 400 and "error" in r.json()
     r = httpx.post(url, json={"pair": "p", "node": "a", "duration": 1}, headers={TOKEN_HEADER: "tok"})

@@ -50,7 +50,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.token is None:
             return True
         given = self.headers.get(TOKEN_HEADER, "")
-        if hmac.compare_digest(given, self.token):
+        # as bytes: compare_digest raises on a str with non-ASCII characters (a header
+        # is read as latin-1, so anyone can send one)
+        if hmac.compare_digest(given.encode(), self.token.encode()):
             return True
         self._send(403, {"error": "bad peer token"})
         return False

@@ -33,7 +33,7 @@ class VmConflict(VimError):
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # "$" matches before a "\n"
         raise ValueError(f"bad VM name {name!r}: 1 to 63 of [A-Za-z0-9_.-], starting with a letter "
                          "or digit")
     return name
