@@ -115,7 +115,7 @@ def test_a_standby_the_active_no_longer_has_wal_for_is_cloned_not_rewound_foreve
     w.sched.run_until(60.0, w.check)
     agent = w.agents[standby]
     assert agent.role == "STANDBY" and w.cluster.dbs[standby].streaming, w.sched.trace[-20:]
-    assert getattr(agent, "clones", 0) == 1
+    assert agent.clones == 1
     w.final_check()
 
 

@@ -188,6 +188,8 @@ class SimAgent(AgentLoop):
         self.world, self.name = world, name
         super().__init__(cfg, opmode.OpMode())
         self.snaps = [PeerSnapshot() for _ in range(world.paths)]  # one per network, VRRP's first
+        self.newest_sent = [-1.0] * world.paths  # per network: the newest answer's request time
+        self.clones = 0
         self.book = LeaseBook("pair", cfg.ha.self_name if cfg.ha else name,
                               duration=world.timing.lease) if world.witness else None
         self.alive = True
@@ -302,7 +304,7 @@ class SimAgent(AgentLoop):
         if not ok:
             raise RuntimeError(why)
         self.db.wal_gone = False
-        self.clones = getattr(self, "clones", 0) + 1
+        self.clones += 1
         return "cloned"
 
     def io_prepare_standby(self) -> None:
@@ -485,10 +487,9 @@ class World:
                     if self.frozen(name):  # read once we run again: late, then dropped
                         return
                     s = agent.snaps[path]
-                    newest = agent.__dict__.setdefault("newest_sent", {})
-                    if sent < newest.get(path, -1.0):
+                    if sent < agent.newest_sent[path]:
                         self.stats["reordered"] += 1  # an older answer after a newer one
-                    newest[path] = max(sent, newest.get(path, -1.0))
+                    agent.newest_sent[path] = max(sent, agent.newest_sent[path])
                     s.view, s.received_at, s.ever_seen, s.raw = view_from_json(answer), now, True, answer
                     if answer.get("complete_for_you"):
                         s.last_confirm_recv = now
