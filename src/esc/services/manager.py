@@ -74,6 +74,8 @@ log = logging.getLogger("esc.escmanager")
 
 POOL_TIMEOUT = 5.0  # how long a request waits for a database connection before 503
 HEALTH_TIMEOUT = 1.0  # health checkers give up early: answer 503 before they do
+# the worker, callback sender, janitor and monitor start this long after listening
+BACKGROUND_AFTER_S = 0.3
 
 
 # --- database ------------------------------------------------------------------------------
@@ -223,13 +225,16 @@ def create_app(
     on_start: Callable[[], None] | None = None,
     on_stop: Callable[[], None] | None = None,
     shared_secret: str | None = None,
+    background_after: float = 0.0,
 ) -> FastAPI:
     """The ASGI app. The pool, the transaction worker and the callback sender start
     with the lifespan (i.e. at ``serve``, on the active only), so building the app
     touches no database; ``app.state.pool`` / ``.worker`` / ``.callbacks`` exist
     only while the app runs. ``callback_options`` go to CallbackSender (tests make
     its back-off short). ``shared_secret``: the pair's, keys the verified-header cache
-    both nodes share (auth_cache.py); without it, each node verifies on its own."""
+    both nodes share (auth_cache.py); without it, each node verifies on its own.
+    ``background_after``: seconds between listening and the start of the background
+    work (BACKGROUND_AFTER_S under an agent)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -254,16 +259,24 @@ def create_app(
         janitor = Janitor(conninfo, cfg.retention)
         app.state.pool, app.state.worker, app.state.callbacks = pool, worker, sender
         app.state.janitor = janitor
-        # threads: their connections are made in the background as well
-        worker.start()
-        sender.start()
-        janitor.start()
-        if on_start is not None:  # the VNF monitor: active only, like the worker; in the
-            # background, so that reading the deployed VMs never delays listening
-            threading.Thread(target=on_start, name="esc-on-start", daemon=True).start()
+        # The background work starts a moment after listening: on a new active, the
+        # first requests (clients retrying through the VIP) then have the CPU and the
+        # database to themselves instead of queueing behind the connections and the
+        # backlog of the worker, the sender, the janitor and the VNF monitor.
+        worker.start(after=background_after)
+        sender.start(after=background_after)
+        janitor.start(after=background_after)
+        stopping = threading.Event()
+        if on_start is not None:  # the VNF monitor: active only, like the worker
+            def start_monitor() -> None:
+                if not stopping.wait(background_after):
+                    on_start()
+
+            threading.Thread(target=start_monitor, name="esc-on-start", daemon=True).start()
         try:
             yield
         finally:
+            stopping.set()
             if on_stop is not None:
                 await run_in_threadpool(on_stop)
             worker.request_stop()
@@ -510,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         vim = VimController(cfg.vim, conninfo)
     app = create_app(cfg, conninfo, executor=vim,
                      on_start=vim.start if vim else None, on_stop=vim.stop if vim else None,
-                     shared_secret=load_secrets(paths).get("ha_secret") if cfg.is_ha else None)
+                     shared_secret=load_secrets(paths).get("ha_secret") if cfg.is_ha else None,
+                     background_after=BACKGROUND_AFTER_S)
     # under an agent, nothing is answered until its first lease
     lease = ServingLease() if args.serve else ServingLease(until=0.0)
     gated = ServingGate(app, lease)

@@ -26,6 +26,7 @@ class PollingThreads:
         self.wakeup = threading.Condition()
         self.generation = 0
         self.stopping = threading.Event()
+        self.start_after = 0.0
         self.threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
                         for i in range(threads)]
 
@@ -40,6 +41,7 @@ class PollingThreads:
         conn: psycopg.Connection | None = None
         backoff = 0.1
         try:
+            self.stopping.wait(self.start_after)
             while not self.stopping.is_set():
                 with self.wakeup:
                     seen = self.generation
@@ -65,7 +67,10 @@ class PollingThreads:
                 conn.close()
             self.thread_done()
 
-    def start(self) -> None:
+    def start(self, after: float = 0.0) -> None:
+        """Start the threads; each connects and looks for work ``after`` seconds later
+        (sooner if stopped meanwhile)."""
+        self.start_after = after
         for t in self.threads:
             t.start()
 
