@@ -94,6 +94,10 @@ def status_details(st: dict) -> str:
         lines.append(f"database:    {db.get('state')}, timeline {db.get('timeline')}, "
                      f"lsn {lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}")
         lines.append(f"replication: {rep}")
+        kept = db.get("wal_kept_for_peer")
+        if kept:
+            lines.append(f"WAL kept:    {kept['bytes'] / 2**20:.1f} MiB for the peer (slot "
+                         f"{kept['slot']}; given up past {kept['limit']}: the peer is then cloned)")
     if "replication" in st:
         lines.append(f"lag:         {st['replication']['lag_bytes']} bytes")
     disk = st.get("disk") or {}

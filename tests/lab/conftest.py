@@ -140,14 +140,21 @@ class Lab:
                 "timeout=10);r.raise_for_status();print(json.dumps([d['name'] for d in r.json()]))")
         return set(json.loads(self.client_python(code)))
 
-    def names_in_db(self, node: str) -> set[str]:
-        """Read the node's own database over its unix socket (standby included)."""
+    def sql(self, node: str, query: str, dbname: str = "esc") -> str:
+        """Run SQL on the node's own database over its unix socket (standby included);
+        psql's unaligned output."""
         sock = NodePaths(labmod.node_root(node)).pg_socket_dir
         res = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-h", str(sock), "-U",
-                              "postgres", "-d", "esc", "-Atc", "SELECT name FROM deployments"],
-                             capture_output=True, text=True, timeout=30)
+                              "postgres", "-d", dbname, "-v", "ON_ERROR_STOP=1", "-Atc", query],
+                             capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
-        return set(res.stdout.split())
+        return res.stdout.strip()
+
+    def names_in_db(self, node: str) -> set[str]:
+        return set(self.sql(node, "SELECT name FROM deployments").split())
+
+    def agent_log(self, node: str) -> str:
+        return (NodePaths(labmod.node_root(node)).log / "agent.log").read_text(errors="replace")
 
     def start_writer(self, prefix: str, duration: float = 120, timeout: float = 0.5) -> Writer:
         out = self.tmp / f"writer-{prefix}.json"

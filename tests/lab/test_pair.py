@@ -28,6 +28,7 @@ def test_pair_comes_up_with_the_vip_on_the_active_only(lab):
     assert "pgsql is stopped" in standby and "is standby" in standby
     verbose = lab.escadm(active, "status", "-v").stdout
     assert "synchronous, standby complete" in verbose and "present here" in verbose
+    assert "MiB for the peer (slot esc_peer" in verbose
 
 
 def test_a_write_is_on_the_standby_before_it_is_acknowledged(lab):
@@ -56,6 +57,44 @@ def test_killing_the_active_fails_over_without_losing_writes(lab):
     labmod.start(old)
     lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
     assert lab.names_in_db(old) >= {a[0] for a in record["acked"]}
+    assert lab.post("after-rejoin") == 201
+    assert "after-rejoin" in lab.names_in_db(old)
+
+
+def test_a_rejoin_copies_only_the_wal_since_the_last_checkpoint(lab):
+    """pg_rewind copies every WAL file its source has. The new active keeps only what a
+    rewind of the old one needs (from the old active's last checkpoint, through the slot
+    the standby moved there), not a fixed amount "just in case": WAL written before
+    that checkpoint is gone by the time the old node rejoins, and the rejoin is a
+    rewind, not a clone."""
+    old = lab.active()
+    new = lab.other(old)
+    segment = 16 * 2**20
+    lab.sql(old, "CREATE TABLE walfill (x int)")
+    for _ in range(12):  # 12 WAL segments, replicated synchronously
+        lab.sql(old, "INSERT INTO walfill VALUES (1); SELECT pg_switch_wal()")
+    lab.sql(old, "CHECKPOINT")
+    redo = lab.sql(old, "SELECT redo_lsn - '0/0'::pg_lsn FROM pg_control_checkpoint()")
+    deadline = time.monotonic() + 15
+    while True:  # the standby moves its slot up to the checkpoint it replayed past
+        kept = lab.sql(new, "SELECT restart_lsn - '0/0'::pg_lsn FROM pg_replication_slots "
+                            "WHERE slot_name = 'esc_peer'")
+        if kept and int(kept) >= int(redo):
+            break
+        assert time.monotonic() < deadline, f"standby slot at {kept}, checkpoint redo {redo}"
+        time.sleep(0.2)
+    assert lab.post("before-kill") == 201
+    labmod.kill(old)
+    lab.wait_roles({new: "ACTIVE"}, timeout=30)
+    assert lab.post("after-kill") == 201
+    lab.sql(new, "CHECKPOINT")  # what pg_rewind's source does first
+    wal = int(lab.sql(new, "SELECT sum(size) FROM pg_ls_waldir()"))
+    assert wal <= 5 * segment, f"the new active keeps {wal / 2**20:.0f} MiB of WAL"
+    labmod.start(old)
+    lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
+    log = lab.agent_log(old)
+    assert "pg_rewind: " in log and "cloned the peer" not in log
+    assert {"before-kill", "after-kill"} <= lab.names_in_db(old)
     assert lab.post("after-rejoin") == 201
     assert "after-rejoin" in lab.names_in_db(old)
 

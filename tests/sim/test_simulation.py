@@ -105,7 +105,7 @@ def test_a_link_that_duplicates_and_reorders_keeps_the_pair_safe(witness: bool) 
 
 
 def test_a_standby_the_active_no_longer_has_wal_for_is_cloned_not_rewound_forever() -> None:
-    """A standby that lagged past what the active keeps (wal_keep_size) cannot stream,
+    """A standby away longer than the active keeps WAL for it cannot stream,
     and pg_rewind ("no rewind required") does not help: the rejoin after a rewind that
     did not get it streaming clones instead, and it is a standby again."""
     w = world.World(5)

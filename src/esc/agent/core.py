@@ -192,6 +192,9 @@ class Agent(AgentLoop):
     def io_set_sync(self, peer_name: str | None) -> None:
         self.localdb.set_sync(peer_name)
 
+    def io_keep_peer_slot(self, keep_from: int | None) -> str | None:
+        return self.localdb.keep_peer_slot(keep_from)
+
     def io_prove_sync(self) -> int:
         return postgres.prove_sync_in_force(postgres.local_conninfo(self.paths, self.cfg))
 
@@ -611,6 +614,12 @@ class Agent(AgentLoop):
         out["db"] = {"state": db.state, "timeline": db.timeline, "lsn": db.lsn,
                      "streaming": db.streaming, "peer_streaming": db.peer_streaming,
                      "peer_complete": db.peer_complete, "sync": not db.alone}
+        slot_from = self.localdb.peer_slot_from
+        if slot_from is not None and db.state in (Db.PRIMARY, Db.STANDBY):
+            # WAL this node keeps for its peer (see LocalDb.keep_peer_slot)
+            out["db"]["wal_kept_for_peer"] = {"bytes": max(db.lsn - slot_from, 0),
+                                              "slot": postgres.PEER_SLOT,
+                                              "limit": postgres.MAX_SLOT_WAL_KEEP}
         out["services"] = {
             "keepalived": self._svc(self.keepalived, self.cfg.is_ha),
             "pgsql": self._svc(self.pg, True, db.state.value),

@@ -150,11 +150,13 @@ class AgentLoop:
         self.job_failed: Job | None = None
         self.job_failed_at = 0.0
         # a pg_rewind that completed, and the database has not streamed since: the peer
-        # may no longer hold the WAL this node needs (it lagged past wal_keep_size), and
+        # may no longer hold the WAL this node needs (it was away past the slot's limit), and
         # rewinding again would only repeat it: the next rejoin clones
         self.rewound_not_streamed = False
         self.serving = False
         self.peer_paths: list[bool] = []  # fresh answer per path, at the last observation
+        self.slot_kept: tuple[Db, float] = (Db.STOPPED, -1e9)  # database state, when
+        self.slot_error = ""
         self.last_decision: Decision | None = None
 
     # ------------------------------------------------------------ io (abstract)
@@ -191,6 +193,10 @@ class AgentLoop:
 
     # blocking, through submit
     def io_prove_sync(self) -> int:
+        raise NotImplementedError
+
+    def io_keep_peer_slot(self, keep_from: int | None) -> str | None:
+        """See esc.ha.postgres.LocalDb.keep_peer_slot."""
         raise NotImplementedError
 
     def io_promote(self) -> None:
@@ -543,6 +549,8 @@ class AgentLoop:
             # only a serving primary may commit alone: one stepping down (fencing) keeps
             # its commits waiting for the peer, or it would acknowledge what the peer lacks
             self._actuate_sync(desired.alone and desired.db == "primary", obs, now)
+        if obs.db.state in (Db.PRIMARY, Db.STANDBY) and self.cfg.is_ha and self.job is None:
+            self._keep_peer_slot(obs, now)
         # STOPPED too: a primary that crashed is restarted in place as a primary; stopping
         # the controller meanwhile would only add a restart of its own to the outage
         self.io_services(desired.services
@@ -591,6 +599,36 @@ class AgentLoop:
         log.info("synchronous replication on: commits wait for %s", self.cfg.ha.peer_name)
         self._prove_sync_if_needed(now)
 
+    SLOT_EVERY_S = 1.0
+
+    def _keep_peer_slot(self, obs: Observation, now: float) -> None:
+        """Once a second, and at once when the database becomes a primary or a standby:
+        the replication slot the peer streams from (a primary's must exist before the
+        peer connects). A standby keeps in it the WAL from the active's latest
+        checkpoint it has replayed past: what a rewind of the active needs after a
+        failover. (Past the checkpoint *record*: one the standby has not replayed is
+        not before the divergence, and the rewind starts from an earlier one.)"""
+        state, at = self.slot_kept
+        if state == obs.db.state and now - at < self.SLOT_EVERY_S:
+            return
+        self.slot_kept = (obs.db.state, now)
+        keep_from = None
+        peer = obs.peer
+        if (obs.db.state == Db.STANDBY and peer is not None and peer.db.state == Db.PRIMARY
+                and peer.db.system_id == obs.db.system_id
+                and 0 < peer.db.checkpoint_lsn < obs.db.lsn):
+            keep_from = peer.db.redo_lsn
+        try:
+            note = self.io_keep_peer_slot(keep_from)
+        except Exception as e:  # tried again a second later; said once
+            if str(e) != self.slot_error:
+                log.warning("replication slot for the peer: %s", str(e).strip())
+            self.slot_error = str(e)
+            return
+        self.slot_error = ""
+        if note:
+            log.info("%s", note)
+
     def _prove_sync_if_needed(self, now: float) -> None:
         """Synchronous replication is set but not yet proven in force: prove it off the
         loop (it takes a checkpoint). Until then the peer is never confirmed complete."""
@@ -636,7 +674,9 @@ class AgentLoop:
                     "role": self.role, "vrrp": self.vrrp, "complete_for_you": complete,
                     "op_mode": self.op_mode.to_dict(),
                     "db": {"state": self.db_view.state, "timeline": self.db_view.timeline,
-                           "lsn": self.db_view.lsn, "system_id": self.db_view.system_id}}
+                           "lsn": self.db_view.lsn, "system_id": self.db_view.system_id,
+                           "checkpoint": self.db_view.checkpoint_lsn,
+                           "redo": self.db_view.redo_lsn}}
 
     def queue(self, command: Command) -> None:
         """An operator's intent; the loop acts on it (or lets it expire)."""

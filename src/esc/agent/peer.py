@@ -42,7 +42,8 @@ def view_from_json(data: dict) -> PeerView:
         role=Role(data["role"]),
         index=int(data["index"]),
         db=DbView(state=Db(db.get("state", "stopped")), timeline=int(db.get("timeline", 0)),
-                  lsn=int(db.get("lsn", 0)), system_id=str(db.get("system_id", ""))),
+                  lsn=int(db.get("lsn", 0)), system_id=str(db.get("system_id", "")),
+                  checkpoint_lsn=int(db.get("checkpoint", 0)), redo_lsn=int(db.get("redo", 0))),
         vrrp=vrrp,
     )
 

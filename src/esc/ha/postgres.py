@@ -25,8 +25,10 @@ from esc.roles import Db, DbView
 
 PG_USER = "postgres"
 REPL_USER = "replicator"
+PEER_SLOT = "esc_peer"  # on each node, the physical replication slot its peer streams from
+MAX_SLOT_WAL_KEEP = "2GB"  # WAL a slot may hold (a standby away longer is cloned)
 
-POSTGRESQL_CONF = """
+POSTGRESQL_CONF = f"""
 # --- managed by esc: identical on both nodes (pg_rewind copies this file) ---
 listen_addresses = '*'
 max_connections = 60
@@ -36,8 +38,14 @@ max_wal_senders = 10
 max_replication_slots = 10
 wal_log_hints = on
 hot_standby = on
-hot_standby_feedback = on
-wal_keep_size = '256MB'
+# off: with a replication slot, the standby's xmin would stay in the slot while the
+# standby is away and hold back VACUUM on the active; the standby runs no queries
+hot_standby_feedback = off
+# WAL is kept by the slot named esc_peer on each node (keep_peer_slot), not by size:
+# pg_rewind copies every WAL file its source has, so WAL kept "just in case" is
+# copied on every rejoin; a standby away too long loses the slot and is cloned
+wal_keep_size = 0
+max_slot_wal_keep_size = '{MAX_SLOT_WAL_KEEP}'
 wal_recycle = off  # no segments renamed ahead of the write position for pg_rewind to copy
 synchronous_commit = remote_apply  # acknowledged = visible on the standby too
 wal_sender_timeout = '3s'
@@ -55,6 +63,10 @@ def lsn_to_int(lsn: str | None) -> int:
         return 0
     hi, lo = lsn.split("/")
     return (int(hi, 16) << 32) + int(lo, 16)
+
+
+def lsn_text(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def run_as_postgres(argv: list[str], timeout: float = 120, env: dict | None = None,
@@ -137,7 +149,8 @@ def server_argv(paths: NodePaths, cfg: NodeConfig) -> list[str]:
             "-c", f"unix_socket_directories={paths.pg_socket_dir}",
             "-c", f"cluster_name={cfg.name}"]
     if cfg.ha:
-        argv += ["-c", f"primary_conninfo={conninfo_peer(paths, cfg, app=cfg.ha.self_name)}"]
+        argv += ["-c", f"primary_conninfo={conninfo_peer(paths, cfg, app=cfg.ha.self_name)}",
+                 "-c", f"primary_slot_name={PEER_SLOT}"]
     return argv
 
 
@@ -172,7 +185,8 @@ SELECT pg_is_in_recovery(),
        current_setting('synchronous_standby_names'),
        (SELECT status FROM pg_stat_wal_receiver),
        (SELECT row(state, sync_state, flush_lsn::text)::text FROM pg_stat_replication
-         WHERE application_name = %(peer)s ORDER BY backend_start DESC LIMIT 1)
+         WHERE application_name = %(peer)s ORDER BY backend_start DESC LIMIT 1),
+       (SELECT checkpoint_lsn::text || ' ' || redo_lsn::text FROM pg_control_checkpoint())
 """
 
 
@@ -183,6 +197,7 @@ class LocalDb:
         self.paths, self.cfg = paths, cfg
         self.conn: psycopg.Connection | None = None
         self.peer_name = cfg.ha.peer_name if cfg.ha else ""
+        self.peer_slot_from: int | None = None  # the slot's restart_lsn, as last read
 
     def close(self) -> None:
         if self.conn is not None:
@@ -215,7 +230,8 @@ class LocalDb:
             row = self.execute(OBSERVE_SQL, {"peer": self.peer_name})[0]
         except psycopg.Error:
             return DbView(state=Db.STARTING)
-        in_recovery, lsn, ckpt_tli, recv_tli, sysid, ssn, wr_status, repl = row
+        in_recovery, lsn, ckpt_tli, recv_tli, sysid, ssn, wr_status, repl, ckpt = row
+        checkpoint, _, redo = (ckpt or "").partition(" ")
         view = DbView(
             state=Db.STANDBY if in_recovery else Db.PRIMARY,
             timeline=max(ckpt_tli or 0, recv_tli or 0, wal_timeline(pgdata)),
@@ -223,6 +239,8 @@ class LocalDb:
             system_id=sysid or "",
             streaming=wr_status == "streaming",
             alone=not ssn.strip(),
+            checkpoint_lsn=lsn_to_int(checkpoint),
+            redo_lsn=lsn_to_int(redo),
         )
         if not in_recovery and repl:
             state, sync_state, flush = repl.strip("()").split(",")
@@ -239,6 +257,39 @@ class LocalDb:
         value = f'"{peer_name}"' if peer_name else ""
         self.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{value}'")
         self.execute("SELECT pg_reload_conf()")
+
+    def keep_peer_slot(self, keep_from: int | None) -> str | None:
+        """Keep the replication slot the peer streams from, and what it must keep.
+
+        On a primary the peer's walreceiver moves it; it must exist before the peer
+        connects and is made again if PostgreSQL gave it up (past
+        max_slot_wal_keep_size). On a standby it is the WAL the *peer* will need
+        after a failover: a rewind of the old active starts its replay at its last
+        checkpoint before the divergence, and the new active must still have the WAL
+        from there, while it copies as little else as possible. ``keep_from`` is the
+        redo position of the active's latest checkpoint that this standby has
+        replayed past; the slot moves up to it (never back). Returns what changed,
+        for the log, or None."""
+        rows = self.execute("SELECT restart_lsn::text, wal_status, active, pg_is_in_recovery() "
+                            "FROM pg_replication_slots WHERE slot_name = %s", (PEER_SLOT,))
+        self.peer_slot_from = None
+        if rows:
+            restart, wal_status, active, in_recovery = rows[0]
+            if restart is not None and wal_status != "lost":
+                self.peer_slot_from = lsn_to_int(restart)
+                if in_recovery and keep_from and keep_from > self.peer_slot_from:
+                    self.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)",
+                                 (PEER_SLOT, lsn_text(keep_from)))
+                    self.peer_slot_from = keep_from
+                return None
+            if active:
+                return None  # its walsender is being terminated; dropped next time
+            self.execute("SELECT pg_drop_replication_slot(%s)", (PEER_SLOT,))
+            why = "made again: PostgreSQL gave it up (max_slot_wal_keep_size)"
+        else:
+            why = "made"
+        self.execute("SELECT pg_create_physical_replication_slot(%s, true)", (PEER_SLOT,))
+        return f"replication slot {PEER_SLOT} {why}"
 
     def promote(self, timeout: float = 10.0) -> None:
         # A promoted node must not inherit a sync standby name and block every

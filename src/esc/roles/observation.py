@@ -60,6 +60,10 @@ class DbView:
     peer_complete: bool = False  # primary: peer is the sync standby and caught up
     alone: bool = False  # primary: synchronous_standby_names is empty
     was_primary: bool = False  # stopped: the data was last a primary (needs a rewind)
+    # its latest checkpoint (a standby's: restartpoint): the record's position and
+    # where its replay starts (what the peer keeps for a rewind of this node)
+    checkpoint_lsn: int = 0
+    redo_lsn: int = 0
 
     def data_key(self, index: int) -> tuple[int, int, int, int]:
         """Order for electing the node with the best data (ties: first listed)."""

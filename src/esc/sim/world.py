@@ -104,7 +104,8 @@ class FakeDb:
     waiting: list[tuple[int, str, Callable[[], None]]] = field(default_factory=list)
     streaming: bool = False
     was_primary: bool = False
-    # the primary no longer has the WAL this standby needs (it lagged past wal_keep_size):
+    # the primary no longer has the WAL this standby needs (it was away past
+    # max_slot_wal_keep_size, or its slot was not there):
     # it cannot stream, and pg_rewind does not help; only a clone does
     wal_gone: bool = False
 
@@ -264,6 +265,9 @@ class SimAgent(AgentLoop):
             if db.sync_name:
                 db.sync_in_force = db.sync_name
         self.world.sched.after(delay, in_force)
+
+    def io_keep_peer_slot(self, keep_from: int | None) -> str | None:
+        return None  # WAL retention is modelled by Cluster.wal_gone, not by slots
 
     def io_prove_sync(self) -> int:
         db = self.db
