@@ -36,14 +36,17 @@ import hmac
 import json
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from esc import clock
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from esc import clock, web
 
 log = logging.getLogger("esc.witness")
 
@@ -192,71 +195,48 @@ def parse_request(body: object, max_duration: float = MAX_DURATION) -> tuple[str
     return pair, node, want, float(duration)
 
 
-def serve(host: str, port: int, token: str, table: LeaseTable | None = None) -> ThreadingHTTPServer:
+def app(token: str, table: LeaseTable) -> Starlette:
+    def refused(request: Request) -> Response | None:
+        # as bytes: compare_digest raises on a str with non-ASCII characters
+        given = request.headers.get(TOKEN_HEADER, "").encode("latin-1")
+        if hmac.compare_digest(given, token.encode()):
+            return None
+        return JSONResponse({"error": "missing or wrong witness token"}, 401)
+
+    async def leases(request: Request) -> Response:
+        return refused(request) or JSONResponse(table.snapshot(clock.now()))
+
+    async def lease(request: Request) -> Response:
+        if (no := refused(request)) is not None:
+            return no
+        try:
+            body = await web.read_json(request, limit=4096)
+            pair, node, want, duration = parse_request(body, table.max_duration)
+            outdated, force = parse_outdated(body), parse_force(body)
+        except web.BodyError as e:
+            return JSONResponse({"error": str(e)}, e.status)
+        except ValueError as e:
+            return JSONResponse({"error": str(e)}, 400)
+        out = table.request(pair, node, want, duration, clock.now(), outdated, force)
+        if out.pop("new", False):
+            log.info("lease of %s granted to %s (term %d)", pair, node, out["term"])
+        return JSONResponse(out)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return refused(request) or JSONResponse(
+            {"error": f"no such resource {request.url.path}"}, 404)
+
+    return Starlette(routes=[Route("/v1/leases", leases), Route("/v1/lease", lease, methods=["POST"])],
+                     exception_handlers={404: not_found, 405: not_found})
+
+
+def serve(host: str, port: int, token: str, table: LeaseTable | None = None) -> web.ServerThread:
     """Start the witness's HTTP server in a thread; returns it (``shutdown()`` stops it)."""
     table = table or LeaseTable(clock.now())
     if not token:
         raise ValueError("an empty witness token")
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _send(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _authorised(self) -> bool:
-            # as bytes: compare_digest raises on a str with non-ASCII characters
-            if hmac.compare_digest(self.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
-                return True
-            self._send(401, {"error": "missing or wrong witness token"})
-            return False
-
-        def do_GET(self) -> None:  # noqa: N802
-            if not self._authorised():
-                return
-            if self.path == "/v1/leases":
-                self._send(200, table.snapshot(clock.now()))
-            else:
-                self._send(404, {"error": f"no such resource {self.path}"})
-
-        def do_POST(self) -> None:  # noqa: N802
-            if not self._authorised():
-                return
-            if self.path != "/v1/lease":
-                self._send(404, {"error": f"no such resource {self.path}"})
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > 4096:
-                self._send(413, {"error": "body too large"})
-                return
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-                pair, node, want, duration = parse_request(body, table.max_duration)
-                outdated, force = parse_outdated(body), parse_force(body)
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                self._send(400, {"error": str(e)})
-                return
-            out = table.request(pair, node, want, duration, clock.now(), outdated, force)
-            if out.pop("new", False):
-                log.info("lease of %s granted to %s (term %d)", pair, node, out["term"])
-            self._send(200, out)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    srv = Server((host, port), Handler)
-    threading.Thread(target=srv.serve_forever, name="witness", daemon=True).start()
-    return srv
+    sock = web.tcp_socket(host, port)
+    return web.ServerThread("witness", [(web.config(app(token, table)), sock)]).start()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,7 @@ def _free_port() -> int:
 def test_server_json_xml_and_active_endpoint():
     state = {"st": active(peer_complete=True)}
     port = _free_port()
-    srv = health_api.serve(lambda: state["st"], port)
+    srv = health_api.serve(lambda: state["st"], port, max_age=0)
     try:
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{base}/esc/health") as r:

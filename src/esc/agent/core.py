@@ -106,7 +106,7 @@ class Agent(AgentLoop):
         threading.Thread(target=self._freeze_sentinel, name="freeze-sentinel", daemon=True).start()
         try:
             self.servers.append(health_api.serve(self.status, self.cfg.health_port))
-        except OSError as e:  # the pair works without it; say so
+        except (OSError, RuntimeError) as e:  # the pair works without it; say so
             log.error("health API not served on port %d: %s", self.cfg.health_port, e)
         try:
             while not self.stop_requested:

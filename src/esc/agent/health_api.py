@@ -11,12 +11,17 @@ place in the pair, READY once it is ACTIVE, STANDBY or STANDALONE.
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.etree import ElementTree
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from esc import web
 
 HEALTH_PORT = 8060
 READY_ROLES = ("ACTIVE", "STANDBY", "STANDALONE")
@@ -59,46 +64,51 @@ def to_xml(body: dict) -> bytes:
     return ElementTree.tostring(root, xml_declaration=True, encoding="utf-8")
 
 
-def serve(status: Callable[[], dict], port: int = HEALTH_PORT) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "esc-health"
+class Snapshot:
+    """The node's status at most ``max_age`` seconds old, made by one caller at a time:
+    a flood of health requests costs one status (which runs ``ip``) per interval."""
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
+    def __init__(self, status: Callable[[], dict], max_age: float = 0.5) -> None:
+        self.status, self.max_age = status, max_age
+        self.lock = threading.Lock()
+        self.value: dict = {}
+        self.at = -1e18
 
-        def do_GET(self) -> None:  # noqa: N802
-            path = self.path.split("?")[0].rstrip("/")
-            if path not in ("/esc/health", "/esc/health/active"):
-                self._send(404, {"error": f"no such resource {path}"})
-                return
-            body = pair_health(status())
-            if path == "/esc/health/active":
-                ok = body["role"] in ("ACTIVE", "STANDALONE") and body["status_code"] < 5000
-                self._send(200 if ok else 503, {"active": ok, **body})
-            else:
-                self._send(200 if body["status_code"] < 5000 else 503, body)
+    def get(self) -> dict:
+        with self.lock:
+            if time.monotonic() - self.at >= self.max_age:
+                self.value, self.at = self.status(), time.monotonic()
+            return self.value
 
-        def _send(self, code: int, body: dict) -> None:
-            if "xml" in self.headers.get("Accept", ""):
-                data, ctype = to_xml(body), "application/xml"
-            else:
-                data, ctype = json.dumps(body).encode(), "application/json"
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-        address_family = socket.AF_INET6
+def app(status: Callable[[], dict], max_age: float = 0.5) -> Starlette:
+    snapshot = Snapshot(status, max_age)
 
-        def server_bind(self) -> None:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            super().server_bind()
+    def answer(request: Request, code: int, body: dict) -> Response:
+        if "xml" in request.headers.get("accept", ""):
+            return Response(to_xml(body), code, media_type="application/xml")
+        return JSONResponse(body, code)
 
-    srv = Server(("::", port), Handler)
-    threading.Thread(target=srv.serve_forever, name="health-api", daemon=True).start()
-    return srv
+    def health(request: Request) -> Response:
+        body = pair_health(snapshot.get())
+        return answer(request, 200 if body["status_code"] < 5000 else 503, body)
+
+    def active(request: Request) -> Response:
+        body = pair_health(snapshot.get())
+        ok = body["role"] in ("ACTIVE", "STANDALONE") and body["status_code"] < 5000
+        return answer(request, 200 if ok else 503, {"active": ok, **body})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"no such resource {request.url.path}"}, 404)
+
+    return Starlette(routes=[Route("/esc/health", health), Route("/esc/health/", health),
+                             Route("/esc/health/active", active),
+                             Route("/esc/health/active/", active)],
+                     exception_handlers={404: not_found, 405: not_found})
+
+
+def serve(status: Callable[[], dict], port: int = HEALTH_PORT, host: str = "::",
+          max_age: float = 0.5) -> web.ServerThread:
+    """On every address (through the VIP it is the active that answers)."""
+    sock = web.tcp_socket(host, port)
+    return web.ServerThread("health-api", [(web.config(app(status, max_age)), sock)]).start()

@@ -322,7 +322,11 @@ class AgentLoop:
         snaps = self.io_peer_snapshots()
         if snaps:
             t = self.cfg.timing
-            merged = peer_merge(snaps, now, t.heartbeat_timeout + 2 * t.heartbeat_interval,
+            # an answer counts for heartbeat_timeout and one more interval (one late answer
+            # is not a lost peer); not longer: a dead active's last answer must be stale
+            # before its keepalived's last advert is (>= master-down - advert_int), or a
+            # standby whose keepalived became MASTER would still see an active peer and wait
+            merged = peer_merge(snaps, now, t.heartbeat_timeout + t.heartbeat_interval,
                                 2 * t.heartbeat_interval)
             elsewhere = merged.elsewhere
             peer, ever_seen, confirm_recv = merged.view, merged.ever_seen, merged.last_confirm_recv

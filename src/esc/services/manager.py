@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -57,6 +56,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from esc import web
 from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config, load_secrets
 from esc.secrets import verify_password
 from esc.services import api, models
@@ -76,6 +76,8 @@ POOL_TIMEOUT = 5.0  # how long a request waits for a database connection before 
 HEALTH_TIMEOUT = 1.0  # health checkers give up early: answer 503 before they do
 # the worker, callback sender, janitor and monitor start this long after listening
 BACKGROUND_AFTER_S = 0.3
+# clients behind one NAT share an address: more per address than the agent's ports allow
+GUARDS: dict[str, Any] = {"request_timeout": 10.0, "max_connections": 1000, "max_per_client": 256}
 
 
 # --- database ------------------------------------------------------------------------------
@@ -351,47 +353,7 @@ def notify(state: str) -> None:
         pass
 
 
-def listen_socket(port: int) -> socket.socket:
-    """A socket bound to [::]:port with IPV6_V6ONLY off, so that the IPv4 VIP is
-    served too whatever the sysctl default; IPv4 only if IPv6 is disabled.
-    Bound but not listening: uvicorn calls listen(). The protocol is named
-    explicitly: asyncio sets TCP_NODELAY on accepted sockets only when
-    ``proto == IPPROTO_TCP``; with proto 0, Nagle + delayed ACK added 40 ms to
-    every keep-alive request."""
-    try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        addr: tuple[str, int] = ("::", port)
-    except OSError:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        addr = ("0.0.0.0", port)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class Server(uvicorn.Server):
-    """uvicorn, reporting the moment the socket accepts. Signals are ours (see
-    main): with two servers in one loop, uvicorn's own handlers would fight."""
-
-    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None] | None = None) -> None:
-        super().__init__(config)
-        self.on_listening = on_listening
-
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self.on_listening is not None:
-            self.on_listening()
-
-
-async def serve_all(http: Server, http_sock: socket.socket, https: Server | None,
+async def serve_all(http: web.Server, http_sock: socket.socket, https: web.Server | None,
                     https_sock: socket.socket | None, exit_requested: threading.Event) -> None:
     """HTTP first (the failover path waits for it, and its lifespan opens the pool
     and starts the worker), then HTTPS on the same app with no lifespan of its own.
@@ -418,20 +380,13 @@ def https_config(app: Any, cfg: NodeConfig, paths: NodePaths) -> uvicorn.Config 
     if not cfg.https_port or not (paths.tls_cert.exists() and paths.tls_key.exists()):
         log.warning("no TLS material in %s: HTTPS not served", paths.tls_dir)
         return None
-    config = uvicorn.Config(app, lifespan="off", ssl_certfile=str(paths.tls_cert),
-                            ssl_keyfile=str(paths.tls_key), **SERVER_OPTIONS)
     try:
-        config.load()
+        config = web.config(app, ssl_certfile=str(paths.tls_cert), ssl_keyfile=str(paths.tls_key),
+                            **GUARDS)
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
         log.error("TLS material in %s unusable, HTTPS not served: %s", paths.tls_dir, e)
         return None
     return config
-
-
-# both servers: our log handler, no access log, no websockets, no server header
-SERVER_OPTIONS: dict[str, Any] = {"access_log": False, "log_config": None, "ws": "none",
-                                  "proxy_headers": False, "server_header": False,
-                                  "timeout_graceful_shutdown": 5}
 
 
 def watch_stdin(exit_requested: threading.Event, lease: ServingLease) -> None:
@@ -528,8 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     # under an agent, nothing is answered until its first lease
     lease = ServingLease() if args.serve else ServingLease(until=0.0)
     gated = ServingGate(app, lease)
-    config = uvicorn.Config(gated, lifespan="on", **SERVER_OPTIONS)
-    config.load()  # imports the protocol classes now rather than at failover
+    config = web.config(gated, lifespan="on", **GUARDS)  # loaded now, not at failover
     tls_config = https_config(gated, cfg, paths)
 
     t_serve = 0.0
@@ -541,8 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         notify("serving")
 
-    http = Server(config, on_listening)
-    https = Server(tls_config) if tls_config else None
+    http = web.Server(config, on_listening)
+    https = web.Server(tls_config) if tls_config else None
 
     signal.signal(signal.SIGTERM, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
@@ -561,14 +515,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.serve:
         threading.Thread(target=watch_stdin, args=(exit_requested, lease), daemon=True).start()
     try:
-        sock = listen_socket(cfg.api_port)
+        sock = web.tcp_socket("::", cfg.api_port)
     except OSError as e:
         log.error("cannot bind port %d: %s", cfg.api_port, e)
         return 1
     tls_sock = None
     if https is not None:
         try:
-            tls_sock = listen_socket(cfg.https_port)
+            tls_sock = web.tcp_socket("::", cfg.https_port)
         except OSError as e:
             log.error("cannot bind port %d, HTTPS not served: %s", cfg.https_port, e)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
