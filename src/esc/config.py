@@ -542,6 +542,15 @@ class NodePaths:
         return self.tls_dir / "escmanager.key"
 
     @property
+    def peer_cert(self) -> Path:
+        """The pair's own certificate for the peer API (mutual TLS between the agents)."""
+        return self.tls_dir / "peer.crt"
+
+    @property
+    def peer_key(self) -> Path:
+        return self.tls_dir / "peer.key"
+
+    @property
     def state(self) -> Path:
         return self.lib / "state.json"
 

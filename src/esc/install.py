@@ -387,8 +387,10 @@ def init_database(paths: NodePaths, cfg: NodeConfig, repl_password: str | None) 
     try:
         with psycopg.connect(postgres.local_conninfo(paths, cfg), autocommit=True) as c:
             if repl_password:
-                c.execute(sql.SQL("CREATE ROLE {} WITH LOGIN SUPERUSER REPLICATION PASSWORD {}")
+                c.execute(sql.SQL("CREATE ROLE {} WITH LOGIN REPLICATION PASSWORD {}")
                           .format(sql.Identifier(postgres.REPL_USER), sql.Literal(repl_password)))
+                for stmt in postgres.REPLICATION_ROLE_SQL:
+                    c.execute(stmt)
             c.execute("CREATE ROLE esc WITH LOGIN")
             c.execute("CREATE DATABASE esc OWNER esc")
         conninfo = postgres.local_conninfo(paths, cfg, "esc").replace("user=postgres", "user=esc")
@@ -430,12 +432,14 @@ def _ensure_replication_role(paths: NodePaths, cfg: NodeConfig, password: str) -
     """A standalone database has no replication role yet: add it (single-user mode, so
     this works whether or not the agent runs; if it runs, over its socket)."""
     create = (f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='{postgres.REPL_USER}') "
-           f"THEN CREATE ROLE {postgres.REPL_USER} WITH LOGIN SUPERUSER REPLICATION; END IF; END$$;")
+              f"THEN CREATE ROLE {postgres.REPL_USER} WITH LOGIN REPLICATION; END IF; END$$;")
     try:
         with psycopg.connect(postgres.local_conninfo(paths, cfg), autocommit=True) as c:
             if c.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 return  # a standby: roles replicate from the primary, where `ha set` runs too
             c.execute(create)
+            for stmt in postgres.REPLICATION_ROLE_SQL:
+                c.execute(stmt)
             c.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
                 sql.Identifier(postgres.REPL_USER), sql.Literal(password)))
         return
@@ -444,7 +448,8 @@ def _ensure_replication_role(paths: NodePaths, cfg: NodeConfig, password: str) -
     if (paths.pgdata(cfg) / "standby.signal").exists():
         return  # a stopped standby: same
     pw = password.replace("'", "''")
-    stmt = f"{create}\nALTER ROLE {postgres.REPL_USER} PASSWORD '{pw}';\n"
+    grants = "".join(f"{g};\n" for g in postgres.REPLICATION_ROLE_SQL)
+    stmt = f"{create}\n{grants}ALTER ROLE {postgres.REPL_USER} PASSWORD '{pw}';\n"
     res = subprocess.run([str(PG_BIN / "postgres"), "--single", "-D", str(paths.pgdata(cfg)), "postgres"],
                          input=stmt, capture_output=True, text=True, user=postgres.PG_USER, cwd="/")
     if res.returncode != 0:

@@ -1,4 +1,4 @@
-"""TLS material for the northbound HTTPS port (8443).
+"""TLS material: the northbound HTTPS port (8443), and the peer API between the agents.
 
 A client reaches the controller through the VIP, so after a failover it talks to
 the other node: both nodes must present the *same* certificate, or every client
@@ -24,6 +24,7 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -131,3 +132,73 @@ def fingerprint(paths: NodePaths) -> str | None:
         return None
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+# --- the peer API: mutual TLS between the two agents ----------------------------------------
+
+
+def make_peer_certificate(secret: str) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) both agents of a pair present and trust on the peer API:
+    one certificate, its own trust anchor, so that each side accepts exactly the holder
+    of the pair's key. Derived from the pair's shared secret, like the HTTPS one, so that
+    both nodes make the same without talking to each other."""
+    key = _derived_key(derive(secret, "peer-tls"))
+    public = key.public_key()
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ESC HA pair"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "esc peer")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(int(derive(secret, "peer-tls-serial")[:38], 16))
+        .not_valid_before(NOT_BEFORE)
+        .not_valid_after(NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False),
+                       critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .sign(key, hashes.SHA256(), ecdsa_deterministic=True)
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def ensure_peer_material(paths: NodePaths, secret: str) -> bool:
+    """Write the peer API's certificate and key for ``secret`` unless they are there
+    already; True when written (a new secret, or an install from before they existed)."""
+    cert_pem, key_pem = make_peer_certificate(secret)
+    try:
+        if paths.peer_cert.read_bytes() == cert_pem and paths.peer_key.read_bytes() == key_pem:
+            return False
+    except OSError:
+        pass
+    paths.tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(paths.peer_key, key_pem, mode=0o600)
+    write_atomic(paths.peer_cert, cert_pem)
+    return True
+
+
+def peer_server_options(paths: NodePaths) -> dict:
+    """uvicorn's TLS options for the peer API: the pair's certificate, and a client must
+    present it too."""
+    return {"ssl_certfile": str(paths.peer_cert), "ssl_keyfile": str(paths.peer_key),
+            "ssl_ca_certs": str(paths.peer_cert), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
+def peer_client_context(paths: NodePaths) -> ssl.SSLContext:
+    """The client side: present the pair's certificate, accept only a server presenting it.
+    No host name check: the peer is reached at whatever address; the pinned certificate,
+    whose key only the pair holds, is what authenticates it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cafile=str(paths.peer_cert))
+    ctx.load_cert_chain(str(paths.peer_cert), str(paths.peer_key))
+    return ctx

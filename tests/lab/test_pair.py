@@ -66,7 +66,7 @@ def test_a_rejoin_copies_only_the_wal_since_the_last_checkpoint(lab):
     rewind of the old one needs (from the old active's last checkpoint, through the slot
     the standby moved there), not a fixed amount "just in case": WAL written before
     that checkpoint is gone by the time the old node rejoins, and the rejoin is a
-    rewind, not a clone."""
+    rewind (or nothing, when the old active wrote nothing past the fork), not a clone."""
     old = lab.active()
     new = lab.other(old)
     segment = 16 * 2**20
@@ -93,7 +93,7 @@ def test_a_rejoin_copies_only_the_wal_since_the_last_checkpoint(lab):
     labmod.start(old)
     lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
     log = lab.agent_log(old)
-    assert "pg_rewind: " in log and "cloned the peer" not in log
+    assert "cloned the peer" not in log and "pg_rewind failed" not in log
     assert {"before-kill", "after-kill"} <= lab.names_in_db(old)
     assert lab.post("after-rejoin") == 201
     assert "after-rejoin" in lab.names_in_db(old)

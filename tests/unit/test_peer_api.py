@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import httpx
 
@@ -41,3 +42,41 @@ def test_a_wrong_token_is_refused_even_with_non_ascii_characters() -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_peer_api_is_mutual_tls_with_the_pairs_certificate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Only the holder of the pair's key gets an answer, and only from the holder of it:
+    a client with no certificate or another pair's is refused in the handshake, and a
+    client that expects another pair's certificate refuses the server."""
+    import ssl
+
+    import pytest
+
+    from esc import tls
+    from esc.agent.peer import PeerPoller
+    from esc.config import NodePaths
+
+    ours, theirs = NodePaths(tmp_path / "a"), NodePaths(tmp_path / "b")
+    assert tls.ensure_peer_material(ours, "our pair's secret")
+    assert not tls.ensure_peer_material(ours, "our pair's secret")  # already there
+    assert tls.ensure_peer_material(theirs, "another pair's secret")
+    assert ours.peer_key.stat().st_mode & 0o777 == 0o600
+    port = _port()
+    srv = serve_peer("127.0.0.1", port, _Api(), "the-token", tls.peer_server_options(ours))
+    try:
+        url = f"https://127.0.0.1:{port}/v1/peer"
+        headers = {TOKEN_HEADER: "the-token"}
+        r = httpx.get(url, headers=headers, verify=tls.peer_client_context(ours))
+        assert r.status_code == 200 and r.json()["role"] == "STANDBY"
+        plain = ssl.create_default_context()
+        plain.check_hostname, plain.verify_mode = False, ssl.CERT_NONE
+        for ctx in (plain, tls.peer_client_context(theirs)):  # no certificate; another pair's
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(url, headers=headers, verify=ctx)
+        with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer
+            httpx.get(f"http://127.0.0.1:{port}/v1/peer", headers=headers, timeout=3)
+        poller = PeerPoller("127.0.0.1", port, "the-token", "esc_me", 0.05, 1.0,
+                            threading.Event(), tls.peer_client_context(ours))
+        assert poller.ask_now() == {"role": "STANDBY", "caller": "esc_me"}
+    finally:
+        srv.shutdown()

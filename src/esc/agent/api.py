@@ -1,8 +1,9 @@
 """The agent's two HTTP endpoints (JSON bodies), served by esc.web:
 
 * a unix socket for ``escadm`` on this node (root only: the socket is 0600);
-* a TCP port on the node's HA address for the peer agent, guarded by a token
-  derived from the pair's shared secret.
+* a TCP port on each of the node's HA addresses for the peer agent: mutual TLS with
+  the pair's certificate (each side accepts only the holder of the pair's key), and a
+  token derived from the pair's shared secret.
 
 Handlers only read a snapshot or record an intent and wake the loop; the loop
 acts (Patroni's API → ``ha.wakeup()`` pattern).
@@ -78,6 +79,10 @@ def serve_unix(path: Path, api: AgentApi) -> web.ServerThread:
     return web.ServerThread("api-local", [(web.config(app(api, None)), sock)]).start()
 
 
-def serve_peer(host: str, port: int, api: AgentApi, token: str) -> web.ServerThread:
+def serve_peer(host: str, port: int, api: AgentApi, token: str,
+               tls: dict | None = None) -> web.ServerThread:
+    """``tls``: uvicorn's TLS options (esc.tls.peer_server_options: mutual TLS with the
+    pair's certificate); None only in tests."""
     sock = web.tcp_socket(host, port)
-    return web.ServerThread(f"api-peer-{host}", [(web.config(app(api, token)), sock)]).start()
+    return web.ServerThread(f"api-peer-{host}",
+                            [(web.config(app(api, token), **(tls or {})), sock)]).start()

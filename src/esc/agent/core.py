@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from esc import clock
+from esc import clock, tls
 from esc import secrets as esc_secrets
 from esc.agent import api, health_api, opmode
 from esc.agent.lease import LeaseClient, LeaseView
@@ -66,6 +67,7 @@ class Agent(AgentLoop):
         self.pollers: list[PeerPoller] = []  # one per network, VRRP's first (HaConfig.paths)
         self.servers: list = []
         self.token = ""
+        self.peer_tls: ssl.SSLContext | None = None  # the peer API's client side
 
     # ----------------------------------------------------------------- run
     def run(self) -> int:
@@ -80,13 +82,18 @@ class Agent(AgentLoop):
         if ha:
             shared = load_secrets(self.paths).get("ha_secret", "")
             self.token = esc_secrets.derive(shared, "peer-token")
+            if tls.ensure_peer_material(self.paths, shared):
+                log.info("the pair's certificate written to %s", self.paths.peer_cert)
+            self.peer_tls = tls.peer_client_context(self.paths)
+            postgres.install_tls_files(self.paths)  # replication over TLS with it too
             keepalived.write_gate(self.paths, False)
             keepalived.write_priority(self.paths, 0)
             self._start_notify_reader()
             # one poller per network: the peer is alive while it answers on any of them
             self.pollers = [PeerPoller(peer_addr, self.cfg.peer_port, self.token, ha.self_name,
                                        self.cfg.timing.heartbeat_interval,
-                                       self.cfg.timing.heartbeat_timeout, self.wake)
+                                       self.cfg.timing.heartbeat_timeout, self.wake,
+                                       self.peer_tls)
                             for _, peer_addr in ha.paths]
             for poller in self.pollers:
                 poller.start()
@@ -96,7 +103,8 @@ class Agent(AgentLoop):
                                          wake=self.wake)
                 self.lease.start()
             for own, _ in ha.paths:
-                self.servers.append(api.serve_peer(own, self.cfg.peer_port, self, self.token))
+                self.servers.append(api.serve_peer(own, self.cfg.peer_port, self, self.token,
+                                                   tls.peer_server_options(self.paths)))
         if self.cfg.bgp:
             self._set_announce(False)  # before ExaBGP starts: a fresh node announces nothing
             if bgp.ensure_anycast(self.cfg.bgp):
@@ -194,6 +202,9 @@ class Agent(AgentLoop):
 
     def io_keep_peer_slot(self, keep_from: int | None) -> str | None:
         return self.localdb.keep_peer_slot(keep_from)
+
+    def io_least_privilege_replication(self) -> bool:
+        return self.localdb.least_privilege_replication()
 
     def io_prove_sync(self) -> int:
         return postgres.prove_sync_in_force(postgres.local_conninfo(self.paths, self.cfg))
@@ -509,8 +520,9 @@ class Agent(AgentLoop):
         for _, peer_addr in ha.paths:  # VRRP's network first, then each heartbeat network
             host = f"[{peer_addr}]" if ":" in peer_addr else peer_addr
             try:
-                r = httpx.post(f"http://{host}:{self.cfg.peer_port}/v1/peer/command/{name}",
-                               json=body, headers={"X-ESC-Peer-Token": self.token}, timeout=5)
+                r = httpx.post(f"https://{host}:{self.cfg.peer_port}/v1/peer/command/{name}",
+                               json=body, headers={"X-ESC-Peer-Token": self.token}, timeout=5,
+                               verify=self.peer_tls)
                 return r.status_code, r.json()
             except httpx.ConnectError as e:  # not sent: another network may carry it
                 errors.append(f"{peer_addr}: {e}")

@@ -156,6 +156,7 @@ class AgentLoop:
         self.serving = False
         self.peer_paths: list[bool] = []  # fresh answer per path, at the last observation
         self.slot_kept: tuple[Db, float] = (Db.STOPPED, -1e9)  # database state, when
+        self.role_checked = False  # the replication role made least-privileged on this primary
         self.slot_error = ""
         self.last_decision: Decision | None = None
 
@@ -197,6 +198,10 @@ class AgentLoop:
 
     def io_keep_peer_slot(self, keep_from: int | None) -> str | None:
         """See esc.ha.postgres.LocalDb.keep_peer_slot."""
+        raise NotImplementedError
+
+    def io_least_privilege_replication(self) -> bool:
+        """See esc.ha.postgres.LocalDb.least_privilege_replication."""
         raise NotImplementedError
 
     def io_promote(self) -> None:
@@ -555,6 +560,10 @@ class AgentLoop:
             self._actuate_sync(desired.alone and desired.db == "primary", obs, now)
         if obs.db.state in (Db.PRIMARY, Db.STANDBY) and self.cfg.is_ha and self.job is None:
             self._keep_peer_slot(obs, now)
+        if obs.db.state != Db.PRIMARY:
+            self.role_checked = False
+        elif self.cfg.is_ha and not self.role_checked:
+            self._check_replication_role()
         # STOPPED too: a primary that crashed is restarted in place as a primary; stopping
         # the controller meanwhile would only add a restart of its own to the outage
         self.io_services(desired.services
@@ -602,6 +611,19 @@ class AgentLoop:
         self.io_set_sync(self.cfg.ha.peer_name)
         log.info("synchronous replication on: commits wait for %s", self.cfg.ha.peer_name)
         self._prove_sync_if_needed(now)
+
+    def _check_replication_role(self) -> None:
+        """Once per start as a primary: the replication role gets no more than it needs (a
+        pair installed before had it SUPERUSER). Retried next tick on an error."""
+        try:
+            was_super = self.io_least_privilege_replication()
+        except Exception as e:
+            log.warning("could not check the replication role: %s", str(e).strip())
+            return
+        self.role_checked = True
+        if was_super:
+            log.warning("the replication role was a superuser: now only REPLICATION and the "
+                        "grants pg_rewind needs")
 
     SLOT_EVERY_S = 1.0
 

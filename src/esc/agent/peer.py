@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import threading
 from dataclasses import dataclass
 
@@ -81,9 +82,11 @@ def merge(snaps: list[PeerSnapshot], now: float, fresh_for: float, lead: float =
 
 class PeerPoller(threading.Thread):
     def __init__(self, host: str, port: int, token: str, self_name: str,
-                 interval: float, timeout: float, wake: threading.Event) -> None:
+                 interval: float, timeout: float, wake: threading.Event,
+                 tls: ssl.SSLContext | None = None) -> None:
         super().__init__(name=f"peer-poller-{host}", daemon=True)
         self.host, self.port, self.token, self.self_name = host, port, token, self_name
+        self.tls = tls  # esc.tls.peer_client_context; None only in tests
         self.interval, self.timeout, self.wake = interval, timeout, wake
         self.lock = threading.Lock()
         self.snap = PeerSnapshot()
@@ -97,9 +100,15 @@ class PeerPoller(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
 
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.tls is None:
+            return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                           context=self.tls)
+
     def ask_now(self) -> dict | None:
         """One fresh answer from the peer (own connection, for the API threads), or None."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = self._connection()
         try:
             conn.request("GET", "/v1/peer", headers={TOKEN_HEADER: self.token,
                                                       "X-ESC-From": self.self_name})
@@ -112,7 +121,7 @@ class PeerPoller(threading.Thread):
 
     def _get(self) -> dict:
         if self.conn is None:
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self.conn = self._connection()
         self.conn.request("GET", "/v1/peer", headers={TOKEN_HEADER: self.token,
                                                        "X-ESC-From": self.self_name})
         resp = self.conn.getresponse()

@@ -30,7 +30,7 @@ MAX_SLOT_WAL_KEEP = "2GB"  # WAL a slot may hold (a standby away longer is clone
 
 POSTGRESQL_CONF = f"""
 # --- managed by esc: identical on both nodes (pg_rewind copies this file) ---
-listen_addresses = '*'
+# listen_addresses, ssl and its files: node-specific, on the command line (server_argv)
 max_connections = 60
 shared_buffers = '32MB'
 wal_level = replica
@@ -65,6 +65,22 @@ def lsn_to_int(lsn: str | None) -> int:
     return (int(hi, 16) << 32) + int(lo, 16)
 
 
+# The replication role: no SUPERUSER, only what streaming, pg_basebackup, pg_rewind and
+# the agent's look at its peer need (pg_rewind's documented grants; CHECKPOINT before a
+# rewind; the peer's checkpoint). Idempotent: the agent applies it whenever its database
+# becomes a primary, so a pair installed with a SUPERUSER role is brought down to this.
+REPLICATION_ROLE_SQL = [
+    f"ALTER ROLE {REPL_USER} NOSUPERUSER NOCREATEDB NOCREATEROLE LOGIN REPLICATION",
+    f"GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO {REPL_USER}",
+    f"GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO {REPL_USER}",
+    f"GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO {REPL_USER}",
+    f"GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) "
+    f"TO {REPL_USER}",
+    f"GRANT EXECUTE ON FUNCTION pg_catalog.pg_control_checkpoint() TO {REPL_USER}",
+    f"GRANT pg_checkpoint TO {REPL_USER}",
+]
+
+
 def lsn_text(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
@@ -82,14 +98,43 @@ def chown_postgres(path: Path) -> None:
 
 
 def hba_conf(cfg: NodeConfig) -> str:
+    """Over TCP only the replication role, only from the two nodes, only over TLS with
+    the pair's certificate (verify-ca: it is its own CA; the password too)."""
     lines = ["# --- managed by esc: identical on both nodes ---",
              "local all all trust"]
     if cfg.ha:
         for addr in cfg.ha.node_list:
             plen = 32 if ":" not in addr else 128
-            lines.append(f"host replication {REPL_USER} {addr}/{plen} scram-sha-256")
-            lines.append(f"host all {REPL_USER} {addr}/{plen} scram-sha-256")
+            for db in ("replication", "all"):
+                lines.append(f"hostssl {db} {REPL_USER} {addr}/{plen} scram-sha-256 "
+                             "clientcert=verify-ca")
     return "\n".join(lines) + "\n"
+
+
+def tls_files(paths: NodePaths) -> dict[str, Path]:
+    """The pair's certificate and key as PostgreSQL and libpq read them: copies owned by
+    the postgres user (the server and pg_rewind run as it; libpq wants its key 0600 and
+    its own), in the socket directory (0700, postgres)."""
+    d = paths.pg_socket_dir
+    return {"cert": d / "peer.crt", "key": d / "peer.key"}
+
+
+def install_tls_files(paths: NodePaths) -> None:
+    """Copy the pair's certificate and key (esc.tls.ensure_peer_material) for PostgreSQL."""
+    files = tls_files(paths)
+    for src, dst in ((paths.peer_cert, files["cert"]), (paths.peer_key, files["key"])):
+        data = src.read_bytes()
+        try:
+            if dst.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        tmp = dst.with_name(dst.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        chown_postgres(tmp)
+        os.replace(tmp, dst)
 
 
 def prepare_dirs(paths: NodePaths, cfg: NodeConfig) -> None:
@@ -134,10 +179,14 @@ def conninfo_peer(paths: NodePaths, cfg: NodeConfig, dbname: str | None = None,
     """libpq conninfo to the peer. Only the walreceiver uses this node's own
     application_name: that is the name synchronous_standby_names waits for."""
     assert cfg.ha
+    tls = tls_files(paths)
     parts = [f"host={cfg.ha.peer_address}", f"port={cfg.pg_port}", f"user={REPL_USER}",
              f"passfile={paths.pgpass}", f"application_name={app or 'esc_' + cfg.name + '_admin'}",
              "connect_timeout=2", "keepalives_idle=2", "keepalives_interval=1",
-             "keepalives_count=2", "tcp_user_timeout=3000"]
+             "keepalives_count=2", "tcp_user_timeout=3000",
+             # the peer must present the pair's certificate (no host name in it to check)
+             "sslmode=verify-ca", f"sslrootcert={tls['cert']}", f"sslcert={tls['cert']}",
+             f"sslkey={tls['key']}"]
     if dbname:
         parts.append(f"dbname={dbname}")
     return " ".join(parts)
@@ -149,8 +198,17 @@ def server_argv(paths: NodePaths, cfg: NodeConfig) -> list[str]:
             "-c", f"unix_socket_directories={paths.pg_socket_dir}",
             "-c", f"cluster_name={cfg.name}"]
     if cfg.ha:
-        argv += ["-c", f"primary_conninfo={conninfo_peer(paths, cfg, app=cfg.ha.self_name)}",
+        tls = tls_files(paths)
+        # the node's own HA address only: never the VIP (a client reaching the database
+        # through it), never the northbound; TLS with the pair's certificate
+        argv += ["-c", f"listen_addresses={cfg.ha.self_address}",
+                 "-c", "ssl=on", "-c", f"ssl_cert_file={tls['cert']}",
+                 "-c", f"ssl_key_file={tls['key']}", "-c", f"ssl_ca_file={tls['cert']}",
+                 "-c", "ssl_min_protocol_version=TLSv1.3",
+                 "-c", f"primary_conninfo={conninfo_peer(paths, cfg, app=cfg.ha.self_name)}",
                  "-c", f"primary_slot_name={PEER_SLOT}"]
+    else:
+        argv += ["-c", "listen_addresses="]  # the unix socket only
     return argv
 
 
@@ -291,6 +349,26 @@ class LocalDb:
         self.execute("SELECT pg_create_physical_replication_slot(%s, true)", (PEER_SLOT,))
         return f"replication slot {PEER_SLOT} {why}"
 
+    def least_privilege_replication(self) -> bool:
+        """On a primary: make the replication role what REPLICATION_ROLE_SQL says; True if
+        it was a superuser until now."""
+        rows = self.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (REPL_USER,))
+        if not rows:
+            return False
+        # The agent's loop runs this: its commit must never wait for a standby that is
+        # not there (synchronous_standby_names may name the peer already). The role is
+        # not acknowledged data; it reaches the standby with the next WAL it streams.
+        try:
+            conn = self._connect()
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = local")
+                for stmt in REPLICATION_ROLE_SQL:
+                    conn.execute(stmt)
+        except psycopg.Error:
+            self.close()
+            raise
+        return bool(rows[0][0])
+
     def promote(self, timeout: float = 10.0) -> None:
         # A promoted node must not inherit a sync standby name and block every
         # commit; the loop sets it again once the peer streams.
@@ -298,9 +376,16 @@ class LocalDb:
         self.execute("SELECT pg_reload_conf()")
         if not self.execute("SELECT pg_is_in_recovery()")[0][0]:
             return
-        ok = self.execute("SELECT pg_promote(true, %s)", (int(timeout),))[0][0]
-        if not ok:
-            raise RuntimeError(f"pg_promote did not finish within {timeout}s")
+        # pg_promote(wait => true) looks every 100 ms whether the promotion is done, and
+        # a failover waited for that look: ~50 ms on average after the database could
+        # already commit. Ask, then look every 5 ms.
+        if not self.execute("SELECT pg_promote(false)")[0][0]:
+            raise RuntimeError("pg_promote refused to signal the promotion")
+        deadline = time.monotonic() + timeout
+        while self.execute("SELECT pg_is_in_recovery()")[0][0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the promotion did not finish within {timeout}s")
+            time.sleep(0.005)
 
 
 def prove_sync_in_force(conninfo: str, timeout: float = 60.0) -> int:

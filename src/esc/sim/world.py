@@ -269,6 +269,9 @@ class SimAgent(AgentLoop):
     def io_keep_peer_slot(self, keep_from: int | None) -> str | None:
         return None  # WAL retention is modelled by Cluster.wal_gone, not by slots
 
+    def io_least_privilege_replication(self) -> bool:
+        return False
+
     def io_prove_sync(self) -> int:
         db = self.db
         if db.state != Db.PRIMARY or db.sync_in_force != db.sync_name or not db.sync_name:

@@ -1,0 +1,83 @@
+"""Attacks on the pair from its networks: each must fail. (Lab: one network carries
+the northbound, VRRP and replication, so the client namespace stands for an attacker on
+the HA network.)"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from esc.lab import lab as labmod
+from esc.lab import net
+
+pytestmark = [pytest.mark.lab, pytest.mark.security]
+
+
+def _py(host: str, code: str) -> str:
+    res = net.netns_exec(host, sys.executable, "-c", code, check=False, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_the_peer_api_answers_only_the_holder_of_the_pairs_certificate(lab):
+    """Plain HTTP (as the token used to travel) and TLS without the pair's certificate
+    both get nothing; the agents still hear each other (the pair is up)."""
+    node = labmod.node_ip(lab.active())
+    code = f"""
+import http.client, socket, ssl
+out = []
+c = http.client.HTTPConnection({node!r}, 8021, timeout=5)
+try:
+    c.request("GET", "/v1/peer", headers={{"X-ESC-Peer-Token": "guess"}})
+    out.append("http:%d" % c.getresponse().status)
+except Exception as e:
+    out.append("http:refused")
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+c = http.client.HTTPSConnection({node!r}, 8021, timeout=5, context=ctx)
+try:
+    c.request("GET", "/v1/peer", headers={{"X-ESC-Peer-Token": "guess"}})
+    out.append("tls:%d" % c.getresponse().status)
+except Exception as e:
+    out.append("tls:refused")
+print(" ".join(out))
+"""
+    assert _py(labmod.CLIENT, code) == "http:refused tls:refused"
+    assert lab.status(lab.active())["peer"]["reachable"]
+
+
+def test_the_database_is_not_reachable_through_the_vip_and_not_in_clear(lab):
+    """PostgreSQL listens on the node's HA address only; from there it takes only the
+    replication role, over TLS with the pair's certificate."""
+    code = f"""
+import socket
+try:
+    socket.create_connection(({lab.vip!r}, 5432), timeout=3).close()
+    print("open")
+except OSError:
+    print("closed")
+"""
+    assert _py(labmod.CLIENT, code) == "closed"
+    active = lab.active()
+    standby = lab.other(active)
+    # from the standby's own address, with the right password: in clear, or over TLS
+    # without the pair's certificate, refused
+    password = (labmod.node_root(standby) / "etc/esc/pgpass").read_text().strip().rsplit(":", 1)[1]
+    host = labmod.node_ip(active)
+    code = f"""
+import psycopg
+for mode in ("sslmode=disable", "sslmode=require"):
+    try:
+        psycopg.connect("host={host} port=5432 dbname=postgres user=replicator "
+                        "password={password} connect_timeout=5 " + mode).close()
+        print(mode, "accepted")
+    except psycopg.OperationalError as e:
+        print(mode, "refused")
+"""
+    assert _py(standby, code).splitlines() == ["sslmode=disable refused", "sslmode=require refused"]
+
+
+def test_the_replication_role_is_not_a_superuser(lab):
+    active = lab.active()
+    assert lab.sql(active, "SELECT rolsuper, rolreplication FROM pg_roles "
+                           "WHERE rolname = 'replicator'", dbname="postgres") == "f|t"
