@@ -295,6 +295,7 @@ vrrp_instance FLOOR {{
             raise RuntimeError(f"initdb: {res.stderr}")
         with open(self.data("n1") / "postgresql.conf", "a") as f:
             f.write(POSTGRESQL_CONF)  # the project's settings (remote_apply, timeouts ...)
+            f.write("listen_addresses = '*'\n")  # the project sets it per node, at start
         with open(self.data("n1") / "pg_hba.conf", "a") as f:
             f.write(f"host all all {SUBNET}.0/24 trust\nhost replication all {SUBNET}.0/24 trust\n")
         self.start_pg("n1")

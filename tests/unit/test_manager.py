@@ -502,3 +502,49 @@ def test_https_serves_the_same_app_and_closes_with_it(manager: Manager, node: No
     assert manager.proc.wait(timeout=10) == 0
     assert not _accepts("127.0.0.1", node.cfg.https_port)
     assert not _accepts("127.0.0.1", node.cfg.api_port)
+
+
+def test_failed_logins_are_limited_per_address(node: Node) -> None:
+    """Ten wrong passwords from an address, then 429 with Retry-After and no check at
+    all; a header verified before still works from there."""
+    with authed(create_app(node.cfg, node.conninfo)) as c:
+        assert c.get("/v0/deployments").status_code == 200
+        answers = [c.get("/v0/deployments", auth=(USER, f"wrong{i}")) for i in range(12)]
+        assert [r.status_code for r in answers] == [401] * 10 + [429] * 2
+        assert int(answers[-1].headers["retry-after"]) >= 1
+        assert c.get("/v0/deployments").status_code == 200
+
+
+def test_the_failed_login_budget_refills() -> None:
+    from esc.services.manager import FailedLogins
+
+    book = FailedLogins(burst=3, rate=0.5)
+    for _ in range(3):
+        assert book.retry_after("a", now=100.0) == 0
+        book.failed("a", now=100.0)
+    assert book.retry_after("a", now=100.0) == 2  # one more every 2 s
+    assert book.retry_after("b", now=100.0) == 0  # per address
+    assert book.retry_after("a", now=102.0) == 0
+    small = FailedLogins(max_clients=2)
+    for client in ("x", "y", "z"):
+        small.failed(client, now=1.0)
+    assert list(small.buckets) == ["y", "z"]
+
+
+def test_password_checks_never_take_the_threads_database_calls_need(node: Node, monkeypatch) -> None:
+    import threading
+
+    from esc.services import manager
+
+    threads: list[str] = []
+    real = manager.verify_password
+
+    def spy(password: str, hashed: str) -> bool:
+        threads.append(threading.current_thread().name)
+        return real(password, hashed)
+
+    monkeypatch.setattr(manager, "verify_password", spy)
+    with authed(create_app(node.cfg, node.conninfo)) as c:
+        assert c.get("/v0/deployments").status_code == 200
+        assert c.get("/v0/deployments", auth=(USER, "wrong")).status_code == 401
+    assert len(threads) == 2 and all(t.startswith("esc-auth") for t in threads), threads

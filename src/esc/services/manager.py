@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import hashlib
 import hmac
 import logging
@@ -103,22 +104,61 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+class FailedLogins:
+    """Per client address, a bucket of failed password checks: ``burst`` at once, then
+    one every ``1/rate`` seconds. An address with an empty bucket gets 429 without a
+    check. Bounded: the oldest addresses are forgotten past ``max_clients``."""
+
+    def __init__(self, burst: float = 10.0, rate: float = 1.0, max_clients: int = 10_000) -> None:
+        self.burst, self.rate, self.max_clients = burst, rate, max_clients
+        self.buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, at = self.buckets.get(client, (self.burst, now))
+        return min(self.burst, tokens + (now - at) * self.rate)
+
+    def retry_after(self, client: str, now: float | None = None) -> int:
+        """0 if this address may try a password now, else seconds until it may."""
+        now = time.monotonic() if now is None else now
+        tokens = self._tokens(client, now)
+        return 0 if tokens >= 1.0 else max(1, int((1.0 - tokens) / self.rate + 0.999))
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.buckets[client] = (self._tokens(client, now) - 1.0, now)
+        self.buckets[client] = self.buckets.pop(client)  # most recent last
+        while len(self.buckets) > self.max_clients:
+            del self.buckets[next(iter(self.buckets))]
+
+
+auth_log = logging.getLogger("esc.auth")
+auth_log.addFilter(web.OncePerInterval(60.0))  # a flood is one line a minute, with a count
+
+
 class BasicAuth:
     """HTTP Basic auth against the configured REST user, in front of /v0.
 
-    scrypt costs ~50 ms and 16 MiB per check on purpose, so a header that
-    verified once is remembered by its sha256 (no password kept in memory), and
-    checks run in a worker thread, at most two at once, so a flood of bad
-    passwords neither stalls the event loop nor eats memory.
+    scrypt costs ~50 ms and 16 MiB per check on purpose, so a header that verified
+    once is remembered by its sha256 (no password kept in memory). Checks of other
+    headers run on two threads of their own, never on the threads every database call
+    of the API needs, with at most ``MAX_PENDING`` waiting (past that 503), and each
+    client address has a budget of failed checks (FailedLogins; past it 429 with
+    Retry-After): a flood of wrong passwords neither slows the clients that are
+    logged in nor lets anyone try passwords fast.
     """
 
+    MAX_PENDING = 32
+
     def __init__(self, app: ASGIApp, user: User, prefix: str = "/v0",
-                 shared: VerifiedHeaders | None = None) -> None:
+                 shared: VerifiedHeaders | None = None,
+                 failed_logins: FailedLogins | None = None) -> None:
         self.app = app
         self.user = user
         self.prefix = prefix
         self.verified: set[bytes] = set()
-        self.scrypt_slots = threading.BoundedSemaphore(2)
+        self.checks = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="esc-auth")
+        self.pending = 0  # checks queued or running (touched on the event loop only)
+        self.failed_logins = failed_logins or FailedLogins()
         self.shared = shared  # headers the peer verified, through the database (HA only)
 
     def _protected(self, path: str) -> bool:
@@ -129,18 +169,37 @@ class BasicAuth:
             header = Headers(scope=scope).get("authorization", "")
             key = hashlib.sha256(header.encode()).digest()
             if key not in self.verified:
-                pool = getattr(scope["app"].state, "pool", None) if "app" in scope else None
-                if not await run_in_threadpool(self.verify, header, pool):
-                    response = error(
-                        401, "authentication required",
-                        {"WWW-Authenticate": 'Basic realm="esc"'},
-                    )
-                    await response(scope, receive, send)
+                refused = await self._check(scope, header)
+                if refused is not None:
+                    await refused(scope, receive, send)
                     return
                 if len(self.verified) > 64:  # only ever valid headers; bound it anyway
                     self.verified.clear()
                 self.verified.add(key)
         await self.app(scope, receive, send)
+
+    async def _check(self, scope: Scope, header: str) -> Response | None:
+        """None if the header is good, else the answer to send."""
+        client = (scope.get("client") or ("local", 0))[0]
+        wait = self.failed_logins.retry_after(client)
+        if wait:
+            auth_log.warning("too many failed logins from %s: answered 429", client)
+            return error(429, "too many failed logins from this address",
+                         {"Retry-After": str(wait)})
+        if self.pending >= self.MAX_PENDING:
+            return error(503, "too many logins being checked; retry", {"Retry-After": "1"})
+        pool = getattr(scope["app"].state, "pool", None) if "app" in scope else None
+        self.pending += 1
+        try:
+            ok = await asyncio.get_running_loop().run_in_executor(
+                self.checks, self.verify, header, pool)
+        finally:
+            self.pending -= 1
+        if ok:
+            return None
+        self.failed_logins.failed(client)
+        auth_log.warning("failed REST login from %s", client)
+        return error(401, "authentication required", {"WWW-Authenticate": 'Basic realm="esc"'})
 
     def verify(self, header: str, pool: ConnectionPool | None) -> bool:
         """scrypt, unless this node or its peer verified the very same header before."""
@@ -165,8 +224,7 @@ class BasicAuth:
         name, sep, password = decoded.partition(":")
         if not sep:
             return False
-        with self.scrypt_slots:
-            password_ok = verify_password(password, self.user.password_hash)
+        password_ok = verify_password(password, self.user.password_hash)
         return hmac.compare_digest(name.encode(), self.user.name.encode()) and password_ok
 
 
