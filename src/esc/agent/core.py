@@ -708,17 +708,21 @@ class Agent(AgentLoop):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from esc import logs
+    from esc import logrotate, logs
 
     parser = argparse.ArgumentParser(prog="esc-agent")
     parser.add_argument("--root", required=True)
     args = parser.parse_args(argv)
     agent = Agent(Path(args.root))
     listener = logs.setup(agent.paths.log, "agent.log", agent.cfg.name, lambda: agent.role)
+    logs.capture_output()  # agent.out keeps only what happens before this line
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    rotator = logrotate.Rotator(agent.paths.log)
+    rotator.start()
     try:
         return agent.run()
     finally:
+        rotator.stop()
         listener.stop()
 
 

@@ -35,7 +35,6 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -57,7 +56,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from esc import web
+from esc import logs, web
 from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config, load_secrets
 from esc.secrets import verify_password
 from esc.services import api, models
@@ -379,20 +378,12 @@ def create_app(
 # --- process -------------------------------------------------------------------------------
 
 
-class OneLineFormatter(logging.Formatter):
-    """One line per event, even for libpq's multi-line messages and tracebacks,
-    so that the log can be grepped and merged with the other services' logs."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return re.sub(r"\s*\n\s*", " | ", super().format(record).strip())
-
-
 def setup_logging(paths: NodePaths, node: str) -> None:
     paths.log.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(paths.log / "escmanager.log")
     node = node.replace("%", "%%")
     handler.setFormatter(
-        OneLineFormatter(
+        logs.OneLineFormatter(
             f"%(asctime)s.%(msecs)03d {node} escmanager[%(process)d] %(levelname)s %(message)s",
             "%Y-%m-%dT%H:%M:%S",
         )
@@ -401,6 +392,7 @@ def setup_logging(paths: NodePaths, node: str) -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # INFO is per request
+    logs.capture_output(stdout=False)  # stdout is the agent's channel (notify)
 
 
 def notify(state: str) -> None:
