@@ -14,9 +14,13 @@ callback shows in ``GET /v0/transactions/{id}``. Redirects are not followed.
 Where a callback may go is the operator's choice (``callbacks`` in esc.json,
 ``escadm callback set``): an allow-list and a deny-list of networks, the deny-list
 by default holding loopback, link-local (cloud metadata), multicast and "any", so
-that a client cannot make the controller POST into the node itself. A URL whose
-host is an address is checked when the request comes (400); a name is resolved
-and every address checked before each attempt (a refused one is abandoned at once).
+that a client cannot make the controller POST into the node itself; the pair's own
+addresses (nodes, VIP, anycast) are refused whatever the lists say. A URL whose host
+is an address is checked when the request comes (400); a name is resolved and every
+address checked before each attempt (a refused one is abandoned at once), and the
+attempt connects to the address checked (Host and SNI keep the name). A client sees
+the receiver's HTTP status or "could not deliver" in ``last_error``; the detail is in
+the log.
 
 The request::
 
@@ -45,7 +49,7 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
-from esc.config import CallbackConfig
+from esc.config import CallbackConfig, NodeConfig
 from esc.services.db import commit_durably, one_line
 from esc.services.events import transaction_event_type
 from esc.services.threads import PollingThreads
@@ -74,17 +78,33 @@ def check_callback_url(url: str) -> str | None:
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class CallbackPolicy:
-    """The allow- and deny-lists of CallbackConfig, applied to URLs and addresses."""
+def pair_addresses(cfg: NodeConfig) -> list[str]:
+    """Every address of the pair itself: the nodes' (each network), the VIP, the anycast
+    address, the BGP session's. A callback there would be the controller POSTing into
+    its own pair (its health, peer or database ports): never allowed, whatever the lists."""
+    out = list(cfg.ipaddr)
+    if cfg.ha:
+        out += [*cfg.ha.node_list, cfg.ha.vip.address, *(a for p in cfg.ha.heartbeat for a in p)]
+    if cfg.bgp:
+        out += [cfg.bgp.anycast_ip, cfg.bgp.local_ip]
+    return out
 
-    def __init__(self, cfg: CallbackConfig | None = None) -> None:
+
+class CallbackPolicy:
+    """The allow- and deny-lists of CallbackConfig, applied to URLs and addresses, and
+    the pair's own addresses (``pair``), always refused."""
+
+    def __init__(self, cfg: CallbackConfig | None = None, pair: list[str] | None = None) -> None:
         cfg = cfg or CallbackConfig()
         self.allow = [ipaddress.ip_network(n) for n in cfg.allow]
         self.deny = [ipaddress.ip_network(n) for n in cfg.deny]
+        self.pair = {ipaddress.ip_address(a) for a in pair or []}
 
     def address_problem(self, ip: IP) -> str | None:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
             ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        if ip in self.pair:
+            return f"callback address {ip} is an address of this pair"
         if any(ip in n for n in self.deny if n.version == ip.version):
             return f"callback address {ip} is in the callback deny-list"
         if not any(ip in n for n in self.allow if n.version == ip.version):
@@ -103,19 +123,47 @@ class CallbackPolicy:
             return None  # a name: resolved and checked before each attempt
         return self.address_problem(ip)
 
-    def target_problem(self, url: str) -> str | None:
-        """Before an attempt: every address the host resolves to must be allowed.
-        None too when it does not resolve now (the attempt fails and is retried)."""
+    def resolve(self, url: str) -> tuple[IP | None, str | None]:
+        """Before an attempt: (the address to connect to, None), or (None, why not).
+        Every address the host resolves to must be allowed, and the attempt goes to the
+        first of them, the one checked: a name resolved again when connecting could
+        point elsewhere by then (DNS rebinding). (None, None) when it does not resolve
+        now (the attempt fails and is retried)."""
         parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            infos = socket.getaddrinfo(parts.hostname or "", parts.port or 80, proto=socket.IPPROTO_TCP)
+            infos = socket.getaddrinfo(parts.hostname or "", port, proto=socket.IPPROTO_TCP)
         except (OSError, UnicodeError):
-            return None
-        for info in infos:
-            problem = self.address_problem(ipaddress.ip_address(info[4][0].split("%")[0]))
+            return None, None
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        for ip in addresses:
+            problem = self.address_problem(ip)
             if problem:
-                return f"{parts.hostname}: {problem}"
-        return None
+                return None, f"{parts.hostname}: {problem}"
+        return (addresses[0] if addresses else None), None
+
+
+def pinned_request(url: str, ip: IP) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(the URL with the host replaced by ``ip``, the Host header, httpx extensions): the
+    connection goes to the address that was checked, while the server still sees its
+    name (Host) and TLS still checks the certificate against it (SNI)."""
+    parts = urlsplit(url)
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    pinned = parts._replace(netloc=netloc).geturl()
+    name = parts.hostname or ""
+    shown = (f"[{name}]" if ":" in name else name) + (f":{parts.port}" if parts.port else "")
+    extensions = {"sni_hostname": name} if parts.scheme == "https" else {}
+    return pinned, {"host": shown}, extensions
+
+
+def client_error(error: str) -> str:
+    """What a client is told of a failed attempt: the receiver's HTTP status, or a
+    class; the detail (refused or timed out, and by which address) is in the log only,
+    so that last_error does not tell open ports from closed ones."""
+    if error.startswith("HTTP ") or "callback address" in error:
+        return error
+    return "could not deliver (no answer from the receiver)"
 
 
 def _header_value(text: str, limit: int = 1000) -> str:
@@ -212,12 +260,15 @@ class CallbackSender(PollingThreads):
         keys = ["id", "op", "kind", "parent", "name", "status", "status_code", "message"]
         tx = dict(zip(keys, row[3:], strict=True))
         headers, body = payload(tx)
-        error, status, refused = None, None, self.policy.target_problem(url)
-        if refused:
-            error = refused
-        else:
+        ip, refused = self.policy.resolve(url)
+        error, status = refused, None
+        if refused is None:
             try:
-                response = client.post(url, json=body, headers=headers)
+                if ip is None:
+                    raise httpx.ConnectError(f"{urlsplit(url).hostname} does not resolve")
+                target, host, extensions = pinned_request(url, ip)
+                response = client.post(target, json=body, headers={**headers, **host},
+                                        extensions=extensions)
                 status = response.status_code
                 if not 200 <= status < 300:
                     error = f"HTTP {status}"
@@ -236,7 +287,8 @@ class CallbackSender(PollingThreads):
             conn.execute(
                 "UPDATE callbacks SET status = %s, attempts = %s, last_error = %s, last_status = %s,"
                 " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
-                ("abandoned" if give_up else "pending", attempts, error, status, self.delay(attempts), cb_id),
+                ("abandoned" if give_up else "pending", attempts, client_error(error), status,
+                 self.delay(attempts), cb_id),
             )
             log.warning("callback of transaction %d to %s failed (attempt %d%s): %s",
                         tx["id"], url, attempts, ", giving up" if give_up else "", error)

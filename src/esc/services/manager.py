@@ -61,7 +61,7 @@ from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config, lo
 from esc.secrets import verify_password
 from esc.services import api, models
 from esc.services.auth_cache import VerifiedHeaders
-from esc.services.callbacks import CallbackPolicy, CallbackSender
+from esc.services.callbacks import CallbackPolicy, CallbackSender, pair_addresses
 from esc.services.db import CommitNotConfirmed, commit_durably, one_line
 from esc.services.executor import DeploymentExecutor
 from esc.services.retention import Janitor
@@ -362,7 +362,7 @@ def create_app(
             CommitNotConfirmed: on_db_error,
         },
     )
-    app.state.callback_policy = CallbackPolicy(cfg.callbacks)
+    app.state.callback_policy = CallbackPolicy(cfg.callbacks, pair_addresses(cfg))
     app.add_api_route("/health", health, methods=["GET"], tags=["health"], response_model=models.Health,
                       responses={503: {"model": models.Health, "description": "not serving"}},
                       summary="Whether this node serves (unauthenticated)")
