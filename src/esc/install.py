@@ -37,6 +37,7 @@ from esc.config import (
     parse_ip,
     save_config,
     validation_message,
+    write_atomic,
     write_json_atomic,
 )
 from esc.ha import postgres, vip
@@ -286,9 +287,8 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
         set_secret(paths, "bgp_md5", md5)
         tls.write_material(paths, cert_pem, key_pem, supplied)
         if generated_rest:
-            rest_file = paths.etc / "rest_credentials"
-            rest_file.write_text(f"admin:{generated_rest}\n")
-            rest_file.chmod(0o600)
+            write_atomic(paths.etc / "rest_credentials", f"admin:{generated_rest}\n".encode(),
+                         mode=0o600)  # 0600 from its creation, never readable by others
         if ha is None or ha.self_index == 0:
             init_database(paths, cfg, esc_secrets.derive(secret, "replication") if ha else None)
         else:
@@ -353,8 +353,7 @@ def write_secrets(paths: NodePaths, shared: str) -> None:
     write_json_atomic(paths.secrets, data, mode=0o600)
     if shared:
         repl = esc_secrets.derive(shared, "replication")
-        paths.pgpass.write_text(f"*:*:*:{postgres.REPL_USER}:{repl}\n")
-        os.chmod(paths.pgpass, 0o600)
+        write_atomic(paths.pgpass, f"*:*:*:{postgres.REPL_USER}:{repl}\n".encode(), mode=0o600)
         postgres.chown_postgres(paths.pgpass)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import tarfile
 import time
@@ -12,7 +13,11 @@ from pathlib import Path
 from esc.client import AgentClient, AgentDown
 from esc.config import NodePaths
 
-SECRET_FILES = {"secrets.json", "pgpass", "rest_credentials"}
+# Only these files of etc/esc go in (an allow-list: a file added later, maybe with a
+# secret in it, stays out until it is named here); JSON ones with every key naming a
+# password or secret removed, exabgp.conf without its MD5 key. The names of the files
+# left out are listed in the archive (left-out.txt).
+ETC_FILES = {"esc.json", "keepalived.conf", "exabgp.conf"}
 
 
 def _redact(obj: object) -> object:
@@ -36,14 +41,20 @@ def collect(paths: NodePaths, output: Path | None = None) -> Path:
         (paths.root / "var/tmp").mkdir(parents=True, exist_ok=True)
         output = paths.root / f"var/tmp/esc-logs-{stamp}.tar.gz"
     base = f"esc-logs-{stamp}"
-    with tarfile.open(output, "w:gz") as tar:
+    left_out: list[str] = []
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # 0600 from the start
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
         if paths.log.exists():
             for f in sorted(paths.log.iterdir()):
                 if f.is_file():
                     tar.add(f, f"{base}/log/{f.name}")
         if paths.etc.exists():
-            for f in sorted(paths.etc.iterdir()):
-                if not f.is_file() or f.name in SECRET_FILES:
+            for f in sorted(paths.etc.rglob("*")):
+                if not f.is_file():
+                    continue
+                if f.name not in ETC_FILES or f.parent != paths.etc:
+                    left_out.append(str(f.relative_to(paths.etc)))
                     continue
                 if f.name == "exabgp.conf":  # the BGP MD5 key
                     text = re.sub(r'(md5-password\s+)"[^"]*"', r'\1"<removed>"', f.read_text())
@@ -58,5 +69,7 @@ def collect(paths: NodePaths, output: Path | None = None) -> Path:
         except AgentDown as e:
             st = {"role": "STOPPED", "error": str(e)}
         _add_bytes(tar, f"{base}/status.json", json.dumps(st, indent=2, default=str).encode())
-    output.chmod(0o600)
+        _add_bytes(tar, f"{base}/left-out.txt",
+                   ("files of etc/esc not collected (secrets, keys, unknown):\n"
+                    + "".join(f"{n}\n" for n in left_out)).encode())
     return output

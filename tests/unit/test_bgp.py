@@ -325,3 +325,16 @@ def test_secrets_stay_out_of_the_log_archive(node_root: Path) -> None:
             f = tar.extractfile(m)
             assert f is None or b"k3y-secret" not in f.read(), m.name
     assert os.stat(out).st_mode & 0o777 == 0o600
+    (node_root / "etc/esc/new-feature.key").write_text("k3y-secret")  # unknown: left out
+    out.chmod(0o644)  # an existing archive is made 0600 again
+    out = logcollect.collect(NodePaths(node_root), out)
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        left_out = tar.extractfile(next(m for m in tar.getmembers()
+                                         if m.name.endswith("left-out.txt"))).read().decode()
+        for m in tar.getmembers():
+            f = tar.extractfile(m)
+            assert f is None or b"k3y-secret" not in f.read(), m.name
+    assert any(n.endswith("etc/esc.json") for n in names)
+    assert "new-feature.key" in left_out and "secrets.json" in left_out
+    assert os.stat(out).st_mode & 0o777 == 0o600
