@@ -156,3 +156,33 @@ def test_heartbeat_list_takes_several_values_and_repeats():
                            "--ha_heartbeat_list", "10.9.7.1", "10.9.7.2", "--kad_vif", "lo"])
     assert argv == ["install", "n1", "--ha_heartbeat_list", "10.9.8.1 10.9.8.2",
                     "--ha_heartbeat_list", "10.9.7.1 10.9.7.2", "--kad_vif", "lo"]
+
+
+def test_secrets_can_come_from_files_instead_of_the_command_line(tmp_path, monkeypatch):
+    """--X_file reads --X from a file's first line; both at once, a missing or empty
+    file: one clear error, nothing written. (The install itself is stopped at its
+    first look at the arguments, by an address that is not this host's.)"""
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\nignored second line\n")
+    seen = {}
+
+    def fake_install(name, root, ipaddr, ha, user_pass, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(ha_secret=ha.ha_secret, user_pass=user_pass)
+        from esc.config import ConfigError
+        raise ConfigError("stop here")
+
+    import esc.cli.escadm as escadm_mod
+    monkeypatch.setattr(escadm_mod, "install", fake_install)
+    root = tmp_path / "root"
+    argv = [a for a in HA if a not in ("--ha_secret", "s3cret")]
+    res = run(root, "install", "n1", *argv, "--ha_secret_file", str(secret),
+              "--user_pass_file", str(secret))
+    assert res.exit_code == 2 and "stop here" in res.output
+    assert seen == {"ha_secret": "from-a-file", "user_pass": "from-a-file"}
+    res = run(root, "install", "n1", *HA, "--ha_secret_file", str(secret))
+    assert res.exit_code == 2 and "give --ha_secret or --ha_secret_file, not both" in res.output
+    (tmp_path / "empty").write_text("\n")
+    for path, message in ((tmp_path / "nosuch", "No such file"), (tmp_path / "empty", "empty")):
+        res = run(root, "install", "n1", *argv, "--ha_secret_file", str(path))
+        assert res.exit_code == 2 and message in res.output and res.output.count("\n") == 1
+    assert not root.exists()

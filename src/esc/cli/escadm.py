@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -78,6 +79,41 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def read_secret_file(path: str, option: str) -> str:
+    """The first line of ``path`` (without its newline): a secret kept off the command
+    line (which ``ps`` and the shell history show)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        fail(f"--{option}_file {path}: {e.strerror or e}", 2)
+    line = text.split("\n", 1)[0].rstrip("\r")
+    if not line:
+        fail(f"--{option}_file {path}: the first line is empty", 2)
+    return line
+
+
+def secret_files(*names: str):  # type: ignore[no-untyped-def]
+    """For each secret option ``--NAME``, a ``--NAME_file PATH`` that reads it from a file
+    instead. Put it right under ``@...command``: it wraps the options below it."""
+    def deco(f):  # type: ignore[no-untyped-def]
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            for name in names:
+                path = kwargs.pop(f"{name}_file", None)
+                if path is not None:
+                    if kwargs.get(name):
+                        fail(f"give --{name} or --{name}_file, not both", 2)
+                    kwargs[name] = read_secret_file(path, name)
+            return f(*args, **kwargs)
+
+        for name in reversed(names):
+            wrapper = click.option(f"--{name}_file", metavar="PATH",
+                                   help=f"Read --{name} from the first line of this file "
+                                        "(kept off the command line).")(wrapper)
+        return wrapper
+    return deco
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Root of the node's files (default $ESC_ROOT or /).")
@@ -123,6 +159,7 @@ def bgp_options(prefix: str):  # type: ignore[no-untyped-def]
 
 
 @cli.command("install")
+@secret_files("ha_secret", "user_pass", "user_rest_pass", "user_portal_pass", "bgp_md5")
 @click.argument("name")
 @click.option("--ipaddr", help="This node's address(es).")
 @ha_options
@@ -164,6 +201,7 @@ def ha() -> None:
 
 
 @ha.command("set")
+@secret_files("ha_secret", "user_pass")
 @ha_options
 @click.option("--user_pass", help="USER:PASS, to derive the shared secret if --ha_secret is absent.")
 @click.pass_context
@@ -187,6 +225,7 @@ def bgp() -> None:
 
 
 @bgp.command("set")
+@secret_files("md5")
 @bgp_options("")
 @click.pass_context
 def bgp_set_cmd(ctx: click.Context, local_ip, anycast_ip, remote_ip, local_as, remote_as,  # type: ignore[no-untyped-def]
