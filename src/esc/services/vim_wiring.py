@@ -8,7 +8,9 @@ driver is idempotent by VM name) and the monitor is rebuilt from the database.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import logging
 import re
 import threading
@@ -39,14 +41,23 @@ SELECT t.name, d.name, v.name, coalesce(g.spec->'recovery'->>'policy', 'reboot')
 """
 
 
-def vim_name(tenant: str, deployment: str, vm: str) -> str:
-    """A VIM-side name, stable across calls and nodes, within the driver's name rules."""
-    raw = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{tenant}.{deployment}.{vm}")
-    if len(raw) > 60 or not raw[0].isalnum():
-        import hashlib
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
-        raw = "v" + hashlib.sha256(raw.encode()).hexdigest()[:16] + "-" + raw[-40:].lstrip("-.")
-    return raw
+
+def vim_name(tenant: str, deployment: str, vm: str) -> str:
+    """A VIM-side name, stable across calls and nodes, within the driver's name rules,
+    and different for every (tenant, deployment, VM): deleting one deployment must never
+    touch another's VM. ``tenant.deployment.vm`` when each part is plain (no dot, nothing
+    the VIM refuses) and it fits; else a hash of the exact three parts, with a readable
+    tail and no dot (before, "a b" and "a-b", or tenant "a.b" + deployment "c" and
+    tenant "a" + deployment "b.c", made the same name)."""
+    raw = f"{tenant}.{deployment}.{vm}"
+    if all(_PLAIN.fullmatch(part) for part in (tenant, deployment, vm)) and len(raw) <= 60:
+        return raw
+    # no dot in these (a plain name has exactly two), so no plain name can equal one
+    digest = hashlib.sha256(json.dumps([tenant, deployment, vm]).encode()).hexdigest()[:20]
+    tail = re.sub(r"[^A-Za-z0-9_-]", "-", raw)[-40:].lstrip("-")
+    return f"v{digest}-{tail}"
 
 
 def image_kind(image: Mapping) -> str:
