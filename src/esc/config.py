@@ -414,6 +414,9 @@ class NodeConfig(BaseModel):
     os_user: User | None = None
     api_port: int = 8080
     https_port: int = 8443
+    # False: HTTPS only; the HTTP port answers every request with a redirect to HTTPS
+    # (it still listens: clients find the new active there first after a failover)
+    http: bool = True
     peer_port: int = 8021
     health_port: int = 8060
     pg_port: int = 5432

@@ -186,3 +186,19 @@ def test_secrets_can_come_from_files_instead_of_the_command_line(tmp_path, monke
         res = run(root, "install", "n1", *argv, "--ha_secret_file", str(path))
         assert res.exit_code == 2 and message in res.output and res.output.count("\n") == 1
     assert not root.exists()
+
+
+def test_rest_set_https_only_needs_tls_material(node_root: Path) -> None:
+    from esc import tls
+    from esc.config import NodePaths
+
+    paths = NodePaths(node_root)
+    for f in (paths.tls_cert, paths.tls_key):
+        f.unlink(missing_ok=True)
+    r = run(node_root, "rest", "set", "--http", "off")
+    assert r.exit_code == 2 and "HTTPS could not be served" in r.output
+    assert _cfg(node_root).http is True
+    tls.write_material(paths, *tls.make_certificate(["127.0.0.1"], None), supplied=False)
+    r = run(node_root, "rest", "set", "--http", "off")
+    assert r.exit_code == 0 and "HTTPS only" in r.output and _cfg(node_root).http is False
+    assert run(node_root, "rest", "set", "--http", "on").exit_code == 0 and _cfg(node_root).http

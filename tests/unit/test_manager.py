@@ -548,3 +548,23 @@ def test_password_checks_never_take_the_threads_database_calls_need(node: Node, 
         assert c.get("/v0/deployments").status_code == 200
         assert c.get("/v0/deployments", auth=(USER, "wrong")).status_code == 401
     assert len(threads) == 2 and all(t.startswith("esc-auth") for t in threads), threads
+
+
+def test_https_only_redirects_plain_http_without_reading_credentials(node: Node, monkeypatch) -> None:
+    from esc.services import manager
+
+    cfg = node.cfg.model_copy(update={"http": False})
+
+    def never(password: str, hashed: str) -> bool:
+        raise AssertionError("a password sent over plain HTTP was checked")
+
+    with TestClient(create_app(cfg, node.conninfo), follow_redirects=False) as c:
+        monkeypatch.setattr(manager, "verify_password", never)
+        r = c.get("/v0/deployments?limit=5", auth=(USER, PASSWORD))
+        assert r.status_code == 301
+        assert r.headers["location"] == f"https://testserver:{cfg.https_port}/v0/deployments?limit=5"
+        r = c.get("/v0/deployments", headers={"host": "evil\r\nx: y"})
+        assert r.status_code == 301 and "evil" not in r.headers["location"]
+        monkeypatch.undo()
+    with TestClient(create_app(cfg, node.conninfo), base_url="https://testserver") as c:
+        assert c.get("/v0/deployments", auth=(USER, PASSWORD)).status_code == 200

@@ -357,6 +357,32 @@ def callback_set(ctx: click.Context, allow: tuple[str, ...], deny: tuple[str, ..
 
 
 @cli.group()
+def rest() -> None:
+    """The northbound REST API's transport."""
+
+
+@rest.command("set")
+@click.option("--http", "http", type=click.Choice(["on", "off"]), required=True,
+              help="off: HTTPS only; HTTP answers 301 to HTTPS without reading credentials.")
+@click.pass_context
+def rest_set(ctx: click.Context, http: str) -> None:
+    """Serve the REST API over HTTP and HTTPS, or HTTPS only (then `escadm reload`; the
+    serving controller applies it at its next start)."""
+    from esc.config import save_config
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+    except ConfigError as e:
+        fail(str(e), 2)
+    if http == "off" and not (paths.tls_cert.exists() and paths.tls_key.exists()):
+        fail(f"no TLS material in {paths.tls_dir}: HTTPS could not be served", 2)
+    save_config(paths, cfg.model_copy(update={"http": http == "on"}))
+    done(f"REST API: {'HTTP and HTTPS' if http == 'on' else 'HTTPS only (HTTP redirects)'}; "
+         "run `escadm reload`")
+
+
+@cli.group()
 def retention() -> None:
     """How long events and finished transactions are kept."""
 

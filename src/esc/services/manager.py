@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -252,6 +253,31 @@ async def on_db_error(request: Request, exc: Exception) -> Response:
     return api.error(request, 503, f"database unavailable: {one_line(exc)}")
 
 
+class HttpsOnly:
+    """With ``http`` off: every request that came over plain HTTP gets a 301 to the same
+    path over HTTPS, before anything reads it (credentials sent in clear are not looked
+    at). The lifespan passes through: the HTTP server still runs the app's start-up."""
+
+    def __init__(self, app: ASGIApp, https_port: int) -> None:
+        self.app, self.https_port = app, https_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("scheme") == "https":
+            await self.app(scope, receive, send)
+            return
+        host = Headers(scope=scope).get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if not name or re.search(r"[^A-Za-z0-9.:\[\]-]", name):
+            server = scope.get("server") or ("localhost", 0)
+            name = f"[{server[0]}]" if ":" in str(server[0]) else str(server[0])
+        port = "" if self.https_port == 443 else f":{self.https_port}"
+        query = scope.get("query_string", b"").decode("latin-1")
+        location = f"https://{name}{port}{scope.get('raw_path', b'').decode('latin-1') or scope['path']}"
+        location += f"?{query}" if query else ""
+        response = Response(status_code=301, headers={"location": location})
+        await response(scope, receive, send)
+
+
 class NodeHeader:
     """``X-ESC-Node: <node>`` on every response: a client (and the failover
     benchmark) can tell which node of the pair answered."""
@@ -372,6 +398,8 @@ def create_app(
         shared = VerifiedHeaders(shared_secret, cfg.rest_user.password_hash) if shared_secret else None
         app.add_middleware(BasicAuth, user=cfg.rest_user, shared=shared)
     app.add_middleware(NodeHeader, node=cfg.name)
+    if not cfg.http:
+        app.add_middleware(HttpsOnly, https_port=cfg.https_port)  # outermost: first to run
     return app
 
 
