@@ -8,9 +8,11 @@ the moment it *sent* the request, minus a margin, so it always stops before the
 witness could give the lease to the other node (monotonic clocks on both sides;
 only their rates must agree, within the margin).
 
-Protocol (HTTP, JSON, ``X-ESC-Witness-Token`` derived from the pair's secret)::
+Protocol (HTTP, JSON, ``X-ESC-Witness-Token`` derived from the pair's secret; each
+request carries a fresh ``nonce`` and the answer an ``X-ESC-Witness-Signature``, an
+HMAC of the nonce and the answer under the token, which the node checks)::
 
-    POST /v1/lease {"pair": P, "node": N, "want": true, "duration": 1.0}
+    POST /v1/lease {"pair": P, "node": N, "want": true, "duration": 1.0, "nonce": X}
       -> {"granted": true, "holder": N, "term": 7, "remaining": 1.0}
       -> {"granted": false, "holder": "other", "term": 6, "remaining": 0.4}
     POST /v1/lease {"pair": P, "node": N, "want": false}   (release, if N holds it)
@@ -51,6 +53,14 @@ from esc import clock, web
 log = logging.getLogger("esc.witness")
 
 TOKEN_HEADER = "X-ESC-Witness-Token"
+SIGNATURE_HEADER = "X-ESC-Witness-Signature"
+
+
+def answer_signature(token: str, nonce: str, body: bytes) -> str:
+    """What the witness puts on its answer to a request carrying ``nonce``: only a holder
+    of the token can make it, and it fits that one request (a recorded answer replayed
+    to a later request does not), so nobody on the path can grant a lease."""
+    return hmac.new(token.encode(), nonce.encode() + b"\n" + body, "sha256").hexdigest()
 MAX_DURATION = 5.0  # the longest lease asked for; also the quiet time after a start
 
 
@@ -217,10 +227,15 @@ def app(token: str, table: LeaseTable) -> Starlette:
             return JSONResponse({"error": str(e)}, e.status)
         except ValueError as e:
             return JSONResponse({"error": str(e)}, 400)
+        nonce = body.get("nonce")
+        if nonce is not None and (not isinstance(nonce, str) or not 16 <= len(nonce) <= 128):
+            return JSONResponse({"error": "'nonce' must be a string of 16 to 128 characters"}, 400)
         out = table.request(pair, node, want, duration, clock.now(), outdated, force)
         if out.pop("new", False):
             log.info("lease of %s granted to %s (term %d)", pair, node, out["term"])
-        return JSONResponse(out)
+        data = json.dumps(out).encode()
+        headers = {SIGNATURE_HEADER: answer_signature(token, nonce, data)} if nonce else {}
+        return Response(data, 200, headers=headers, media_type="application/json")
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return refused(request) or JSONResponse(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -285,3 +286,50 @@ def test_force_must_be_a_boolean() -> None:
 
     with pytest.raises(ValueError, match="force"):
         parse_force({"force": "yes"})
+
+
+def test_a_forged_grant_is_not_a_lease() -> None:
+    """Someone on the path answers "granted" for the witness: unsigned, signed with
+    another token, or a genuine answer to an earlier request replayed: never a lease."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from esc import web
+    from esc.witness import SIGNATURE_HEADER, answer_signature
+
+    recorded: list[tuple[bytes, str]] = []
+
+    async def fake(request: Request) -> Response:
+        body = json.loads(await request.body())
+        data = json.dumps({"granted": True, "holder": body["node"], "term": 9, "remaining": 1.0,
+                           "outdated": None}).encode()
+        mode = request.app.state.mode
+        if mode == "unsigned":
+            headers = {}
+        elif mode == "other-token":
+            headers = {SIGNATURE_HEADER: answer_signature("not-the-token", body["nonce"], data)}
+        else:  # replay: a signature made for an earlier nonce
+            if not recorded:
+                recorded.append((data, answer_signature("tok", "0" * 32, data)))
+            data, sig = recorded[0]
+            headers = {SIGNATURE_HEADER: sig}
+        return Response(data, 200, headers=headers, media_type="application/json")
+
+    port = _port()
+    app = Starlette(routes=[Route("/v1/lease", fake, methods=["POST"])])
+    srv = web.ServerThread("fake-witness", [(web.config(app), web.tcp_socket("127.0.0.1", port))]).start()
+    try:
+        for mode in ("unsigned", "other-token", "replay"):
+            app.state.mode = mode
+            c = LeaseClient(f"127.0.0.1:{port}", "tok", "p", "a", renew=0.05, timeout=1.0)
+            c.start()
+            try:
+                c.set_want(True)
+                until(lambda: "not signed by the witness" in c.view().error)  # noqa: B023
+                assert not c.view().valid(clock.now()), mode
+            finally:
+                c.stop(release=False)
+    finally:
+        srv.shutdown()

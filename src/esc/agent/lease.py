@@ -10,13 +10,15 @@ committing alone and a small difference in clock rates.
 
 from __future__ import annotations
 
+import hmac
 import http.client
 import json
+import secrets
 import threading
 from dataclasses import dataclass, replace
 
 from esc import clock
-from esc.witness import TOKEN_HEADER
+from esc.witness import SIGNATURE_HEADER, TOKEN_HEADER, answer_signature
 
 
 @dataclass(frozen=True)
@@ -161,19 +163,26 @@ class LeaseClient(threading.Thread):
     def _ask(self, want: bool) -> bool:
         """One request; returns whether we hold the lease after it."""
         sent = clock.now()
+        nonce = secrets.token_hex(16)
         with self.lock:
-            body = json.dumps(self.book.request(want, sent)).encode()
+            body = json.dumps({**self.book.request(want, sent), "nonce": nonce}).encode()
         try:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
                 conn.request("POST", "/v1/lease", body, {TOKEN_HEADER: self.token,
                                                          "Content-Type": "application/json"})
                 resp = conn.getresponse()
-                data = json.loads(resp.read() or b"{}")
+                raw = resp.read()
+                signature = resp.getheader(SIGNATURE_HEADER, "")
             finally:
                 conn.close()
+            data = json.loads(raw or b"{}")
             if resp.status != 200:
                 raise OSError(f"witness answered {resp.status}: {data.get('error', '')}")
+            # an answer anyone on the path could have made is no answer: never a lease
+            if not hmac.compare_digest(signature.encode("latin-1"), answer_signature(
+                    self.token, nonce, raw).encode()):
+                raise OSError("answer not signed by the witness (wrong token, or forged)")
         except (OSError, ValueError) as e:
             with self.lock:
                 self.book.on_error(f"witness {self.host}:{self.port}: {e}")
