@@ -7,14 +7,19 @@ import hashlib
 import hmac
 import secrets
 
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# scheme name -> scrypt's cost. New hashes: N=2^15, r=8 (32 MiB, ~0.1 s here); "scrypt"
+# (N=2^14) is what earlier installs stored, still verified.
+_SCHEMES = {"scrypt": {"n": 2**14, "r": 8, "p": 1}, "scrypt15": {"n": 2**15, "r": 8, "p": 1}}
+_NEW_SCHEME = "scrypt15"
+_MAXMEM = 2**26  # above 128 * r * N, which OpenSSL's default (32 MiB) is not
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
-    """``scrypt$<salt b64>$<hash b64>``; slow on purpose, verified in constant time."""
+    """``scrypt15$<salt b64>$<hash b64>``; slow on purpose, verified in constant time."""
     salt = salt or secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
-    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, maxmem=_MAXMEM,
+                            **_SCHEMES[_NEW_SCHEME])
+    return f"{_NEW_SCHEME}$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -22,13 +27,14 @@ def verify_password(password: str, stored: str) -> bool:
         scheme, salt_b64, digest_b64 = stored.split("$")
     except ValueError:
         return False
-    if scheme != "scrypt":
+    cost = _SCHEMES.get(scheme)
+    if cost is None:
         return False
     try:
         salt, want = base64.b64decode(salt_b64, validate=True), base64.b64decode(digest_b64, validate=True)
     except ValueError:  # binascii.Error is a ValueError: a corrupt hash verifies nothing
         return False
-    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, maxmem=_MAXMEM, **cost)
     return hmac.compare_digest(digest, want)
 
 

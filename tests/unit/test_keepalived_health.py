@@ -343,13 +343,23 @@ def test_status_details() -> None:
 def test_password_hash_round_trip() -> None:
     h = hash_password("s3cret")
     scheme, salt, digest = h.split("$")
-    assert scheme == "scrypt" and salt and digest
+    assert scheme == "scrypt15" and salt and digest  # N=2^15
     assert "s3cret" not in h
     assert verify_password("s3cret", h)
     assert not verify_password("S3cret", h)
     assert not verify_password("", h)
     assert hash_password("s3cret") != h  # salted
     assert hash_password("pw", salt=b"0" * 16) == hash_password("pw", salt=b"0" * 16)
+
+
+def test_hashes_made_by_earlier_installs_still_verify() -> None:
+    import base64
+    import hashlib
+
+    salt = b"1" * 16
+    old = hashlib.scrypt(b"s3cret", salt=salt, n=2**14, r=8, p=1, dklen=32)
+    stored = f"scrypt${base64.b64encode(salt).decode()}${base64.b64encode(old).decode()}"
+    assert verify_password("s3cret", stored) and not verify_password("S3cret", stored)
 
 
 @pytest.mark.parametrize("stored", ["", "garbage", "scrypt$only-two", "md5$AAAA$BBBB", "a$b$c$d"])
