@@ -5,9 +5,11 @@ the HA network.)"""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
+from esc.config import NodePaths
 from esc.lab import lab as labmod
 from esc.lab import net
 
@@ -81,3 +83,48 @@ def test_the_replication_role_is_not_a_superuser(lab):
     active = lab.active()
     assert lab.sql(active, "SELECT rolsuper, rolreplication FROM pg_roles "
                            "WHERE rolname = 'replicator'", dbname="postgres") == "f|t"
+
+
+def test_the_health_api_survives_300_half_open_connections(lab):
+    """From the client network, 300 connections to the health port through the VIP that
+    never finish their request: the agent holds no thread for them, a client at another
+    address is answered, and they cost the log next to nothing."""
+    active = lab.active()
+    root = labmod.node_root(active)
+    agent_pid = int(NodePaths(root).agent_pid.read_text())
+
+    def threads() -> int:
+        status = Path(f"/proc/{agent_pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+
+    agent_log = NodePaths(root).log / "agent.log"
+    log_before = agent_log.stat().st_size
+    before = threads()
+    prefix = lab.vip.rsplit(".", 1)[0]
+    other = f"{prefix}.201"
+    net.host_ip(labmod.CLIENT, "addr", "add", f"{other}/24", "dev", "eth0", check=False)
+    code = f"""
+import json, socket, time, httpx
+socks = []
+for _ in range(300):
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect(({lab.vip!r}, 8060)); s.sendall(b"GET /esc/health HTTP/1.1\\r\\nHost: x\\r\\n")
+    except OSError:
+        pass
+    socks.append(s)
+time.sleep(1.0)
+c = httpx.Client(transport=httpx.HTTPTransport(local_address={other!r}), timeout=5)
+r = c.get("http://{lab.vip}:8060/esc/health")
+print(json.dumps([r.status_code, r.json()["status_code"]]))
+import sys; sys.stdout.flush()
+time.sleep(0.5)
+"""
+    try:
+        res = net.netns_exec(labmod.CLIENT, sys.executable, "-c", code, check=False, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == "[200, 2000]"
+        assert threads() - before < 10
+    finally:
+        net.host_ip(labmod.CLIENT, "addr", "del", f"{other}/24", "dev", "eth0", check=False)
+    assert agent_log.stat().st_size - log_before < 20_000
