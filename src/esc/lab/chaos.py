@@ -395,6 +395,40 @@ def select(names: list[str] | None) -> list[Fault]:
     return [f for f in FAULTS.values() if f.name in names]
 
 
+# A run of a single fault whose write gap is past this keeps every node's logs of the run
+# (and so does a failed run), so that a rare tail can be looked at afterwards.
+KEEP_LOGS_OVER_S = 1.8
+LOGS_KEPT = ("agent.log", "escmanager.log", "keepalived.log", "postgres.log")
+MULTIPLE = {"restart-both", "double-failure"}  # not single faults: long gaps by nature
+
+
+def _log_sizes() -> dict[Path, int]:
+    sizes = {}
+    for node in lab.NODES:
+        for name in LOGS_KEPT:
+            path = lab.node_root(node) / "var/log/esc" / name
+            try:
+                sizes[path] = path.stat().st_size
+            except OSError:
+                sizes[path] = 0
+    return sizes
+
+
+def _keep_logs(before: dict[Path, int], into: Path) -> Path:
+    """What each node's logs gained since ``before``, copied to ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
+    for path, size in before.items():
+        try:
+            with open(path, "rb") as f:
+                f.seek(size if path.stat().st_size >= size else 0)  # rotated meanwhile
+                data = f.read()
+        except OSError:
+            continue
+        node = path.parents[3].name
+        (into / f"{node}-{path.name}").write_bytes(data)
+    return into
+
+
 def run_suite(faults: list[Fault], count: int, workdir: Path, witness: bool = False,
               log: Callable[[str], None] = print, paths: int = 1) -> list[Result]:
     """Each fault ``count`` times, on a lab of the mode it needs, with a witness or not and
@@ -416,8 +450,12 @@ def run_suite(faults: list[Fault], count: int, workdir: Path, witness: bool = Fa
                         log(f"the pair is not healthy ({lab.roles()}): rebuilding the lab")
                         lab.down()
                         lab.up(mode=mode, log=log, witness=witness, paths=paths)
+                    before = _log_sizes()
                     r = run_fault(fault, workdir, tag=f"-{i}", log=log)
                     results.append(r)
+                    if not r.ok or (r.service_gap_s > KEEP_LOGS_OVER_S and fault.name not in MULTIPLE):
+                        kept = _keep_logs(before, workdir / f"logs-{fault.name}-{i}")
+                        log(f"{fault.name} #{i + 1}: its logs are kept in {kept}")
                     log(f"{fault.name} #{i + 1}: {'ok' if r.ok else 'FAILED'}; lost {len(r.lost)}, "
                         f"two writers {len(r.dual_writer_windows)}, gap {r.service_gap_s:.2f}s, "
                         f"recovered {r.recovered_s if r.recovered_s is None else round(r.recovered_s, 2)}s"
