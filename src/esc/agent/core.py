@@ -388,9 +388,20 @@ class Agent(AgentLoop):
         except OSError:
             return False
 
+    # A controller told to stop when its node steps down gets this long to finish what it
+    # answers, then SIGKILL (a commit it could not finish was never acknowledged, and its
+    # client retries). Short, because the next parked controller starts only after it
+    # exits: with 5 s, a node that stepped down and was elected again within 5 s sent
+    # "serve" to the one still shutting down, and served nothing until it was killed.
+    STOP_GRACE_S = 1.0
+
     def io_services(self, on: bool) -> None:
         m = self.manager
         if on:
+            if m.stopping:
+                m.kill()  # it will never serve again; the next tick starts a fresh one
+                self.serving = False
+                return
             if not m.running:
                 self.serving = False
                 if not m.start():
@@ -405,7 +416,7 @@ class Agent(AgentLoop):
             return
         if self.serving:
             log.info("escmanager stopped")
-            m.stop()
+            m.stop(grace=self.STOP_GRACE_S)
             self.serving = False
         elif not m.running and not self.stop_requested:
             m.start()  # parked: imported and ready, serving nothing

@@ -1,0 +1,68 @@
+"""The agent's hold on the controller process: a controller told to stop never gets
+"serve" again (a node that stepped down and was elected back within the grace sent it to
+one still shutting down, and served nothing until it was killed: 2.1 s in make chaos)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from esc.agent.core import Agent
+from esc.agent.supervisor import Child
+from esc.config import NodeConfig
+
+# a controller whose graceful shutdown takes long: it ignores SIGTERM
+CONTROLLER = """
+import signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+out = open(sys.argv[1], "a", buffering=1)
+for line in sys.stdin:
+    out.write(line)
+"""
+
+
+def _agent(tmp: Path, runs: list[Path]) -> Agent:
+    def argv() -> list[str]:
+        runs.append(tmp / f"run{len(runs)}.txt")
+        return [sys.executable, "-c", CONTROLLER, str(runs[-1])]
+
+    agent = Agent.__new__(Agent)  # only what io_services touches
+    agent.manager = Child("escmanager", argv, tmp / "escmanager.out", stdin_pipe=True, grace=5.0)
+    agent.manager.min_restart_interval = 0.0
+    agent.serving, agent.stop_requested, agent.freeze_seen = False, False, 0.0
+    agent.cfg = NodeConfig(name="n1")
+    return agent
+
+
+def _lines(path: Path) -> list[str]:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if path.exists() and "serve" in path.read_text().split():
+            break
+        time.sleep(0.02)
+    return [x.split()[0] for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_stopping_controller_is_killed_not_asked_to_serve(tmp_path: Path) -> None:
+    runs: list[Path] = []
+    agent = _agent(tmp_path, runs)
+    try:
+        agent.io_services(True)
+        assert agent.serving and _lines(runs[0]).count("serve") == 1
+        first = agent.manager.pid
+        agent.io_services(False)  # steps down: SIGTERM, which this one ignores
+        assert agent.manager.stopping
+        agent.io_services(True)  # elected again at once
+        assert not agent.serving
+        deadline = time.monotonic() + 3  # killed now, not after the 5 s grace
+        while agent.manager.running:
+            assert time.monotonic() < deadline, "the stopping controller was not killed"
+            time.sleep(0.02)
+        agent.io_services(True)  # a fresh controller, asked to serve
+        assert agent.serving and agent.manager.pid != first
+        assert _lines(runs[1]).count("serve") == 1
+        assert _lines(runs[0]).count("serve") == 1  # never a second "serve" to the old one
+    finally:
+        agent.manager.kill()
+        agent.manager.stop_wait(5)
