@@ -19,7 +19,7 @@ class _Api:
         return {"role": "STANDBY", "caller": caller}
 
     def command(self, name: str, body: dict) -> tuple[int, dict]:
-        return 404, {"error": name}
+        return 200, {"name": name, "body": body}
 
 
 def _port() -> int:
@@ -78,5 +78,22 @@ def test_the_peer_api_is_mutual_tls_with_the_pairs_certificate(tmp_path) -> None
         poller = PeerPoller("127.0.0.1", port, "the-token", "esc_me", 0.05, 1.0,
                             threading.Event(), tls.peer_client_context(ours))
         assert poller.ask_now() == {"role": "STANDBY", "caller": "esc_me"}
+    finally:
+        srv.shutdown()
+
+
+def test_peer_commands_check_the_body_size_and_shape() -> None:
+    port = _port()
+    srv = serve_peer("127.0.0.1", port, _Api(), "tok")
+    url = f"http://127.0.0.1:{port}/v1/peer/command/switchover"
+    headers = {"X-ESC-Peer-Token": "tok"}
+    try:
+        r = httpx.post(url, headers=headers, json={"a": 1, "_via_peer": False})
+        assert r.status_code == 200 and r.json()["body"] == {"a": 1, "_via_peer": True}
+        assert httpx.post(url, headers=headers, content=b"x" * 70_000).status_code == 413
+        assert httpx.post(url, headers=headers, content=b"[1]").status_code == 400
+        assert httpx.post(url, headers=headers, content=b"{").status_code == 400
+        assert httpx.post(url, json={}).status_code == 403  # no token: nothing read
+        assert httpx.get(f"http://127.0.0.1:{port}/nowhere", headers=headers).status_code == 404
     finally:
         srv.shutdown()

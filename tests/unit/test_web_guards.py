@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from esc import clock, web
-from esc.agent import api, health_api
+from esc.agent import health_api
 from esc.witness import LeaseTable
 from esc.witness import serve as serve_witness
 
@@ -134,12 +134,12 @@ def test_resets_and_garbage_do_not_fill_the_log(caplog: pytest.LogCaptureFixture
     """200 connections reset mid-request and 200 requests that are not HTTP: a few
     lines in the log, not a traceback each (the stdlib server wrote ~1.5 KB each)."""
     port = _port()
-    srv = api.serve_peer("127.0.0.1", port, _Api(), "tok")
+    srv = health_api.serve(_healthy, port, host="127.0.0.1")
     caplog.set_level(logging.DEBUG)
     try:
         for _ in range(200):
             s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(b"GET /v1/peer HTTP/1.1\r\nHost: x\r\n")
+            s.sendall(b"GET /esc/health HTTP/1.1\r\nHost: x\r\n")
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()  # RST
         for _ in range(200):
@@ -151,34 +151,6 @@ def test_resets_and_garbage_do_not_fill_the_log(caplog: pytest.LogCaptureFixture
         logged = sum(len(r.getMessage()) + len(r.exc_text or "") for r in caplog.records)
         assert logged < 20_000, f"{logged} bytes logged"
         assert not any(r.exc_info for r in caplog.records)
-    finally:
-        srv.shutdown()
-
-
-class _Api:
-    def status(self) -> dict:
-        return {"role": "STANDBY"}
-
-    def peer_state(self, caller: str) -> dict:
-        return {"role": "STANDBY", "caller": caller}
-
-    def command(self, name: str, body: dict) -> tuple[int, dict]:
-        return 200, {"name": name, "body": body}
-
-
-def test_peer_commands_check_the_body_size_and_shape() -> None:
-    port = _port()
-    srv = api.serve_peer("127.0.0.1", port, _Api(), "tok")
-    url = f"http://127.0.0.1:{port}/v1/peer/command/switchover"
-    headers = {"X-ESC-Peer-Token": "tok"}
-    try:
-        r = httpx.post(url, headers=headers, json={"a": 1, "_via_peer": False})
-        assert r.status_code == 200 and r.json()["body"] == {"a": 1, "_via_peer": True}
-        assert httpx.post(url, headers=headers, content=b"x" * 70_000).status_code == 413
-        assert httpx.post(url, headers=headers, content=b"[1]").status_code == 400
-        assert httpx.post(url, headers=headers, content=b"{").status_code == 400
-        assert httpx.post(url, json={}).status_code == 403  # no token: nothing read
-        assert httpx.get(f"http://127.0.0.1:{port}/nowhere", headers=headers).status_code == 404
     finally:
         srv.shutdown()
 
