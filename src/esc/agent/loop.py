@@ -558,16 +558,17 @@ class AgentLoop:
             # only a serving primary may commit alone: one stepping down (fencing) keeps
             # its commits waiting for the peer, or it would acknowledge what the peer lacks
             self._actuate_sync(desired.alone and desired.db == "primary", obs, now)
+        # STOPPED too: a primary that crashed is restarted in place as a primary; stopping
+        # the controller meanwhile would only add a restart of its own to the outage
+        self.io_services(desired.services
+                         and obs.db.state in (Db.PRIMARY, Db.STARTING, Db.STOPPED))
+        # after the services: on a new active's first tick this SQL is not in the outage
         if obs.db.state in (Db.PRIMARY, Db.STANDBY) and self.cfg.is_ha and self.job is None:
             self._keep_peer_slot(obs, now)
         if obs.db.state != Db.PRIMARY:
             self.role_checked = False
         elif self.cfg.is_ha and not self.role_checked:
             self._check_replication_role()
-        # STOPPED too: a primary that crashed is restarted in place as a primary; stopping
-        # the controller meanwhile would only add a restart of its own to the outage
-        self.io_services(desired.services
-                         and obs.db.state in (Db.PRIMARY, Db.STARTING, Db.STOPPED))
 
     def _actuate_db(self, desired: Desired, obs: Observation) -> None:
         running = self.io_db_running()
