@@ -418,6 +418,7 @@ class NodeConfig(BaseModel):
     # (it still listens: clients find the new active there first after a failover)
     http: bool = True
     peer_port: int = 8021
+    pair_port: int = 8022  # pairing (esc.pairing): SPAKE2, plain HTTP
     health_port: int = 8060
     pg_port: int = 5432
     timing: Timing = Field(default_factory=Timing)
@@ -473,6 +474,11 @@ class NodePaths:
     @property
     def secrets(self) -> Path:
         return self.etc / "secrets.json"
+
+    @property
+    def pair_material(self) -> Path:
+        """The pair's material (esc.pairing.material), 0600."""
+        return self.etc / "pair.json"
 
     @property
     def pgpass(self) -> Path:

@@ -41,6 +41,11 @@ from esc.config import (
     write_json_atomic,
 )
 from esc.ha import postgres, vip
+from esc.pairing import credentials
+from esc.pairing import material as pair_material
+from esc.pairing.handshake import Decision
+from esc.pairing.material import PairMaterial
+from esc.pairing.service import PairingError, PairingRefused, pair_with
 from esc.render import render_all
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -55,6 +60,7 @@ class HaArgs:
     ha_mode: str | None = None
     db_volume_id: str | None = None
     ha_secret: str | None = None
+    ha_join_token: str | None = None
     ha_witness: str | None = None
     # repeatable: one "IP1 IP2" per extra heartbeat network
     ha_heartbeat_list: list[str] | tuple[str, ...] | None = None
@@ -135,7 +141,7 @@ def local_addresses() -> set[str]:
 
 def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig | None:
     # HA options that alone do not make a node HA
-    extras = ("ha_secret", "ha_witness", "ha_heartbeat_list")
+    extras = ("ha_secret", "ha_join_token", "ha_witness", "ha_heartbeat_list")
     given = {k: v for k, v in ha.__dict__.items() if v not in (None, "") and k not in extras}
     if not given:
         for opt in extras:
@@ -227,16 +233,49 @@ def _user(value: str | None, option: str) -> User | None:
     return User(name=name, password_hash=esc_secrets.hash_password(password))
 
 
-def shared_secret(ha_secret: str | None, user_pass: str | None) -> str:
-    """Both nodes must derive the same replication and peer secrets: from
-    ``--ha_secret``, or else from ``--user_pass`` (given identically on both, as
-    the original installer requires)."""
-    if ha_secret:
-        return ha_secret
-    if user_pass:
-        return esc_secrets.derive(user_pass, "esc-ha-shared-secret")
-    raise ConfigError("HA needs a secret shared by both nodes: give --ha_secret "
-                      "(or --user_pass, identical on both nodes)")
+def check_pairing_args(ha: HaConfig | None, ha_args: HaArgs, user_pass: str | None,
+                       stored: credentials.ClientCredential | None = None) -> None:
+    """Before anything is written: a weak --ha_secret or a malformed join token is refused,
+    and the second node of the list needs something to pair with."""
+    if ha_args.ha_secret:
+        credentials.check_ha_secret(ha_args.ha_secret)
+    if ha_args.ha_join_token:
+        credentials.parse_join_token(ha_args.ha_join_token)
+    if ha and ha.self_index == 1 and not (ha_args.ha_secret or user_pass or ha_args.ha_join_token
+                                          or stored):
+        raise ConfigError("this node (the second of --ha_node_list) pairs with the first: give "
+                          "--user_pass (or --ha_secret) as given there, or --ha_join_token from "
+                          "`escadm ha join-token` on it")
+
+
+def store_pairing_credential(paths: NodePaths, ha_args: HaArgs, user_pass: str | None) -> None:
+    if ha_args.ha_secret or user_pass:
+        credentials.store_password(paths, ha_args.ha_secret or user_pass or "")
+    if ha_args.ha_join_token:
+        credentials.store_join_token(paths, ha_args.ha_join_token)
+
+
+def obtain_material(paths: NodePaths, cfg: NodeConfig, timeout: float = 2.0) -> PairMaterial | None:
+    """Pair with the peer if it answers and holds the pair's material (a node reinstalled
+    beside a running peer takes the pair's); else the first node of --ha_node_list makes
+    the material, and the second leaves pairing to its agent. A peer that refuses the
+    credential is an error the operator must see now."""
+    ha = cfg.ha
+    assert ha is not None
+    credential = credentials.client_credential(paths)
+    if credential is not None:
+        try:
+            outcome = pair_with(ha.peer_address, cfg.pair_port, credential, ha.node_list, cfg.name,
+                                None, timeout=timeout)
+        except PairingRefused as e:
+            raise ConfigError(f"pairing with {ha.peer_address}: {e}") from None
+        except PairingError:
+            outcome = None  # not running yet: the agent pairs when it starts
+        if outcome is not None and outcome.decision == Decision.TAKE:
+            if credential.kind == "token":
+                credentials.forget_join_token(paths)
+            return outcome.material
+    return PairMaterial.generate() if ha.self_index == 0 else None
 
 
 def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
@@ -259,8 +298,8 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
     cfg = NodeConfig(name=name, ipaddr=ipaddr, ha=ha, rest_user=_user(user_rest_pass, "--user_rest_pass"),
                      portal_user=_user(user_portal_pass, "--user_portal_pass"),
                      os_user=_user(user_pass, "--user_pass"), bgp=bgp)
-    secret = shared_secret(ha_args.ha_secret, user_pass) if ha else ""
-    cert_pem, key_pem, supplied = tls_material(cfg, secret, tls_cert, tls_key)
+    check_pairing_args(ha, ha_args, user_pass)
+    supplied_tls = operator_tls(tls_cert, tls_key)
     paths = NodePaths(root)
     if paths.config.exists() and not force:
         raise ConfigError(f"a node is already installed under {root} ({paths.config}); "
@@ -283,14 +322,20 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
         for d in (paths.etc, paths.lib, paths.log, paths.run):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(paths.etc, 0o755)
-        write_secrets(paths, secret)
         set_secret(paths, "bgp_md5", md5)
-        tls.write_material(paths, cert_pem, key_pem, supplied)
+        store_pairing_credential(paths, ha_args, user_pass)
+        if supplied_tls:
+            tls.write_material(paths, *supplied_tls, supplied=True)
+        material = obtain_material(paths, cfg) if ha else None
+        if material is not None:
+            pair_material.install(paths, cfg, material)  # the HTTPS certificate too
+        elif not supplied_tls and ha is None:
+            tls.write_material(paths, *pair_material.https_material(cfg, None), supplied=False)
         if generated_rest:
             write_atomic(paths.etc / "rest_credentials", f"admin:{generated_rest}\n".encode(),
                          mode=0o600)  # 0600 from its creation, never readable by others
         if ha is None or ha.self_index == 0:
-            init_database(paths, cfg, esc_secrets.derive(secret, "replication") if ha else None)
+            init_database(paths, cfg, material.derive("replication") if material else None)
         else:
             postgres.prepare_dirs(paths, cfg)
         render_all(paths, cfg)
@@ -307,20 +352,13 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
     return cfg
 
 
-def tls_material(cfg: NodeConfig, secret: str, cert_file: str | None,
-                 key_file: str | None) -> tuple[bytes, bytes, bool]:
-    """The HTTPS certificate and key: the operator's (checked), or generated for
-    this node's addresses and the VIP (the same on both nodes of a pair)."""
-    if cert_file or key_file:
-        if not (cert_file and key_file):
-            raise ConfigError("give both --tls_cert and --tls_key, or neither")
-        return *tls.check_supplied(cert_file, key_file), True
-    # a pair: only what both nodes know alike, so that both make the same certificate
-    addresses = [*cfg.ha.node_list, cfg.ha.vip.address] if cfg.ha else list(cfg.ipaddr)
-    if cfg.bgp:  # clients reach the pair at the anycast address too
-        addresses.append(cfg.bgp.anycast_ip)
-    addresses = [str(parse_ip(a, "address")) for a in addresses]
-    return *tls.make_certificate(addresses, esc_secrets.derive(secret, "tls") if secret else None), False
+def operator_tls(cert_file: str | None, key_file: str | None) -> tuple[bytes, bytes] | None:
+    """The operator's HTTPS certificate and key, checked; None when not given."""
+    if not (cert_file or key_file):
+        return None
+    if not (cert_file and key_file):
+        raise ConfigError("give both --tls_cert and --tls_key, or neither")
+    return tls.check_supplied(cert_file, key_file)
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -343,18 +381,6 @@ def _volume_present(paths: NodePaths, cfg: NodeConfig) -> bool:
             subprocess.run(["mount", str(vol), str(mount)], capture_output=True)
         return os.path.ismount(mount)
     return os.path.ismount(vol)
-
-
-def write_secrets(paths: NodePaths, shared: str) -> None:
-    """The pair's shared secret (other secrets in the file, e.g. the BGP MD5 key, are kept)."""
-    data = {k: v for k, v in load_secrets(paths).items() if k != "ha_secret"}
-    if shared:
-        data["ha_secret"] = shared
-    write_json_atomic(paths.secrets, data, mode=0o600)
-    if shared:
-        repl = esc_secrets.derive(shared, "replication")
-        write_atomic(paths.pgpass, f"*:*:*:{postgres.REPL_USER}:{repl}\n".encode(), mode=0o600)
-        postgres.chown_postgres(paths.pgpass)
 
 
 def set_secret(paths: NodePaths, key: str, value: str | None) -> None:
@@ -412,16 +438,14 @@ def ha_set(root: Path, ha_args: HaArgs, user_pass: str | None) -> NodeConfig:
     ha = build_ha(ha_args, cfg.ipaddr)
     if ha is None:
         raise ConfigError("escadm ha set needs --ha_node_list, --kad_vip and --kad_vif")
-    secret = ha_args.ha_secret or (shared_secret(None, user_pass) if user_pass else None)
-    if secret is None:
-        secret = load_secrets(paths).get("ha_secret") or shared_secret(None, None)
+    check_pairing_args(ha, ha_args, user_pass, credentials.client_credential(paths))
     new = cfg.model_copy(update={"ha": ha})
-    pgdata = paths.pgdata(new)
-    if postgres.has_data(pgdata):
-        _ensure_replication_role(paths, new, esc_secrets.derive(secret, "replication"))
-    write_secrets(paths, secret)
-    if not tls.is_supplied(paths):  # a new VIP needs a certificate that names it
-        tls.write_material(paths, *tls_material(new, secret, None, None))
+    store_pairing_credential(paths, ha_args, user_pass)
+    material = pair_material.load(paths) or obtain_material(paths, new)
+    if material is not None:
+        if postgres.has_data(paths.pgdata(new)):
+            _ensure_replication_role(paths, new, material.derive("replication"))
+        pair_material.install(paths, new, material)  # a new VIP: a certificate that names it
     render_all(paths, new)
     save_config(paths, new)
     return new
@@ -469,7 +493,7 @@ def bgp_set(root: Path, args: BgpArgs) -> NodeConfig:
     render_all(paths, new, md5=md5)  # first: a file refused by the renderer changes nothing
     set_secret(paths, "bgp_md5", md5)
     if not tls.is_supplied(paths):  # a certificate that names the anycast address
-        secret = load_secrets(paths).get("ha_secret", "")
-        tls.write_material(paths, *tls_material(new, secret, None, None))
+        tls.write_material(paths, *pair_material.https_material(new, pair_material.load(paths)),
+                           supplied=False)
     save_config(paths, new)
     return new

@@ -6,16 +6,17 @@ that pinned it breaks at the first failover. Three ways to get there:
 
 - ``--tls_cert``/``--tls_key`` at install: the operator's own material (the same
   files given to both nodes), checked here (it parses, the key matches).
-- HA without them: both nodes derive the same key and the same certificate, byte
-  for byte, from the pair's shared secret (the one that already guards
-  replication, so it adds no new trust): the key from the secret, the serial
-  from the secret, fixed validity dates, RFC 6979 deterministic ECDSA. The
-  certificate names the VIP and both nodes' addresses.
+- HA without them: a random key, made by the node that makes the pair's material
+  and handed to its peer when they pair (esc.pairing). Each node then builds the
+  same certificate from that key and the pair's addresses, byte for byte: a serial
+  hashed from the public key and the addresses, validity from the material's
+  creation date, RFC 6979 deterministic ECDSA. Nothing in it derives from a secret.
 - STANDALONE without them: a random key.
 
-The private key never leaves ``etc/esc/tls`` (0600); ``escadm status -v`` shows
-the certificate's SHA-256 fingerprint so that an operator can check both nodes
-present the same one.
+The generated certificate is a leaf (not a CA) valid for VALIDITY; a client pins it
+as its own trust anchor (``cafile=`` the certificate). The private key never leaves
+``etc/esc/tls`` (0600); ``escadm status -v`` shows the certificate's SHA-256
+fingerprint so that an operator can check both nodes present the same one.
 """
 
 from __future__ import annotations
@@ -34,54 +35,59 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from esc.config import ConfigError, NodePaths, write_atomic, write_json_atomic
-from esc.secrets import derive
 
-# Fixed, so that two installs at different times make the same certificate.
-NOT_BEFORE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
-NOT_AFTER = datetime.datetime(2036, 1, 1, tzinfo=datetime.UTC)
-_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-
-
-def _derived_key(secret: str) -> ec.EllipticCurvePrivateKey:
-    # 512 bits reduced modulo the order: no measurable bias, never 0
-    wide = derive(secret, "tls-key-1") + derive(secret, "tls-key-2")
-    scalar = int(wide, 16) % (_P256_ORDER - 1) + 1
-    return ec.derive_private_key(scalar, ec.SECP256R1())
+# What browsers accept for a server certificate is shorter still (398 days) for public
+# CAs; a pinned certificate of a private pair is renewed by `escadm ha secret rotate`.
+VALIDITY = datetime.timedelta(days=825)
+PEER_VALIDITY = datetime.timedelta(days=3650)  # pinned by both agents, renewed with the pair's material
 
 
-def make_certificate(addresses: list[str], secret: str | None) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) for a node reached at ``addresses``. Deterministic
-    when ``secret`` is given (the pair's shared secret), random otherwise."""
-    key = _derived_key(secret) if secret else ec.generate_private_key(ec.SECP256R1())
-    serial = int(derive(secret, "tls-serial")[:38], 16) if secret else x509.random_serial_number()
+def new_key_pem() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def make_certificate(addresses: list[str], key_pem: bytes | None = None,
+                     not_before: datetime.datetime | None = None) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM): a leaf for a node reached at ``addresses``. With
+    ``key_pem`` and ``not_before`` given, the same inputs make the same certificate
+    (both nodes of a pair build it); without, a random key valid from now."""
+    key_pem = key_pem or new_key_pem()
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    if not_before is None:
+        not_before = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    not_before = not_before.replace(microsecond=0)
     ips = sorted({ipaddress.ip_address(a) for a in [*addresses, "127.0.0.1", "::1"]},
                  key=lambda ip: (ip.version, int(ip)))
+    public = key.public_key()
+    public_der = public.public_bytes(serialization.Encoding.DER,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+    # from public data only: what the certificate shows anyway
+    serial = int.from_bytes(hashlib.sha256(
+        public_der + " ".join(str(ip) for ip in ips).encode()).digest()[:19]) >> 1 or 1
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ESC HA pair"),
                       x509.NameAttribute(NameOID.COMMON_NAME, "escmanager")])
-    public = key.public_key()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(public)
         .serial_number(serial)
-        .not_valid_before(NOT_BEFORE)
-        .not_valid_after(NOT_AFTER)
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + VALIDITY)
         .add_extension(x509.SubjectAlternativeName(
             [x509.DNSName("localhost"), *(x509.IPAddress(ip) for ip in ips)]), critical=False)
-        # its own trust anchor: clients verify it with cafile=<this certificate>
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, content_commitment=False,
                                      key_encipherment=False, data_encipherment=False, key_agreement=False,
                                      crl_sign=False, encipher_only=False, decipher_only=False),
                        critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .sign(key, hashes.SHA256(), ecdsa_deterministic=True)
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
@@ -137,23 +143,24 @@ def fingerprint(paths: NodePaths) -> str | None:
 # --- the peer API: mutual TLS between the two agents ----------------------------------------
 
 
-def make_peer_certificate(secret: str) -> tuple[bytes, bytes]:
+def make_peer_certificate() -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM) both agents of a pair present and trust on the peer API:
     one certificate, its own trust anchor, so that each side accepts exactly the holder
-    of the pair's key. Derived from the pair's shared secret, like the HTTPS one, so that
-    both nodes make the same without talking to each other."""
-    key = _derived_key(derive(secret, "peer-tls"))
+    of the pair's key. Random: made with the pair's material and handed to the peer when
+    the nodes pair (esc.pairing)."""
+    key = ec.generate_private_key(ec.SECP256R1())
     public = key.public_key()
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ESC HA pair"),
                       x509.NameAttribute(NameOID.COMMON_NAME, "esc peer")])
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(public)
-        .serial_number(int(derive(secret, "peer-tls-serial")[:38], 16))
-        .not_valid_before(NOT_BEFORE)
-        .not_valid_after(NOT_AFTER)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + PEER_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
                                      key_encipherment=False, data_encipherment=False, key_agreement=False,
@@ -162,17 +169,16 @@ def make_peer_certificate(secret: str) -> tuple[bytes, bytes]:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                               ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, hashes.SHA256(), ecdsa_deterministic=True)
+        .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def ensure_peer_material(paths: NodePaths, secret: str) -> bool:
-    """Write the peer API's certificate and key for ``secret`` unless they are there
-    already; True when written (a new secret, or an install from before they existed)."""
-    cert_pem, key_pem = make_peer_certificate(secret)
+def write_peer_material(paths: NodePaths, cert_pem: bytes, key_pem: bytes) -> bool:
+    """Write the peer API's certificate and key unless they are there already; True when
+    written."""
     try:
         if paths.peer_cert.read_bytes() == cert_pem and paths.peer_key.read_bytes() == key_pem:
             return False

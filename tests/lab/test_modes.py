@@ -16,14 +16,16 @@ pytestmark = pytest.mark.lab
 
 @pytest.mark.lab_mode("standalone")
 def test_two_standalone_nodes_become_a_pair_with_ha_set(lab):
+    """The original's `escadm ha set` line as written, with no secret: the nodes pair
+    with the password they were installed with (SPAKE2), and the second takes the pair's
+    material from the first."""
     assert lab.roles() == {"n1": "STANDALONE", "n2": "STANDALONE"}
     code = (f"import httpx;print(httpx.post('http://{labmod.node_ip('n1')}:8080/v0/deployments',"
             f"json={{'name':'kept'}},auth={lab.auth!r},timeout=10).status_code)")
     assert lab.client_python(code).strip() == "201"
     for node in labmod.NODES:
         lab.escadm(node, "ha", "set", "--ha_node_list", "10.77.0.11 10.77.0.12",
-                   "--kad_vip", f"{labmod.VIP}/24", "--kad_vif", "eth0", "--kad_vri", "77",
-                   "--ha_secret", "lab-shared-secret")
+                   "--kad_vip", f"{labmod.VIP}/24", "--kad_vif", "eth0", "--kad_vri", "77")
         assert "restart" in lab.escadm(node, "reload").stdout
     for node in labmod.NODES:
         lab.escadm(node, "restart")

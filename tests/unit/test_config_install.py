@@ -14,7 +14,7 @@ import esc.install as inst
 from esc import secrets as esc_secrets
 from esc.cli.escadm import cli, normalise_argv
 from esc.config import ConfigError, HaConfig, NodePaths, Timing, Vip, peer_app_name
-from esc.install import HaArgs, build_ha, shared_secret, split_list
+from esc.install import HaArgs, build_ha, split_list
 
 IFACES = {"eth0", "eth1"}
 N1, N2, VIP = "10.0.0.1", "10.0.0.2", "10.0.0.100"
@@ -379,21 +379,37 @@ def test_build_ha_cinder_directory(host: set[str], tmp_path: Path) -> None:
     assert ha is not None and ha.mode == "drbd_on_cinder" and ha.db_volume_id == str(tmp_path)
 
 
-# ------------------------------------------------------------------ shared_secret
+# ------------------------------------------------------------------ pairing arguments
 
 
-def test_shared_secret_rules() -> None:
-    assert shared_secret("s3cret", None) == "s3cret"
-    assert shared_secret("s3cret", "admin:pw") == "s3cret"  # --ha_secret wins
-    derived = shared_secret(None, "admin:pw")
-    assert derived == esc_secrets.derive("admin:pw", "esc-ha-shared-secret")
-    assert len(derived) == 64 and int(derived, 16) >= 0
-    assert shared_secret("", "admin:pw") == derived  # both nodes derive the same one
-    assert shared_secret(None, "admin:other") != derived
-    assert derived != "admin:pw"
-    for secret, user_pass in ((None, None), ("", ""), (None, "")):
-        with pytest.raises(ConfigError, match="--ha_secret"):
-            shared_secret(secret, user_pass)
+def test_a_weak_ha_secret_is_refused(host: set[str]) -> None:
+    ha = build_ha(ha_args(), [])
+    for weak in ("s3cret", "lab-shared-secret", "a" * 40, "0123456789abcdef0123456789"):
+        with pytest.raises(ConfigError, match="--ha_secret is too weak"):
+            inst.check_pairing_args(ha, HaArgs(ha_secret=weak), None)
+    inst.check_pairing_args(ha, HaArgs(ha_secret=esc_secrets.generate()), None)  # 32 random chars
+
+
+def test_a_malformed_join_token_is_refused(host: set[str]) -> None:
+    ha = build_ha(ha_args(), [])
+    for bad in ("x", "escjoin-1234-abc", "escjoin-0123abcd-short", "escjoin-0123abcd-" + "a" * 30 + "\n!"):
+        with pytest.raises(ConfigError, match="--ha_join_token: not a join token"):
+            inst.check_pairing_args(ha, HaArgs(ha_join_token=bad), None)
+    inst.check_pairing_args(ha, HaArgs(ha_join_token="escjoin-0123abcd-" + "A" * 32), None)
+
+
+def test_the_second_node_needs_something_to_pair_with(host: set[str]) -> None:
+    """The first node makes the pair's material (and can issue join tokens); the second
+    can only pair, so it needs a credential."""
+    first = build_ha(ha_args(), [])
+    inst.check_pairing_args(first, HaArgs(), None)
+    host.clear()
+    host.add(N2)
+    second = build_ha(ha_args(), [])
+    assert second is not None and second.self_index == 1
+    with pytest.raises(ConfigError, match="pairs with the first: give --user_pass"):
+        inst.check_pairing_args(second, HaArgs(), None)
+    inst.check_pairing_args(second, HaArgs(), "admin:pw")
 
 
 # ------------------------------------------------------------------ install()
@@ -408,7 +424,7 @@ def root(tmp_path: Path, host: set[str], monkeypatch: pytest.MonkeyPatch) -> Pat
     def tripwire(*_a: object, **_k: object) -> None:
         raise AssertionError("install went past validation")
 
-    for name in ("init_database", "write_secrets", "render_all"):
+    for name in ("init_database", "store_pairing_credential", "render_all"):
         monkeypatch.setattr(inst, name, tripwire)
     monkeypatch.setattr(inst.postgres, "prepare_dirs", tripwire)
     return r
@@ -424,7 +440,8 @@ def tree(root: Path) -> list[str]:
     ("n1\n", [], None, {}, "node name"),  # "$" matches before a trailing newline
     ("n1", ["10.0.0.300"], None, {}, "--ipaddr: '10.0.0.300' is not an IPv4 or IPv6 address"),
     ("n1", [], {"kad_vif": None}, {"user_pass": "admin:pw"}, "HA needs --kad_vif"),
-    ("n1", [], {}, {}, "HA needs a secret shared by both nodes"),
+    ("n1", [], {}, {"ha_secret": "short"}, "--ha_secret is too weak"),
+    ("n1", [], {}, {"ha_join_token": "nonsense"}, "--ha_join_token: not a join token"),
     ("n1", [], {}, {"user_pass": "nocolon"}, "--user_pass: expected USER:PASSWORD"),
     ("n1", [], {}, {"user_pass": "a:b", "user_rest_pass": ":pw"}, "--user_rest_pass: expected USER:PASSWORD"),
     ("n1", [], {}, {"user_pass": "a:b", "user_portal_pass": "u:"}, "--user_portal_pass: expected"),
@@ -441,8 +458,9 @@ def test_install_argument_error_leaves_root_empty(root: Path, name: str, ipaddr:
                                                   kw: dict[str, object] | None, extra: dict[str, str],
                                                   message: str) -> None:
     ha = HaArgs() if kw is None else ha_args(**kw)
-    if "ha_secret" in extra:
-        ha.ha_secret = extra.pop("ha_secret")
+    for key in ("ha_secret", "ha_join_token"):
+        if key in extra:
+            setattr(ha, key, extra.pop(key))
     with pytest.raises(ConfigError) as e:
         inst.install(name, root, ipaddr, ha, **extra)
     assert message in str(e.value)

@@ -53,9 +53,9 @@ def test_ha_without_kad_vif_or_secret_is_refused(tmp_path):
     res = run(tmp_path, "install", "n1", "--ipaddr", "10.9.9.1", "--ha_node_list", "10.9.9.1",
               "10.9.9.2", "--kad_vip", "10.9.9.50")
     assert res.exit_code == 2 and "--kad_vif" in res.output
-    argv = [a for a in HA if a not in ("--ha_secret", "s3cret")]
-    res = run(tmp_path, "install", "n1", *argv)
-    assert res.exit_code == 2 and "secret shared by both nodes" in res.output
+    res = run(tmp_path, "install", "n2", "--ipaddr", "10.9.9.2", "--ha_node_list", "10.9.9.1 10.9.9.2",
+              "--kad_vip", "10.9.9.50", "--kad_vif", "lo")
+    assert res.exit_code == 2 and "pairs with the first: give --user_pass" in res.output
     assert list(tmp_path.iterdir()) == []
 
 
@@ -125,8 +125,8 @@ def test_tls_set_refuses_a_mismatched_key(node_root: Path, tmp_path: Path) -> No
     from esc import tls
     from esc.config import NodePaths
 
-    cert, _ = tls.make_certificate(["192.0.2.1"], None)
-    _, other_key = tls.make_certificate(["192.0.2.1"], None)
+    cert, _ = tls.make_certificate(["192.0.2.1"])
+    _, other_key = tls.make_certificate(["192.0.2.1"])
     (tmp_path / "c.pem").write_bytes(cert)
     (tmp_path / "k.pem").write_bytes(other_key)
     r = run(node_root, "tls", "set", "--tls_cert", str(tmp_path / "c.pem"),
@@ -198,7 +198,7 @@ def test_rest_set_https_only_needs_tls_material(node_root: Path) -> None:
     r = run(node_root, "rest", "set", "--http", "off")
     assert r.exit_code == 2 and "HTTPS could not be served" in r.output
     assert _cfg(node_root).http is True
-    tls.write_material(paths, *tls.make_certificate(["127.0.0.1"], None), supplied=False)
+    tls.write_material(paths, *tls.make_certificate(["127.0.0.1"]), supplied=False)
     r = run(node_root, "rest", "set", "--http", "off")
     assert r.exit_code == 0 and "HTTPS only" in r.output and _cfg(node_root).http is False
     assert run(node_root, "rest", "set", "--http", "on").exit_code == 0 and _cfg(node_root).http

@@ -62,7 +62,7 @@ def node(pg_server, tmp_path_factory) -> Node:
         pg_port=pg_server.port,
     )
     save_config(paths, cfg)
-    tls.write_material(paths, *tls.make_certificate(["127.0.0.1"], None), supplied=False)
+    tls.write_material(paths, *tls.make_certificate(["127.0.0.1"]), supplied=False)
     conninfo = db_conninfo(cfg, paths)
     with psycopg.connect(conninfo) as conn:
         ensure_schema(conn)

@@ -55,11 +55,13 @@ def test_the_peer_api_is_mutual_tls_with_the_pairs_certificate(tmp_path) -> None
     from esc import tls
     from esc.agent.peer import PeerPoller
     from esc.config import NodePaths
+    from esc.pairing.material import PairMaterial
 
     ours, theirs = NodePaths(tmp_path / "a"), NodePaths(tmp_path / "b")
-    assert tls.ensure_peer_material(ours, "our pair's secret")
-    assert not tls.ensure_peer_material(ours, "our pair's secret")  # already there
-    assert tls.ensure_peer_material(theirs, "another pair's secret")
+    pair, other = PairMaterial.generate(), PairMaterial.generate()
+    assert tls.write_peer_material(ours, pair.peer_cert.encode(), pair.peer_key.encode())
+    assert not tls.write_peer_material(ours, pair.peer_cert.encode(), pair.peer_key.encode())  # already there
+    assert tls.write_peer_material(theirs, other.peer_cert.encode(), other.peer_key.encode())
     assert ours.peer_key.stat().st_mode & 0o777 == 0o600
     port = _port()
     srv = serve_peer("127.0.0.1", port, _Api(), "the-token", tls.peer_server_options(ours))

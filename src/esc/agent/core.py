@@ -25,14 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from esc import clock, tls
-from esc import secrets as esc_secrets
 from esc.agent import api, health_api, opmode
 from esc.agent.lease import LeaseClient, LeaseView
 from esc.agent.loop import AgentLoop, Pending
 from esc.agent.peer import PeerPoller, PeerSnapshot
 from esc.agent.supervisor import Child
-from esc.config import BgpConfig, NodeConfig, NodePaths, load_config, load_secrets
+from esc.config import BgpConfig, NodeConfig, NodePaths, load_config
 from esc.ha import bgp, keepalived, postgres, vip
+from esc.pairing import credentials
+from esc.pairing import material as pair_material
+from esc.pairing import service as pairing
+from esc.pairing.handshake import Decision
+from esc.pairing.material import PairMaterial
 from esc.render import render_all
 from esc.roles import Command, Db, DbView, Role, Vrrp
 
@@ -79,10 +83,19 @@ class Agent(AgentLoop):
         ha = self.cfg.ha
         log.info("agent starting (pid %d, %s)", os.getpid(),
                  f"HA with {ha.peer_address}, VIP {ha.vip.cidr}" if ha else "standalone")
+        self.servers.append(api.serve_unix(self.paths.agent_sock, self))
         if ha:
-            shared = load_secrets(self.paths).get("ha_secret", "")
-            self.token = esc_secrets.derive(shared, "peer-token")
-            if tls.ensure_peer_material(self.paths, shared):
+            pairing_server = pairing.PairingServer(self.paths, ha.node_list,
+                                                   lambda: pair_material.load(self.paths),
+                                                   lambda: self.role == Role.ACTIVE)
+            for own, _ in ha.paths:
+                self.servers.append(pairing.serve(own, self.cfg.pair_port, pairing_server))
+            material = pair_material.load(self.paths) or self._pair_at_start()
+            if material is None:  # asked to stop before it paired
+                self.shutdown()
+                return 0
+            self.token = material.derive("peer-token")
+            if tls.write_peer_material(self.paths, material.peer_cert.encode(), material.peer_key.encode()):
                 log.info("the pair's certificate written to %s", self.paths.peer_cert)
             self.peer_tls = tls.peer_client_context(self.paths)
             postgres.install_tls_files(self.paths)  # replication over TLS with it too
@@ -98,7 +111,7 @@ class Agent(AgentLoop):
             for poller in self.pollers:
                 poller.start()
             if ha.witness:
-                self.lease = LeaseClient(ha.witness, esc_secrets.derive(shared, "witness-token"),
+                self.lease = LeaseClient(ha.witness, material.derive("witness-token"),
                                          ha.pair_id, ha.self_name, duration=self.cfg.timing.lease,
                                          wake=self.wake)
                 self.lease.start()
@@ -109,7 +122,6 @@ class Agent(AgentLoop):
             self._set_announce(False)  # before ExaBGP starts: a fresh node announces nothing
             if bgp.ensure_anycast(self.cfg.bgp):
                 log.info("anycast %s added to %s", self.cfg.bgp.anycast_ip, bgp.LOOPBACK)
-        self.servers.append(api.serve_unix(self.paths.agent_sock, self))
         self.beat_at = clock.now()
         threading.Thread(target=self._freeze_sentinel, name="freeze-sentinel", daemon=True).start()
         try:
@@ -127,6 +139,43 @@ class Agent(AgentLoop):
         finally:
             self.shutdown()
         return 0
+
+    PAIR_RETRY_S = 1.0
+
+    def _pair_at_start(self) -> PairMaterial | None:
+        """A node without the pair's material (the second node after its install, when
+        the first was not running yet) pairs with the peer before anything else: until
+        then it has no certificate to talk to it with, nor a replication password."""
+        ha = self.cfg.ha
+        assert ha is not None
+        said = ""
+        while not self.stop_requested:
+            credential = credentials.client_credential(self.paths)
+            try:
+                if credential is None:
+                    raise pairing.PairingError("no credential to pair with (`escadm ha set` with "
+                                               "--user_pass, --ha_secret or --ha_join_token)")
+                outcome = pairing.pair_with(ha.peer_address, self.cfg.pair_port, credential,
+                                            ha.node_list, self.cfg.name, None)
+                if outcome.decision == Decision.TAKE and outcome.material is not None:
+                    pair_material.install(self.paths, self.cfg, outcome.material)
+                    if credential.kind == "token":
+                        credentials.forget_join_token(self.paths)
+                    log.info("paired with %s: the pair's material taken", ha.peer_address)
+                    with self.lock:
+                        self.reason = "paired"
+                    return outcome.material
+                reason = "the peer has no pair material yet"
+            except pairing.PairingError as e:
+                reason = str(e)
+            if reason != said:
+                log.warning("waiting to pair with %s: %s", ha.peer_address, reason)
+                said = reason
+            with self.lock:
+                self.reason = f"waiting to pair with {ha.peer_address}: {reason}"
+            self.wake.wait(self.PAIR_RETRY_S)
+            self.wake.clear()
+        return None
 
     def _start_notify_reader(self) -> None:
         self.notify_reader = keepalived.NotifyReader(self.paths.vrrp_fifo, self.on_vrrp)

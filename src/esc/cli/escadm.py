@@ -131,7 +131,10 @@ def ha_options(f):  # type: ignore[no-untyped-def]
         click.option("--kad_vri", type=int, help="VRRP virtual router id (1-255)."),
         click.option("--ha_mode", type=click.Choice(["drbd", "drbd_on_cinder"])),
         click.option("--db_volume_id", help="Block device or mount point of the DB volume."),
-        click.option("--ha_secret", help="Secret shared by both nodes (else from --user_pass)."),
+        click.option("--ha_secret", help="Pairing password of both nodes, at least 128 bits "
+                                         "(else --user_pass pairs them)."),
+        click.option("--ha_join_token", help="One-time token from `escadm ha join-token` on the peer "
+                                             "(pairs without a shared password)."),
         click.option("--ha_witness", help="ADDR:PORT of a witness (escadm witness run) on a third host."),
         click.option("--ha_heartbeat_list", multiple=True,
                      help="Both nodes' addresses on one more network, in --ha_node_list order: "
@@ -159,7 +162,7 @@ def bgp_options(prefix: str):  # type: ignore[no-untyped-def]
 
 
 @cli.command("install")
-@secret_files("ha_secret", "user_pass", "user_rest_pass", "user_portal_pass", "bgp_md5")
+@secret_files("ha_secret", "ha_join_token", "user_pass", "user_rest_pass", "user_portal_pass", "bgp_md5")
 @click.argument("name")
 @click.option("--ipaddr", help="This node's address(es).")
 @ha_options
@@ -172,14 +175,15 @@ def bgp_options(prefix: str):  # type: ignore[no-untyped-def]
 @click.option("--force", is_flag=True, help="Replace an existing node under this root.")
 @click.pass_context
 def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list, kad_vip, kad_vif,  # type: ignore[no-untyped-def]
-                kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness, ha_heartbeat_list, bgp_local_ip,
+                kad_vri, ha_mode, db_volume_id, ha_secret, ha_join_token, ha_witness, ha_heartbeat_list,
+                bgp_local_ip,
                 bgp_anycast_ip,
                 bgp_remote_ip, bgp_local_as, bgp_remote_as, bgp_local_router_id, bgp_md5, user_pass,
                 user_rest_pass, user_portal_pass, tls_cert, tls_key, force) -> None:
     """Install a node (STANDALONE, or HA with --ha_node_list/--kad_vip/--kad_vif; BGP
     anycast with the --bgp_* options)."""
-    ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness,
-                ha_heartbeat_list)
+    ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret=ha_secret,
+                ha_join_token=ha_join_token, ha_witness=ha_witness, ha_heartbeat_list=ha_heartbeat_list)
     bgp = BgpArgs(bgp_local_ip, bgp_anycast_ip, bgp_remote_ip, bgp_local_as, bgp_remote_as,
                   bgp_local_router_id, bgp_md5)
     try:
@@ -201,15 +205,16 @@ def ha() -> None:
 
 
 @ha.command("set")
-@secret_files("ha_secret", "user_pass")
+@secret_files("ha_secret", "ha_join_token", "user_pass")
 @ha_options
-@click.option("--user_pass", help="USER:PASS, to derive the shared secret if --ha_secret is absent.")
+@click.option("--user_pass", help="USER:PASS of the admin user: pairs the nodes if --ha_secret is absent "
+                                  "(the one given at install is remembered).")
 @click.pass_context
 def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode,  # type: ignore[no-untyped-def]
-               db_volume_id, ha_secret, ha_witness, ha_heartbeat_list, user_pass) -> None:
+               db_volume_id, ha_secret, ha_join_token, ha_witness, ha_heartbeat_list, user_pass) -> None:
     """Make this node an HA node (then `escadm reload` and `escadm restart`)."""
-    args = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret, ha_witness,
-                  ha_heartbeat_list)
+    args = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret=ha_secret,
+                  ha_join_token=ha_join_token, ha_witness=ha_witness, ha_heartbeat_list=ha_heartbeat_list)
     try:
         cfg = ha_set(ctx.obj["root"], args, user_pass)
     except ConfigError as e:
@@ -217,6 +222,22 @@ def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_m
     assert cfg.ha
     done(f"HA configured: peer {cfg.ha.peer_address}, VIP {cfg.ha.vip.cidr}; "
                "run `escadm reload` and `escadm restart` to apply")
+
+
+@ha.command("join-token")
+@click.option("--ttl", type=click.FloatRange(60, 7 * 86400), default=3600, show_default=True,
+              help="Seconds the token stays valid.")
+@click.pass_context
+def ha_join_token_cmd(ctx: click.Context, ttl: float) -> None:
+    """Print a one-time token that lets the peer pair with this node
+    (`escadm install ... --ha_join_token_file F` or `escadm ha set ... --ha_join_token_file F`
+    there): no shared password needed. Printed once; kept here only as scrypt of it."""
+    from esc.pairing import credentials
+
+    paths = paths_of(ctx)
+    if not paths.config.exists():
+        fail(f"no node installed under {paths.root}", 2)
+    click.echo(credentials.issue_join_token(paths, ttl))
 
 
 @cli.group()
@@ -289,14 +310,13 @@ def witness_run(listen: str, token_file: str, max_lease: float, state_file: str 
 @witness.command("token")
 @click.pass_context
 def witness_token(ctx: click.Context) -> None:
-    """Print the token the witness needs (derived from the pair's shared secret)."""
-    from esc.config import load_secrets
-    from esc.secrets import derive
+    """Print the token the witness needs (derived from the pair key)."""
+    from esc.pairing.material import load
 
-    shared = load_secrets(paths_of(ctx)).get("ha_secret")
-    if not shared:
-        fail("no shared secret on this node (not an HA node)", 2)
-    click.echo(derive(shared, "witness-token"))
+    material = load(paths_of(ctx))
+    if material is None:
+        fail("this node holds no pair material (not an HA node, or not paired yet)", 2)
+    click.echo(material.derive("witness-token"))
 
 
 @cli.group("op_mode")

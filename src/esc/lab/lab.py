@@ -246,14 +246,6 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
             net.create(hosts, bridges=(net.BRIDGE, *(PATH_BRIDGE[i] for i in range(1, paths))))
         write_json_atomic(state_file(), state, mode=0o600)
         shared = esc_secrets.generate()
-        if witness:
-            from esc.install import shared_secret  # what the nodes derive from --user_pass
-
-            pair_secret = shared_secret(None, f"admin:{shared}")
-            token = witness_token_file()
-            token.write_text(esc_secrets.derive(pair_secret, "witness-token") + "\n")
-            token.chmod(0o600)
-            start_witness(witness_address(bgp))
         for n in NODES:
             if mode == "drbd_on_cinder":
                 attach_volume(n)
@@ -269,6 +261,15 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
                                  check=False)
             if res.returncode != 0:
                 raise LabError(f"vim set on {n} failed: {(res.stderr or res.stdout).strip()}")
+        if witness:  # its token derives from the pair key, which the first node made
+            res = net.netns_exec(NODES[0], *escadm_argv(), "--root", str(node_root(NODES[0])),
+                                 "witness", "token", check=False)
+            if res.returncode != 0:
+                raise LabError(f"witness token: {(res.stderr or res.stdout).strip()}")
+            token = witness_token_file()
+            token.write_text(res.stdout.strip() + "\n")
+            token.chmod(0o600)
+            start_witness(witness_address(bgp))
         log(f"lab: network and nodes installed in {time.monotonic() - t0:.1f}s")
         for n in NODES:
             start(n)

@@ -7,8 +7,8 @@ path of the failover. The active therefore also records each header it verified 
 the ``auth_verified`` table (esc.services.schema), which replication carries to the standby; the next
 active finds it there with one indexed read.
 
-What is stored is HMAC-SHA256 under a key derived from the pair's shared secret
-(``ha_secret`` in secrets.json, mode 0600, never in the database) over the stored
+What is stored is HMAC-SHA256 under a key derived from the pair key
+(``pair.json``, mode 0600, never in the database) over the stored
 password hash and the header. So a copy of the database alone gives nothing to
 guess passwords against, and a changed password (a new hash) voids every row at
 once. Rows older than ``MAX_AGE`` are deleted when a new one is written: a client

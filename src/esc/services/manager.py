@@ -58,7 +58,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from esc import logs, web
-from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config, load_secrets
+from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config
+from esc.pairing.material import pair_key
 from esc.secrets import verify_password
 from esc.services import api, models
 from esc.services.auth_cache import VerifiedHeaders
@@ -556,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         vim = VimController(cfg.vim, conninfo)
     app = create_app(cfg, conninfo, executor=vim,
                      on_start=vim.start if vim else None, on_stop=vim.stop if vim else None,
-                     shared_secret=load_secrets(paths).get("ha_secret") if cfg.is_ha else None,
+                     shared_secret=pair_key(paths) or None if cfg.is_ha else None,
                      background_after=BACKGROUND_AFTER_S)
     # under an agent, nothing is answered until its first lease
     lease = ServingLease() if args.serve else ServingLease(until=0.0)
