@@ -128,3 +128,46 @@ time.sleep(0.5)
     finally:
         net.host_ip(labmod.CLIENT, "addr", "del", f"{other}/24", "dev", "eth0", check=False)
     assert agent_log.stat().st_size - log_before < 20_000
+
+
+def test_a_node_reinstalled_with_a_join_token_pairs_and_guesses_get_nothing(lab):
+    """The standby is reinstalled with no password at all, only a one-time token from
+    the active: it pairs (SPAKE2), takes the pair's random material and rejoins. The
+    token then pairs no more, and a guessed password from the HA network is refused."""
+    active = lab.active()
+    standby = lab.other(active)
+    token = lab.escadm(active, "ha", "join-token").stdout.strip()
+    token_file = lab.tmp / "join-token"
+    token_file.write_text(token + "\n")
+    lab.escadm(standby, "stop")
+    args = labmod.install_args(standby, "drbd", "unused", lab.state["rest_password"])
+    i = args.index("--user_pass")
+    del args[i:i + 2]
+    lab.escadm(standby, *args, "--ha_join_token_file", str(token_file), "--force")
+    labmod.start(standby)
+    lab.wait_roles({standby: "STANDBY", active: "ACTIVE"}, timeout=90)
+    roots = {n: NodePaths(labmod.node_root(n)) for n in (active, standby)}
+    for file in ("pair_material", "peer_cert", "tls_cert", "pgpass"):
+        a, b = (getattr(roots[n], file).read_bytes() for n in (active, standby))
+        assert a == b, f"{file} differs between the nodes"
+    assert "join_token" not in roots[standby].secrets.read_text()  # used, forgotten
+    assert lab.post("after-pairing") == 201
+    assert "after-pairing" in lab.names_in_db(standby)
+
+    node = labmod.node_ip(active)
+    nodes = [labmod.node_ip(n) for n in labmod.NODES]
+    code = f"""
+from esc.pairing import credentials, service
+token_id, secret = credentials.parse_join_token({token!r})
+for credential in (credentials.ClientCredential("token", token_id, credentials.stretch(secret)),
+                   credentials.ClientCredential("password", "", credentials.stretch("admin:guess"))):
+    try:
+        service.pair_with({node!r}, 8022, credential, {nodes!r}, "attacker", None)
+        print("paired")
+    except service.PairingRefused as e:
+        print("refused:", e)
+"""
+    out = _py(labmod.CLIENT, code).splitlines()
+    assert out[0].startswith("refused:") and "no such join token" in out[0]
+    assert out[1].startswith("refused:") and "wrong credential" in out[1]
+    assert "pairing attempt from" in lab.agent_log(active)

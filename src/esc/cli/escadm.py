@@ -224,6 +224,48 @@ def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_m
                "run `escadm reload` and `escadm restart` to apply")
 
 
+@ha.command("pair")
+@click.option("--take-peers", is_flag=True,
+              help="Replace this node's pair material by the peer's (after a conflict: this node "
+                   "was reinstalled while its peer was down, and each now holds its own).")
+@click.pass_context
+def ha_pair_cmd(ctx: click.Context, take_peers: bool) -> None:
+    """Pair with the peer now (the agent also does so at its start while unpaired). Run
+    with the agent stopped."""
+    from esc.config import load_config
+    from esc.pairing import credentials, material, service
+    from esc.pairing.handshake import Decision
+
+    paths = paths_of(ctx)
+    cfg = load_config(paths)
+    if cfg.ha is None:
+        fail("not an HA node", 2)
+    if paths.agent_sock.exists():
+        fail("the agent is running: `escadm stop` first", 2)
+    credential = credentials.client_credential(paths)
+    if credential is None:
+        fail("no credential to pair with: `escadm ha set` with --user_pass, --ha_secret or "
+             "--ha_join_token", 2)
+    own = material.load(paths)
+    try:
+        outcome = service.pair_with(cfg.ha.peer_address, cfg.pair_port, credential, cfg.ha.node_list,
+                                    cfg.name, own, replace=take_peers)
+    except service.PairingError as e:
+        fail(f"pairing with {cfg.ha.peer_address}: {e}")
+    if outcome.decision == Decision.TAKE and outcome.material is not None:
+        material.install(paths, cfg, outcome.material)
+        if credential.kind == "token":
+            credentials.forget_join_token(paths)
+        done(f"paired with {cfg.ha.peer_address}: this node now holds the pair's material")
+    elif outcome.decision == Decision.SAME:
+        done(f"already paired with {cfg.ha.peer_address}")
+    elif outcome.decision == Decision.WAIT:
+        fail(f"{cfg.ha.peer_address} has no pair material yet (start the first node of the list)")
+    else:
+        fail(f"{cfg.ha.peer_address} holds other pair material and neither node serves: run "
+             "`escadm ha pair --take-peers` on the node that should take the other's")
+
+
 @ha.command("join-token")
 @click.option("--ttl", type=click.FloatRange(60, 7 * 86400), default=3600, show_default=True,
               help="Seconds the token stays valid.")
