@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from esc.cli.escadm import cli, normalise_argv
 
 HA = ["--ipaddr", "10.9.9.1", "--ha_node_list", "10.9.9.1 10.9.9.2", "--kad_vip", "10.9.9.50/24",
-      "--kad_vif", "lo", "--ha_secret", "s3cret"]
+      "--kad_vif", "lo", "--ha_secret", "Jq7vYy1xQwE9rT2uK8mN4pL6sD3fG5hZ"]
 
 
 def run(root: Path, *args: str):  # type: ignore[no-untyped-def]
@@ -84,6 +84,33 @@ def _install_twice(tmp_path: Path) -> None:
     assert "admin:pw" not in (tmp_path / "etc/esc/esc.json").read_text()
     res = run(tmp_path, "install", "s1")
     assert res.exit_code == 2 and "already installed" in res.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/lib/postgresql/15/bin/initdb").exists(),
+                    reason="needs root and PostgreSQL 15")
+def test_two_pairs_installed_with_identical_arguments_share_nothing():
+    """The pair's material is random: the same arguments (password, secret, addresses)
+    give another pair key, other certificates and another replication password; and
+    none of them, nor the password, is in the files a reader of secrets.json sees."""
+    nics = sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name != "lo")
+    if not nics:
+        pytest.skip("keepalived needs an interface other than lo")
+    argv = [nics[0] if a == "lo" else a for a in HA]
+    roots = [Path(tempfile.mkdtemp(prefix="esc-install-")) for _ in range(2)]
+    try:
+        for root in roots:
+            root.chmod(0o755)
+            res = run(root, "install", "n1", *argv, "--user_pass", "admin:the-password")
+            assert res.exit_code == 0, res.output
+        files = ("etc/esc/pair.json", "etc/esc/tls/escmanager.crt", "etc/esc/tls/escmanager.key",
+                 "etc/esc/tls/peer.crt", "etc/esc/pgpass")
+        for name in files:
+            assert (roots[0] / name).read_bytes() != (roots[1] / name).read_bytes(), name
+        secrets_text = (roots[0] / "etc/esc/secrets.json").read_text()
+        assert "the-password" not in secrets_text and HA[-1] not in secrets_text
+    finally:
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -174,7 +201,7 @@ def test_secrets_can_come_from_files_instead_of_the_command_line(tmp_path, monke
     import esc.cli.escadm as escadm_mod
     monkeypatch.setattr(escadm_mod, "install", fake_install)
     root = tmp_path / "root"
-    argv = [a for a in HA if a not in ("--ha_secret", "s3cret")]
+    argv = [a for a in HA if a not in ("--ha_secret", HA[-1])]
     res = run(root, "install", "n1", *argv, "--ha_secret_file", str(secret),
               "--user_pass_file", str(secret))
     assert res.exit_code == 2 and "stop here" in res.output
