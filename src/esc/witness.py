@@ -8,9 +8,11 @@ the moment it *sent* the request, minus a margin, so it always stops before the
 witness could give the lease to the other node (monotonic clocks on both sides;
 only their rates must agree, within the margin).
 
-Protocol (HTTP, JSON, ``X-ESC-Witness-Token`` derived from the pair's secret; each
-request carries a fresh ``nonce`` and the answer an ``X-ESC-Witness-Signature``, an
-HMAC of the nonce and the answer under the token, which the node checks)::
+Protocol (HTTP, JSON, ``X-ESC-Witness-Token``: each node has its own, derived from the
+pair key and its name, and the witness answers a lease request only for the node whose
+token it carries; each request carries a fresh ``nonce`` and the answer an
+``X-ESC-Witness-Signature``, an HMAC of the nonce and the answer under the token, which
+the node checks)::
 
     POST /v1/lease {"pair": P, "node": N, "want": true, "duration": 1.0, "nonce": X}
       -> {"granted": true, "holder": N, "term": 7, "remaining": 1.0}
@@ -205,11 +207,42 @@ def parse_request(body: object, max_duration: float = MAX_DURATION) -> tuple[str
     return pair, node, want, float(duration)
 
 
-def app(token: str, table: LeaseTable) -> Starlette:
-    def refused(request: Request) -> Response | None:
+# node name -> its token; the key None: one token for every node (a token file of one
+# line, as written before tokens were per node)
+Tokens = dict[str | None, str]
+
+
+def parse_tokens(text: str) -> Tokens:
+    """A token file: ``NODE TOKEN`` per line (what ``escadm witness token`` prints), or
+    a single ``TOKEN`` line."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if len(lines) == 1 and len(lines[0]) == 1:
+        return {None: lines[0][0]}
+    tokens: Tokens = {}
+    for fields in lines:
+        if len(fields) != 2 or fields[0] in tokens:
+            raise ValueError("token file: one 'NODE TOKEN' per line, each node once "
+                             "(as `escadm witness token` prints)")
+        tokens[fields[0]] = fields[1]
+    if not tokens:
+        raise ValueError("an empty witness token file")
+    return tokens
+
+
+def app(tokens: Tokens | str, table: LeaseTable) -> Starlette:
+    known = {None: tokens} if isinstance(tokens, str) else dict(tokens)
+
+    def holder(request: Request) -> tuple[str | None, str] | None:
         # as bytes: compare_digest raises on a str with non-ASCII characters
         given = request.headers.get(TOKEN_HEADER, "").encode("latin-1")
-        if hmac.compare_digest(given, token.encode()):
+        found = None
+        for node, token in known.items():  # every one compared: no early exit to time
+            if hmac.compare_digest(given, token.encode()):
+                found = (node, token)
+        return found
+
+    def refused(request: Request) -> Response | None:
+        if holder(request) is not None:
             return None
         return JSONResponse({"error": "missing or wrong witness token"}, 401)
 
@@ -217,8 +250,10 @@ def app(token: str, table: LeaseTable) -> Starlette:
         return refused(request) or JSONResponse(table.snapshot(clock.now()))
 
     async def lease(request: Request) -> Response:
-        if (no := refused(request)) is not None:
-            return no
+        who = holder(request)
+        if who is None:
+            return JSONResponse({"error": "missing or wrong witness token"}, 401)
+        token_node, token = who
         try:
             body = await web.read_json(request, limit=4096)
             pair, node, want, duration = parse_request(body, table.max_duration)
@@ -227,6 +262,8 @@ def app(token: str, table: LeaseTable) -> Starlette:
             return JSONResponse({"error": str(e)}, e.status)
         except ValueError as e:
             return JSONResponse({"error": str(e)}, 400)
+        if token_node is not None and node != token_node:
+            return JSONResponse({"error": f"this token is {token_node}'s, not {node}'s"}, 403)
         nonce = body.get("nonce")
         if nonce is not None and (not isinstance(nonce, str) or not 16 <= len(nonce) <= 128):
             return JSONResponse({"error": "'nonce' must be a string of 16 to 128 characters"}, 400)
@@ -245,10 +282,11 @@ def app(token: str, table: LeaseTable) -> Starlette:
                      exception_handlers={404: not_found, 405: not_found})
 
 
-def serve(host: str, port: int, token: str, table: LeaseTable | None = None) -> web.ServerThread:
-    """Start the witness's HTTP server in a thread; returns it (``shutdown()`` stops it)."""
+def serve(host: str, port: int, token: Tokens | str, table: LeaseTable | None = None) -> web.ServerThread:
+    """Start the witness's HTTP server in a thread; returns it (``shutdown()`` stops it).
+    ``token``: one for every node, or each node's (parse_tokens)."""
     table = table or LeaseTable(clock.now())
-    if not token:
+    if not token or (isinstance(token, dict) and not all(token.values())):
         raise ValueError("an empty witness token")
     sock = web.tcp_socket(host, port)
     return web.ServerThread("witness", [(web.config(app(token, table)), sock)]).start()
@@ -267,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s witness %(levelname)s %(message)s")
     try:
         with open(a.token_file) as f:
-            token = f.read().strip()
+            token = parse_tokens(f.read())
         state = Path(a.state_file) if a.state_file else Path(a.token_file).with_name("witness-state.json")
         table = LeaseTable(clock.now(), a.max_lease, marks=load_marks(state),
                            on_marks=lambda marks: save_marks(state, marks))

@@ -333,3 +333,35 @@ def test_a_forged_grant_is_not_a_lease() -> None:
                 c.stop(release=False)
     finally:
         srv.shutdown()
+
+
+def test_each_node_has_its_own_token() -> None:
+    """With per-node tokens (what `escadm witness token` prints), a node's token asks for
+    leases in its own name only: someone who learns one node's token cannot take the
+    lease, or mark the other node outdated, in the other's name."""
+    from esc.witness import parse_tokens
+
+    tokens = parse_tokens("a token-of-a\nb token-of-b\n")
+    assert tokens == {"a": "token-of-a", "b": "token-of-b"}
+    port = _port()
+    srv = serve("127.0.0.1", port, tokens, table())
+    try:
+        url = f"http://127.0.0.1:{port}/v1/lease"
+
+        def ask(token: str, node: str) -> httpx.Response:
+            return httpx.post(url, json={"pair": "p", "node": node, "want": True},
+                              headers={TOKEN_HEADER: token})
+
+        assert ask("token-of-a", "a").status_code == 200
+        r = ask("token-of-a", "b")
+        assert r.status_code == 403 and "this token is a's" in r.json()["error"]
+        assert ask("token-of-b", "b").json()["holder"] == "a"  # refused: a holds it
+        assert ask("token-of-c", "a").status_code == 401
+        leases = httpx.get(f"http://127.0.0.1:{port}/v1/leases", headers={TOKEN_HEADER: "token-of-b"})
+        assert leases.status_code == 200
+    finally:
+        srv.shutdown()
+    assert parse_tokens("only-one-token\n") == {None: "only-one-token"}  # one for every node
+    for bad in ("", "a x\na y\n", "a x y\n", "a\nb\n"):
+        with pytest.raises(ValueError):
+            parse_tokens(bad)

@@ -111,7 +111,7 @@ class Agent(AgentLoop):
             for poller in self.pollers:
                 poller.start()
             if ha.witness:
-                self.lease = LeaseClient(ha.witness, material.derive("witness-token"),
+                self.lease = LeaseClient(ha.witness, material.derive(f"witness-token {ha.self_name}"),
                                          ha.pair_id, ha.self_name, duration=self.cfg.timing.lease,
                                          wake=self.wake)
                 self.lease.start()

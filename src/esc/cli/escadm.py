@@ -352,13 +352,19 @@ def witness_run(listen: str, token_file: str, max_lease: float, state_file: str 
 @witness.command("token")
 @click.pass_context
 def witness_token(ctx: click.Context) -> None:
-    """Print the token the witness needs (derived from the pair key)."""
+    """Print the tokens the witness needs: one per node, derived from the pair key (the
+    witness's --token-file holds these lines as printed)."""
+    from esc.config import load_config, peer_app_name
     from esc.pairing.material import load
 
-    material = load(paths_of(ctx))
-    if material is None:
+    paths = paths_of(ctx)
+    material = load(paths)
+    ha = load_config(paths).ha
+    if material is None or ha is None:
         fail("this node holds no pair material (not an HA node, or not paired yet)", 2)
-    click.echo(material.derive("witness-token"))
+    for address in ha.node_list:
+        name = peer_app_name(address)
+        click.echo(f"{name} {material.derive(f'witness-token {name}')}")
 
 
 @cli.group("op_mode")
