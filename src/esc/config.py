@@ -523,6 +523,28 @@ class NodePaths:
         return self.run / "agent.pid"
 
     @property
+    def vim_sock(self) -> Path:
+        """The VIM helper's socket (esc.vim.service)."""
+        return self.run / "vim.sock"
+
+    @property
+    def manager_dir(self) -> Path:
+        """What the unprivileged controller is handed (esc.privileges): 0700, its own."""
+        return self.run / "manager"
+
+    @property
+    def manager_tls_cert(self) -> Path:
+        return self.manager_dir / "escmanager.crt"
+
+    @property
+    def manager_tls_key(self) -> Path:
+        return self.manager_dir / "escmanager.key"
+
+    @property
+    def manager_auth_key(self) -> Path:
+        return self.manager_dir / "auth-cache.key"
+
+    @property
     def vrrp_fifo(self) -> Path:
         return self.run / "vrrp.fifo"
 

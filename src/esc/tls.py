@@ -37,7 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from esc.config import ConfigError, NodePaths, write_atomic, write_json_atomic
 
 # What browsers accept for a server certificate is shorter still (398 days) for public
-# CAs; a pinned certificate of a private pair is renewed by `escadm ha secret rotate`.
+# CAs; this one is pinned by the pair's own clients.
 VALIDITY = datetime.timedelta(days=825)
 PEER_VALIDITY = datetime.timedelta(days=3650)  # pinned by both agents, renewed with the pair's material
 

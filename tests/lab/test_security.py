@@ -171,3 +171,40 @@ for credential in (credentials.ClientCredential("token", token_id, credentials.s
     assert out[0].startswith("refused:") and "no such join token" in out[0]
     assert out[1].startswith("refused:") and "wrong credential" in out[1]
     assert "pairing attempt from" in lab.agent_log(active)
+
+
+def test_the_controller_runs_unprivileged_and_cannot_reach_the_pairs_secrets(lab):
+    """escmanager (HTTP, XML, callbacks: what the northbound talks to) runs as the
+    service user. Code running as it reads none of the pair's secrets, and reaches the
+    database as the esc role only, never as a superuser; the VMs are made by the root
+    helper on its behalf (the deploy tests)."""
+    import pwd
+
+    active = lab.active()
+    pid = lab.status(active)["services"]["escmanager"]["pid"]
+    uid = int(next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if line.startswith("Uid:")))
+    assert uid == pwd.getpwnam("esc").pw_uid
+    paths = NodePaths(labmod.node_root(active))
+    secret_files = [paths.pair_material, paths.secrets, paths.tls_key, paths.peer_key, paths.pgpass]
+    code = f"""
+import psycopg
+out = []
+for f in {[str(f) for f in secret_files]!r}:
+    try:
+        open(f).read()
+        out.append("read " + f)
+    except PermissionError:
+        pass
+for user in ("postgres", "replicator", "esc"):
+    try:
+        psycopg.connect(host={str(paths.pg_socket_dir)!r}, dbname="esc", user=user, connect_timeout=3).close()
+        out.append("db " + user)
+    except psycopg.OperationalError:
+        pass
+print(" ".join(out))
+"""
+    res = net.netns_exec(active, "setpriv", "--reuid=esc", "--regid=esc", "--init-groups", sys.executable,
+                         "-c", code, check=False, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "db esc"

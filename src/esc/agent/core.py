@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from esc import clock, tls
+from esc import clock, privileges, tls
 from esc.agent import api, health_api, opmode
 from esc.agent.lease import LeaseClient, LeaseView
 from esc.agent.loop import AgentLoop, Pending
@@ -61,9 +61,15 @@ class Agent(AgentLoop):
                         stop_signal=signal.SIGINT, grace=15.0)
         self.keepalived = Child("keepalived", lambda: keepalived.argv(self.paths),
                                 logs / "keepalived.log", grace=5.0)
+        # the user it runs as is settled at run(): privileges.SERVICE_USER when it can
         self.manager = Child("escmanager", lambda: [sys.executable, "-m", "esc.services.manager",
                                                     "--root", str(self.paths.root)],
-                             logs / "escmanager.out", stdin_pipe=True, grace=5.0)
+                             logs / "escmanager.out", stdin_pipe=True, grace=5.0,
+                             prepare=self._prepare_manager)
+        # root's part of the VIM driver, for the unprivileged controller (esc.vim.service)
+        self.vim_helper = Child("escvim", lambda: [sys.executable, "-m", "esc.vim.service",
+                                                   "--root", str(self.paths.root)],
+                                logs / "escvim.out", grace=3.0)
         self.exabgp = Child("exabgp", lambda: bgp.argv(self.paths), logs / "exabgp.log",
                             grace=3.0, env=bgp.env(self.paths))
         self.announce: tuple[bool, int] | None = None  # what bgp_desired says (None: not yet)
@@ -79,7 +85,8 @@ class Agent(AgentLoop):
         self.paths.agent_pid.write_text(f"{os.getpid()}\n")
         signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
         signal.signal(signal.SIGINT, lambda *_: self.request_stop())
-        postgres.prepare_dirs(self.paths, self.cfg)
+        postgres.prepare_dirs(self.paths, self.cfg)  # the service user too
+        self.manager.user = self._manager_user()
         ha = self.cfg.ha
         log.info("agent starting (pid %d, %s)", os.getpid(),
                  f"HA with {ha.peer_address}, VIP {ha.vip.cidr}" if ha else "standalone")
@@ -140,6 +147,25 @@ class Agent(AgentLoop):
             self.shutdown()
         return 0
 
+    def _manager_user(self) -> str | None:
+        """The controller runs unprivileged, unless the service user cannot run this
+        installation's Python (a virtualenv under a directory it cannot enter): then as
+        root, said loudly, rather than not at all."""
+        problem = privileges.can_run([sys.executable, "-c", "import esc.config"])
+        if problem is None:
+            return privileges.SERVICE_USER
+        log.error("escmanager runs as root: the user %s cannot run %s (%s); make the installation "
+                  "readable by it", privileges.SERVICE_USER, sys.executable, problem)
+        return None
+
+    def _prepare_manager(self) -> None:
+        if self.manager.user is None:
+            return
+        try:
+            privileges.prepare_manager_files(self.paths)
+        except OSError as e:  # it starts anyway: HTTP still serves, HTTPS says what is missing
+            log.error("could not hand escmanager its files in %s: %s", self.paths.manager_dir, e)
+
     PAIR_RETRY_S = 1.0
 
     def _pair_at_start(self) -> PairMaterial | None:
@@ -183,7 +209,7 @@ class Agent(AgentLoop):
 
     # ---------------------------------------------------------------- tick
     def children(self) -> tuple[Child, ...]:
-        return (self.pg, self.keepalived, self.manager, self.exabgp)
+        return (self.pg, self.keepalived, self.manager, self.exabgp, self.vim_helper)
 
     def io_before_tick(self) -> None:
         for child in self.children():
@@ -445,6 +471,9 @@ class Agent(AgentLoop):
     STOP_GRACE_S = 1.0
 
     def io_services(self, on: bool) -> None:
+        if self.cfg.vim is not None and not self.vim_helper.running and not self.stop_requested \
+                and self.vim_helper.start():
+            log.info("VIM helper started (pid %s)", self.vim_helper.pid)
         m = self.manager
         if on:
             if m.stopping:
@@ -493,6 +522,7 @@ class Agent(AgentLoop):
             self.db_view, self.observed_at = DbView(state=Db.STOPPED), clock.now()
             self.role = Role.STOPPED
         self.manager.stop_wait(5)
+        self.vim_helper.stop_wait(5)
         self.keepalived.stop_wait(5)
         self.exabgp.stop_wait(5)
         for poller in self.pollers:

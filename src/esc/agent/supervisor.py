@@ -30,8 +30,10 @@ class Child:
     def __init__(self, name: str, argv: Callable[[], list[str]], log: Path,
                  user: str | None = None, stdin_pipe: bool = False,
                  stop_signal: int = signal.SIGTERM, grace: float = 10.0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, prepare: Callable[[], None] | None = None) -> None:
+        """``prepare``: run before each start (e.g. hand an unprivileged child its files)."""
         self.name, self.argv, self.log, self.user = name, argv, log, user
+        self.prepare = prepare
         self.stdin_pipe, self.stop_signal, self.grace, self.env = stdin_pipe, stop_signal, grace, env
         self.proc: subprocess.Popen[bytes] | None = None
         self.kill_at: float | None = None
@@ -59,6 +61,8 @@ class Child:
             return False
         if time.monotonic() - self.started_at < self.min_restart_interval:
             return False  # a child that dies at once is not restarted in a tight loop
+        if self.prepare is not None:
+            self.prepare()
         wrap = ["setpriv", "--pdeathsig=KILL"]
         if self.user:
             wrap += [f"--reuid={self.user}", f"--regid={self.user}", "--init-groups"]

@@ -237,7 +237,10 @@ def ha_pair_cmd(ctx: click.Context, take_peers: bool) -> None:
     from esc.pairing.handshake import Decision
 
     paths = paths_of(ctx)
-    cfg = load_config(paths)
+    try:
+        cfg = load_config(paths)
+    except ConfigError as e:
+        fail(str(e), 2)
     if cfg.ha is None:
         fail("not an HA node", 2)
     if paths.agent_sock.exists():

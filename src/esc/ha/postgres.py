@@ -97,11 +97,24 @@ def chown_postgres(path: Path) -> None:
     shutil.chown(path, PG_USER, PG_USER)
 
 
+# Who may be whom over the unix socket (peer authentication: the kernel says who the
+# client is): root (the agent, escadm) and postgres as anyone they need, the controller's
+# user as the esc role only, never as a superuser.
+IDENT_MAP = "esc"
+IDENT_CONF = f"""# --- managed by esc ---
+{IDENT_MAP} root postgres
+{IDENT_MAP} root esc
+{IDENT_MAP} postgres postgres
+{IDENT_MAP} esc esc
+"""
+
+
 def hba_conf(cfg: NodeConfig) -> str:
-    """Over TCP only the replication role, only from the two nodes, only over TLS with
-    the pair's certificate (verify-ca: it is its own CA; the password too)."""
+    """Over the socket: peer authentication through IDENT_CONF. Over TCP only the
+    replication role, only from the two nodes, only over TLS with the pair's
+    certificate (verify-ca: it is its own CA; the password too)."""
     lines = ["# --- managed by esc: identical on both nodes ---",
-             "local all all trust"]
+             f"local all all peer map={IDENT_MAP}"]
     if cfg.ha:
         for addr in cfg.ha.node_list:
             plen = 32 if ":" not in addr else 128
@@ -138,11 +151,16 @@ def install_tls_files(paths: NodePaths) -> None:
 
 
 def prepare_dirs(paths: NodePaths, cfg: NodeConfig) -> None:
-    """Socket dir 0700 owned by postgres: only root and postgres reach the trusted socket."""
+    """Socket dir 0750, postgres and the controller's group: root, postgres and the
+    controller reach the socket (which authenticates each by peer: hba_conf); the
+    certificate copies in it are postgres's, 0600."""
+    from esc.privileges import SERVICE_USER, ensure_service_user
+
+    ensure_service_user()
     sock = paths.pg_socket_dir
     sock.mkdir(parents=True, exist_ok=True)
-    chown_postgres(sock)
-    os.chmod(sock, 0o700)
+    shutil.chown(sock, PG_USER, SERVICE_USER)
+    os.chmod(sock, 0o750)
     pgdata = paths.pgdata(cfg)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     chown_postgres(pgdata.parent)
@@ -170,7 +188,8 @@ def write_managed_files(paths: NodePaths, cfg: NodeConfig) -> None:
         text = text[: text.index(marker)].rstrip("\n") + "\n"
     conf.write_text(text + POSTGRESQL_CONF)
     (pgdata / "pg_hba.conf").write_text(hba_conf(cfg))
-    for f in ("postgresql.conf", "pg_hba.conf"):
+    (pgdata / "pg_ident.conf").write_text(IDENT_CONF)
+    for f in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
         chown_postgres(pgdata / f)
 
 

@@ -66,13 +66,18 @@ class PairingServer:
         self.lock = threading.Lock()
         self.budget = float(self.BURST)
         self.budget_at = clock()
-        self.sessions: dict[str, tuple[Handshake, float, str, str]] = {}
+        # session -> (exchange, expiry, kind, token id, source)
+        self.sessions: dict[str, tuple[Handshake, float, str, str, str]] = {}
 
     def _spend(self) -> bool:
         with self.lock:
             now = self.clock()
             self.budget = min(self.BURST, self.budget + (now - self.budget_at) / self.REFILL_S)
             self.budget_at = now
+            for _, expiry, kind, _, source in self.sessions.values():
+                if expiry <= now:  # a client that got no proof it liked stops after start
+                    refusals.warning("pairing exchange from %s left unfinished (a wrong %s?)", source,
+                                     "join token" if kind == "token" else "password")
             self.sessions = {k: v for k, v in self.sessions.items() if v[1] > now}
             if self.budget < 1 or len(self.sessions) >= self.MAX_SESSIONS:
                 return False
@@ -104,7 +109,7 @@ class PairingServer:
             return 400, {"error": str(e)}
         session = secrets.token_hex(16)
         with self.lock:
-            self.sessions[session] = (hs, self.clock() + self.SESSION_TTL_S, kind, token_id)
+            self.sessions[session] = (hs, self.clock() + self.SESSION_TTL_S, kind, token_id, source)
         return 200, {"session": session, "msg": b64(hs.message), "confirm": b64(hs.confirmation("server"))}
 
     def finish(self, body: dict, source: str) -> tuple[int, dict]:
@@ -112,7 +117,7 @@ class PairingServer:
             entry = self.sessions.pop(str(body.get("session")), None)
         if entry is None or entry[1] < self.clock():
             return 404, {"error": "no such pairing exchange (expired?): start again"}
-        hs, _, kind, token_id = entry
+        hs, _, kind, token_id, _ = entry
         try:
             confirmed = hs.confirms("client", unb64(body.get("confirm")))
         except ValueError:

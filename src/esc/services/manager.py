@@ -60,7 +60,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from esc import logs, web
 from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config
 from esc.pairing.material import pair_key
-from esc.secrets import verify_password
+from esc.secrets import derive, verify_password
 from esc.services import api, models
 from esc.services.auth_cache import VerifiedHeaders
 from esc.services.callbacks import CallbackPolicy, CallbackSender, pair_addresses
@@ -453,15 +453,34 @@ async def serve_all(http: web.Server, http_sock: socket.socket, https: web.Serve
     await http_task
 
 
+def auth_secret(paths: NodePaths) -> str | None:
+    """What keys the verified-header cache, alike on both nodes: the agent hands the
+    unprivileged controller this one derivation of the pair key (esc.privileges); run
+    as root (tests, by hand), the controller derives it itself."""
+    try:
+        return paths.manager_auth_key.read_text().strip() or None
+    except OSError:
+        key = pair_key(paths)
+        return derive(key, "rest-auth-cache") if key else None
+
+
+def tls_files(paths: NodePaths) -> tuple[Path, Path]:
+    """The HTTPS certificate and key: the controller's own copies when the agent made
+    them (esc.privileges), else the node's."""
+    if paths.manager_tls_cert.exists() and paths.manager_tls_key.exists():
+        return paths.manager_tls_cert, paths.manager_tls_key
+    return paths.tls_cert, paths.tls_key
+
+
 def https_config(app: Any, cfg: NodeConfig, paths: NodePaths) -> uvicorn.Config | None:
     """The HTTPS server's config, its certificate loaded now (while parked, so that
     a bad file is reported before a failover needs it); None without material."""
-    if not cfg.https_port or not (paths.tls_cert.exists() and paths.tls_key.exists()):
+    cert, key = tls_files(paths)
+    if not cfg.https_port or not (cert.exists() and key.exists()):
         log.warning("no TLS material in %s: HTTPS not served", paths.tls_dir)
         return None
     try:
-        config = web.config(app, ssl_certfile=str(paths.tls_cert), ssl_keyfile=str(paths.tls_key),
-                            **GUARDS)
+        config = web.config(app, ssl_certfile=str(cert), ssl_keyfile=str(key), **GUARDS)
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
         log.error("TLS material in %s unusable, HTTPS not served: %s", paths.tls_dir, e)
         return None
@@ -553,11 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     vim = None
     if cfg.vim is not None:
         from esc.services.vim_wiring import VimController
+        from esc.vim.service import RemoteDriver
 
-        vim = VimController(cfg.vim, conninfo)
+        vim = VimController(cfg.vim, conninfo, RemoteDriver(paths.vim_sock))
     app = create_app(cfg, conninfo, executor=vim,
                      on_start=vim.start if vim else None, on_stop=vim.stop if vim else None,
-                     shared_secret=pair_key(paths) or None if cfg.is_ha else None,
+                     shared_secret=auth_secret(paths) if cfg.is_ha else None,
                      background_after=BACKGROUND_AFTER_S)
     # under an agent, nothing is answered until its first lease
     lease = ServingLease() if args.serve else ServingLease(until=0.0)

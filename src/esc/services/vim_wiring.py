@@ -25,7 +25,7 @@ from esc.monitor.core import Action, Event, Recovery, Thresholds
 from esc.monitor.recovery import execute
 from esc.services.events import record_event
 from esc.services.executor import DeploymentWork
-from esc.vim.driver import Network, VmSpec
+from esc.vim.driver import Network, VimDriver, VmSpec
 from esc.vim.local import LocalDriver
 
 log = logging.getLogger("esc.vim")
@@ -67,9 +67,11 @@ def image_kind(image: Mapping) -> str:
 class VimController:
     """The DeploymentExecutor of the worker, and the monitor's owner."""
 
-    def __init__(self, vim: VimConfig, conninfo: str) -> None:
+    def __init__(self, vim: VimConfig, conninfo: str, driver: VimDriver | None = None) -> None:
+        """``driver``: the VIM helper's client in the controller (esc.vim.service); the
+        local driver itself only where this runs as root."""
         self.vim, self.conninfo = vim, conninfo
-        self.driver = LocalDriver(Path(vim.state_dir), vim.ns_prefix)
+        self.driver = driver or LocalDriver(Path(vim.state_dir), vim.ns_prefix)
         self.network = Network(vim.network_ns, vim.bridge)
         self.pool = ipaddress.ip_network(vim.pool, strict=False)
         self.alloc = threading.Lock()

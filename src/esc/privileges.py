@@ -1,0 +1,102 @@
+"""The unprivileged user the network-facing controller (escmanager) runs as.
+
+escmanager parses HTTP, JSON and XML from the northbound and posts callbacks: if it
+were ever made to run code, that code should not be root. It runs as ``esc``, a system
+user made at install (and by the agent, for a node installed before), with what it
+needs handed to it: its own copies of the HTTPS certificate and key, and the one key
+derived from the pair key it uses (esc.agent prepares them in ``run/esc/manager``).
+What needs root stays in root processes: the agent, and the VIM helper
+(esc.vim.service) that makes VMs' namespaces and links.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from esc.config import NodePaths
+
+log = logging.getLogger("esc.privileges")
+
+SERVICE_USER = "esc"
+
+
+def ensure_service_user() -> None:
+    """Make the system user (and its group) unless it exists; a clear error if it cannot."""
+    try:
+        pwd.getpwnam(SERVICE_USER)
+        return
+    except KeyError:
+        pass
+    nologin = next((p for p in ("/usr/sbin/nologin", "/sbin/nologin") if os.path.exists(p)), "/bin/false")
+    res = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                          "--home-dir", "/nonexistent", "--shell", nologin,
+                          "--comment", "ESC controller", SERVICE_USER],
+                         capture_output=True, text=True, timeout=30)
+    if res.returncode != 0 and res.returncode != 9:  # 9: made meanwhile by another install
+        raise RuntimeError(f"could not add the system user {SERVICE_USER}: {res.stderr.strip()}")
+
+
+def service_ids() -> tuple[int, int]:
+    return pwd.getpwnam(SERVICE_USER).pw_uid, grp.getgrnam(SERVICE_USER).gr_gid
+
+
+def give(path: Path, mode: int) -> None:
+    """``path`` owned by the service user, with ``mode``."""
+    uid, gid = service_ids()
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A file only the service user (and root) can read, written whole (temp + rename)."""
+    uid, gid = service_ids()
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chown(tmp, uid, gid)
+    os.replace(tmp, path)
+
+
+def can_run(argv: list[str]) -> str | None:
+    """None if the service user can run ``argv`` (e.g. import the package: a virtualenv
+    under a directory it cannot enter fails here); else what went wrong."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return "setpriv is missing (util-linux)"
+    res = subprocess.run([setpriv, f"--reuid={SERVICE_USER}", f"--regid={SERVICE_USER}", "--init-groups",
+                          *argv], capture_output=True, text=True, timeout=30, cwd="/")
+    if res.returncode != 0:
+        return (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1][:300]
+    return None
+
+
+def prepare_manager_files(paths: NodePaths) -> None:
+    """What the controller reads, as its own (``run/esc/manager``, 0700): copies of the
+    HTTPS certificate and key, and the REST auth-cache key (derived from the pair key,
+    the only one of its derivations the controller needs); and its log file."""
+    from esc.pairing.material import pair_key
+    from esc.secrets import derive
+
+    d = paths.manager_dir
+    d.mkdir(parents=True, exist_ok=True)
+    give(d, 0o700)
+    for src, dst in ((paths.tls_cert, paths.manager_tls_cert), (paths.tls_key, paths.manager_tls_key)):
+        if src.exists():
+            write_private(dst, src.read_bytes())
+        else:
+            dst.unlink(missing_ok=True)
+    key = pair_key(paths)
+    if key:
+        write_private(paths.manager_auth_key, derive(key, "rest-auth-cache").encode())
+    else:
+        paths.manager_auth_key.unlink(missing_ok=True)
+    log_file = paths.log / "escmanager.log"
+    log_file.touch()
+    give(log_file, 0o640)
