@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import httpx
 
@@ -80,6 +81,16 @@ def test_the_peer_api_is_mutual_tls_with_the_pairs_certificate(tmp_path) -> None
         poller = PeerPoller("127.0.0.1", port, "the-token", "esc_me", 0.05, 1.0,
                             threading.Event(), tls.peer_client_context(ours))
         assert poller.ask_now() == {"role": "STANDBY", "caller": "esc_me"}
+        # a node holding other material: its status says so, and the way out
+        stranger = PeerPoller("127.0.0.1", port, "the-token", "esc_me", 0.05, 1.0,
+                              threading.Event(), tls.peer_client_context(theirs))
+        stranger.start()
+        deadline = time.monotonic() + 5
+        while "other pair material" not in stranger.snapshot().last_error:
+            assert time.monotonic() < deadline, stranger.snapshot().last_error
+            time.sleep(0.05)
+        stranger.stop()
+        assert "escadm ha pair --take-peers" in stranger.snapshot().last_error
     finally:
         srv.shutdown()
 

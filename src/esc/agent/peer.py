@@ -62,6 +62,20 @@ class Merged:
     elsewhere: bool = False  # another network answers while VRRP's has fallen behind
 
 
+# what a TLS handshake with a peer holding other pair material fails with, on either side
+_OTHER_MATERIAL = ("CERTIFICATE_VERIFY_FAILED", "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_REQUIRED")
+
+
+def describe(e: BaseException) -> str:
+    """A poll's failure for ``escadm status``; a certificate refused either way says what
+    it most likely means, and the way out."""
+    text = str(e) or type(e).__name__
+    if isinstance(e, ssl.SSLError) and any(k in text for k in _OTHER_MATERIAL):
+        return (f"the peer holds other pair material ({text[:160]}): `escadm ha pair --take-peers` "
+                "on the node that should take the other's")
+    return text
+
+
 def merge(snaps: list[PeerSnapshot], now: float, fresh_for: float, lead: float = 0.2) -> Merged:
     """One view of the peer from the pollers of every path (the first is VRRP's).
     ``elsewhere``: some other path answered ``lead`` later than VRRP's did: the peer is
@@ -158,5 +172,5 @@ class PeerPoller(threading.Thread):
                 # The view is kept: the agent judges its age (one lost answer is
                 # not a lost peer).
                 with self.lock:
-                    self.snap.last_error = str(e) or type(e).__name__
+                    self.snap.last_error = describe(e)
             self.stopped.wait(max(0.0, self.interval - (clock.now() - started)))
