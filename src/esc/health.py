@@ -71,7 +71,8 @@ def status_details(st: dict) -> str:
         lines.append(f"bgp:         {bgp_session_text(b)}")
     if "peer" in st:
         p = st["peer"]
-        lines.append(f"peer:        {p['address']} {p.get('role') or 'unreachable'}{peer_seen_text(p)}")
+        why = f" ({p['error']})" if not p.get("role") and p.get("error") else ""
+        lines.append(f"peer:        {p['address']} {p.get('role') or 'unreachable'}{peer_seen_text(p)}{why}")
     if "witness" in st:
         w = st["witness"]
         held = "lease held here" if w.get("held") else \

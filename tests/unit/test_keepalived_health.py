@@ -335,6 +335,8 @@ def test_status_details() -> None:
     assert "peer:        10.0.0.2 unreachable" in text
     assert "replication: streaming from the active" in text
     assert "transition:  STOPPED -> STANDBY: streaming" in text
+    st["peer"]["error"] = "the peer holds other pair material (...)"
+    assert "10.0.0.2 unreachable (the peer holds other pair material" in health.status_details(st)
 
 
 # ------------------------------------------------------------------ secrets
