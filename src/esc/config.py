@@ -582,6 +582,12 @@ class NodePaths:
         return self.tls_dir / "peer.key"
 
     @property
+    def peer_trust(self) -> Path:
+        """The peer certificates this node accepts: the pair's, and during a renewal of
+        the pair's material the other one too."""
+        return self.tls_dir / "peer-trust.pem"
+
+    @property
     def state(self) -> Path:
         return self.lib / "state.json"
 

@@ -25,6 +25,7 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import secrets
 import ssl
 from pathlib import Path
 
@@ -150,8 +151,10 @@ def make_peer_certificate() -> tuple[bytes, bytes]:
     the nodes pair (esc.pairing)."""
     key = ec.generate_private_key(ec.SECP256R1())
     public = key.public_key()
+    # a name of its own: while the pair renews its material both certificates are
+    # trusted, and a verifier looks a certificate's issuer up by name
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ESC HA pair"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, "esc peer")])
+                      x509.NameAttribute(NameOID.COMMON_NAME, f"esc peer {secrets.token_hex(6)}")])
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     cert = (
         x509.CertificateBuilder()
@@ -169,6 +172,7 @@ def make_peer_certificate() -> tuple[bytes, bytes]:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                               ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -190,21 +194,41 @@ def write_peer_material(paths: NodePaths, cert_pem: bytes, key_pem: bytes) -> bo
     return True
 
 
+def write_peer_trust(paths: NodePaths, certs: list[bytes]) -> None:
+    """The bundle of peer certificates accepted (each side checks the other against it)."""
+    write_atomic(paths.peer_trust, b"".join(certs))
+
+
+def _trust_file(paths: NodePaths) -> Path:
+    return paths.peer_trust if paths.peer_trust.exists() else paths.peer_cert
+
+
 def peer_server_options(paths: NodePaths) -> dict:
     """uvicorn's TLS options for the peer API: the pair's certificate, and a client must
-    present it too."""
+    present one the node trusts."""
     return {"ssl_certfile": str(paths.peer_cert), "ssl_keyfile": str(paths.peer_key),
-            "ssl_ca_certs": str(paths.peer_cert), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+            "ssl_ca_certs": str(_trust_file(paths)), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
+def peer_server_context(paths: NodePaths) -> ssl.SSLContext:
+    """The server side as a context of its own, for swapping in a running server (its
+    handshake callback hands each new connection the current one)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cafile=str(_trust_file(paths)))
+    ctx.load_cert_chain(str(paths.peer_cert), str(paths.peer_key))
+    return ctx
 
 
 def peer_client_context(paths: NodePaths) -> ssl.SSLContext:
-    """The client side: present the pair's certificate, accept only a server presenting it.
-    No host name check: the peer is reached at whatever address; the pinned certificate,
-    whose key only the pair holds, is what authenticates it."""
+    """The client side: present the pair's certificate, accept only a server presenting
+    one the node trusts. No host name check: the peer is reached at whatever address;
+    the pinned certificate, whose key only the pair holds, is what authenticates it."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cafile=str(paths.peer_cert))
+    ctx.load_verify_locations(cafile=str(_trust_file(paths)))
     ctx.load_cert_chain(str(paths.peer_cert), str(paths.peer_key))
     return ctx

@@ -110,3 +110,45 @@ def test_peer_commands_check_the_body_size_and_shape() -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/nowhere", headers=headers).status_code == 404
     finally:
         srv.shutdown()
+
+
+def test_the_peer_api_takes_new_trust_without_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """While the pair renews its material, a node trusts the old and the new peer
+    certificate, then only the new: the running server hands each new connection the
+    context of the moment."""
+    from esc import tls
+    from esc.config import NodePaths
+    from esc.pairing.material import PairMaterial
+
+    old, new = PairMaterial.generate(), PairMaterial.generate()
+    server, old_client, new_client = (NodePaths(tmp_path / n) for n in ("s", "o", "n"))
+    for paths, m in ((server, old), (old_client, old), (new_client, new)):
+        tls.write_peer_material(paths, m.peer_cert.encode(), m.peer_key.encode())
+        tls.write_peer_trust(paths, [m.peer_cert.encode()])
+    current = {"ctx": tls.peer_server_context(server)}
+    port = _port()
+    srv = serve_peer("127.0.0.1", port, _Api(), lambda: ["the-token"], tls.peer_server_options(server),
+                     context=lambda: current["ctx"])
+    url = f"https://127.0.0.1:{port}/v1/peer"
+    headers = {TOKEN_HEADER: "the-token"}
+
+    def answers(client: NodePaths) -> bool:
+        try:
+            return httpx.get(url, headers=headers, verify=tls.peer_client_context(client)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        assert answers(old_client) and not answers(new_client)
+        # both trusted (the new client trusts the old server certificate too)
+        tls.write_peer_trust(server, [old.peer_cert.encode(), new.peer_cert.encode()])
+        tls.write_peer_trust(new_client, [old.peer_cert.encode(), new.peer_cert.encode()])
+        current["ctx"] = tls.peer_server_context(server)
+        assert answers(old_client) and answers(new_client)
+        # the server switches to the new certificate and trusts only it
+        tls.write_peer_material(server, new.peer_cert.encode(), new.peer_key.encode())
+        tls.write_peer_trust(server, [new.peer_cert.encode()])
+        current["ctx"] = tls.peer_server_context(server)
+        assert answers(new_client) and not answers(old_client)
+    finally:
+        srv.shutdown()

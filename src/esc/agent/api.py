@@ -12,6 +12,8 @@ acts (Patroni's API → ``ha.wakeup()`` pattern).
 from __future__ import annotations
 
 import hmac
+import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -31,19 +33,21 @@ class AgentApi(Protocol):
     def command(self, name: str, body: dict) -> tuple[int, dict]: ...
 
 
-def app(api: AgentApi, token: str | None) -> Starlette:
+def app(api: AgentApi, token: str | Callable[[], list[str]] | None) -> Starlette:
     """``token`` None: the local socket (no token; commands under /v1/command/);
-    else the peer's port (commands under /v1/peer/command/)."""
+    else the peer's port (commands under /v1/peer/command/), with the token, or a
+    callable giving every token accepted now (two while the pair renews its material)."""
 
     def refused(request: Request) -> Response | None:
         if token is None:
             return None
-        given = request.headers.get(TOKEN_HEADER, "")
-        # as bytes: compare_digest raises on a str with non-ASCII characters (a header
-        # is read as latin-1, so anyone can send one)
-        if hmac.compare_digest(given.encode("latin-1"), token.encode()):
-            return None
-        return JSONResponse({"error": "bad peer token"}, 403)
+        given = request.headers.get(TOKEN_HEADER, "").encode("latin-1")
+        ok = False
+        for t in ([token] if isinstance(token, str) else token()):
+            # as bytes: compare_digest raises on a str with non-ASCII characters (a
+            # header is read as latin-1, so anyone can send one)
+            ok |= hmac.compare_digest(given, t.encode())
+        return None if ok else JSONResponse({"error": "bad peer token"}, 403)
 
     async def status(request: Request) -> Response:
         return refused(request) or JSONResponse(await run_in_threadpool(api.status))
@@ -79,10 +83,17 @@ def serve_unix(path: Path, api: AgentApi) -> web.ServerThread:
     return web.ServerThread("api-local", [(web.config(app(api, None)), sock)]).start()
 
 
-def serve_peer(host: str, port: int, api: AgentApi, token: str,
-               tls: dict | None = None) -> web.ServerThread:
+def serve_peer(host: str, port: int, api: AgentApi, token: str | Callable[[], list[str]],
+               tls: dict | None = None,
+               context: Callable[[], ssl.SSLContext] | None = None) -> web.ServerThread:
     """``tls``: uvicorn's TLS options (esc.tls.peer_server_options: mutual TLS with the
-    pair's certificate); None only in tests."""
+    pair's certificate); None only in tests. ``context``: the TLS context each new
+    connection gets instead, asked at its handshake (the node swaps it when the pair
+    renews its material, with no restart of the server)."""
     sock = web.tcp_socket(host, port)
-    return web.ServerThread(f"api-peer-{host}",
-                            [(web.config(app(api, token), **(tls or {})), sock)]).start()
+    config = web.config(app(api, token), **(tls or {}))
+    if context is not None and config.ssl is not None:
+        def swap(conn, _name, _ctx):  # type: ignore[no-untyped-def]
+            conn.context = context()
+        config.ssl.sni_callback = swap
+    return web.ServerThread(f"api-peer-{host}", [(config, sock)]).start()

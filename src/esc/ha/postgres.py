@@ -129,13 +129,17 @@ def tls_files(paths: NodePaths) -> dict[str, Path]:
     the postgres user (the server and pg_rewind run as it; libpq wants its key 0600 and
     its own), in the socket directory (0700, postgres)."""
     d = paths.pg_socket_dir
-    return {"cert": d / "peer.crt", "key": d / "peer.key"}
+    return {"cert": d / "peer.crt", "key": d / "peer.key", "ca": d / "peer-ca.crt"}
 
 
-def install_tls_files(paths: NodePaths) -> None:
-    """Copy the pair's certificate and key (esc.tls.ensure_peer_material) for PostgreSQL."""
+def install_tls_files(paths: NodePaths) -> bool:
+    """Copy the pair's certificate, key and the certificates it trusts (esc.tls) for
+    PostgreSQL; True when a file changed (a running server then reloads to use it)."""
     files = tls_files(paths)
-    for src, dst in ((paths.peer_cert, files["cert"]), (paths.peer_key, files["key"])):
+    trust = paths.peer_trust if paths.peer_trust.exists() else paths.peer_cert
+    changed = False
+    for src, dst in ((paths.peer_cert, files["cert"]), (paths.peer_key, files["key"]),
+                     (trust, files["ca"])):
         data = src.read_bytes()
         try:
             if dst.read_bytes() == data:
@@ -148,6 +152,8 @@ def install_tls_files(paths: NodePaths) -> None:
             f.write(data)
         chown_postgres(tmp)
         os.replace(tmp, dst)
+        changed = True
+    return changed
 
 
 def prepare_dirs(paths: NodePaths, cfg: NodeConfig) -> None:
@@ -204,7 +210,7 @@ def conninfo_peer(paths: NodePaths, cfg: NodeConfig, dbname: str | None = None,
              "connect_timeout=2", "keepalives_idle=2", "keepalives_interval=1",
              "keepalives_count=2", "tcp_user_timeout=3000",
              # the peer must present the pair's certificate (no host name in it to check)
-             "sslmode=verify-ca", f"sslrootcert={tls['cert']}", f"sslcert={tls['cert']}",
+             "sslmode=verify-ca", f"sslrootcert={tls['ca']}", f"sslcert={tls['cert']}",
              f"sslkey={tls['key']}"]
     if dbname:
         parts.append(f"dbname={dbname}")
@@ -222,7 +228,7 @@ def server_argv(paths: NodePaths, cfg: NodeConfig) -> list[str]:
         # through it), never the northbound; TLS with the pair's certificate
         argv += ["-c", f"listen_addresses={cfg.ha.self_address}",
                  "-c", "ssl=on", "-c", f"ssl_cert_file={tls['cert']}",
-                 "-c", f"ssl_key_file={tls['key']}", "-c", f"ssl_ca_file={tls['cert']}",
+                 "-c", f"ssl_key_file={tls['key']}", "-c", f"ssl_ca_file={tls['ca']}",
                  "-c", "ssl_min_protocol_version=TLSv1.3",
                  "-c", f"primary_conninfo={conninfo_peer(paths, cfg, app=cfg.ha.self_name)}",
                  "-c", f"primary_slot_name={PEER_SLOT}"]

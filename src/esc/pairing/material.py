@@ -3,13 +3,17 @@ and handed to the other when they pair (esc.pairing.service), never derived from
 password:
 
 - ``pair_key``: 256 random bits. Every secret the nodes share is derived from it by
-  purpose (replication password, peer token, witness token, the REST auth cache key).
+  purpose (replication password, peer token, the REST auth cache key).
+- ``witness_key``: the witness tokens' (one per node), apart so that renewing the pair
+  key (``escadm ha secret rotate``) does not make the witness refuse the nodes.
 - the peer API's certificate and key (mutual TLS between the agents);
 - the HTTPS key; each node builds the same certificate from it and the pair's
   addresses (esc.tls.make_certificate), so a client sees one certificate on both.
 
 Kept in ``etc/esc/pair.json`` (0600); :func:`install` writes from it the files the other
-processes read (the peer certificate, pgpass, the HTTPS certificate).
+processes read (the peer certificate, pgpass, the HTTPS certificate). While the pair
+renews its material, ``pair.next.json`` (staged, trusted, not yet used) or
+``pair.prev.json`` (replaced, still trusted) sits beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import datetime
 import secrets
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -34,6 +39,7 @@ class PairMaterial:
     peer_cert: str
     peer_key: str
     https_key: str
+    witness_key: str
 
     @classmethod
     def generate(cls) -> PairMaterial:
@@ -41,7 +47,19 @@ class PairMaterial:
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         return cls(id=secrets.token_hex(8), created=now.timestamp() - 300,
                    pair_key=secrets.token_hex(32), peer_cert=peer_cert.decode(),
-                   peer_key=peer_key.decode(), https_key=tls.new_key_pem().decode())
+                   peer_key=peer_key.decode(), https_key=tls.new_key_pem().decode(),
+                   witness_key=secrets.token_hex(32))
+
+    def rotated(self, https: bool = False) -> PairMaterial:
+        """New material for the same pair: a new pair key and peer certificate; the
+        HTTPS key (and so the certificate clients pinned) only with ``https``; the
+        witness key kept (the witness's token file stays right)."""
+        new = PairMaterial.generate()
+        keep = {} if https else {"https_key": self.https_key, "created": self.created}
+        return PairMaterial(**{**new.to_dict(), **keep, "witness_key": self.witness_key})
+
+    def witness_token(self, node: str) -> str:
+        return derive(self.witness_key, f"witness-token {node}")
 
     def derive(self, purpose: str) -> str:
         """A secret for one purpose (both nodes compute the same)."""
@@ -56,12 +74,13 @@ class PairMaterial:
         if not isinstance(data, dict):
             raise ValueError("pair material: not an object")
         fields = {"id": str, "created": (int, float), "pair_key": str, "peer_cert": str,
-                  "peer_key": str, "https_key": str}
+                  "peer_key": str, "https_key": str, "witness_key": str}
         for name, kind in fields.items():
             if not isinstance(data.get(name), kind):
                 raise ValueError(f"pair material: {name} missing or of the wrong type")
-        if len(data["pair_key"]) != 64 or not _is_hex(data["pair_key"]):
-            raise ValueError("pair material: pair_key is not 256 bits of hex")
+        for key in ("pair_key", "witness_key"):
+            if len(data[key]) != 64 or not _is_hex(data[key]):
+                raise ValueError(f"pair material: {key} is not 256 bits of hex")
         if not (1 <= len(data["id"]) <= 64 and _is_hex(data["id"])):
             raise ValueError("pair material: bad id")
         try:
@@ -83,17 +102,37 @@ def _is_hex(text: str) -> bool:
     return True
 
 
-def load(paths: NodePaths) -> PairMaterial | None:
-    """This node's material; None when it has not paired (or the file is unreadable:
-    the node pairs again rather than run on half of it)."""
+def load(paths: NodePaths, which: str = "") -> PairMaterial | None:
+    """This node's material (``which`` "next" or "prev": the staged or the replaced one,
+    during a renewal); None when there is none (or the file is unreadable: the node
+    pairs again rather than run on half of it)."""
     import json
 
     try:
-        return PairMaterial.from_dict(json.loads(paths.pair_material.read_text()))
+        return PairMaterial.from_dict(json.loads(_file(paths, which).read_text()))
     except FileNotFoundError:
         return None
     except ValueError:
         return None
+
+
+def _file(paths: NodePaths, which: str) -> Path:
+    return paths.pair_material.with_name(f"pair.{which}.json") if which else paths.pair_material
+
+
+def save(paths: NodePaths, which: str, material: PairMaterial | None) -> None:
+    """Write (or with None remove) the staged ("next") or replaced ("prev") material."""
+    path = _file(paths, which)
+    if material is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_json_atomic(path, material.to_dict(), mode=0o600)
+
+
+def trusted(paths: NodePaths) -> list[PairMaterial]:
+    """Every material whose peer certificate this node accepts: its own, and during a
+    renewal the staged or the replaced one too."""
+    return [m for m in (load(paths), load(paths, "next"), load(paths, "prev")) if m is not None]
 
 
 def https_material(cfg: NodeConfig, material: PairMaterial | None) -> tuple[bytes, bytes]:
@@ -117,6 +156,7 @@ def install(paths: NodePaths, cfg: NodeConfig, material: PairMaterial) -> None:
     paths.etc.mkdir(parents=True, exist_ok=True)
     write_json_atomic(paths.pair_material, material.to_dict(), mode=0o600)
     tls.write_peer_material(paths, material.peer_cert.encode(), material.peer_key.encode())
+    tls.write_peer_trust(paths, [m.peer_cert.encode() for m in trusted(paths)])
     write_atomic(paths.pgpass, f"*:*:*:{postgres.REPL_USER}:{material.derive('replication')}\n".encode(),
                  mode=0o600)
     postgres.chown_postgres(paths.pgpass)
