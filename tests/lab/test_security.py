@@ -208,3 +208,65 @@ print(" ".join(out))
                          "-c", code, check=False, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "db esc"
+
+
+def test_the_pair_renews_its_material_with_no_outage(lab):
+    """`escadm ha secret rotate` on the standby: a new pair key, peer certificate and
+    replication password on both nodes while a client writes through the VIP; no write
+    lost, no role change, replication stays synchronous, and the replaced peer
+    certificate opens nothing any more. The standby then reconnects with the new
+    password; `--https` renews the HTTPS certificate, which the active serves at once."""
+    from esc.lab.measure import analyse
+
+    active = lab.active()
+    standby = lab.other(active)
+    roots = {n: NodePaths(labmod.node_root(n)) for n in (active, standby)}
+    before = {f: roots[active].__getattribute__(f).read_bytes()
+              for f in ("pair_material", "peer_cert", "peer_key", "pgpass", "tls_cert")}
+    old_cert, old_key = lab.tmp / "old-peer.crt", lab.tmp / "old-peer.key"
+    old_cert.write_bytes(before["peer_cert"])
+    old_key.write_bytes(before["peer_key"])
+    writer = lab.start_writer("rotate")
+    lab.wait_acks(writer)
+    out = lab.escadm(standby, "ha", "secret", "rotate").stdout
+    assert "pair material renewed" in out
+    lab.wait_acks(writer, n=5)
+    record = writer.stop()
+    result = analyse(record, lab.names_via_vip())
+    assert result.lost == [] and result.nodes == [active], result
+    assert result.max_gap < 1.0, f"writes paused {result.max_gap:.2f}s"
+    assert lab.roles() == {active: "ACTIVE", standby: "STANDBY"}
+    for f in ("pair_material", "peer_cert", "pgpass"):
+        now = [roots[n].__getattribute__(f).read_bytes() for n in (active, standby)]
+        assert now[0] == now[1] and now[0] != before[f], f
+    assert roots[active].tls_cert.read_bytes() == before["tls_cert"]  # kept without --https
+    assert not any((roots[n].etc / name).exists() for n in (active, standby)
+                   for name in ("pair.next.json", "pair.prev.json"))
+    assert lab.status(active)["db"]["peer_complete"]
+    code = f"""
+import ssl, socket
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+ctx.load_cert_chain({str(old_cert)!r}, {str(old_key)!r})
+try:
+    with ctx.wrap_socket(socket.create_connection(({labmod.node_ip(active)!r}, 8021), timeout=5)) as s:
+        s.sendall(b"GET /v1/peer HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        print("answered" if s.recv(100) else "refused")
+except (ssl.SSLError, OSError):
+    print("refused")
+"""
+    assert _py(labmod.CLIENT, code) == "refused"
+    # a new replication connection uses the new password
+    labmod.kill(standby)
+    labmod.start(standby)
+    lab.wait_roles({active: "ACTIVE", standby: "STANDBY"}, timeout=60)
+    assert lab.post("after-rotate") == 201
+    assert "after-rotate" in lab.names_in_db(standby)
+    # the HTTPS certificate too: the active serves the new one without a restart
+    out = lab.escadm(active, "ha", "secret", "rotate", "--https").stdout
+    assert "HTTPS certificate renewed" in out
+    certs = [roots[n].tls_cert.read_bytes() for n in (active, standby)]
+    assert certs[0] == certs[1] != before["tls_cert"]
+    cafile = lab.tmp / "new-https.crt"
+    cafile.write_bytes(certs[0])
+    status, _ = lab.https_get("/v0/deployments", cafile)
+    assert status == 200

@@ -193,3 +193,35 @@ def test_entropy_estimate() -> None:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def test_renewed_material_keeps_what_others_pinned() -> None:
+    """A renewal changes the pair key and the peer certificate; the witness key always
+    stays (the witness's token file stays right), the HTTPS key only without --https
+    (the certificate clients pinned)."""
+    old = PairMaterial.generate()
+    new = old.rotated()
+    assert new.id != old.id and new.pair_key != old.pair_key and new.peer_cert != old.peer_cert
+    assert (new.https_key, new.created, new.witness_key) == (old.https_key, old.created, old.witness_key)
+    assert new.witness_token("esc_10_0_0_1") == old.witness_token("esc_10_0_0_1")
+    assert new.derive("replication") != old.derive("replication")
+    https = old.rotated(https=True)
+    assert https.https_key != old.https_key and https.witness_key == old.witness_key
+    assert PairMaterial.from_dict(new.to_dict()) == new
+
+
+def test_material_files_during_a_renewal(tmp_path: Path) -> None:
+    from esc.pairing import material
+
+    paths = NodePaths(tmp_path)
+    paths.etc.mkdir(parents=True)
+    current = PairMaterial.generate()
+    import json
+
+    paths.pair_material.write_text(json.dumps(current.to_dict()))
+    staged = current.rotated()
+    material.save(paths, "next", staged)
+    assert [m.id for m in material.trusted(paths)] == [current.id, staged.id]
+    assert (paths.etc / "pair.next.json").stat().st_mode & 0o777 == 0o600
+    material.save(paths, "next", None)
+    assert material.trusted(paths) == [current]

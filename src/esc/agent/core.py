@@ -76,8 +76,11 @@ class Agent(AgentLoop):
         self.exabgp_conf_seen = b""  # exabgp.conf as the running ExaBGP read it
         self.pollers: list[PeerPoller] = []  # one per network, VRRP's first (HaConfig.paths)
         self.servers: list = []
-        self.token = ""
+        self.token = ""  # what this node sends the peer
+        self.tokens: list[str] = []  # what it accepts (two while the pair renews its material)
         self.peer_tls: ssl.SSLContext | None = None  # the peer API's client side
+        self.peer_server_tls: ssl.SSLContext | None = None  # its server side, for new connections
+        self.rotating = threading.Lock()
 
     # ----------------------------------------------------------------- run
     def run(self) -> int:
@@ -101,11 +104,7 @@ class Agent(AgentLoop):
             if material is None:  # asked to stop before it paired
                 self.shutdown()
                 return 0
-            self.token = material.derive("peer-token")
-            if tls.write_peer_material(self.paths, material.peer_cert.encode(), material.peer_key.encode()):
-                log.info("the pair's certificate written to %s", self.paths.peer_cert)
-            self.peer_tls = tls.peer_client_context(self.paths)
-            postgres.install_tls_files(self.paths)  # replication over TLS with it too
+            self._use_material()
             keepalived.write_gate(self.paths, False)
             keepalived.write_priority(self.paths, 0)
             self._start_notify_reader()
@@ -118,13 +117,14 @@ class Agent(AgentLoop):
             for poller in self.pollers:
                 poller.start()
             if ha.witness:
-                self.lease = LeaseClient(ha.witness, material.derive(f"witness-token {ha.self_name}"),
+                self.lease = LeaseClient(ha.witness, material.witness_token(ha.self_name),
                                          ha.pair_id, ha.self_name, duration=self.cfg.timing.lease,
                                          wake=self.wake)
                 self.lease.start()
             for own, _ in ha.paths:
-                self.servers.append(api.serve_peer(own, self.cfg.peer_port, self, self.token,
-                                                   tls.peer_server_options(self.paths)))
+                self.servers.append(api.serve_peer(own, self.cfg.peer_port, self, lambda: self.tokens,
+                                                   tls.peer_server_options(self.paths),
+                                                   context=lambda: self.peer_server_tls))
         if self.cfg.bgp:
             self._set_announce(False)  # before ExaBGP starts: a fresh node announces nothing
             if bgp.ensure_anycast(self.cfg.bgp):
@@ -165,6 +165,140 @@ class Agent(AgentLoop):
             privileges.prepare_manager_files(self.paths)
         except OSError as e:  # it starts anyway: HTTP still serves, HTTPS says what is missing
             log.error("could not hand escmanager its files in %s: %s", self.paths.manager_dir, e)
+
+    # ------------------------------------------------------ the pair's material
+    def _use_material(self) -> None:
+        """Present this node's material and accept every one it holds (its own, and
+        during a renewal the staged or the replaced one): the peer API's files and
+        contexts (the server hands each new connection the current one), the tokens,
+        PostgreSQL's copies (reloaded when they changed)."""
+        current = pair_material.load(self.paths)
+        assert current is not None
+        held = pair_material.trusted(self.paths)
+        tls.write_peer_material(self.paths, current.peer_cert.encode(), current.peer_key.encode())
+        tls.write_peer_trust(self.paths, [m.peer_cert.encode() for m in held])
+        client, server = tls.peer_client_context(self.paths), tls.peer_server_context(self.paths)
+        with self.lock:
+            self.token = current.derive("peer-token")
+            self.tokens = [m.derive("peer-token") for m in held]
+            self.peer_tls, self.peer_server_tls = client, server
+        for poller in self.pollers:
+            poller.use(client, self.token)
+        if postgres.install_tls_files(self.paths) and self.pg.running and self.pg.pid:
+            os.kill(self.pg.pid, signal.SIGHUP)  # re-reads its TLS files; connections stay
+
+    def _material_command(self, name: str, body: dict) -> tuple[int, dict]:
+        """The peer's steps of a renewal (esc.agent.core.Agent._rotate on the other node):
+        stage (hold and trust the new material), switch (use it), finish (forget the old)."""
+        current = pair_material.load(self.paths)
+        if current is None:
+            return 409, {"error": "this node holds no pair material"}
+        with self.rotating:
+            if name == "pair_stage":
+                try:
+                    new = PairMaterial.from_dict(body.get("material"))
+                except ValueError as e:
+                    return 400, {"error": str(e)}
+                if body.get("from") != current.id:
+                    return 409, {"error": f"this node holds other pair material ({current.id}, not "
+                                 f"{body.get('from')})"}
+                if new.witness_key != current.witness_key:
+                    return 400, {"error": "the new material must keep the witness key"}
+                return self._stage(new)
+            if name == "pair_switch":
+                return self._switch(str(body.get("id")))
+            return self._finish(str(body.get("id")))
+
+    def _stage(self, new: PairMaterial) -> tuple[int, dict]:
+        pair_material.save(self.paths, "next", new)
+        self._use_material()
+        log.info("pair material %s staged: trusted beside the current one", new.id)
+        return 200, {"result": "staged"}
+
+    def _switch(self, new_id: str) -> tuple[int, dict]:
+        current, staged = pair_material.load(self.paths), pair_material.load(self.paths, "next")
+        assert current is not None
+        if current.id == new_id:
+            return 200, {"result": "switched already"}
+        if staged is None or staged.id != new_id:
+            return 409, {"error": f"no staged pair material {new_id}"}
+        with self.lock:
+            primary = self.db_view.state == Db.PRIMARY
+        if primary:  # before anyone uses the new password
+            db = postgres.LocalDb(self.paths, self.cfg)
+            try:
+                db.set_replication_password(staged.derive("replication"))
+            except Exception as e:
+                return 500, {"error": f"could not set the replication password: {e}"}
+            finally:
+                db.close()
+        pair_material.save(self.paths, "prev", current)
+        pair_material.install(self.paths, self.cfg, staged)
+        pair_material.save(self.paths, "next", None)
+        self._use_material()
+        if staged.https_key != current.https_key:
+            self._renew_manager_tls()
+        log.info("pair material %s in use (the replaced one still trusted)", staged.id)
+        return 200, {"result": "switched"}
+
+    def _finish(self, new_id: str) -> tuple[int, dict]:
+        current = pair_material.load(self.paths)
+        assert current is not None
+        if current.id != new_id:
+            return 409, {"error": f"pair material {new_id} is not in use here ({current.id} is)"}
+        pair_material.save(self.paths, "prev", None)
+        tls.write_peer_trust(self.paths, [current.peer_cert.encode()])
+        self._use_material()
+        log.info("pair material %s alone trusted: the replaced one is forgotten", new_id)
+        return 200, {"result": "finished"}
+
+    def _renew_manager_tls(self) -> None:
+        """A new HTTPS certificate: the serving controller loads it (new connections get
+        it, no restart); a parked one is started again with it."""
+        m = self.manager
+        if m.user is not None:
+            privileges.prepare_manager_files(self.paths)
+        if self.serving:
+            m.send_line("tls")
+        elif m.running:
+            m.stop(grace=1.0)  # parked: the next tick starts a fresh one
+
+    def _rotate(self, body: dict) -> tuple[int, dict]:
+        """``escadm ha secret rotate``: new pair key and peer certificate (and HTTPS key with
+        ``https``), with no outage: both nodes trust old and new, both switch (the primary
+        first: it sets the replication password the standby's next connection uses),
+        both forget the old."""
+        if not self.cfg.is_ha:
+            return 409, {"error": "this node is STANDALONE (no HA configured)"}
+        with self.lock:
+            role, peer = self.role, self.peer_view
+            primary = self.db_view.state == Db.PRIMARY
+        if role not in (Role.ACTIVE, Role.STANDBY) or peer is None or \
+                {role, peer.role} != {Role.ACTIVE, Role.STANDBY}:
+            return 409, {"error": f"renewing needs an ACTIVE and a STANDBY that hear each other; this "
+                                  f"node is {role}, the peer {peer.role if peer else 'unreachable'}"}
+        current = pair_material.load(self.paths)
+        assert current is not None
+        new = pair_material.load(self.paths, "next") or current.rotated(https=bool(body.get("https")))
+        steps: list[tuple[str, Callable[[], tuple[int, dict]]]] = [
+            ("stage here", lambda: self._stage(new)),
+            ("stage on the peer", lambda: self._peer_command(
+                "pair_stage", {"material": new.to_dict(), "from": current.id})),
+        ]
+        here = ("switch here", lambda: self._switch(new.id))
+        there = ("switch on the peer", lambda: self._peer_command("pair_switch", {"id": new.id}))
+        steps += [here, there] if primary else [there, here]
+        steps += [("finish on the peer", lambda: self._peer_command("pair_finish", {"id": new.id})),
+                  ("finish here", lambda: self._finish(new.id))]
+        with self.rotating:
+            for what, step in steps:
+                code, out = step()
+                if code >= 300:
+                    return code, {"error": f"renewal stopped at '{what}': {out.get('error', code)}; "
+                                           "run it again to go on"}
+        return 200, {"result": f"pair material renewed: {current.id} -> {new.id}"
+                               + ("; HTTPS certificate renewed: clients pin the new one" if body.get("https")
+                                  else "")}
 
     PAIR_RETRY_S = 1.0
 
@@ -540,8 +674,15 @@ class Agent(AgentLoop):
     # ----------------------------------------------------------------- API
     def command(self, name: str, body: dict) -> tuple[int, dict]:
         via_peer = bool(body.get("_via_peer"))
-        if via_peer and name not in ("switchover", "op_mode"):
+        steps = ("pair_stage", "pair_switch", "pair_finish")
+        if via_peer and name not in ("switchover", "op_mode", *steps):
             return 403, {"error": f"{name} cannot be asked by the peer"}
+        if name in steps:
+            if not via_peer:
+                return 403, {"error": f"{name} is the peer's step of a renewal (escadm ha secret rotate)"}
+            return self._material_command(name, body)
+        if name == "rotate":
+            return self._rotate(body)
         if name == "op_mode":
             return self._set_op_mode(body, via_peer)
         if name == "stop":

@@ -107,6 +107,11 @@ class PeerPoller(threading.Thread):
         self.stopped = threading.Event()
         self.conn: http.client.HTTPConnection | None = None
 
+    def use(self, tls: ssl.SSLContext | None, token: str) -> None:
+        """New TLS context and token (the pair renewed its material): the next request
+        sends the token; the next connection uses the context."""
+        self.tls, self.token = tls, token
+
     def snapshot(self) -> PeerSnapshot:
         with self.lock:
             return PeerSnapshot(**self.snap.__dict__)

@@ -367,7 +367,7 @@ def witness_token(ctx: click.Context) -> None:
         fail("this node holds no pair material (not an HA node, or not paired yet)", 2)
     for address in ha.node_list:
         name = peer_app_name(address)
-        click.echo(f"{name} {material.derive(f'witness-token {name}')}")
+        click.echo(f"{name} {material.witness_token(name)}")
 
 
 @cli.group("op_mode")
@@ -561,6 +561,23 @@ def ha_rules(fmt: str | None, width: int | None) -> None:
             from rich.console import Console
 
             Console(width=width).print(table)
+
+
+@ha.group("secret")
+def ha_secret() -> None:
+    """The pair's material (pair key, certificates)."""
+
+
+@ha_secret.command("rotate")
+@click.option("--https", is_flag=True,
+              help="Renew the HTTPS key and certificate too (clients that pinned the old one must "
+                   "pin the new one).")
+@click.pass_context
+def ha_secret_rotate(ctx: click.Context, https: bool) -> None:
+    """Renew the pair key and the peer certificate on both nodes, with no outage (run on
+    either node of a healthy pair; run again to go on if it stopped half-way)."""
+    body = _command(ctx, "rotate", {"https": https})
+    done(body.get("result", "renewed"))
 
 
 @ha.command("switchover")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from esc.config import PG_BIN, NodeConfig, NodePaths
 from esc.roles import Db, DbView
@@ -393,6 +394,19 @@ class LocalDb:
             self.close()
             raise
         return bool(rows[0][0])
+
+    def set_replication_password(self, password: str) -> None:
+        """On a primary: the replication role's new password (the pair renewed its
+        material). Committed locally: it reaches the standby with the next WAL."""
+        try:
+            conn = self._connect()
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = local")
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(REPL_USER), sql.Literal(password)))
+        except psycopg.Error:
+            self.close()
+            raise
 
     def promote(self, timeout: float = 10.0) -> None:
         # A promoted node must not inherit a sync standby name and block every

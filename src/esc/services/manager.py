@@ -487,13 +487,18 @@ def https_config(app: Any, cfg: NodeConfig, paths: NodePaths) -> uvicorn.Config 
     return config
 
 
-def watch_stdin(exit_requested: threading.Event, lease: ServingLease) -> None:
-    """While serving: "lease T" renews the serving lease (esc.services.serving); "exit"
-    or EOF (the agent died) shuts the servers down."""
+def watch_stdin(exit_requested: threading.Event, lease: ServingLease,
+                on_tls: Callable[[], None] | None = None) -> None:
+    """While serving: "lease T" renews the serving lease (esc.services.serving); "tls"
+    loads the HTTPS certificate again (new connections get it); "exit" or EOF (the agent
+    died) shuts the servers down."""
     for line in sys.stdin:
         until = parse_lease_line(line)
         if until is not None:
             lease.renew(until)
+            continue
+        if line.strip() == "tls" and on_tls is not None:
+            on_tls()
             continue
         if line.strip() == "exit":
             log.info("stdin: exit, shutting down")
@@ -597,6 +602,17 @@ def main(argv: list[str] | None = None) -> int:
     http = web.Server(config, on_listening)
     https = web.Server(tls_config) if tls_config else None
 
+    def reload_tls() -> None:
+        cert, key = tls_files(paths)
+        if tls_config is None or tls_config.ssl is None:
+            log.warning("stdin: tls, but HTTPS is not served")
+            return
+        try:
+            tls_config.ssl.load_cert_chain(str(cert), str(key))
+            log.info("HTTPS certificate loaded again from %s", cert)
+        except (OSError, ValueError) as e:
+            log.error("HTTPS certificate in %s unusable, the previous one kept: %s", cert.parent, e)
+
     signal.signal(signal.SIGTERM, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
     if not args.serve:
@@ -612,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: exit_requested.set())
     signal.signal(signal.SIGINT, lambda signum, frame: exit_requested.set())
     if not args.serve:
-        threading.Thread(target=watch_stdin, args=(exit_requested, lease), daemon=True).start()
+        threading.Thread(target=watch_stdin, args=(exit_requested, lease, reload_tls), daemon=True).start()
     try:
         sock = web.tcp_socket("::", cfg.api_port)
     except OSError as e:
