@@ -19,8 +19,10 @@ command -v bird >/dev/null 2>&1 || need+=(bird2)
 command -v dot >/dev/null 2>&1 || need+=(graphviz)  # make rules-docs draws docs/rules.svg
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 id postgres >/dev/null 2>&1 || need+=(postgresql-15)
-PY=$(command -v python3.11 || true)
-[ -n "$PY" ] || need+=(python3 python3-venv)
+# Debian's interpreter: the controller and ExaBGP run as unprivileged users, who must be
+# able to run the virtualenv's Python (one under /root, e.g. pyenv's, they cannot).
+[ -x /usr/bin/python3.11 ] || need+=(python3)
+/usr/bin/python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need[*]}"
@@ -37,13 +39,17 @@ if [ ${#need[@]} -gt 0 ]; then
   [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 
-PY=$(command -v python3.11 || command -v python3)
+PY=/usr/bin/python3.11
+if [ -x .venv/bin/python ] && ! grep -qx "home = /usr/bin" .venv/pyvenv.cfg; then
+  echo "bootstrap: .venv is built on another Python than $PY: making it again"
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python -c "import esc, psycopg, starlette, uvicorn, click, hypothesis, exabgp" 
+  .venv/bin/python -c "import esc, psycopg, starlette, uvicorn, click, hypothesis, exabgp, spake2" 
   touch .venv/.installed
 fi

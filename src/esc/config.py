@@ -493,14 +493,19 @@ class NodePaths:
         return self.etc / "exabgp.conf"
 
     @property
+    def bgp_dir(self) -> Path:
+        """ExaBGP's own (it runs as an unprivileged user: esc.privileges)."""
+        return self.run / "bgp"
+
+    @property
     def bgp_desired(self) -> Path:
         """What the agent wants ExaBGP to do (announce or withdraw), read by the API helper."""
-        return self.run / "bgp_desired"
+        return self.bgp_dir / "desired"
 
     @property
     def bgp_state(self) -> Path:
         """What the API helper last told ExaBGP, and the session state ExaBGP reported."""
-        return self.run / "bgp_state.json"
+        return self.bgp_dir / "state.json"
 
     @property
     def lib(self) -> Path:

@@ -24,38 +24,39 @@ from esc.config import NodePaths
 log = logging.getLogger("esc.privileges")
 
 SERVICE_USER = "esc"
+BGP_USER = "escbgp"  # ExaBGP and its API helper: apart from the controller
 
 
-def ensure_service_user() -> None:
+def ensure_service_user(name: str = SERVICE_USER) -> None:
     """Make the system user (and its group) unless it exists; a clear error if it cannot."""
     try:
-        pwd.getpwnam(SERVICE_USER)
+        pwd.getpwnam(name)
         return
     except KeyError:
         pass
     nologin = next((p for p in ("/usr/sbin/nologin", "/sbin/nologin") if os.path.exists(p)), "/bin/false")
     res = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
                           "--home-dir", "/nonexistent", "--shell", nologin,
-                          "--comment", "ESC controller", SERVICE_USER],
+                          "--comment", "ESC controller", name],
                          capture_output=True, text=True, timeout=30)
     if res.returncode != 0 and res.returncode != 9:  # 9: made meanwhile by another install
-        raise RuntimeError(f"could not add the system user {SERVICE_USER}: {res.stderr.strip()}")
+        raise RuntimeError(f"could not add the system user {name}: {res.stderr.strip()}")
 
 
-def service_ids() -> tuple[int, int]:
-    return pwd.getpwnam(SERVICE_USER).pw_uid, grp.getgrnam(SERVICE_USER).gr_gid
+def service_ids(name: str = SERVICE_USER) -> tuple[int, int]:
+    return pwd.getpwnam(name).pw_uid, grp.getgrnam(name).gr_gid
 
 
-def give(path: Path, mode: int) -> None:
-    """``path`` owned by the service user, with ``mode``."""
-    uid, gid = service_ids()
+def give(path: Path, mode: int, user: str = SERVICE_USER) -> None:
+    """``path`` owned by ``user``, with ``mode``."""
+    uid, gid = service_ids(user)
     os.chown(path, uid, gid)
     os.chmod(path, mode)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """A file only the service user (and root) can read, written whole (temp + rename)."""
-    uid, gid = service_ids()
+def write_private(path: Path, data: bytes, user: str = SERVICE_USER) -> None:
+    """A file only ``user`` (and root) can read, written whole (temp + rename)."""
+    uid, gid = service_ids(user)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -64,14 +65,21 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def can_run(argv: list[str]) -> str | None:
-    """None if the service user can run ``argv`` (e.g. import the package: a virtualenv
-    under a directory it cannot enter fails here); else what went wrong."""
+def can_run_python(user: str = SERVICE_USER) -> str | None:
+    """None if ``user`` can run this installation's Python as root does (the same
+    interpreter and standard library, the package importable, and a child process of
+    it too); else what went wrong. A virtualenv whose interpreter lives where the user
+    cannot enter (e.g. under /root) fails here."""
+    import sys
+
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         return "setpriv is missing (util-linux)"
-    res = subprocess.run([setpriv, f"--reuid={SERVICE_USER}", f"--regid={SERVICE_USER}", "--init-groups",
-                          *argv], capture_output=True, text=True, timeout=30, cwd="/")
+    check = ("import os, subprocess, sys, esc.config; "
+             f"assert sys.base_prefix == {sys.base_prefix!r}, 'standard library ' + sys.base_prefix; "
+             "subprocess.run([sys.executable, '-c', '0'], check=True)")
+    res = subprocess.run([setpriv, f"--reuid={user}", f"--regid={user}", "--init-groups",
+                          sys.executable, "-c", check], capture_output=True, text=True, timeout=30, cwd="/")
     if res.returncode != 0:
         return (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1][:300]
     return None
@@ -100,3 +108,18 @@ def prepare_manager_files(paths: NodePaths) -> None:
     log_file = paths.log / "escmanager.log"
     log_file.touch()
     give(log_file, 0o640)
+
+
+def bgp_conf(paths: NodePaths) -> Path:
+    """ExaBGP's copy of exabgp.conf (it holds the MD5 key): its own, 0600."""
+    return paths.bgp_dir / "exabgp.conf"
+
+
+def prepare_bgp_files(paths: NodePaths) -> None:
+    """ExaBGP runs as BGP_USER: its directory (the agent's wish and the helper's report
+    live there too; root writes the wish), and its copy of the configuration."""
+    ensure_service_user(BGP_USER)
+    d = paths.bgp_dir
+    d.mkdir(parents=True, exist_ok=True)
+    give(d, 0o755, BGP_USER)
+    write_private(bgp_conf(paths), paths.exabgp_conf.read_bytes(), BGP_USER)

@@ -17,6 +17,7 @@ def render_all(paths: NodePaths, cfg: NodeConfig, md5: str | None = None) -> lis
         if cfg.bgp.md5 and not key:
             raise ConfigError("BGP MD5 is configured but its key is missing from secrets.json: "
                               "run `escadm bgp set ... --md5 KEY` again")
+        bgp.write_api_script(paths)  # the program exabgp.conf names: ExaBGP checks it is there
         new = paths.exabgp_conf.with_suffix(".conf.new")
         write_atomic(new, bgp.render(cfg, paths, key).encode(), mode=0o600)  # holds the MD5 key
         err = bgp.check_config(new)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,14 @@ def test_the_route_points_at_the_active_only(lab):
         assert st["bgp"]["loopback"], f"{node}: the anycast address is not on lo"
         assert st["bgp"]["md5"]
     assert lab.status(active)["bgp"]["announced"] and not lab.status(standby)["bgp"]["announced"]
+    # ExaBGP (and so its API process) runs as its own unprivileged user, MD5 and all
+    import pwd
+
+    for node in (active, standby):
+        pid = lab.status(node)["services"]["bgp"]["pid"]
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        uid = int(next(line.split()[1] for line in status if line.startswith("Uid:")))
+        assert uid == pwd.getpwnam("escbgp").pw_uid, f"{node}: exabgp runs as uid {uid}"
     verbose = lab.escadm(active, "status", "-v").stdout
     assert f"anycast:     {PREFIX} announced" in verbose and "established" in verbose
     health = lab.escadm(standby, "health").stdout

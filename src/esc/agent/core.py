@@ -70,8 +70,10 @@ class Agent(AgentLoop):
         self.vim_helper = Child("escvim", lambda: [sys.executable, "-m", "esc.vim.service",
                                                    "--root", str(self.paths.root)],
                                 logs / "escvim.out", grace=3.0)
+        # as its own unprivileged user, with its own copy of exabgp.conf (esc.privileges)
         self.exabgp = Child("exabgp", lambda: bgp.argv(self.paths), logs / "exabgp.log",
-                            grace=3.0, env=bgp.env(self.paths))
+                            user=privileges.BGP_USER, grace=3.0, env=bgp.env(self.paths),
+                            prepare=lambda: privileges.prepare_bgp_files(self.paths))
         self.announce: tuple[bool, int] | None = None  # what bgp_desired says (None: not yet)
         self.exabgp_conf_seen = b""  # exabgp.conf as the running ExaBGP read it
         self.pollers: list[PeerPoller] = []  # one per network, VRRP's first (HaConfig.paths)
@@ -90,6 +92,9 @@ class Agent(AgentLoop):
         signal.signal(signal.SIGINT, lambda *_: self.request_stop())
         postgres.prepare_dirs(self.paths, self.cfg)  # the service user too
         self.manager.user = self._manager_user()
+        if self.cfg.bgp:
+            self.exabgp.user = self._bgp_user()
+            self.exabgp.env = bgp.env(self.paths, self.exabgp.user)
         ha = self.cfg.ha
         log.info("agent starting (pid %d, %s)", os.getpid(),
                  f"HA with {ha.peer_address}, VIP {ha.vip.cidr}" if ha else "standalone")
@@ -151,11 +156,23 @@ class Agent(AgentLoop):
         """The controller runs unprivileged, unless the service user cannot run this
         installation's Python (a virtualenv under a directory it cannot enter): then as
         root, said loudly, rather than not at all."""
-        problem = privileges.can_run([sys.executable, "-c", "import esc.config"])
+        problem = privileges.can_run_python(privileges.SERVICE_USER)
         if problem is None:
             return privileges.SERVICE_USER
         log.error("escmanager runs as root: the user %s cannot run %s (%s); make the installation "
-                  "readable by it", privileges.SERVICE_USER, sys.executable, problem)
+                  "readable by it (a virtualenv made with /usr/bin/python3)",
+                  privileges.SERVICE_USER, sys.executable, problem)
+        return None
+
+    def _bgp_user(self) -> str | None:
+        """ExaBGP runs as its own user, unless that user cannot run this Python (as for
+        the controller): then as root, said loudly."""
+        privileges.ensure_service_user(privileges.BGP_USER)
+        problem = privileges.can_run_python(privileges.BGP_USER)
+        if problem is None:
+            return privileges.BGP_USER
+        log.error("exabgp runs as root: the user %s cannot run %s (%s)", privileges.BGP_USER,
+                  sys.executable, problem)
         return None
 
     def _prepare_manager(self) -> None:

@@ -3,11 +3,11 @@ anycast address on the loopback. Policy-free: the agent decides *whether* to ann
 (``esc.roles.should_announce``); this module only carries it out.
 
 How a decision reaches the router: the agent writes ``announce`` or ``withdraw`` to
-``run/esc/bgp_desired`` (atomically, only when it changes); ExaBGP's API process
+``run/esc/bgp/desired`` (atomically, only when it changes); ExaBGP's API process
 (``python -m esc.ha.bgp_api``) polls that file every 20 ms and prints the matching
 ``announce route``/``withdraw route`` line, and repeats it whenever the session comes
 up again. The helper records what it told ExaBGP and the session state ExaBGP reported
-(``neighbor-changes``) in ``run/esc/bgp_state.json`` for ``escadm status``/``health``.
+(``neighbor-changes``) in ``run/esc/bgp/state.json`` for ``escadm status``/``health``.
 A file rather than a pipe: the helper is restarted by ExaBGP and ExaBGP by the agent,
 and each new helper finds the current wish there without a handshake.
 """
@@ -39,6 +39,18 @@ def exabgp_bin() -> str:
     return str(here) if here.exists() else (shutil.which("exabgp") or "exabgp")
 
 
+def api_script(paths: NodePaths) -> Path:
+    """What ExaBGP runs as its API process: a script in etc/esc that starts esc.ha.bgp_api
+    with this Python. (ExaBGP checks that its user can access the program it is given,
+    which a virtualenv's interpreter may not pass even where it runs.)"""
+    return paths.etc / "exabgp-api"
+
+
+def write_api_script(paths: NodePaths) -> None:
+    text = f"#!/bin/sh\nexec {sys.executable} -m esc.ha.bgp_api --root {paths.root}\n"
+    write_atomic(api_script(paths), text.encode(), mode=0o755, fsync=False)
+
+
 def render(cfg: NodeConfig, paths: NodePaths, md5: str | None) -> str:
     assert cfg.bgp
     b = cfg.bgp
@@ -48,7 +60,7 @@ def render(cfg: NodeConfig, paths: NodePaths, md5: str | None) -> str:
 # The active node announces {b.anycast_prefix}; the standby keeps the session up and
 # announces nothing (docs/bgp.md).
 process {API_PROCESS} {{
-    run {sys.executable} -m esc.ha.bgp_api --root {paths.root};
+    run {api_script(paths)};
     encoder json;
 }}
 
@@ -71,20 +83,24 @@ neighbor {b.remote_ip} {{
 
 
 def argv(paths: NodePaths) -> list[str]:
-    return [exabgp_bin(), str(paths.exabgp_conf)]
+    from esc.privileges import bgp_conf
+
+    return [exabgp_bin(), str(bgp_conf(paths))]  # its own copy (esc.privileges)
 
 
-def env(paths: NodePaths) -> dict[str, str]:
-    """ExaBGP 5 reads its settings from the environment."""
+def env(paths: NodePaths, user: str | None = None) -> dict[str, str]:
+    """ExaBGP 5 reads its settings from the environment. ``user``: the one it is started
+    as (esc.privileges.BGP_USER); None: root, and it stays root (it would drop to
+    'nobody', who cannot run this Python for its API process)."""
     return {
-        "exabgp_daemon_user": "root",  # it would drop to 'nobody' and lose TCP_MD5SIG
+        "exabgp_daemon_user": user or "root",
         "exabgp_daemon_daemonize": "false",
         "exabgp_api_cli": "false",  # no control FIFOs under /run/exabgp
         "exabgp_api_ack": "false",  # the helper's stdin carries JSON events only
         "exabgp_log_destination": "stdout",  # into the supervisor's log file
         "exabgp_log_level": "INFO",
         "exabgp_log_statistics": "false",  # a line per keepalive otherwise
-        "exabgp_daemon_pid": str(paths.run / "exabgp.pid"),
+        "exabgp_daemon_pid": str(paths.bgp_dir / "exabgp.pid"),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -125,6 +141,7 @@ def parse_desired(text: str) -> tuple[bool, int]:
 
 
 def write_desired(paths: NodePaths, announce: bool, med: int = MED_BASE) -> None:
+    paths.bgp_dir.mkdir(parents=True, exist_ok=True)  # ExaBGP's user gets it before it starts
     write_atomic(paths.bgp_desired, desired_text(announce, med).encode(), fsync=False)
 
 

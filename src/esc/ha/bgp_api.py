@@ -1,6 +1,6 @@
-"""ExaBGP's API process: turns the agent's wish (``run/esc/bgp_desired``) into
+"""ExaBGP's API process: turns the agent's wish (``run/esc/bgp/desired``) into
 ``announce route``/``withdraw route`` lines on stdout, and records the session state
-ExaBGP reports on stdin (``neighbor-changes``, JSON encoder) in ``run/esc/bgp_state.json``.
+ExaBGP reports on stdin (``neighbor-changes``, JSON encoder) in ``run/esc/bgp/state.json``.
 
 Started by ExaBGP (``process`` in exabgp.conf); exits when ExaBGP closes its stdin, so
 it never outlives its ExaBGP. Polls the wish every 20 ms: a stat and a read of a tiny
