@@ -61,8 +61,6 @@ def test_killing_the_active_fails_over_without_losing_writes(lab):
     assert "after-rejoin" in lab.names_in_db(old)
 
 
-@pytest.mark.xfail(strict=False, reason="1 run in 4: the rejoin cloned instead of rewinding "
-                   "(WAL the rewind needed gone?); under investigation")
 def test_a_rejoin_copies_only_the_wal_since_the_last_checkpoint(lab):
     """pg_rewind copies every WAL file its source has. The new active keeps only what a
     rewind of the old one needs (from the old active's last checkpoint, through the slot

@@ -34,6 +34,7 @@ from esc.roles import (
     vouches_for_peer,
     wins_election,
 )
+from esc.roles.predicates import NotStreamingClock, not_streaming_clock
 
 NOW = 1000.0
 PW = Observation(now=0.0).promote_window
@@ -1708,6 +1709,57 @@ def test_a_standby_that_never_streams_from_the_active_is_rejoined(state: Db, wai
     early = decide(Role.SWITCHING_TO_STANDBY,
                    Observation(**{**obs.__dict__, "not_streaming_since": 100.0 - waits + 0.5}))
     assert early.job is None
+
+
+def _rejoining_after_a_rewind(states: list[tuple[float, Db, bool]]) -> list[Decision]:
+    """The decisions, tick by tick, of a node whose rewound database starts behind an
+    active peer: (time, database state, streaming), the clock kept as the agent keeps it."""
+    active = PeerView(role=Role.ACTIVE, db=DbView(state=Db.PRIMARY, timeline=3, lsn=900), index=0)
+    clock: NotStreamingClock | None = None
+    out = []
+    for now, state, streaming in states:
+        db = DbView(state=state, timeline=3 if state == Db.STANDBY else 0, streaming=streaming)
+        clock = not_streaming_clock(clock, db, active, now)
+        obs = Observation(now=now, self_index=1, db=db, peer=active, peer_ever_seen=True,
+                          not_streaming_since=clock[0] if clock else None)
+        out.append(decide(Role.SWITCHING_TO_STANDBY, obs))
+    return out
+
+
+def test_a_slow_start_after_a_rewind_leaves_the_standby_its_grace_to_stream() -> None:
+    """The lab's flaky clone: after a rewind, the start-up (an fsync of the data directory
+    on a busy disk) took 3.9 s; the database became consistent and was rejoined 32 ms
+    later, before its walreceiver had connected ("not streaming from the active after
+    3.9s"), and that rejoin cloned (the rewind "did not get this node streaming"). The
+    standby's grace runs from when it is consistent."""
+    ticks = [(t / 20, Db.STARTING, False) for t in range(79)]  # 0 .. 3.9 s starting
+    ticks += [(3.93, Db.STANDBY, False), (4.0, Db.STANDBY, False), (4.1, Db.STANDBY, True)]
+    assert all(d.job is None for d in _rejoining_after_a_rewind(ticks))
+    # it still may not wait for ever: rejoin_grace after it became consistent
+    never = ticks[:-1] + [(3.93 + RG - 0.05, Db.STANDBY, False), (3.93 + RG + 0.05, Db.STANDBY, False)]
+    decisions = _rejoining_after_a_rewind(never)
+    assert all(d.job is None for d in decisions[:-1])
+    assert decisions[-1].job == Job.REJOIN and "after 3.0s" in decisions[-1].reason
+
+
+def test_the_not_streaming_clock() -> None:
+    active = peer(timeline=3)
+    starting, standby = dbv(Db.STARTING), dbv(Db.STANDBY, timeline=3)
+    clock = not_streaming_clock(None, starting, active, 10.0)
+    assert clock == (10.0, Db.STARTING)
+    assert not_streaming_clock(clock, starting, active, 12.0) == clock
+    clock = not_streaming_clock(clock, standby, active, 14.0)  # consistent: starts again
+    assert clock == (14.0, Db.STANDBY)
+    # once: a standby that looks starting for a tick (its connection failed) keeps its clock
+    assert not_streaming_clock(clock, starting, active, 15.0) == clock
+    assert not_streaming_clock(clock, standby, active, 16.0) == clock
+    # streaming ends it; streaming a timeline the active left does not
+    assert not_streaming_clock(clock, dbv(Db.STANDBY, timeline=3, streaming=True), active, 17.0) is None
+    behind = dbv(Db.STANDBY, timeline=2, streaming=True)
+    assert not_streaming_clock(clock, behind, active, 17.0) == clock
+    assert not_streaming_clock(None, behind, active, 17.0) == (17.0, Db.STANDBY)
+    for gone in (Db.STOPPED, Db.PRIMARY, Db.ABSENT):
+        assert not_streaming_clock(clock, dbv(gone), active, 18.0) is None
 
 
 # ================================================================== peer liveness over every network

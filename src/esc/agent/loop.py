@@ -44,7 +44,7 @@ from esc.roles import (
     must_wait_for_peer,
     should_announce,
 )
-from esc.roles.predicates import on_a_timeline_the_active_left, vouches_for_peer
+from esc.roles.predicates import NotStreamingClock, not_streaming_clock, vouches_for_peer
 
 log = logging.getLogger("esc.agent")
 
@@ -142,7 +142,7 @@ class AgentLoop:
         self.db_view = DbView()
         self.peer_view: PeerView | None = None
         self.desired = Desired()
-        self.not_streaming_since: float | None = None
+        self.not_streaming: NotStreamingClock | None = None  # see not_streaming_clock
         self.op_mode = op_mode
         self.observed_at = 0.0
         self.job: RunningJob | None = None
@@ -341,14 +341,8 @@ class AgentLoop:
                                    "the peer's heartbeat")
         if peer is not None and peer.db.timeline > 0:
             self.peer_timeline_seen = peer.db.timeline
-        # "Not streaming" includes streaming an old timeline: a standby whose history
-        # forked before its own end of WAL reconnects and drops again, in a loop, and
-        # would look healthy half of the time.
-        if db.state in (Db.STANDBY, Db.STARTING) and (
-                not db.streaming or on_a_timeline_the_active_left(db, peer)):
-            self.not_streaming_since = self.not_streaming_since or now
-        else:
-            self.not_streaming_since = None
+        # restarted when the database becomes consistent: see not_streaming_clock
+        self.not_streaming = not_streaming_clock(self.not_streaming, db, peer, now)
         outcome, self.job_outcome = self.job_outcome, None
         job_done = None
         if outcome is not None:
@@ -376,7 +370,8 @@ class AgentLoop:
             now=now, ha=self.cfg.is_ha, self_index=self.cfg.ha.self_index if self.cfg.ha else 0,
             vrrp=vrrp, db=db, peer=peer, peer_ever_seen=ever_seen,
             last_confirm_recv=confirm_recv, last_confirm_sent=confirm_sent,
-            not_streaming_since=self.not_streaming_since, volume_ok=self.io_volume_ok(),
+            not_streaming_since=self.not_streaming[0] if self.not_streaming else None,
+            volume_ok=self.io_volume_ok(),
             job_running=self.job.kind if self.job else None, job_failed=self.job_failed,
             job_done=job_done, command=command, promote_window=t.promote_window,
             alone_after=t.alone_after, maintenance=self.op_mode.maintenance,

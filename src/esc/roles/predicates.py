@@ -191,6 +191,34 @@ def not_streaming_for(obs: Observation) -> float:
     return obs.now - since if since is not None else 0.0
 
 
+NotStreamingClock = tuple[float, Db]  # since when, and the database's state when it started
+
+
+def not_streaming_clock(clock: NotStreamingClock | None, db: DbView, peer: PeerView | None,
+                        now: float) -> NotStreamingClock | None:
+    """The clock of ``not_streaming_since`` after this observation: since when the database
+    has been a standby (or starting) that does not stream from the active, and the state
+    it was in then; None while it streams or is no standby.
+
+    "Not streaming" includes streaming an old timeline: a standby whose history forked
+    before its own end of WAL reconnects and drops again, in a loop, and would look
+    healthy half of the time.
+
+    The clock starts again, once, when a starting database becomes a standby
+    (consistent, open for read-only connections). Its start-up had its own, longer
+    grace (STARTING_GRACE_FACTOR), and its walreceiver starts only once the local WAL is
+    replayed, which after a pg_rewind is where it becomes consistent: counted from the
+    start, a start-up longer than ``rejoin_grace`` (the fsync of the data directory after
+    a rewind, on a busy disk) left the walreceiver no time to connect, and the next
+    rejoin cloned a database that pg_rewind had just made right."""
+    if db.state not in (Db.STANDBY, Db.STARTING) or (
+            db.streaming and not on_a_timeline_the_active_left(db, peer)):
+        return None
+    if clock is None or (db.state == Db.STANDBY and clock[1] == Db.STARTING):
+        return now, db.state
+    return clock
+
+
 def on_a_timeline_the_active_left(db: DbView, peer: PeerView | None) -> bool:
     """Our database is on an earlier timeline than the peer's primary: streaming it (a
     history that forked before our end of WAL) only loops, so it counts as not streaming."""
@@ -215,7 +243,8 @@ STARTING_GRACE_FACTOR = 10  # a database still starting gets this many rejoin_gr
 def not_streaming_too_long(obs: Observation) -> bool:
     """Not streaming from the active for ``rejoin_grace``: waiting longer would wait forever.
 
-    A standby database: its history diverged from the active's. One still starting (not
+    A standby database: its history diverged from the active's (its time counts from
+    when it became consistent, see not_streaming_clock). One still starting (not
     yet consistent) gets ten times as long: after a rewind PostgreSQL first fsyncs its
     data directory and replays from the last checkpoint, which takes seconds on a busy
     disk, and stopping it then made the next rewind fail and fall back to a full clone."""
