@@ -189,7 +189,7 @@ def test_exabgp_conf_ipv6() -> None:
     text = bgp.render(cfg, NodePaths(Path("/r")), None)
     assert "ipv6 unicast;" in text and "router-id 10.77.1.11;" in text and "md5" not in text
     assert "neighbor fd00:1::1 {" in text and "neighbor-changes;" in text
-    assert "-m esc.ha.bgp_api --root /r;" in text
+    assert "run /r/etc/esc/exabgp-api;" in text  # the script that starts esc.ha.bgp_api
 
 
 @pytest.mark.skipif(not Path(bgp.exabgp_bin()).exists(), reason="needs ExaBGP")
@@ -197,6 +197,8 @@ def test_exabgp_accepts_the_rendered_files(tmp_path: Path) -> None:
     for kw, md5 in ((GOOD, "k#y"), (GOOD6, None)):
         cfg = NodeConfig(name="n1", bgp=BgpConfig(**kw, md5=md5 is not None))  # type: ignore[arg-type]
         f = tmp_path / "exabgp.conf"
+        (tmp_path / "etc/esc").mkdir(parents=True, exist_ok=True)
+        bgp.write_api_script(NodePaths(tmp_path))  # as render_all does: ExaBGP checks it is there
         f.write_text(bgp.render(cfg, NodePaths(tmp_path), md5))
         assert bgp.check_config(f) is None
     f.write_text("neighbor 10.0.0.1 { hold-tme 3; }\n")
