@@ -178,6 +178,20 @@ def test_the_pairs_own_addresses_are_never_callback_targets() -> None:
     for host in ("192.0.2.11", "192.0.2.12", "192.0.2.50", "198.51.100.12"):
         assert "an address of this pair" in (policy.url_problem(f"http://{host}:8060/x") or "")
     assert policy.url_problem("http://192.0.2.99/cb") is None
+    # the pair's own networks: the heartbeat network (no VIP there) refused unless named
+    # in the allow-list; the VIP's network is the northbound too, so not refused whole
+    from esc.services.callbacks import ha_networks
+
+    local = [("eth0", "192.0.2.11", 24), ("eth1", "198.51.100.11", 24), ("lo", "127.0.0.1", 8)]
+    assert ha_networks(cfg, local) == ["198.51.100.0/24"]
+    policy = CallbackPolicy(CallbackConfig(allow=["0.0.0.0/0"], deny=[]), pair_addresses(cfg),
+                            ha_networks(cfg, local))
+    assert "the pair's HA network 198.51.100.0/24" in (policy.url_problem("http://198.51.100.20/cb") or "")
+    assert policy.url_problem("http://192.0.2.99/cb") is None
+    named = CallbackPolicy(CallbackConfig(allow=["0.0.0.0/0", "198.51.100.0/24"], deny=[]),
+                           pair_addresses(cfg), ha_networks(cfg, local))
+    assert named.url_problem("http://198.51.100.20/cb") is None
+    assert "an address of this pair" in (named.url_problem("http://198.51.100.12/cb") or "")
     assert pinned_request("https://example.test:8443/cb?x=1", ipaddress.ip_address("2001:db8::5")) \
         == ("https://[2001:db8::5]:8443/cb?x=1", {"host": "example.test:8443"},
             {"sni_hostname": "example.test"})

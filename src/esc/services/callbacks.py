@@ -90,21 +90,48 @@ def pair_addresses(cfg: NodeConfig) -> list[str]:
     return out
 
 
-class CallbackPolicy:
-    """The allow- and deny-lists of CallbackConfig, applied to URLs and addresses, and
-    the pair's own addresses (``pair``), always refused."""
+def ha_networks(cfg: NodeConfig, local: list[tuple[str, str, int]]) -> list[str]:
+    """The networks of this node's HA addresses (``--ha_node_list``, ``--ha_heartbeat_list``)
+    that carry no VIP, from ``local`` (esc.ha.vip.addresses()): networks only the pair
+    uses. Callbacks go nowhere there unless the allow-list names them. (A network with
+    the VIP is the northbound too: clients are there, so it is not refused whole.)"""
+    if cfg.ha is None:
+        return []
+    own = {cfg.ha.self_address, *(pair[cfg.ha.self_index] for pair in cfg.ha.heartbeat)}
+    vip = ipaddress.ip_address(cfg.ha.vip.address)
+    out = []
+    for _, address, prefixlen in local:
+        if address in own:
+            net = ipaddress.ip_network(f"{address}/{prefixlen}", strict=False)
+            if vip not in net and str(net) not in out:
+                out.append(str(net))
+    return out
 
-    def __init__(self, cfg: CallbackConfig | None = None, pair: list[str] | None = None) -> None:
+
+class CallbackPolicy:
+    """The allow- and deny-lists of CallbackConfig, applied to URLs and addresses; the
+    pair's own addresses (``pair``), always refused; the pair's own networks (``ha``,
+    ha_networks), refused unless the allow-list names them (a network narrower than
+    "everything")."""
+
+    def __init__(self, cfg: CallbackConfig | None = None, pair: list[str] | None = None,
+                 ha: list[str] | None = None) -> None:
         cfg = cfg or CallbackConfig()
         self.allow = [ipaddress.ip_network(n) for n in cfg.allow]
         self.deny = [ipaddress.ip_network(n) for n in cfg.deny]
         self.pair = {ipaddress.ip_address(a) for a in pair or []}
+        self.ha = [ipaddress.ip_network(n) for n in ha or []]
 
     def address_problem(self, ip: IP) -> str | None:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
             ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
         if ip in self.pair:
             return f"callback address {ip} is an address of this pair"
+        for net in self.ha:
+            if net.version == ip.version and ip in net and not any(
+                    ip in n and n.prefixlen > 0 for n in self.allow if n.version == ip.version):
+                return (f"callback address {ip} is on the pair's HA network {net} (allow it with "
+                        "`escadm callback set --allow`)")
         if any(ip in n for n in self.deny if n.version == ip.version):
             return f"callback address {ip} is in the callback deny-list"
         if not any(ip in n for n in self.allow if n.version == ip.version):

@@ -63,7 +63,7 @@ from esc.pairing.material import pair_key
 from esc.secrets import derive, verify_password
 from esc.services import api, models
 from esc.services.auth_cache import VerifiedHeaders
-from esc.services.callbacks import CallbackPolicy, CallbackSender, pair_addresses
+from esc.services.callbacks import CallbackPolicy, CallbackSender, ha_networks, pair_addresses
 from esc.services.db import CommitNotConfirmed, commit_durably, one_line
 from esc.services.executor import DeploymentExecutor
 from esc.services.retention import Janitor
@@ -389,7 +389,10 @@ def create_app(
             CommitNotConfirmed: on_db_error,
         },
     )
-    app.state.callback_policy = CallbackPolicy(cfg.callbacks, pair_addresses(cfg))
+    from esc.ha.vip import addresses
+
+    app.state.callback_policy = CallbackPolicy(cfg.callbacks, pair_addresses(cfg),
+                                               ha_networks(cfg, addresses() if cfg.ha else []))
     app.add_api_route("/health", health, methods=["GET"], tags=["health"], response_model=models.Health,
                       responses={503: {"model": models.Health, "description": "not serving"}},
                       summary="Whether this node serves (unauthenticated)")
