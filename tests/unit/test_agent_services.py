@@ -5,6 +5,7 @@ one still shutting down, and served nothing until it was killed: 2.1 s in make c
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def _agent(tmp: Path, runs: list[Path]) -> Agent:
     agent.manager.min_restart_interval = 0.0
     agent.serving, agent.stop_requested, agent.freeze_seen = False, False, 0.0
     agent.cfg = NodeConfig(name="n1")
+    agent.users_settled = threading.Event()
+    agent.users_settled.set()
     return agent
 
 

@@ -83,6 +83,8 @@ class Agent(AgentLoop):
         self.peer_tls: ssl.SSLContext | None = None  # the peer API's client side
         self.peer_server_tls: ssl.SSLContext | None = None  # its server side, for new connections
         self.rotating = threading.Lock()
+        self.users_settled = threading.Event()  # see run() and _settle_users
+        self.users_settled.set()
 
     # ----------------------------------------------------------------- run
     def run(self) -> int:
@@ -91,10 +93,10 @@ class Agent(AgentLoop):
         signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
         signal.signal(signal.SIGINT, lambda *_: self.request_stop())
         postgres.prepare_dirs(self.paths, self.cfg)  # the service user too
-        self.manager.user = self._manager_user()
-        if self.cfg.bgp:
-            self.exabgp.user = self._bgp_user()
-            self.exabgp.env = bgp.env(self.paths, self.exabgp.user)
+        # the users the controller and ExaBGP run as: checked off the start-up path (two
+        # Python starts), they start once it is settled
+        self.users_settled.clear()
+        threading.Thread(target=self._settle_users, name="service-users", daemon=True).start()
         ha = self.cfg.ha
         log.info("agent starting (pid %d, %s)", os.getpid(),
                  f"HA with {ha.peer_address}, VIP {ha.vip.cidr}" if ha else "standalone")
@@ -163,6 +165,18 @@ class Agent(AgentLoop):
                   "readable by it (a virtualenv made with /usr/bin/python3)",
                   privileges.SERVICE_USER, sys.executable, problem)
         return None
+
+    def _settle_users(self) -> None:
+        try:
+            self.manager.user = self._manager_user()
+            if self.cfg.bgp:
+                self.exabgp.user = self._bgp_user()
+                self.exabgp.env = bgp.env(self.paths, self.exabgp.user)
+        except Exception:
+            log.exception("could not check the services' users: they run as root")
+        finally:
+            self.users_settled.set()
+            self.wake.set()
 
     def _bgp_user(self) -> str | None:
         """ExaBGP runs as its own user, unless that user cannot run this Python (as for
@@ -603,8 +617,8 @@ class Agent(AgentLoop):
         if self.cfg.bgp is None:
             return
         self._set_announce(announce and not self.stop_requested, self.db_view.timeline)
-        if not self.exabgp.running and not self.stop_requested and self.paths.exabgp_conf.exists() \
-                and self._read_exabgp_conf() and self.exabgp.start():
+        if not self.exabgp.running and not self.stop_requested and self.users_settled.is_set() \
+                and self.paths.exabgp_conf.exists() and self._read_exabgp_conf() and self.exabgp.start():
             log.info("exabgp started (pid %s), neighbor %s", self.exabgp.pid, self.cfg.bgp.remote_ip)
 
     def _read_exabgp_conf(self) -> bool:
@@ -625,6 +639,8 @@ class Agent(AgentLoop):
         if self.cfg.vim is not None and not self.vim_helper.running and not self.stop_requested \
                 and self.vim_helper.start():
             log.info("VIM helper started (pid %s)", self.vim_helper.pid)
+        if not self.users_settled.is_set():
+            return  # who the controller runs as is not known yet (run())
         m = self.manager
         if on:
             if m.stopping:
