@@ -45,7 +45,7 @@ from esc.pairing import credentials
 from esc.pairing import material as pair_material
 from esc.pairing.handshake import Decision
 from esc.pairing.material import PairMaterial
-from esc.pairing.service import PairingError, PairingRefused, pair_with
+from esc.pairing.service import PairingError, PairingRefused, pair_node
 from esc.render import render_all
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -258,24 +258,23 @@ def store_pairing_credential(paths: NodePaths, ha_args: HaArgs, user_pass: str |
 def obtain_material(paths: NodePaths, cfg: NodeConfig, timeout: float = 2.0) -> PairMaterial | None:
     """Pair with the peer if it answers and holds the pair's material (a node reinstalled
     beside a running peer takes the pair's); else the first node of --ha_node_list makes
-    the material, and the second leaves pairing to its agent. A peer that refuses the
-    credential is an error the operator must see now."""
+    the material, and the second leaves pairing to its agent. What it gets is installed.
+    A peer that refuses the credential is an error the operator must see now."""
     ha = cfg.ha
     assert ha is not None
-    credential = credentials.client_credential(paths)
-    if credential is not None:
-        try:
-            outcome = pair_with(ha.peer_address, cfg.pair_port, credential, ha.node_list, cfg.name,
-                                None, timeout=timeout)
-        except PairingRefused as e:
-            raise ConfigError(f"pairing with {ha.peer_address}: {e}") from None
-        except PairingError:
-            outcome = None  # not running yet: the agent pairs when it starts
-        if outcome is not None and outcome.decision == Decision.TAKE:
-            if credential.kind == "token":
-                credentials.forget_join_token(paths)
+    try:
+        outcome = pair_node(paths, cfg, timeout=timeout)
+        if outcome.decision == Decision.TAKE:
             return outcome.material
-    return PairMaterial.generate() if ha.self_index == 0 else None
+    except PairingRefused as e:
+        raise ConfigError(f"pairing with {ha.peer_address}: {e}") from None
+    except PairingError:
+        pass  # no credential, or the peer is not running yet: the agent pairs when it starts
+    if ha.self_index != 0:
+        return None
+    material = PairMaterial.generate()
+    pair_material.install(paths, cfg, material)
+    return material
 
 
 def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
@@ -326,10 +325,8 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
         store_pairing_credential(paths, ha_args, user_pass)
         if supplied_tls:
             tls.write_material(paths, *supplied_tls, supplied=True)
-        material = obtain_material(paths, cfg) if ha else None
-        if material is not None:
-            pair_material.install(paths, cfg, material)  # the HTTPS certificate too
-        elif not supplied_tls and ha is None:
+        material = obtain_material(paths, cfg) if ha else None  # installed, HTTPS certificate too
+        if ha is None and not supplied_tls:
             tls.write_material(paths, *pair_material.https_material(cfg, None), supplied=False)
         if generated_rest:
             write_atomic(paths.etc / "rest_credentials", f"admin:{generated_rest}\n".encode(),
@@ -441,11 +438,13 @@ def ha_set(root: Path, ha_args: HaArgs, user_pass: str | None) -> NodeConfig:
     check_pairing_args(ha, ha_args, user_pass, credentials.client_credential(paths))
     new = cfg.model_copy(update={"ha": ha})
     store_pairing_credential(paths, ha_args, user_pass)
-    material = pair_material.load(paths) or obtain_material(paths, new)
+    material = pair_material.load(paths)
     if material is not None:
-        if postgres.has_data(paths.pgdata(new)):
-            _ensure_replication_role(paths, new, material.derive("replication"))
         pair_material.install(paths, new, material)  # a new VIP: a certificate that names it
+    else:
+        material = obtain_material(paths, new)
+    if material is not None and postgres.has_data(paths.pgdata(new)):
+        _ensure_replication_role(paths, new, material.derive("replication"))
     render_all(paths, new)
     save_config(paths, new)
     return new

@@ -32,7 +32,6 @@ from esc.agent.peer import PeerPoller, PeerSnapshot
 from esc.agent.supervisor import Child
 from esc.config import BgpConfig, NodeConfig, NodePaths, load_config
 from esc.ha import bgp, keepalived, postgres, vip
-from esc.pairing import credentials
 from esc.pairing import material as pair_material
 from esc.pairing import service as pairing
 from esc.pairing.handshake import Decision
@@ -190,8 +189,7 @@ class Agent(AgentLoop):
         return None
 
     def _prepare_manager(self) -> None:
-        if self.manager.user is None:
-            return
+        # as root too: the controller reads these copies when they are there
         try:
             privileges.prepare_manager_files(self.paths)
         except OSError as e:  # it starts anyway: HTTP still serves, HTTPS says what is missing
@@ -278,7 +276,6 @@ class Agent(AgentLoop):
         if current.id != new_id:
             return 409, {"error": f"pair material {new_id} is not in use here ({current.id} is)"}
         pair_material.save(self.paths, "prev", None)
-        tls.write_peer_trust(self.paths, [current.peer_cert.encode()])
         self._use_material()
         log.info("pair material %s alone trusted: the replaced one is forgotten", new_id)
         return 200, {"result": "finished"}
@@ -287,8 +284,7 @@ class Agent(AgentLoop):
         """A new HTTPS certificate: the serving controller loads it (new connections get
         it, no restart); a parked one is started again with it."""
         m = self.manager
-        if m.user is not None:
-            privileges.prepare_manager_files(self.paths)
+        privileges.prepare_manager_files(self.paths)
         if self.serving:
             m.send_line("tls")
         elif m.running:
@@ -341,17 +337,9 @@ class Agent(AgentLoop):
         assert ha is not None
         said = ""
         while not self.stop_requested:
-            credential = credentials.client_credential(self.paths)
             try:
-                if credential is None:
-                    raise pairing.PairingError("no credential to pair with (`escadm ha set` with "
-                                               "--user_pass, --ha_secret or --ha_join_token)")
-                outcome = pairing.pair_with(ha.peer_address, self.cfg.pair_port, credential,
-                                            ha.node_list, self.cfg.name, None)
+                outcome = pairing.pair_node(self.paths, self.cfg)
                 if outcome.decision == Decision.TAKE and outcome.material is not None:
-                    pair_material.install(self.paths, self.cfg, outcome.material)
-                    if credential.kind == "token":
-                        credentials.forget_join_token(self.paths)
                     log.info("paired with %s: the pair's material taken", ha.peer_address)
                     with self.lock:
                         self.reason = "paired"

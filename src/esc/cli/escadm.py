@@ -233,7 +233,7 @@ def ha_pair_cmd(ctx: click.Context, take_peers: bool) -> None:
     """Pair with the peer now (the agent also does so at its start while unpaired). Run
     with the agent stopped."""
     from esc.config import load_config
-    from esc.pairing import credentials, material, service
+    from esc.pairing import service
     from esc.pairing.handshake import Decision
 
     paths = paths_of(ctx)
@@ -245,20 +245,11 @@ def ha_pair_cmd(ctx: click.Context, take_peers: bool) -> None:
         fail("not an HA node", 2)
     if paths.agent_sock.exists():
         fail("the agent is running: `escadm stop` first", 2)
-    credential = credentials.client_credential(paths)
-    if credential is None:
-        fail("no credential to pair with: `escadm ha set` with --user_pass, --ha_secret or "
-             "--ha_join_token", 2)
-    own = material.load(paths)
     try:
-        outcome = service.pair_with(cfg.ha.peer_address, cfg.pair_port, credential, cfg.ha.node_list,
-                                    cfg.name, own, replace=take_peers)
+        outcome = service.pair_node(paths, cfg, replace=take_peers)
     except service.PairingError as e:
         fail(f"pairing with {cfg.ha.peer_address}: {e}")
-    if outcome.decision == Decision.TAKE and outcome.material is not None:
-        material.install(paths, cfg, outcome.material)
-        if credential.kind == "token":
-            credentials.forget_join_token(paths)
+    if outcome.decision == Decision.TAKE:
         done(f"paired with {cfg.ha.peer_address}: this node now holds the pair's material")
     elif outcome.decision == Decision.SAME:
         done(f"already paired with {cfg.ha.peer_address}")

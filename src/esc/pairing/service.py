@@ -222,3 +222,23 @@ def _raise_for(r: httpx.Response) -> None:
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def pair_node(paths: NodePaths, cfg, replace: bool = False, timeout: float = 3.0) -> Outcome:  # type: ignore[no-untyped-def]
+    """This node (``cfg``, an HA NodeConfig) pairs with its peer with the credential it
+    holds; material it takes is installed (esc.pairing.material.install) and a join
+    token used is forgotten. PairingError (PairingRefused) says why not."""
+    from esc.pairing import material as pair_material
+
+    ha = cfg.ha
+    credential = credentials.client_credential(paths)
+    if credential is None:
+        raise PairingError("no credential to pair with (`escadm ha set` with --user_pass, "
+                           "--ha_secret or --ha_join_token)")
+    outcome = pair_with(ha.peer_address, cfg.pair_port, credential, ha.node_list, cfg.name,
+                        pair_material.load(paths), replace=replace, timeout=timeout)
+    if outcome.decision == Decision.TAKE and outcome.material is not None:
+        pair_material.install(paths, cfg, outcome.material)
+        if credential.kind == "token":
+            credentials.forget_join_token(paths)
+    return outcome
