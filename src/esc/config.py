@@ -404,6 +404,51 @@ class User(BaseModel):
     password_hash: str
 
 
+class GrantConfig(BaseModel):
+    """The NFVO's Granting API (SOL003 ``/grant/v1``): when set, every VNF lifecycle
+    operation asks ``POST {url}/grants`` first and a refusal fails it (esc.etsi.grant)."""
+
+    url: str
+    user: str | None = None  # HTTP Basic towards the NFVO
+    password: str | None = None
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"grant url {v!r}: an http(s) URL is needed, e.g. http://nfvo:8080/grant/v1")
+        return v.rstrip("/")
+
+
+class EtsiConfig(BaseModel):
+    """The ETSI NFV SOL003 VNF lifecycle service (esc.etsi), on the active only.
+
+    ``server_address``: the host every link and Location names; in HA mode the VIP (or the
+    anycast address) by default, never a node's own address (a client would follow it to a
+    node that may be the standby tomorrow)."""
+
+    enabled: bool = True
+    server_address: str | None = None
+    http_port: int = Field(default=8250, ge=1, le=65535)
+    https_port: int = Field(default=8251, ge=0, le=65535)  # 0: no HTTPS
+    token_ttl_s: int = Field(default=3600, ge=60, le=86400)  # OAuth 2.0 access tokens
+    grant: GrantConfig | None = None
+
+    @field_validator("server_address")
+    @classmethod
+    def _server_address(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip().strip("[]")
+        if not v or re.search(r"[^A-Za-z0-9.:-]", v):
+            raise ValueError(f"ETSI server address {v!r}: an address or a host name is needed")
+        return v
+
+
 class NodeConfig(BaseModel):
     version: int = CONFIG_VERSION
     name: str
@@ -426,10 +471,36 @@ class NodeConfig(BaseModel):
     callbacks: CallbackConfig = Field(default_factory=CallbackConfig)
     retention: Retention = Field(default_factory=Retention)
     bgp: BgpConfig | None = None
+    etsi: EtsiConfig = Field(default_factory=EtsiConfig)
 
     @property
     def is_ha(self) -> bool:
         return self.ha is not None
+
+    @property
+    def etsi_server_address(self) -> str:
+        """The host of every ETSI link: configured, else the VIP / anycast address, else
+        this node's first address (standalone)."""
+        return self.etsi.server_address or self.etsi_server_address_default()
+
+    @model_validator(mode="after")
+    def _etsi_address_not_a_node(self) -> NodeConfig:
+        """In HA mode a node's own address as the ETSI server address would send clients
+        and notification receivers to one node, which may be the standby tomorrow."""
+        addr = self.etsi.server_address
+        if self.ha is None or addr is None:
+            return self
+        nodes = {self.ha.self_address, self.ha.peer_address, *self.ipaddr,
+                 *(a for pair in self.ha.heartbeat for a in pair)}
+        if addr in nodes:
+            raise ValueError(f"ETSI server address {addr} is a node's own address: in HA mode it must "
+                             f"be the VIP ({self.etsi_server_address_default()}) or a name for it")
+        return self
+
+    def etsi_server_address_default(self) -> str:
+        if self.bgp is not None:
+            return self.bgp.anycast_ip
+        return self.ha.vip.address if self.ha else (self.ipaddr[0] if self.ipaddr else "127.0.0.1")
 
     @model_validator(mode="before")
     @classmethod

@@ -120,6 +120,14 @@ def status_details(st: dict) -> str:
         cert = (f"certificate SHA-256 {nb['tls_sha256']} ({origin})" if nb.get("tls_sha256")
                 else "no certificate: HTTPS off")
         lines.append(f"northbound:  http {nb['http_port']}, https {nb['https_port']}, {cert}")
+    if "etsi" in st:
+        e = st["etsi"]
+        if e.get("enabled"):
+            count = f", {e['instances']} VNF instance(s)" if e.get("instances") is not None else ""
+            lines.append(f"etsi:        server address {e['server_address']}, http {e['http_port']}, "
+                         f"https {e['https_port']}{count}")
+        else:
+            lines.append("etsi:        disabled (escadm etsi set --enable)")
     for t in st.get("transitions", [])[-5:]:
         lines.append(f"transition:  {t['from']} -> {t['to']}: {t['reason']}")
     return "\n".join(lines)
@@ -159,6 +167,14 @@ def report(st: dict) -> tuple[str, bool]:
                       and (db.get("streaming") or serving))
     esc_up = running("escmanager") and svcs.get("escmanager", {}).get("detail") == "serving"
     line("escmanager", esc_up, "is running", "is stopped", serving)
+    etsi = svcs.get("etsi")
+    if etsi is not None:
+        # as the original: a standby (or a node with the service off) says "disabled at startup"
+        etsi_up = etsi.get("state") == "running" and etsi.get("detail") == "serving"
+        if etsi_up or (serving and etsi.get("state") != "disabled"):
+            line("etsi", etsi_up, "is running", "is stopped")
+        else:
+            lines.append("etsi is disabled at startup")
     fs = svcs.get("filesystem", {}).get("state") == "running"
     line("filesystem", fs, "is running", "is stopped")
     disk = st.get("disk") or {}

@@ -87,8 +87,9 @@ def can_run_python(user: str = SERVICE_USER) -> str | None:
 
 def prepare_manager_files(paths: NodePaths) -> None:
     """What the controller reads, as its own (``run/esc/manager``, 0700): copies of the
-    HTTPS certificate and key, and the REST auth-cache key (derived from the pair key,
-    the only one of its derivations the controller needs); and its log file."""
+    HTTPS certificate and key, the REST auth-cache key (derived from the pair key, the
+    only one of its derivations the controller needs) and what the ETSI service checks
+    credentials with (esc.etsi.auth); and their log files."""
     from esc.pairing.material import pair_key
     from esc.secrets import derive
 
@@ -105,9 +106,13 @@ def prepare_manager_files(paths: NodePaths) -> None:
         write_private(paths.manager_auth_key, derive(key, "rest-auth-cache").encode())
     else:
         paths.manager_auth_key.unlink(missing_ok=True)
-    log_file = paths.log / "escmanager.log"
-    log_file.touch()
-    give(log_file, 0o640)
+    from esc.etsi.auth import auth_data, auth_file, make_auth
+
+    write_private(auth_file(paths), auth_data(make_auth(paths)))
+    for name in ("escmanager.log", "escetsi.log"):
+        log_file = paths.log / name
+        log_file.touch()
+        give(log_file, 0o640)
 
 
 def bgp_conf(paths: NodePaths) -> Path:

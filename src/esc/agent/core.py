@@ -65,6 +65,12 @@ class Agent(AgentLoop):
                                                     "--root", str(self.paths.root)],
                              logs / "escmanager.out", stdin_pipe=True, grace=5.0,
                              prepare=self._prepare_manager)
+        # the ETSI SOL003 service (esc.etsi.service): parked and served with the controller
+        self.etsi = Child("escetsi", lambda: [sys.executable, "-m", "esc.etsi.service",
+                                              "--root", str(self.paths.root)],
+                          logs / "escetsi.out", stdin_pipe=True, grace=5.0,
+                          prepare=self._prepare_manager)
+        self.etsi_serving = False
         # root's part of the VIM driver, for the unprivileged controller (esc.vim.service)
         self.vim_helper = Child("escvim", lambda: [sys.executable, "-m", "esc.vim.service",
                                                    "--root", str(self.paths.root)],
@@ -167,7 +173,7 @@ class Agent(AgentLoop):
 
     def _settle_users(self) -> None:
         try:
-            self.manager.user = self._manager_user()
+            self.manager.user = self.etsi.user = self._manager_user()
             if self.cfg.bgp:
                 self.exabgp.user = self._bgp_user()
                 self.exabgp.env = bgp.env(self.paths, self.exabgp.user)
@@ -283,12 +289,12 @@ class Agent(AgentLoop):
     def _renew_manager_tls(self) -> None:
         """A new HTTPS certificate: the serving controller loads it (new connections get
         it, no restart); a parked one is started again with it."""
-        m = self.manager
         privileges.prepare_manager_files(self.paths)
-        if self.serving:
-            m.send_line("tls")
-        elif m.running:
-            m.stop(grace=1.0)  # parked: the next tick starts a fresh one
+        for m, serving in ((self.manager, self.serving), (self.etsi, self.etsi_serving)):
+            if serving:
+                m.send_line("tls")
+            elif m.running:
+                m.stop(grace=1.0)  # parked: the next tick starts a fresh one
 
     def _rotate(self, body: dict) -> tuple[int, dict]:
         """``escadm ha secret rotate``: new pair key and peer certificate (and HTTPS key with
@@ -362,7 +368,7 @@ class Agent(AgentLoop):
 
     # ---------------------------------------------------------------- tick
     def children(self) -> tuple[Child, ...]:
-        return (self.pg, self.keepalived, self.manager, self.exabgp, self.vim_helper)
+        return (self.pg, self.keepalived, self.manager, self.etsi, self.exabgp, self.vim_helper)
 
     def io_before_tick(self) -> None:
         for child in self.children():
@@ -370,6 +376,8 @@ class Agent(AgentLoop):
             if not child.poll() and was is not None:
                 if child is self.manager:
                     self.serving = False
+                if child is self.etsi:
+                    self.etsi_serving = False
                 if child is self.keepalived:
                     self.on_vrrp(Vrrp.UNKNOWN)
                 if child.crashed:
@@ -629,30 +637,38 @@ class Agent(AgentLoop):
             log.info("VIM helper started (pid %s)", self.vim_helper.pid)
         if not self.users_settled.is_set():
             return  # who the controller runs as is not known yet (run())
-        m = self.manager
+        self.serving = self._drive(self.manager, on, self.serving)
+        if self.cfg.etsi.enabled:
+            self.etsi_serving = self._drive(self.etsi, on, self.etsi_serving)
+        elif self.etsi.running:
+            self.etsi.stop(grace=self.STOP_GRACE_S)
+            self.etsi_serving = False
+
+    def _drive(self, m: Child, on: bool, serving: bool) -> bool:
+        """Serve (on) or park one of the parked services (the controller, the ETSI
+        service); whether it serves now."""
         if on:
             if m.stopping:
                 m.kill()  # it will never serve again; the next tick starts a fresh one
-                self.serving = False
-                return
+                return False
             if not m.running:
-                self.serving = False
+                serving = False
                 if not m.start():
-                    return
+                    return False
             # the serving lease (esc.services.serving), renewed every tick: a node
             # frozen longer than pause_fence answers nothing when it wakes
             if not m.send_line(f"lease {clock.now() + self.pause_fence:.3f}"):
-                return
-            if not self.serving and m.send_line("serve"):
-                self.serving = True
-                log.info("escmanager serving (pid %s)", m.pid)
-            return
-        if self.serving:
-            log.info("escmanager stopped")
+                return serving
+            if not serving and m.send_line("serve"):
+                serving = True
+                log.info("%s serving (pid %s)", m.name, m.pid)
+            return serving
+        if serving:
+            log.info("%s stopped", m.name)
             m.stop(grace=self.STOP_GRACE_S)
-            self.serving = False
         elif not m.running and not self.stop_requested:
             m.start()  # parked: imported and ready, serving nothing
+        return False
 
     # ------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
@@ -665,6 +681,7 @@ class Agent(AgentLoop):
         # Services and database stop together: the peer promotes only once our
         # database is down, so every second spent here is a second without service.
         self.manager.stop(grace=2)
+        self.etsi.stop(grace=2)
         self.pg.stop()
         # The peer promotes when it sees our database down, and only within its promote
         # window: keep what we tell it true (and fresh) while the database stops.
@@ -677,6 +694,7 @@ class Agent(AgentLoop):
             self.db_view, self.observed_at = DbView(state=Db.STOPPED), clock.now()
             self.role = Role.STOPPED
         self.manager.stop_wait(5)
+        self.etsi.stop_wait(5)
         self.vim_helper.stop_wait(5)
         self.keepalived.stop_wait(5)
         self.exabgp.stop_wait(5)
@@ -834,8 +852,9 @@ class Agent(AgentLoop):
                 self.localdb.execute("SELECT pg_reload_conf()")
             except Exception:
                 pass
-        if not self.serving and self.manager.running:
-            self.manager.stop()  # parked: the loop starts it again, reading the new esc.json
+        for child, serving in ((self.manager, self.serving), (self.etsi, self.etsi_serving)):
+            if not serving and child.running:
+                child.stop()  # parked: the loop starts it again, reading the new esc.json
         log.info("configuration reloaded")
         if self.serving:
             return 200, {"result": "reloaded; the serving controller applies controller settings "
@@ -889,6 +908,8 @@ class Agent(AgentLoop):
             "pgsql": self._svc(self.pg, True, db.state.value),
             "escmanager": self._svc(self.manager, True,
                                     "serving" if self.serving else "parked"),
+            "etsi": self._svc(self.etsi, self.cfg.etsi.enabled,
+                              "serving" if self.etsi_serving else "parked"),
             "filesystem": {"state": "running" if self._volume_ok(mount=False) else "stopped",
                            "pid": 0},
         }
@@ -896,6 +917,8 @@ class Agent(AgentLoop):
             out["services"]["bgp"] = self._svc(self.exabgp, True)
             out["bgp"] = self._bgp_status()
         out["disk"] = self._disk()
+        out["etsi"] = {"enabled": self.cfg.etsi.enabled, "server_address": self.cfg.etsi_server_address,
+                       "http_port": self.cfg.etsi.http_port, "https_port": self.cfg.etsi.https_port}
         ha = self.cfg.ha
         if ha and self.lease is not None:
             lv = self.lease.view()

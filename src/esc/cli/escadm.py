@@ -445,6 +445,110 @@ def rest_set(ctx: click.Context, http: str) -> None:
 
 
 @cli.group()
+def etsi() -> None:
+    """The ETSI NFV SOL003 VNF lifecycle service (ports 8250/8251, on the active)."""
+
+
+@etsi.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def etsi_show(ctx: click.Context, as_json: bool) -> None:
+    """Its server address, ports, and the ETSI user and password (alike on both nodes)."""
+    from esc.etsi import auth as etsi_auth
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+    except ConfigError as e:
+        fail(str(e), 2)
+    out = {"enabled": cfg.etsi.enabled, "server_address": cfg.etsi_server_address,
+           "http_port": cfg.etsi.http_port, "https_port": cfg.etsi.https_port,
+           "user": etsi_auth.ETSI_USER, "password": etsi_auth.password(paths),
+           "token_endpoint": f"http://{cfg.etsi_server_address}:{cfg.etsi.http_port}{etsi_auth.TOKEN_PATH}",
+           "grant_url": cfg.etsi.grant.url if cfg.etsi.grant else None}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for key, value in out.items():
+        click.echo(f"{key + ':':16}{value}")
+
+
+@etsi.command("set")
+@click.option("--server_address", default=None,
+              help="The address every link names (default: the VIP, or the anycast address).")
+@click.option("--enable/--disable", "enabled", default=None, help="Serve it (on the active) or not.")
+@click.option("--grant_url", default=None,
+              help="The NFVO's Granting API, e.g. http://nfvo:8080/grant/v1 ('' for none).")
+@click.option("--grant_user_pass", default=None, help="USER:PASS towards the NFVO (HTTP Basic).")
+@click.pass_context
+def etsi_set(ctx: click.Context, server_address: str | None, enabled: bool | None, grant_url: str | None,
+             grant_user_pass: str | None) -> None:
+    """Change the ETSI service's settings (then `escadm reload`; the serving service
+    applies them at its next start)."""
+    from esc.config import NodeConfig, save_config
+    from esc.secrets import split_user_pass
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+        etsi_cfg = cfg.etsi.model_dump()
+        if server_address is not None:
+            etsi_cfg["server_address"] = server_address or None
+        if enabled is not None:
+            etsi_cfg["enabled"] = enabled
+        if grant_url is not None:
+            etsi_cfg["grant"] = {"url": grant_url} if grant_url else None
+        if grant_user_pass is not None:
+            if not etsi_cfg.get("grant"):
+                raise ConfigError("--grant_user_pass needs --grant_url")
+            user, password = split_user_pass(grant_user_pass, "--grant_user_pass")
+            etsi_cfg["grant"] = {**etsi_cfg["grant"], "user": user, "password": password}
+        new = NodeConfig.model_validate({**cfg.model_dump(), "etsi": etsi_cfg})
+    except (ConfigError, ValueError) as e:
+        fail(validation_message(e), 2)
+    save_config(paths, new)
+    done(f"etsi: {'enabled' if new.etsi.enabled else 'disabled'}, server address "
+         f"{new.etsi_server_address}; run `escadm reload`")
+
+
+@etsi.group("package")
+def etsi_package() -> None:
+    """VNF packages (CSAR with a TOSCA SOL001 VNFD)."""
+
+
+@etsi_package.command("onboard")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def etsi_package_onboard(ctx: click.Context, file: Path) -> None:
+    """Onboard FILE through the active's ETSI service (the server address)."""
+    import httpx
+
+    from esc.etsi import auth as etsi_auth
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+    except ConfigError as e:
+        fail(str(e), 2)
+    host = cfg.etsi_server_address
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{cfg.etsi.http_port}/esc/v1/vnf_packages"
+    try:
+        r = httpx.post(url, content=file.read_bytes(), headers={"Content-Type": "application/zip"},
+                       auth=(etsi_auth.ETSI_USER, etsi_auth.password(paths)), timeout=60, trust_env=False)
+    except httpx.HTTPError as e:
+        fail(f"the ETSI service at {url} did not answer: {e}")
+    if r.status_code not in (200, 201):
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        fail(f"onboarding refused (HTTP {r.status_code}): {detail}")
+    data = r.json()
+    done(f"VNF package {data['id']}: VNFD {data['vnfdId']}, flavours {', '.join(data['flavours'])}"
+         + ("" if r.status_code == 201 else " (already onboarded)"))
+
+
+@cli.group()
 def retention() -> None:
     """How long events and finished transactions are kept."""
 

@@ -68,7 +68,7 @@ from esc.services.db import CommitNotConfirmed, commit_durably, one_line
 from esc.services.executor import DeploymentExecutor
 from esc.services.retention import Janitor
 from esc.services.serving import ServingGate, ServingLease, parse_lease_line
-from esc.services.transactions import Worker
+from esc.services.transactions import Worker, WorkListener
 
 __all__ = ["CommitNotConfirmed", "commit_durably", "create_app", "db_conninfo", "main"]
 
@@ -149,6 +149,8 @@ class BasicAuth:
     """
 
     MAX_PENDING = 32
+    realm = "esc"
+    what = "REST"  # in the log
 
     def __init__(self, app: ASGIApp, user: User, prefix: str = "/v0",
                  shared: VerifiedHeaders | None = None,
@@ -185,10 +187,10 @@ class BasicAuth:
         wait = self.failed_logins.retry_after(client)
         if wait:
             auth_log.warning("too many failed logins from %s: answered 429", client)
-            return error(429, "too many failed logins from this address",
-                         {"Retry-After": str(wait)})
+            return self.refuse(429, "too many failed logins from this address",
+                               {"Retry-After": str(wait)})
         if self.pending >= self.MAX_PENDING:
-            return error(503, "too many logins being checked; retry", {"Retry-After": "1"})
+            return self.refuse(503, "too many logins being checked; retry", {"Retry-After": "1"})
         pool = getattr(scope["app"].state, "pool", None) if "app" in scope else None
         self.pending += 1
         try:
@@ -199,8 +201,13 @@ class BasicAuth:
         if ok:
             return None
         self.failed_logins.failed(client)
-        auth_log.warning("failed REST login from %s", client)
-        return error(401, "authentication required", {"WWW-Authenticate": 'Basic realm="esc"'})
+        auth_log.warning("failed %s login from %s", self.what, client)
+        return self.refuse(401, "authentication required",
+                           {"WWW-Authenticate": f'Basic realm="{self.realm}"'})
+
+    def refuse(self, status: int, message: str, headers: dict[str, str]) -> Response:
+        """The answer to a refused request (the ETSI service's is a ProblemDetails)."""
+        return error(status, message, headers)
 
     def verify(self, header: str, pool: ConnectionPool | None) -> bool:
         """scrypt, unless this node or its peer verified the very same header before."""
@@ -343,6 +350,7 @@ def create_app(
         worker = Worker(conninfo, executor, threads=worker_threads, poll=worker_poll,
                         on_finished=sender.wake)
         janitor = Janitor(conninfo, cfg.retention)
+        listener = WorkListener(conninfo, worker.wake)
         app.state.pool, app.state.worker, app.state.callbacks = pool, worker, sender
         app.state.janitor = janitor
         # The background work starts a moment after listening: on a new active, the
@@ -352,6 +360,7 @@ def create_app(
         worker.start(after=background_after)
         sender.start(after=background_after)
         janitor.start(after=background_after)
+        listener.start(after=background_after)
         stopping = threading.Event()
         if on_start is not None:  # the VNF monitor: active only, like the worker
             def start_monitor() -> None:
@@ -368,9 +377,11 @@ def create_app(
             worker.request_stop()
             sender.request_stop()
             janitor.request_stop()
+            listener.request_stop()
             await run_in_threadpool(worker.stop, 2.0)
             await run_in_threadpool(sender.stop, 1.0)
             await run_in_threadpool(janitor.stop, 1.0)
+            await run_in_threadpool(listener.stop, 1.0)
             await run_in_threadpool(pool.close, 2.0)
 
     app = FastAPI(
@@ -410,13 +421,13 @@ def create_app(
 # --- process -------------------------------------------------------------------------------
 
 
-def setup_logging(paths: NodePaths, node: str) -> None:
+def setup_logging(paths: NodePaths, node: str, name: str = "escmanager") -> None:
     paths.log.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(paths.log / "escmanager.log")
+    handler = logging.FileHandler(paths.log / f"{name}.log")
     node = node.replace("%", "%%")
     handler.setFormatter(
         logs.OneLineFormatter(
-            f"%(asctime)s.%(msecs)03d {node} escmanager[%(process)d] %(levelname)s %(message)s",
+            f"%(asctime)s.%(msecs)03d {node} {name}[%(process)d] %(levelname)s %(message)s",
             "%Y-%m-%dT%H:%M:%S",
         )
     )
@@ -475,11 +486,12 @@ def tls_files(paths: NodePaths) -> tuple[Path, Path]:
     return paths.tls_cert, paths.tls_key
 
 
-def https_config(app: Any, cfg: NodeConfig, paths: NodePaths) -> uvicorn.Config | None:
+def https_config(app: Any, cfg: NodeConfig, paths: NodePaths,
+                 port: int | None = None) -> uvicorn.Config | None:
     """The HTTPS server's config, its certificate loaded now (while parked, so that
     a bad file is reported before a failover needs it); None without material."""
     cert, key = tls_files(paths)
-    if not cfg.https_port or not (cert.exists() and key.exists()):
+    if not (cfg.https_port if port is None else port) or not (cert.exists() and key.exists()):
         log.warning("no TLS material in %s: HTTPS not served", paths.tls_dir)
         return None
     try:
@@ -587,19 +599,26 @@ def main(argv: list[str] | None = None) -> int:
                      on_start=vim.start if vim else None, on_stop=vim.stop if vim else None,
                      shared_secret=auth_secret(paths) if cfg.is_ha else None,
                      background_after=BACKGROUND_AFTER_S)
+    return run_parked(app, cfg, paths, serve_now=args.serve, name="escmanager",
+                      http_port=cfg.api_port, https_port=cfg.https_port)
+
+
+def run_parked(app: ASGIApp, cfg: NodeConfig, paths: NodePaths, *, serve_now: bool, name: str,
+               http_port: int, https_port: int) -> int:
+    """Park (imports done, app built and warmed, listening on nothing) until "serve" on
+    stdin, then serve ``app`` on ``http_port`` and, with TLS material, ``https_port``
+    until "exit", EOF or a signal. The protocol of the module docstring; the ETSI
+    service (esc.etsi.service) runs the same way."""
     # under an agent, nothing is answered until its first lease
-    lease = ServingLease() if args.serve else ServingLease(until=0.0)
+    lease = ServingLease() if serve_now else ServingLease(until=0.0)
     gated = ServingGate(app, lease)
     config = web.config(gated, lifespan="on", **GUARDS)  # loaded now, not at failover
-    tls_config = https_config(gated, cfg, paths)
+    tls_config = https_config(gated, cfg, paths, https_port)
 
     t_serve = 0.0
 
     def on_listening() -> None:
-        log.info(
-            "listening on port %d, %.1f ms after serve",
-            cfg.api_port, (time.monotonic() - t_serve) * 1000,
-        )
+        log.info("listening on port %d, %.1f ms after serve", http_port, (time.monotonic() - t_serve) * 1000)
         notify("serving")
 
     http = web.Server(config, on_listening)
@@ -618,9 +637,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
-    if not args.serve:
+    if not serve_now:
         warm_up(app)
-        log.info("parked, pid %d", os.getpid())
+        log.info("%s parked, pid %d", name, os.getpid())
         notify("parked")
         if not wait_for_serve(lease):
             return 0
@@ -630,19 +649,19 @@ def main(argv: list[str] | None = None) -> int:
     exit_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: exit_requested.set())
     signal.signal(signal.SIGINT, lambda signum, frame: exit_requested.set())
-    if not args.serve:
+    if not serve_now:
         threading.Thread(target=watch_stdin, args=(exit_requested, lease, reload_tls), daemon=True).start()
     try:
-        sock = web.tcp_socket("::", cfg.api_port)
+        sock = web.tcp_socket("::", http_port)
     except OSError as e:
-        log.error("cannot bind port %d: %s", cfg.api_port, e)
+        log.error("cannot bind port %d: %s", http_port, e)
         return 1
     tls_sock = None
     if https is not None:
         try:
-            tls_sock = web.tcp_socket("::", cfg.https_port)
+            tls_sock = web.tcp_socket("::", https_port)
         except OSError as e:
-            log.error("cannot bind port %d, HTTPS not served: %s", cfg.https_port, e)
+            log.error("cannot bind port %d, HTTPS not served: %s", https_port, e)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(serve_all(http, sock, https, tls_sock, exit_requested))
     log.info("stopped")

@@ -20,6 +20,7 @@ Tables:
 - ``transactions``: every accepted write, with its request; the work queue.
 - ``callbacks``: one row per transaction result to POST to a client's callback URL.
 - ``events``: notifications, listed by ``GET /v0/notifications?since=``.
+- ``etsi_*``: the ETSI service's (esc.etsi.schema).
 - ``auth_verified``: keyed digests of REST authorization headers already verified,
   so a new active need not run scrypt again (auth_cache.py).
 """
@@ -28,11 +29,15 @@ from __future__ import annotations
 
 import psycopg
 
+from esc.etsi.schema import ETSI_SQL
+from esc.etsi.schema import TABLES as ETSI_TABLES
+
 DEFAULT_TENANT = "default"
 
 # Every table, children first (for TRUNCATE and for readers of this file).
 TABLES = ("events", "callbacks", "transactions", "vms", "deployment_refs", "deployments",
-          "volumes", "subnets", "images", "flavors", "networks", "tenants", "auth_verified")
+          "volumes", "subnets", "images", "flavors", "networks", "tenants", "auth_verified",
+          *ETSI_TABLES)
 
 _RESOURCE_COLUMNS = """
     id          bigserial   PRIMARY KEY,
@@ -189,5 +194,7 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         for statement in MIGRATE_DEPLOYMENTS_SQL:
             conn.execute(statement)
     for statement in DEPLOYMENTS_SQL:
+        conn.execute(statement)
+    for statement in ETSI_SQL:
         conn.execute(statement)
     conn.commit()

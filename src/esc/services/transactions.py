@@ -395,3 +395,27 @@ class Worker(PollingThreads):
         finish(conn, tx, ok, code, message)
         commit_durably(conn)
         self._finished(tx, ok, message)
+
+
+# Another process that records transactions (the ETSI service) says so on this channel;
+# the notification is delivered when its database transaction commits.
+WORK_CHANNEL = "esc_transactions"
+
+
+class WorkListener(PollingThreads):
+    """One thread that LISTENs on WORK_CHANNEL and wakes ``wake`` (the worker) at each
+    notification, so that work recorded by another process starts at once rather than at
+    the worker's next poll."""
+
+    def __init__(self, conninfo: str, wake: Callable[[], None]) -> None:
+        self.conninfo, self.wake_worker = conninfo, wake
+        super().__init__("escmanager-listen", 1)
+
+    def drain(self, conn: psycopg.Connection) -> float:
+        if not getattr(conn, "esc_listening", False):
+            conn.execute(f"LISTEN {WORK_CHANNEL}")
+            conn.commit()
+            conn.esc_listening = True  # type: ignore[attr-defined]
+        for _ in conn.notifies(timeout=0.5, stop_after=1):
+            self.wake_worker()
+        return 0.0

@@ -1,0 +1,55 @@
+"""escetsi: the ETSI NFV SOL003 VNF lifecycle service, on the active node only.
+
+Run by the agent like escmanager, *parked* until "serve" on stdin (the protocol of
+esc.services.manager.run_parked), as the unprivileged service user::
+
+    python -m esc.etsi.service --root ROOT [--serve]
+
+It listens on ``etsi.http_port`` (8250) and, with the pair's HTTPS certificate,
+``etsi.https_port`` (8251). Its log is ``var/log/esc/escetsi.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from esc.config import ConfigError, NodePaths, load_config
+from esc.services.manager import BACKGROUND_AFTER_S, db_conninfo, run_parked, setup_logging
+
+log = logging.getLogger("esc.etsi")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="escetsi", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, required=True, help="the node's root directory")
+    parser.add_argument("--serve", action="store_true", help="serve at once, ignore stdin")
+    args = parser.parse_args(argv)
+
+    paths = NodePaths(args.root)
+    try:
+        cfg = load_config(paths)
+    except ConfigError as e:
+        print(f"escetsi: {e}", file=sys.stderr)
+        return 2
+    setup_logging(paths, cfg.name, "escetsi")
+
+    from esc.etsi import auth
+    from esc.etsi.app import create_app
+    from esc.etsi.grant import Granter
+
+    granter = Granter(cfg.etsi.grant, cfg) if cfg.etsi.grant else None
+    app = create_app(cfg, db_conninfo(cfg, paths), auth.load_auth(paths), grant=granter,
+                     background_after=BACKGROUND_AFTER_S)
+    log.info("ETSI server address %s", cfg.etsi_server_address)
+    return run_parked(app, cfg, paths, serve_now=args.serve, name="escetsi",
+                      http_port=cfg.etsi.http_port, https_port=cfg.etsi.https_port)
+
+
+if __name__ == "__main__":
+    code = main()
+    logging.shutdown()
+    os._exit(code)
