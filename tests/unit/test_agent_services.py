@@ -11,7 +11,7 @@ from pathlib import Path
 
 from esc.agent.core import Agent
 from esc.agent.supervisor import Child
-from esc.config import NodeConfig
+from esc.config import EtsiConfig, NodeConfig
 
 # a controller whose graceful shutdown takes long: it ignores SIGTERM
 CONTROLLER = """
@@ -32,7 +32,9 @@ def _agent(tmp: Path, runs: list[Path]) -> Agent:
     agent.manager = Child("escmanager", argv, tmp / "escmanager.out", stdin_pipe=True, grace=5.0)
     agent.manager.min_restart_interval = 0.0
     agent.serving, agent.stop_requested, agent.freeze_seen = False, False, 0.0
-    agent.cfg = NodeConfig(name="n1")
+    # the ETSI service is driven by the same code (Agent._drive); off here
+    agent.etsi, agent.etsi_serving = Child("escetsi", argv, tmp / "escetsi.out"), False
+    agent.cfg = NodeConfig(name="n1", etsi=EtsiConfig(enabled=False))
     agent.users_settled = threading.Event()
     agent.users_settled.set()
     return agent

@@ -476,6 +476,18 @@ def test_random_bytes(data: bytes) -> None:
     accepts_or_refuses(read_package, b"PK\x03\x04" + data)
 
 
+SAMPLE_CSAR = sample_csar()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(SAMPLE_CSAR) - 1), st.integers(0, 255)), min_size=1, max_size=4))
+def test_a_damaged_sample_package(flips: list[tuple[int, int]]) -> None:
+    data = bytearray(SAMPLE_CSAR)
+    for at, byte in flips:
+        data[at] = byte
+    accepts_or_refuses(read_package, bytes(data))
+
+
 NAMES = st.sampled_from(["TOSCA-Metadata/TOSCA.meta", ENTRY, "a.yaml", "Files/images/cirros.qcow2", "../x",
                          "/abs", "dir/", "x.yml"]) | st.text(min_size=1, max_size=12)
 BODIES = (st.binary(max_size=60) | st.text(max_size=60) | st.sampled_from(
@@ -491,7 +503,7 @@ def test_random_zips(entries: list[tuple[str, bytes | str]]) -> None:
         for name, body in entries:
             try:
                 zf.writestr(name, body)
-            except ValueError:  # zipfile's own refusals (NUL in a name and such)
+            except (ValueError, IndexError):  # zipfile's own refusals (a name cut empty at a NUL)
                 pass
     accepts_or_refuses(read_package, buf.getvalue())
 

@@ -69,6 +69,9 @@ def status(as_json: bool) -> None:
             click.echo(f"anycast {st['vip']} via {hops}  rest user {st['rest_user']}")
         else:
             click.echo(f"vip {st['vip']}  rest user {st['rest_user']}")
+        if st.get("etsi_user"):
+            click.echo(f"etsi on {st['vip']}:{st['etsi_port']} (https {st['etsi_https_port']})  "
+                       f"user {st['etsi_user']}  (escadm lab status --json for the passwords)")
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})

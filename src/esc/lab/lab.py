@@ -427,7 +427,20 @@ def status() -> dict:
     state = dict(state)
     state["nodes"] = {n: {**v, **{"role": node_status(n).get("role")}}
                       for n, v in state["nodes"].items()}
+    state.update(etsi_credentials())
     return state
+
+
+def etsi_credentials() -> dict:
+    """The ETSI service's user and password (the pair's: alike on both nodes) and ports."""
+    from esc.etsi import auth as etsi_auth
+
+    try:
+        password = etsi_auth.password(NodePaths(node_root(NODES[0])))
+    except OSError:
+        return {}
+    return {"etsi_user": etsi_auth.ETSI_USER, "etsi_password": password, "etsi_port": 8250,
+            "etsi_https_port": 8251}
 
 
 def roles() -> dict[str, str]:
