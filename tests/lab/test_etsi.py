@@ -55,6 +55,9 @@ class Etsi:
                 "print(r.json()['access_token'])")
         return self.lab.client_python(code).strip()
 
+    def result(self, location: str) -> str:
+        return str(self.wait_op(location, ("COMPLETED", "FAILED_TEMP"))["operationState"])
+
     def wait_op(self, location: str, until: tuple[str, ...], timeout: float = 60) -> dict[str, Any]:
         path = location.split(":8250", 1)[1]
         deadline = time.monotonic() + timeout
@@ -149,6 +152,27 @@ def test_vnf_lifecycle_through_the_vip_survives_a_failover(lab: Any, tmp_path: P
         for b in got:  # a receiver never sees a node's own address
             for link in b["_links"].values():
                 assert link["href"].startswith(f"https://{lab.vip}:8251/"), link
+
+        # operate: the VMs stop (and the VNF monitor leaves them stopped), then start again
+        def running() -> list[str]:
+            return sorted(v.name for v in driver.list() if v.state == "running")
+
+        status, headers, _ = etsi.call("POST", f"{path}/operate", {"changeStateTo": "STOPPED"})
+        assert status == 202
+        assert etsi.result(headers["location"]) == "COMPLETED"
+        assert running() == []
+        time.sleep(4)  # longer than the monitor takes to call a VM down and reboot it
+        assert running() == []
+        status, headers, _ = etsi.call("POST", f"{path}/operate", {"changeStateTo": "STARTED"})
+        assert etsi.result(headers["location"]) == "COMPLETED"
+        assert len(running()) == 5
+
+        # heal: every VM made again by the VIM driver
+        before = {v.name: v.created_at for v in driver.list()}
+        status, headers, _ = etsi.call("POST", f"{path}/heal", {"cause": "lab"})
+        assert etsi.result(headers["location"]) == "COMPLETED"
+        after = {v.name: v.created_at for v in driver.list() if v.state == "running"}
+        assert set(after) == set(before) and all(after[n] > before[n] for n in before)
     finally:
         fake.kill()
         fake.wait(10)

@@ -405,3 +405,24 @@ def test_server_address_in_ha_mode_is_never_a_node() -> None:
         NodeConfig(name="a", ipaddr=["10.0.0.1"], ha=ha, etsi=EtsiConfig(server_address="10.0.0.2"))
     assert NodeConfig(name="a", ha=ha, etsi=EtsiConfig(server_address="vnfm.example")).etsi_server_address \
         == "vnfm.example"
+
+
+def test_operate_and_heal(etsi: Any, nfvo: FakeNfvo, esc_db: str) -> None:
+    with etsi() as c:
+        vnfd_id = onboard(c)
+        inst = c.post("/vnflcm/v1/vnf_instances", json={"vnfdId": vnfd_id}).json()
+        path = f"/vnflcm/v1/vnf_instances/{inst['id']}"
+        c.op(c.post(f"{path}/instantiate", json={"flavourId": "simple"}).headers["location"])
+        assert c.post(f"{path}/operate", json={"changeStateTo": "STARTED"}).status_code == 409  # already
+        r = c.post(f"{path}/operate", json={"changeStateTo": "STOPPED", "stopType": "FORCEFUL"})
+        assert c.op(r.headers["location"])["operationState"] == "COMPLETED"
+        assert c.get(path).json()["instantiatedVnfInfo"]["vnfState"] == "STOPPED"
+        with psycopg.connect(esc_db) as conn:  # the controller's deployment stops its VMs
+            spec = conn.execute("SELECT spec FROM deployments WHERE name = %s", (inst["id"],)).fetchone()
+        assert spec is not None and spec[0]["vm_state"] == "stopped"
+        r = c.post(f"{path}/operate", json={"changeStateTo": "STARTED"})
+        assert c.op(r.headers["location"])["operationState"] == "COMPLETED"
+        r = c.post(f"{path}/heal", json={"cause": "test"})
+        healed = c.op(r.headers["location"])
+        assert healed["operationState"] == "COMPLETED"
+        assert sorted(a["changeType"] for a in healed["resourceChanges"]["affectedVnfcs"]) == ["MODIFIED"] * 2

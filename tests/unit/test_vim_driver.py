@@ -485,6 +485,17 @@ class TestContract:
             d.create_vm(spec("b", address="10.0.0.7/24"))
         assert d.get("b").to_dict()["created_at"].endswith("+00:00")  # type: ignore[union-attr]
 
+    def test_stop_then_start(self, any_driver: VimDriver) -> None:
+        d = any_driver
+        a = d.create_vm(spec("a"))
+        s = d.stop_vm("a")
+        assert (s.state, s.pid, s.address) == ("stopped", None, a.address)
+        assert d.create_vm(spec("a")).state == "stopped"  # found as it is, not started
+        r = d.reboot_vm("a")
+        assert r.state == "running" and r.pid not in (None, a.pid)
+        with pytest.raises(VmNotFound):
+            d.stop_vm("nope")
+
 
 # ---------------------------------------------------------------------------
 # the guest's replies

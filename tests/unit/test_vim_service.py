@@ -45,6 +45,7 @@ def test_calls_and_answers_go_through(remote: tuple[RemoteDriver, FakeDriver, Pa
     assert info == fake.get("t.d.vm1")
     assert driver.get("t.d.vm1") == info and driver.list() == [info]
     assert driver.spec("t.d.vm1") == spec
+    assert driver.stop_vm("t.d.vm1").state == "stopped" == fake.get("t.d.vm1").state  # type: ignore[union-attr]
     assert driver.reboot_vm("t.d.vm1").name == "t.d.vm1"
     driver.delete_vm("t.d.vm1")
     assert driver.get("t.d.vm1") is None and driver.spec("t.d.vm1") is None

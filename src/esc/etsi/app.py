@@ -614,8 +614,8 @@ async def health(request: Request) -> Response:
 def create_app(cfg: NodeConfig, conninfo: str, auth: etsi_auth.EtsiAuth, *, pool_timeout: float = 5.0,
                worker_options: Mapping[str, Any] | None = None,
                sender_options: Mapping[str, Any] | None = None,
-               grant: Callable[..., str] | None = None, background_after: float = 0.0,
-               on_vim_work: Callable[[], None] | None = None) -> FastAPI:
+               grant: Callable[..., str | None] | None = None, background_after: float = 0.0,
+               on_vim_work: Callable[[], None] | None = None, vim: Any = None) -> FastAPI:
     """The ASGI app; the pool, the LCM worker and the notification sender run with its
     lifespan (on the active only)."""
     from esc.services.callbacks import ha_networks, pair_addresses
@@ -628,7 +628,7 @@ def create_app(cfg: NodeConfig, conninfo: str, auth: etsi_auth.EtsiAuth, *, pool
         pool.open(wait=False)
         sender = NotificationSender(conninfo, app.state.callback_policy, **(sender_options or {}))
         worker = LcmWorker(conninfo, notification_links(cfg), grant=grant, on_notified=sender.wake,
-                           on_vim_work=on_vim_work, **(worker_options or {}))
+                           on_vim_work=on_vim_work, vim=vim, **(worker_options or {}))
         app.state.pool, app.state.worker, app.state.sender = pool, worker, sender
         worker.start(after=background_after)
         sender.start(after=background_after)

@@ -519,7 +519,10 @@ class _Parser:
         name = type_name
         while True:
             if not isinstance(name, str):
-                raise PackageError(f"{where}: type {name!r} is not a name")
+                if not out:
+                    raise PackageError(f"{where}: " + ("no type" if name is None else f"type {name!r} is not a name"))
+                raise PackageError(f"{where}: type {type_name} derives from no SOL001 type (derived_from"
+                                   f" {name!r})")
             if name in KNOWN or (name.startswith("tosca.") and name not in registry):
                 return [*out, {"name": name}]
             if name not in registry:

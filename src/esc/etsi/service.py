@@ -42,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     from esc.etsi.grant import Granter
 
     granter = Granter(cfg.etsi.grant, cfg) if cfg.etsi.grant else None
+    vim = None
+    if cfg.vim is not None:
+        from esc.vim.service import RemoteDriver
+
+        vim = RemoteDriver(paths.vim_sock)
     app = create_app(cfg, db_conninfo(cfg, paths), auth.load_auth(paths), grant=granter,
-                     background_after=BACKGROUND_AFTER_S)
+                     background_after=BACKGROUND_AFTER_S, vim=vim)
     log.info("ETSI server address %s", cfg.etsi_server_address)
     return run_parked(app, cfg, paths, serve_now=args.serve, name="escetsi",
                       http_port=cfg.etsi.http_port, https_port=cfg.etsi.https_port)

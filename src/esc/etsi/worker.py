@@ -36,6 +36,7 @@ from esc.services.models import FlavorIn, ImageIn, TenantIn
 from esc.services.store import Fail
 from esc.services.threads import PollingThreads
 from esc.services.transactions import WriteRequest
+from esc.services.vim_wiring import vim_name
 
 log = logging.getLogger("esc.etsi.worker")
 
@@ -167,7 +168,7 @@ def deployment_spec(vnfd: Vnfd, pkg_id: str, t: Mapping[str, Any]) -> dict[str, 
         groups.append({"name": vdu_id, "image": image_name(vdu.image), "flavor": flavor_name(vdu),
                        "count": n, "interfaces": interfaces})
     return {"name": "", "description": f"VNF instance of {vnfd.product_name} ({vnfd.id})",
-            "vm_groups": groups}
+            "vm_groups": groups, "vm_state": "stopped" if t["vnf_state"] == "STOPPED" else "running"}
 
 
 def resource_requests(vnfd: Vnfd, pkg_id: str, t: Mapping[str, Any]) -> list[WriteRequest]:
@@ -230,11 +231,13 @@ class LcmWorker(PollingThreads):
     escmanager's worker)."""
 
     def __init__(self, conninfo: str, links: store.Links, *, threads: int = 2, poll: float = 0.2,
-                 grant: Callable[[Mapping[str, Any], Mapping[str, Any], Vnfd], str] | None = None,
+                 grant: Callable[[Mapping[str, Any], Mapping[str, Any], Vnfd], str | None] | None = None,
                  on_vim_work: Callable[[], None] | None = None,
-                 on_notified: Callable[[], None] | None = None) -> None:
+                 on_notified: Callable[[], None] | None = None,
+                 vim: Any = None) -> None:
         self.conninfo, self.links, self.poll = conninfo, links, poll
         self.grant = grant
+        self.vim = vim  # a VimDriver with spec() (the VIM helper's client): heal re-creates VMs
         self.on_vim_work = on_vim_work or (lambda: None)
         self.on_notified = on_notified or (lambda: None)
         super().__init__("escetsi-lcm", threads)
@@ -333,6 +336,8 @@ class LcmWorker(PollingThreads):
             self._finish(conn, op, inst, target, rollback)
             return
         if op["deployment_tx"] is None:
+            if op["operation"] == "HEAL" and not rollback:
+                self._recreate(conn, inst)
             tx_id = submit_vim_work(conn, op, inst, vnfd, target)
             if tx_id is None:
                 self._finish(conn, op, inst, target, rollback)
@@ -348,6 +353,22 @@ class LcmWorker(PollingThreads):
         if row is None or row[0] == "failed":
             raise StepFailed(500, row[1] if row else f"controller transaction {op['deployment_tx']} is gone")
         self._finish(conn, op, inst, target, rollback)
+
+    def _recreate(self, conn: psycopg.Connection, inst: dict[str, Any]) -> None:
+        """Heal: each VM of the instance deleted and made again from its spec, by the VIM
+        driver; the deployment update that follows makes the controller (and the VNF
+        monitor) take them back. Done again if the node dies before it commits: a VM
+        re-created twice is still one healthy VM."""
+        if self.vim is None:
+            return
+        for vm, _, _ in store.vnfcs(conn, inst["id"]):
+            name = vim_name(store.ETSI_TENANT, inst["id"], vm)
+            spec = self.vim.spec(name)
+            if spec is None:
+                continue  # gone from the VIM: the deployment update makes it again
+            self.vim.delete_vm(name)
+            self.vim.create_vm(spec)
+            log.info("heal of %s: VM %s re-created", inst["id"], name)
 
     def _finish(self, conn: psycopg.Connection, op: dict[str, Any], inst: dict[str, Any],
                 target: Mapping[str, Any], rollback: bool) -> None:

@@ -198,6 +198,9 @@ class DeploymentSpec(Body):
     model_config = _xml("deployment")
     description: Text = ""
     vm_groups: list[VmGroup] = _wrapped(default_factory=list, max_length=64)
+    # "stopped": every VM of the deployment is stopped (kept, not monitored); "running"
+    # starts them again (the ETSI service's operate)
+    vm_state: Literal["running", "stopped"] = "running"
 
     @model_validator(mode="after")
     def _unique(self) -> DeploymentSpec:

@@ -432,7 +432,7 @@ def deployment_phase_b(
     failed = []
     for vm in work.vms:
         status = result.get(vm.name, "error")
-        if status not in ("deployed", "error", "alive", "down"):
+        if status not in ("deployed", "error", "alive", "down", "stopped"):
             status = "error"
         if status == "error":
             failed.append(vm.name)

@@ -87,6 +87,7 @@ class VimController:
             self.driver.delete_vm(name)
         statuses: dict[str, str] = {}
         records = []
+        stopped = work.spec.get("vm_state") == "stopped"
         for vm in work.vms:
             name = vim_name(work.tenant, work.deployment, vm.name)
             with self.alloc:
@@ -100,7 +101,13 @@ class VimController:
                     address = info.address
                 info = self.driver.create_vm(VmSpec(name=name, image=image_kind(vm.image),
                                                     address=address, network=self.network))
-            if info.state != "running":  # its process died meanwhile: bring it back
+            if stopped:  # kept, not watched: a stopped VM is not a failed one
+                self.monitor.remove([name])
+                if info.state == "running":
+                    info = self.driver.stop_vm(name)
+                statuses[vm.name] = "stopped" if info.state == "stopped" else "error"
+                continue
+            if info.state != "running":  # stopped, or its process died meanwhile: start it
                 info = self.driver.reboot_vm(name)
             statuses[vm.name] = "deployed" if info.state == "running" else "error"
             records.append(_record(name, f"{work.tenant}/{work.deployment}", info.ip,

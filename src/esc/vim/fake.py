@@ -55,6 +55,15 @@ class FakeDriver:
             self._vms[name] = (spec, info)
             return info
 
+    def stop_vm(self, name: str) -> VmInfo:
+        with self._lock:
+            if name not in self._vms:
+                raise VmNotFound(f"no VM named {name!r}")
+            spec, info = self._vms[name]
+            info = VmInfo(name, info.address, "stopped", None, info.created_at, info.image)
+            self._vms[name] = (spec, info)
+            return info
+
     def get(self, name: str) -> VmInfo | None:
         with self._lock:
             entry = self._vms.get(name)

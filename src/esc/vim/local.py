@@ -343,6 +343,15 @@ class LocalDriver:
             log.info("vm %s rebooted: guest %s", name, rec["pid"])
             return self._info(rec)
 
+    def stop_vm(self, name: str) -> VmInfo:
+        with self.store.lock(name):
+            rec = self._existing(name)
+            self._kill_guests(rec)
+            rec["pid"] = rec["pid_start"] = None
+            self.store.write(rec)
+            log.info("vm %s stopped", name)
+            return self._info(rec)
+
     def get(self, name: str) -> VmInfo | None:
         rec = self.store.read(name)
         return self._info(rec) if rec is not None else None

@@ -107,6 +107,12 @@ def app(driver) -> Starlette:  # type: ignore[no-untyped-def]
         except (VimError, ValueError) as e:
             return failed(e)
 
+    async def stop(request: Request) -> Response:
+        try:
+            return JSONResponse((await run_in_threadpool(driver.stop_vm, named(request))).to_dict())
+        except (VimError, ValueError) as e:
+            return failed(e)
+
     async def spec(request: Request) -> Response:
         try:
             name = named(request)
@@ -120,6 +126,7 @@ def app(driver) -> Starlette:  # type: ignore[no-untyped-def]
     return Starlette(routes=[Route("/v1/vms", vms),
                              Route("/v1/vms/{name}", vm, methods=["GET", "PUT", "DELETE"]),
                              Route("/v1/vms/{name}/reboot", reboot, methods=["POST"]),
+                             Route("/v1/vms/{name}/stop", stop, methods=["POST"]),
                              Route("/v1/vms/{name}/spec", spec)])
 
 
@@ -160,6 +167,9 @@ class RemoteDriver:
 
     def reboot_vm(self, name: str) -> VmInfo:
         return info_from_dict(self._call("POST", f"/v1/vms/{check_name(name)}/reboot").json())
+
+    def stop_vm(self, name: str) -> VmInfo:
+        return info_from_dict(self._call("POST", f"/v1/vms/{check_name(name)}/stop").json())
 
     def get(self, name: str) -> VmInfo | None:
         try:
