@@ -131,6 +131,9 @@ def test_vnf_lifecycle_through_the_vip_survives_a_failover(lab: Any, tmp_path: P
                     if op["id"] in x] for n in (active, lab.other(active))}
         assert any("PROCESSING -> COMPLETED" in x for x in logs[lab.other(active)]), logs
 
+        details = lab.escadm(lab.other(active), "status", "-v").stdout
+        assert f"etsi:        server address {lab.vip}, http 8250, https 8251, 1 VNF instance(s)" in details
+
         # the token from before the failover is still good
         status, _, listed = etsi.call("GET", "/vnflcm/v1/vnf_instances", token=token)
         assert status == 200 and [i["id"] for i in listed] == [inst["id"]]

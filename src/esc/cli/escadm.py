@@ -815,6 +815,8 @@ def status(ctx: click.Context, verbose: bool, as_json: bool) -> None:
     except AgentDown as e:
         st = {"role": "STOPPED", "reason": str(e)}
     st.update(northbound(paths_of(ctx)))
+    if verbose and isinstance(st.get("etsi"), dict):
+        st["etsi"]["instances"] = etsi_instances(paths_of(ctx))
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))
         return
@@ -835,6 +837,21 @@ def northbound(paths: NodePaths) -> dict:
     return {"northbound": {"http_port": cfg.api_port, "https_port": cfg.https_port,
                            "tls_sha256": esc_tls.fingerprint(paths),
                            "tls_supplied": esc_tls.is_supplied(paths)}}
+
+
+def etsi_instances(paths: NodePaths) -> int | None:
+    """How many VNF instances the local database holds (the standby's too), or None."""
+    import psycopg
+
+    from esc.ha.postgres import local_conninfo
+
+    try:
+        cfg = load_config(paths)
+        with psycopg.connect(local_conninfo(paths, cfg, "esc"), connect_timeout=1) as conn:
+            row = conn.execute("SELECT count(*) FROM etsi_vnf_instances").fetchone()
+        return int(row[0]) if row else None
+    except (ConfigError, psycopg.Error, OSError):
+        return None
 
 
 @cli.command("health")

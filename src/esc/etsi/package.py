@@ -520,7 +520,8 @@ class _Parser:
         while True:
             if not isinstance(name, str):
                 if not out:
-                    raise PackageError(f"{where}: " + ("no type" if name is None else f"type {name!r} is not a name"))
+                    problem = "no type" if name is None else f"type {name!r} is not a name"
+                    raise PackageError(f"{where}: {problem}")
                 raise PackageError(f"{where}: type {type_name} derives from no SOL001 type (derived_from"
                                    f" {name!r})")
             if name in KNOWN or (name.startswith("tosca.") and name not in registry):
