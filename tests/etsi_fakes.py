@@ -42,12 +42,15 @@ class FakeNfvo:
         self.tokens: set[str] = set()
         self.answers: list[int] = []  # codes for the next notification POSTs (then 204)
         self.refuse_grants = False
+        self.packages: dict[str, tuple[str, bytes]] = {}  # vnfPkgId -> (vnfdId, CSAR)
         self.record = record
         self.server: web.ServerThread | None = None
         self.app = Starlette(routes=[
             Route("/notify", self.notify, methods=["GET", "POST"]),
             Route("/token", self.token, methods=["POST"]),
             Route("/grant/v1/grants", self.grant, methods=["POST"]),
+            Route("/vnfpkgm/v1/vnf_packages", self.list_packages, methods=["GET"]),
+            Route("/vnfpkgm/v1/vnf_packages/{pkg}/package_content", self.package_content, methods=["GET"]),
         ])
 
     # --- endpoints
@@ -110,6 +113,23 @@ class FakeNfvo:
         return JSONResponse({"id": grant_id, "vnfInstanceId": body["vnfInstanceId"],
                              "vnfLcmOpOccId": body["vnfLcmOpOccId"]}, 201,
                             headers={"Location": f"{request.base_url}grant/v1/grants/{grant_id}"})
+
+    async def list_packages(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return Response(status_code=401)
+        want = request.query_params.get("filter", "")
+        out = [{"id": pkg, "vnfdId": vnfd, "onboardingState": "ONBOARDED", "operationalState": "ENABLED",
+                "usageState": "NOT_IN_USE"}
+               for pkg, (vnfd, _) in self.packages.items() if f"(eq,vnfdId,{vnfd})" == want or not want]
+        return JSONResponse(out)
+
+    async def package_content(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return Response(status_code=401)
+        found = self.packages.get(request.path_params["pkg"])
+        if found is None:
+            return JSONResponse({"status": 404, "detail": "no such package"}, 404)
+        return Response(found[1], media_type="application/zip")
 
     # --- helpers for tests
     def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeNfvo:

@@ -404,6 +404,15 @@ class User(BaseModel):
     password_hash: str
 
 
+def http_url(v: str, what: str, example: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} {v!r}: an http(s) URL is needed, e.g. {example}")
+    return v.rstrip("/")
+
+
 class GrantConfig(BaseModel):
     """The NFVO's Granting API (SOL003 ``/grant/v1``): when set, every VNF lifecycle
     operation asks ``POST {url}/grants`` first and a refusal fails it (esc.etsi.grant)."""
@@ -416,12 +425,22 @@ class GrantConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        from urllib.parse import urlsplit
+        return http_url(v, "grant url", "http://nfvo:8080/grant/v1")
 
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"grant url {v!r}: an http(s) URL is needed, e.g. http://nfvo:8080/grant/v1")
-        return v.rstrip("/")
+
+class PackageSourceConfig(BaseModel):
+    """The NFVO's VNF package management API (SOL003 ``/vnfpkgm/v1``): packages this VNFM
+    has not onboarded are fetched from there (esc.etsi.nfvo_packages)."""
+
+    url: str
+    user: str | None = None
+    password: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return http_url(v, "package url", "http://nfvo:8080/vnfpkgm/v1")
 
 
 class EtsiConfig(BaseModel):
@@ -437,6 +456,7 @@ class EtsiConfig(BaseModel):
     https_port: int = Field(default=8251, ge=0, le=65535)  # 0: no HTTPS
     token_ttl_s: int = Field(default=3600, ge=60, le=86400)  # OAuth 2.0 access tokens
     grant: GrantConfig | None = None
+    packages: PackageSourceConfig | None = None
 
     @field_validator("server_address")
     @classmethod

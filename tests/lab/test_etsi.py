@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from esc.config import NodePaths
+from esc.etsi.samples import sample_csar
 from esc.lab import lab as labmod
 from esc.vim.local import LocalDriver
-from etsi_samples import sample_csar
 
 pytestmark = pytest.mark.lab
 

@@ -19,9 +19,9 @@ from esc.config import CallbackConfig, EtsiConfig, GrantConfig, NodeConfig, User
 from esc.etsi import auth as etsi_auth
 from esc.etsi.app import create_app
 from esc.etsi.grant import Granter
+from esc.etsi.samples import sample_csar
 from esc.secrets import hash_password
 from etsi_fakes import CLIENT_ID, CLIENT_SECRET, PASSWORD, USER, FakeNfvo
-from etsi_samples import sample_csar
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

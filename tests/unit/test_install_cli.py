@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -229,3 +230,32 @@ def test_rest_set_https_only_needs_tls_material(node_root: Path) -> None:
     r = run(node_root, "rest", "set", "--http", "off")
     assert r.exit_code == 0 and "HTTPS only" in r.output and _cfg(node_root).http is False
     assert run(node_root, "rest", "set", "--http", "on").exit_code == 0 and _cfg(node_root).http
+
+
+def test_etsi_set_and_show(tmp_path: Path) -> None:
+    from esc.config import HaConfig, NodeConfig, NodePaths, Vip, save_config
+
+    root = tmp_path / "n"
+    ha = HaConfig(node_list=["10.9.9.1", "10.9.9.2"], vip=Vip.parse("10.9.9.50/24", "lo"), vif="lo",
+                  self_index=0)
+    save_config(NodePaths(root), NodeConfig(name="n1", ipaddr=["10.9.9.1"], ha=ha))
+    shown = json.loads(run(root, "etsi", "show", "--json").output)
+    assert shown["server_address"] == "10.9.9.50" and shown["user"] == "etsi" and len(shown["password"]) == 32
+    assert json.loads(run(root, "etsi", "show", "--json").output)["password"] == shown["password"]  # kept
+    r = run(root, "etsi", "set", "--server_address", "10.9.9.2")  # the peer's own address
+    assert r.exit_code == 2 and "node's own address" in r.output
+    assert _cfg(root).etsi.server_address is None  # nothing written
+    r = run(root, "etsi", "set", "--server_address", "vnfm.example", "--grant_url", "http://nfvo:8080/grant/v1",
+            "--grant_user_pass", "so:pw", "--package_url", "ftp://nfvo/x")
+    assert r.exit_code == 2 and "package url 'ftp://nfvo/x'" in r.output
+    r = run(root, "etsi", "set", "--server_address", "vnfm.example", "--grant_url", "http://nfvo:8080/grant/v1",
+            "--grant_user_pass", "so:pw", "--disable")
+    assert r.exit_code == 0, r.output
+    etsi = _cfg(root).etsi
+    assert (etsi.server_address, etsi.enabled, etsi.grant.url, etsi.grant.user) == (  # type: ignore[union-attr]
+        "vnfm.example", False, "http://nfvo:8080/grant/v1", "so")
+    sample = tmp_path / "vnf.csar"
+    assert run(root, "etsi", "package", "sample", "-o", str(sample)).exit_code == 0
+    from esc.etsi.package import read_package
+
+    assert len(read_package(sample.read_bytes())[0].flavours["simple"].vdus) == 2

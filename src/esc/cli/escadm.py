@@ -465,7 +465,8 @@ def etsi_show(ctx: click.Context, as_json: bool) -> None:
            "http_port": cfg.etsi.http_port, "https_port": cfg.etsi.https_port,
            "user": etsi_auth.ETSI_USER, "password": etsi_auth.password(paths),
            "token_endpoint": f"http://{cfg.etsi_server_address}:{cfg.etsi.http_port}{etsi_auth.TOKEN_PATH}",
-           "grant_url": cfg.etsi.grant.url if cfg.etsi.grant else None}
+           "grant_url": cfg.etsi.grant.url if cfg.etsi.grant else None,
+           "package_url": cfg.etsi.packages.url if cfg.etsi.packages else None}
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -480,9 +481,12 @@ def etsi_show(ctx: click.Context, as_json: bool) -> None:
 @click.option("--grant_url", default=None,
               help="The NFVO's Granting API, e.g. http://nfvo:8080/grant/v1 ('' for none).")
 @click.option("--grant_user_pass", default=None, help="USER:PASS towards the NFVO (HTTP Basic).")
+@click.option("--package_url", default=None,
+              help="The NFVO's VNF package management API, e.g. http://nfvo:8080/vnfpkgm/v1 ('' for none).")
+@click.option("--package_user_pass", default=None, help="USER:PASS towards it (HTTP Basic).")
 @click.pass_context
 def etsi_set(ctx: click.Context, server_address: str | None, enabled: bool | None, grant_url: str | None,
-             grant_user_pass: str | None) -> None:
+             grant_user_pass: str | None, package_url: str | None, package_user_pass: str | None) -> None:
     """Change the ETSI service's settings (then `escadm reload`; the serving service
     applies them at its next start)."""
     from esc.config import NodeConfig, save_config
@@ -503,6 +507,13 @@ def etsi_set(ctx: click.Context, server_address: str | None, enabled: bool | Non
                 raise ConfigError("--grant_user_pass needs --grant_url")
             user, password = split_user_pass(grant_user_pass, "--grant_user_pass")
             etsi_cfg["grant"] = {**etsi_cfg["grant"], "user": user, "password": password}
+        if package_url is not None:
+            etsi_cfg["packages"] = {"url": package_url} if package_url else None
+        if package_user_pass is not None:
+            if not etsi_cfg.get("packages"):
+                raise ConfigError("--package_user_pass needs --package_url")
+            user, password = split_user_pass(package_user_pass, "--package_user_pass")
+            etsi_cfg["packages"] = {**etsi_cfg["packages"], "user": user, "password": password}
         new = NodeConfig.model_validate({**cfg.model_dump(), "etsi": etsi_cfg})
     except (ConfigError, ValueError) as e:
         fail(validation_message(e), 2)
@@ -514,6 +525,17 @@ def etsi_set(ctx: click.Context, server_address: str | None, enabled: bool | Non
 @etsi.group("package")
 def etsi_package() -> None:
     """VNF packages (CSAR with a TOSCA SOL001 VNFD)."""
+
+
+@etsi_package.command("sample")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--vdus", type=click.IntRange(1, 20), default=2, show_default=True)
+def etsi_package_sample(output: Path, vdus: int) -> None:
+    """Write an example VNF package (TOSCA SOL001 VNFD, VDUs cirros and web, aspect worker)."""
+    from esc.etsi.samples import SAMPLE_VNFD_ID, sample_csar
+
+    output.write_bytes(sample_csar(vdus))
+    done(f"{output}: VNFD {SAMPLE_VNFD_ID}, flavour simple, {vdus} VDU(s)")
 
 
 @etsi_package.command("onboard")

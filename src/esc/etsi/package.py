@@ -1,7 +1,7 @@
 """VNF package onboarding: a SOL004 CSAR carrying an ETSI GS NFV-SOL 001 VNFD, read into frozen dataclasses.
 
-Not tosca-parser 2.15: it parses SOL001 only with ETSI's type files, which no PyPI package ships (tacker
-has a copy in its unit-test data); offline it fetches them by URL at parse time and fails (AttributeError).
+Not tosca-parser 2.15: it needs ETSI's SOL001 type files, which no PyPI package ships (tacker: test data);
+offline it tries to fetch them from forge.etsi.org while parsing (0.45 s), then fails with an AttributeError.
 
 So this reads the YAML itself (yaml.safe_load only), strictly, for the subset the LCM uses: the VNF node's
 identity, Vdu.Compute (virtual_compute, sw_image_data and the sw_image artifact, vdu_profile), an optional
@@ -21,6 +21,7 @@ import lzma
 import math
 import posixpath
 import re
+import reprlib
 import struct
 import zipfile
 import zlib
@@ -101,7 +102,8 @@ class InstantiationLevel:
     vdu_instances: dict[str, int]  # vdu id -> number of instances
 
 
-# the level made of the VduInitialDelta policies when a flavour declares none (SOL001 allows that for one)
+# the level made of the VduInitialDelta policies when a flavour declares no InstantiationLevels (SOL001
+# lets a flavour with a single level leave them out)
 IMPLICIT_LEVEL = "default"
 
 
@@ -126,21 +128,22 @@ class Flavour:
                                f" {sorted(self.levels)}")
         lvl = self.levels.get(name)
         if lvl is None:
-            raise PackageError(f"flavour {self.id}: no instantiation level {name!r}")
+            raise PackageError(f"flavour {self.id}: no instantiation level {_show(name)}")
         counts = {v: lvl.vdu_instances.get(v, vdu.min_instances) for v, vdu in self.vdus.items()}
         for aspect_id, target in (scale_levels or {}).items():
             aspect = self.aspects.get(aspect_id)
             if aspect is None:
-                raise PackageError(f"flavour {self.id}: no scaling aspect {aspect_id!r}")
+                raise PackageError(f"flavour {self.id}: no scaling aspect {_show(aspect_id)}")
             top = aspect.max_scale_level
             if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target <= top:
-                raise PackageError(f"flavour {self.id}: scale level {target!r} of aspect {aspect_id} is"
+                raise PackageError(f"flavour {self.id}: scale level {_show(target)} of aspect {aspect_id} is"
                                    f" outside 0..{top}")
             base = lvl.scale_info.get(aspect_id, 0)
             sign = 1 if target >= base else -1
             for step in range(min(base, target), max(base, target)):
                 for vdu_id, n in aspect.step_delta(step).items():
-                    counts[vdu_id] += sign * n
+                    if vdu_id in counts:
+                        counts[vdu_id] += sign * n
         return {v: max(vdu.min_instances, min(vdu.max_instances, counts[v])) for v, vdu in self.vdus.items()}
 
 
@@ -261,7 +264,7 @@ def _safe_path(name: str, where: str) -> str:
     parts = name.split("/")
     if (not name or name.startswith("/") or "\\" in name or "\0" in name or re.match(r"[A-Za-z]:", name)
             or any(p in ("", ".", "..") for p in parts)):
-        raise PackageError(f"{where}: unsafe path {name!r} (it must stay inside the package)")
+        raise PackageError(f"{where}: unsafe path {_show(name)} (it must stay inside the package)")
     return name
 
 
@@ -359,6 +362,36 @@ MAX_INT = 2**31 - 1
 _UNITS = {"b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30,
           "tb": 10**12, "tib": 2**40}
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)\s*")
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 4, 4, 60, 60
+
+
+def _show(v: Any) -> str:
+    """A value from the package or a caller, shown short: YAML aliases can make huge nested values."""
+    return _REPR.repr(v)
+
+
+def _same(a: Any, b: Any, limit: int = 10_000) -> bool:
+    """a == b, looking at ``limit`` values at most (then: not the same), as aliases can make huge ones."""
+    todo = [(a, b)]
+    while todo:
+        x, y = todo.pop()
+        limit -= 1
+        if limit < 0 or type(x) is not type(y):
+            return False
+        if x is y:
+            continue
+        if isinstance(x, dict):
+            if x.keys() != y.keys():
+                return False
+            todo += [(x[k], y[k]) for k in x]
+        elif isinstance(x, list):
+            if len(x) != len(y):
+                return False
+            todo += list(zip(x, y, strict=True))
+        elif x != y:
+            return False
+    return True
 
 
 def _map(v: Any, where: str, what: str, required: bool = False) -> dict:
@@ -368,7 +401,7 @@ def _map(v: Any, where: str, what: str, required: bool = False) -> dict:
         raise PackageError(f"{where}: {what} is {'missing' if v is None else 'not a mapping'}")
     for k in v:
         if not isinstance(k, str):
-            raise PackageError(f"{where}: {what} has a key {k!r} that is not a string")
+            raise PackageError(f"{where}: {what} has a key {_show(k)} that is not a string")
     return v
 
 
@@ -387,12 +420,12 @@ def _str(v: Any, where: str, what: str, default: str | None = None) -> str:
         return v
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return str(v)  # versions such as 1.0 read as numbers
-    raise PackageError(f"{where}: {what} is {'missing' if v is None else f'not a string ({v!r})'}")
+    raise PackageError(f"{where}: {what} is {'missing' if v is None else f'not a string ({_show(v)})'}")
 
 
 def _int(v: Any, where: str, what: str, minimum: int = 0) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise PackageError(f"{where}: {what} is {'missing' if v is None else f'not an integer ({v!r})'}")
+        raise PackageError(f"{where}: {what} is {'missing' if v is None else f'not an integer ({_show(v)})'}")
     if not minimum <= v <= MAX_INT:
         raise PackageError(f"{where}: {what} {v} is outside {minimum}..{MAX_INT}")
     return v
@@ -402,10 +435,10 @@ def _size(v: Any, where: str, what: str) -> int:
     """Bytes of a TOSCA scalar-unit.size such as '512 MiB' or '1 GB'."""
     m = _SIZE.fullmatch(v) if isinstance(v, str) else None
     if m is None or m.group(2).lower() not in _UNITS:
-        raise PackageError(f"{where}: {what} {v!r} is not a size such as '512 MiB' or '1 GB'")
+        raise PackageError(f"{where}: {what} {_show(v)} is not a size such as '512 MiB' or '1 GB'")
     n = math.ceil(Fraction(m.group(1)) * _UNITS[m.group(2).lower()])
     if n >= 2**63:
-        raise PackageError(f"{where}: {what} {v!r} is too large")
+        raise PackageError(f"{where}: {what} {_show(v)} is too large")
     return n
 
 
@@ -465,6 +498,9 @@ class _Parser:
             raise PackageError(f"{where}: {path} is not in the package")
         try:
             doc = yaml.safe_load(text)
+        except yaml.reader.ReaderError as e:
+            raise PackageError(f"{path}: not valid YAML: character #x{e.character:04x} at position"
+                               f" {e.position} is not allowed") from None
         except yaml.MarkedYAMLError as e:
             mark = f" at line {e.problem_mark.line + 1}" if e.problem_mark else ""
             raise PackageError(f"{path}: not valid YAML: {e.problem or e.context}{mark}") from None
@@ -486,17 +522,18 @@ class _Parser:
             for item in _list(doc.get("imports"), path, "imports"):
                 ref = _import_file(item)
                 if not isinstance(ref, str) or not ref:
-                    raise PackageError(f"{path}: import {item!r} names no file")
+                    raise PackageError(f"{path}: import {_show(item)} names no file")
                 if posixpath.basename(ref).startswith("etsi_nfv_sol001_"):
                     continue  # ETSI's own types: known here by name
                 if "://" in ref:
                     raise PackageError(f"{path}: imports {ref} by URL (only the package's own files and"
                                        " ETSI's SOL001 types can be imported)")
-                todo.append((self._resolve(path, ref, f"{path}, import {ref}"), f"{path} imports it but it"))
+                where = f"{path}, import {ref}"
+                todo.append((self._resolve(path, ref, where), where))
             for key, registry in (("node_types", self.node_types), ("policy_types", self.policy_types)):
                 for name, body in _map(doc.get(key), path, key).items():
                     body = _map(body, path, f"{key} {name}", required=True)
-                    if name in registry and registry[name][1] != body:
+                    if name in registry and not _same(registry[name][1], body):
                         raise PackageError(f"{path}: type {name} is also defined differently in"
                                            f" {registry[name][0]}")
                     registry[name] = (path, body)
@@ -520,10 +557,10 @@ class _Parser:
         while True:
             if not isinstance(name, str):
                 if not out:
-                    problem = "no type" if name is None else f"type {name!r} is not a name"
+                    problem = "no type" if name is None else f"type {_show(name)} is not a name"
                     raise PackageError(f"{where}: {problem}")
                 raise PackageError(f"{where}: type {type_name} derives from no SOL001 type (derived_from"
-                                   f" {name!r})")
+                                   f" {_show(name)})")
             if name in KNOWN or (name.startswith("tosca.") and name not in registry):
                 return [*out, {"name": name}]
             if name not in registry:

@@ -1,6 +1,5 @@
-"""Sample ETSI SOL001 VNF packages (SOL004 CSARs) built in memory, for the package parser's and the
-LCM's tests. Tests import it as ``from etsi_samples import ...``: pytest puts ``tests/`` on sys.path
-for ``tests/conftest.py`` (the default "prepend" import mode).
+"""Sample ETSI SOL001 VNF packages (SOL004 CSARs) built in memory: what the tests, the
+benchmark and ``escadm etsi package sample`` (an example to start from) onboard.
 
 The sample: VDU1 ("cirros") and VDU2 ("web"), more VDUs named vduN; each VDU has an external CP
 (``VDUn_CP1``, no virtual link) and an internal one (``VDUn_CP2``) on ``internalVL1``; aspect
