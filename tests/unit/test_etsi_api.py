@@ -15,11 +15,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from esc.config import CallbackConfig, EtsiConfig, GrantConfig, NodeConfig, User
+from esc.config import CallbackConfig, EtsiConfig, GrantConfig, NodeConfig, PackageSourceConfig, User
 from esc.etsi import auth as etsi_auth
 from esc.etsi.app import create_app
 from esc.etsi.grant import Granter
-from esc.etsi.samples import sample_csar
+from esc.etsi.nfvo_packages import PackageSource
+from esc.etsi.samples import SAMPLE_VNFD_ID, sample_csar
 from esc.secrets import hash_password
 from etsi_fakes import CLIENT_ID, CLIENT_SECRET, PASSWORD, USER, FakeNfvo
 
@@ -89,12 +90,15 @@ def nfvo() -> Iterator[FakeNfvo]:
 @pytest.fixture
 def etsi(make_esc_api: Callable[..., Any], esc_db: str, nfvo: FakeNfvo) -> Iterator[Callable[..., Any]]:
     @contextmanager
-    def make(grant: bool = False) -> Iterator[Checked]:
+    def make(grant: bool = False, packages: bool = False) -> Iterator[Checked]:
         etsi_cfg = EtsiConfig(grant=GrantConfig(url=f"{nfvo.base}/grant/v1", user=USER, password=PASSWORD)
-                              if grant else None)
+                              if grant else None,
+                              packages=PackageSourceConfig(url=f"{nfvo.base}/vnfpkgm/v1", user=USER,
+                                                           password=PASSWORD) if packages else None)
         cfg = NodeConfig(name="node-t", ipaddr=[SERVER], callbacks=CallbackConfig(deny=[]), etsi=etsi_cfg)
         granter = Granter(etsi_cfg.grant, cfg) if etsi_cfg.grant else None
-        app = create_app(cfg, esc_db, AUTH, grant=granter,
+        source = PackageSource(etsi_cfg.packages) if etsi_cfg.packages else None
+        app = create_app(cfg, esc_db, AUTH, grant=granter, packages=source,
                          worker_options={"poll": 0.05},
                          sender_options={"poll": 0.05, "first_delay": 0.05, "timeout": 2.0})
         with make_esc_api(), TestClient(app, base_url=f"http://{SERVER}:8250") as client:
@@ -426,3 +430,33 @@ def test_operate_and_heal(etsi: Any, nfvo: FakeNfvo, esc_db: str) -> None:
         healed = c.op(r.headers["location"])
         assert healed["operationState"] == "COMPLETED"
         assert sorted(a["changeType"] for a in healed["resourceChanges"]["affectedVnfcs"]) == ["MODIFIED"] * 2
+
+
+def test_packages_fetched_from_the_nfvo(etsi: Any, nfvo: FakeNfvo) -> None:
+    with etsi(packages=True) as c:
+        r = c.post("/vnflcm/v1/vnf_instances", json={"vnfdId": SAMPLE_VNFD_ID})
+        assert r.status_code == 422 and "NFVO" in r.json()["detail"]  # the NFVO has none either
+        nfvo.packages["p1"] = (SAMPLE_VNFD_ID, sample_csar())
+        r = c.post("/vnflcm/v1/vnf_instances", json={"vnfdId": SAMPLE_VNFD_ID})
+        assert r.status_code == 201, r.text
+        assert [p["vnfdId"] for p in c.client.get("/esc/v1/vnf_packages").json()] == [SAMPLE_VNFD_ID]
+        nfvo.packages["p2"] = ("other", sample_csar(descriptor_id="not-other"))
+        r = c.post("/vnflcm/v1/vnf_instances", json={"vnfdId": "other"})
+        assert r.status_code == 422 and "holds VNFD not-other" in r.json()["detail"]
+
+
+def test_modify_removes_with_null_and_keeps_the_vnfd(etsi: Any, nfvo: FakeNfvo) -> None:
+    with etsi() as c:
+        vnfd_id = onboard(c)
+        other = c.client.post("/esc/v1/vnf_packages", content=sample_csar(descriptor_id="another-vnfd"),
+                              headers={"Content-Type": "application/zip"}).json()["id"]
+        r = c.post("/vnflcm/v1/vnf_instances", json={"vnfdId": vnfd_id, "vnfInstanceName": "a",
+                                                      "vnfInstanceDescription": "d"})
+        path = f"/vnflcm/v1/vnf_instances/{r.json()['id']}"
+        merge = {"Content-Type": "application/merge-patch+json"}
+        r = c.patch(path, json={"vnfInstanceDescription": None}, headers=merge)
+        assert c.op(r.headers["location"])["operationState"] == "COMPLETED"
+        got = c.get(path).json()
+        assert "vnfInstanceDescription" not in got and got["vnfInstanceName"] == "a"
+        r = c.patch(path, json={"vnfPkgId": other}, headers=merge)
+        assert r.status_code == 409 and "holds VNFD another-vnfd" in r.json()["detail"]

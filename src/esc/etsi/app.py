@@ -43,10 +43,12 @@ from esc.etsi.worker import LcmWorker
 from esc.services.callbacks import CallbackPolicy, check_callback_url
 from esc.services.db import CommitNotConfirmed, commit_durably, one_line
 from esc.services.manager import BasicAuth, FailedLogins
+from esc.services.transactions import DONE_CHANNEL, WorkListener
 
 log = logging.getLogger("esc.etsi")
 
 MAX_BODY = 256 * 1024
+MAX_DEPTH = 32  # of a JSON body: SOL003's deepest request nests 13 (objects and arrays)
 MAX_PACKAGE = 64 * 2**20
 PAGE_SIZE = 100
 PREFIX = "/vnflcm/v1"
@@ -105,18 +107,41 @@ async def read_json(request: Request, model: type[BaseModel], optional: bool = F
         if optional:
             return None
         raise Problem(400, "a JSON body is needed")
-    if ctype not in ("application/json", "application/merge-patch+json", ""):
-        raise Problem(415, f"Content-Type {ctype} is not application/json")
+    # a body without Content-Type is of no known type (RFC 9110 8.3); SOL003 requires it
+    if ctype not in ("application/json", "application/merge-patch+json"):
+        raise Problem(415, f"Content-Type {ctype or '(none)'} is not application/json")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise Problem(400, f"the body is not JSON: {e}") from None
+    except RecursionError:
+        raise Problem(400, f"the body is nested deeper than {MAX_DEPTH} levels") from None
+    bad = _unstorable(data)
+    if bad:
+        raise Problem(400, f"the body {bad}")
     try:
         return model.model_validate(data)
     except ValidationError as e:
         details = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'body'}: {err['msg']}"
                             for err in e.errors()[:10])
         raise Problem(400, f"invalid {model.__name__}: {details}") from None
+
+
+def _unstorable(data: Any) -> str | None:
+    """Why the body cannot be kept: a NUL (PostgreSQL's text and jsonb refuse it: a 503 at
+    the write otherwise), or nesting deeper than MAX_DEPTH (everything after recurses)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            return "has a NUL character (U+0000), which no attribute can hold"
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                return f"is nested deeper than {MAX_DEPTH} levels"
+            if isinstance(value, dict):
+                stack += [(k, depth) for k in value]
+            stack += [(v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)]
+    return None
 
 
 def _dump(body: BaseModel | None) -> dict[str, Any]:
@@ -192,6 +217,9 @@ async def create_instance(request: Request) -> Response:
     body = await read_json(request, models.CreateVnfRequest)
     assert isinstance(body, models.CreateVnfRequest)
     lk = links(request)
+    source = request.app.state.packages
+    if source is not None and await db(request, store.package_for_vnfd, body.vnfdId) is None:
+        await fetch_package(request, source, body.vnfdId)
 
     def run(conn: psycopg.Connection) -> dict[str, Any]:
         found = store.package_for_vnfd(conn, body.vnfdId)
@@ -208,6 +236,41 @@ async def create_instance(request: Request) -> Response:
     log.info("VNF instance %s created (VNFD %s)", out["body"]["id"], body.vnfdId)
     wake_sender(request)
     return answer(out["body"], 201, {"Location": out["body"]["_links"]["self"]["href"], "ETag": out["etag"]})
+
+
+async def fetch_package(request: Request, source: Any, vnfd_id: str) -> None:
+    """Onboard the NFVO's package of ``vnfd_id`` (esc.etsi.nfvo_packages); 422 when it has
+    none, or when it is not a package this VNFM can read."""
+    from esc.etsi.nfvo_packages import FetchError
+
+    try:
+        data = await run_in_threadpool(source.fetch, vnfd_id)
+        vnfd, files = await run_in_threadpool(read_package, data)
+    except (FetchError, PackageError) as e:
+        raise Problem(422, f"no VNF package with vnfdId {vnfd_id} is onboarded, and the NFVO's: "
+                           f"{e}") from None
+    if vnfd.id != vnfd_id:
+        raise Problem(422, f"the NFVO's package for vnfdId {vnfd_id} holds VNFD {vnfd.id}")
+    await _save_package(request, vnfd, files, data)
+
+
+async def _save_package(request: Request, vnfd: Any, files: Mapping[str, bytes],
+                        data: bytes) -> tuple[str, bool]:
+    checksum = hashlib.sha256(data).hexdigest()
+    artifacts = {path: hashlib.sha256(content).hexdigest() for path, content in files.items()}
+
+    def run(conn: psycopg.Connection) -> tuple[str, bool]:
+        try:
+            out = store.save_package(conn, vnfd, artifacts, checksum)
+        except ValueError as e:
+            raise Problem(409, str(e)) from None
+        commit_durably(conn)
+        return out
+    pkg_id, created = await db(request, run)
+    if created:
+        log.info("VNF package %s onboarded: VNFD %s (%s %s)", pkg_id, vnfd.id, vnfd.provider,
+                 vnfd.product_name)
+    return pkg_id, created
 
 
 async def list_instances(request: Request) -> Response:
@@ -325,12 +388,20 @@ def task_endpoint(task: str) -> Callable[[Request], Any]:
 async def modify_instance(request: Request) -> Response:
     inst_id = request.path_params["inst_id"]
     body = await read_json(request, models.VnfInfoModificationRequest)
-    params = _dump(body)
+    assert body is not None
+    params = body.model_dump(mode="json", exclude_unset=True)  # a null removes (RFC 7396)
     if_match = request.headers.get("if-match")
+    # refused now, not by the worker's write (a FAILED_TEMP "internal error")
+    if "vnfPkgId" in params and await db(request, store.package, params["vnfPkgId"]) is None:
+        raise Problem(400, f"vnfPkgId: no VNF package {params['vnfPkgId']} is onboarded")
+    new_pkg = await db(request, store.package, params["vnfPkgId"]) if "vnfPkgId" in params else None
 
     def check(inst: dict[str, Any], vnfd: Any) -> None:
         if if_match is not None and if_match not in ("*", etag(inst)):
             raise Problem(412, f"the VNF instance changed (ETag {etag(inst)})")
+        if new_pkg is not None and new_pkg.id != inst["vnfd_id"]:
+            raise Problem(409, f"vnfPkgId: package {params['vnfPkgId']} holds VNFD {new_pkg.id}, not the "
+                               f"instance's {inst['vnfd_id']} (change_flavour or a new instance)")
 
     op_id = await db(request, _start_op, request.app.state.cfg, inst_id, None, "MODIFY_INFO", params, check)
     wake_worker(request)
@@ -501,20 +572,7 @@ async def onboard_package(request: Request) -> Response:
         vnfd, files = await run_in_threadpool(read_package, data)
     except PackageError as e:
         raise Problem(400, f"VNF package: {e}") from None
-    checksum = hashlib.sha256(data).hexdigest()
-    artifacts = {path: hashlib.sha256(content).hexdigest() for path, content in files.items()}
-
-    def run(conn: psycopg.Connection) -> tuple[str, bool]:
-        try:
-            out = store.save_package(conn, vnfd, artifacts, checksum)
-        except ValueError as e:
-            raise Problem(409, str(e)) from None
-        commit_durably(conn)
-        return out
-    pkg_id, created = await db(request, run)
-    if created:
-        log.info("VNF package %s onboarded: VNFD %s (%s %s)", pkg_id, vnfd.id, vnfd.provider,
-                 vnfd.product_name)
+    pkg_id, created = await _save_package(request, vnfd, files, data)
     return answer({"id": pkg_id, "vnfdId": vnfd.id, "onboardingState": "ONBOARDED",
                    "flavours": sorted(vnfd.flavours)}, 201 if created else 200)
 
@@ -573,6 +631,9 @@ class EtsiGuard:
         if scope["type"] != "http" or not (path.startswith("/vnflcm") or path.startswith("/esc/")):
             await self.app(scope, receive, send)
             return
+        if "\x00" in path:  # names nothing (PostgreSQL could not even look it up: a 503)
+            await problem(404, "no resource has a NUL character in its path")(scope, receive, send)
+            return
         headers = Headers(scope=scope)
         version = headers.get("version")
         if version and version.split(".")[0] != API_VERSION.split(".")[0]:
@@ -615,7 +676,8 @@ def create_app(cfg: NodeConfig, conninfo: str, auth: etsi_auth.EtsiAuth, *, pool
                worker_options: Mapping[str, Any] | None = None,
                sender_options: Mapping[str, Any] | None = None,
                grant: Callable[..., str | None] | None = None, background_after: float = 0.0,
-               on_vim_work: Callable[[], None] | None = None, vim: Any = None) -> FastAPI:
+               on_vim_work: Callable[[], None] | None = None, vim: Any = None,
+               packages: Any = None) -> FastAPI:
     """The ASGI app; the pool, the LCM worker and the notification sender run with its
     lifespan (on the active only)."""
     from esc.services.callbacks import ha_networks, pair_addresses
@@ -630,14 +692,19 @@ def create_app(cfg: NodeConfig, conninfo: str, auth: etsi_auth.EtsiAuth, *, pool
         worker = LcmWorker(conninfo, notification_links(cfg), grant=grant, on_notified=sender.wake,
                            on_vim_work=on_vim_work, vim=vim, **(worker_options or {}))
         app.state.pool, app.state.worker, app.state.sender = pool, worker, sender
+        # woken when a controller transaction finishes (an operation may wait for it)
+        listener = WorkListener(conninfo, worker.wake, DONE_CHANNEL, "escetsi-listen")
         worker.start(after=background_after)
         sender.start(after=background_after)
+        listener.start(after=background_after)
         try:
             yield
         finally:
             worker.request_stop()
             sender.request_stop()
+            listener.request_stop()
             await run_in_threadpool(worker.stop, 2.0)
+            await run_in_threadpool(listener.stop, 1.0)
             await run_in_threadpool(sender.stop, 1.0)
             await run_in_threadpool(pool.close, 2.0)
 
@@ -650,6 +717,7 @@ def create_app(cfg: NodeConfig, conninfo: str, auth: etsi_auth.EtsiAuth, *, pool
 
     app.state.cfg = cfg
     app.state.auth = auth
+    app.state.packages = packages  # the NFVO's package source (esc.etsi.nfvo_packages), or None
     app.state.callback_policy = CallbackPolicy(cfg.callbacks, pair_addresses(cfg),
                                                ha_networks(cfg, addresses() if cfg.ha else []))
     app.state.tokens = Tokens(app.state.callback_policy)

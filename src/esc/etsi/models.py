@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Text = Annotated[str, StringConstraints(max_length=4096)]
@@ -117,6 +117,8 @@ class ChangeExtVnfConnectivityRequest(Body):
 
 
 class VnfInfoModificationRequest(Body):
+    """A JSON merge patch (RFC 7396); vnfPkgId cannot be null: every VNF instance has a package."""
+
     vnfInstanceName: Text | None = None
     vnfInstanceDescription: Text | None = None
     vnfPkgId: Ident | None = None
@@ -124,6 +126,13 @@ class VnfInfoModificationRequest(Body):
     metadata: KeyValue | None = None
     extensions: KeyValue | None = None
     vimConnectionInfo: list[VimConnectionInfo] | None = None
+
+    @field_validator("vnfPkgId", mode="before")
+    @classmethod
+    def _package_stays(cls, value: Any) -> Any:
+        if value is None:  # only given: an absent one is the default, not validated
+            raise ValueError("null would remove the VNF package, which every VNF instance has")
+        return value
 
 
 class CancelMode(Body):

@@ -106,8 +106,9 @@ def matches(item: Mapping[str, Any], exprs: list[tuple[str, list[str], list[str]
 
 
 def select(item: dict[str, Any], params: Mapping[str, str], defaults: Iterable[str]) -> dict[str, Any]:
-    """Apply the attribute selectors; ``defaults``: what ``exclude_default`` (and no
-    selector at all) leaves out."""
+    """Apply the attribute selectors; ``defaults``: what ``exclude_default`` (and
+    ``fields``, which adds to it) leaves out. With no selector, everything: version 1.1.1 of
+    the API has none, and its clients expect whole representations."""
     given = [k for k in ("all_fields", "fields", "exclude_fields", "exclude_default") if k in params]
     if len(given) > 1 and not (set(given) == {"fields", "exclude_default"}):
         raise QueryError(f"{' and '.join(given)} cannot be combined")
@@ -115,6 +116,8 @@ def select(item: dict[str, Any], params: Mapping[str, str], defaults: Iterable[s
         return item
     if "exclude_fields" in params:
         return _drop(item, _paths(params["exclude_fields"]))
+    if "exclude_default" not in params and "fields" not in params:
+        return item  # SOL003 v2.4.1 (API 1.1.1) has no selectors: a plain GET lists everything
     out = _drop(item, [[d] for d in defaults])
     if "fields" in params:
         for path in _paths(params["fields"]):

@@ -47,8 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         from esc.vim.service import RemoteDriver
 
         vim = RemoteDriver(paths.vim_sock)
+    packages = None
+    if cfg.etsi.packages is not None:
+        from esc.etsi.nfvo_packages import PackageSource
+
+        packages = PackageSource(cfg.etsi.packages)
     app = create_app(cfg, db_conninfo(cfg, paths), auth.load_auth(paths), grant=granter,
-                     background_after=BACKGROUND_AFTER_S, vim=vim)
+                     background_after=BACKGROUND_AFTER_S, vim=vim, packages=packages)
     log.info("ETSI server address %s", cfg.etsi_server_address)
     return run_parked(app, cfg, paths, serve_now=args.serve, name="escetsi",
                       http_port=cfg.etsi.http_port, https_port=cfg.etsi.https_port)

@@ -403,14 +403,18 @@ class LcmWorker(PollingThreads):
                        "extensions": "extensions", "vimConnectionInfo": "vim_info", "vnfPkgId": "pkg_id"}
             changed_info = {}
             for key, col in mapping.items():
-                val = src.get(col if rollback else key)
-                if val is None:
+                name = col if rollback else key
+                if name not in src:
                     continue
+                val = src[name]
+                if val is None:  # removed (a merge patch's null; vnfPkgId cannot be)
+                    val = None if col in ("name", "description") else [] if col == "vim_info" else {}
                 if isinstance(val, dict) and not rollback and col in ("properties", "metadata", "extensions"):
                     val = _merge_patch(inst[col] or {}, val)  # JSON merge patch (RFC 7396)
                 sets.append(f"{col} = %s")
                 values.append(psycopg.types.json.Jsonb(val) if isinstance(val, dict | list) else val)
-                changed_info[key] = val
+                if val is not None:  # the schema has no null: a removal shows as absence
+                    changed_info[key] = val
         sets.append("version = version + 1")
         conn.execute(f"UPDATE etsi_vnf_instances SET {', '.join(sets)}, updated_at = now() WHERE id = %s",
                      (*values, inst["id"]))

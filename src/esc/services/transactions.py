@@ -237,6 +237,7 @@ def finish(conn: psycopg.Connection, tx: Tx, ok: bool, code: int, message: str) 
     )
     if tx.callback_url:
         conn.execute("INSERT INTO callbacks (transaction_id, url) VALUES (%s, %s)", (tx.id, tx.callback_url))
+    conn.execute(f"NOTIFY {DONE_CHANNEL}")  # the ETSI service may wait for it (esc.etsi.worker)
 
 
 # --- the worker ----------------------------------------------------------------------------
@@ -397,23 +398,26 @@ class Worker(PollingThreads):
         self._finished(tx, ok, message)
 
 
-# Another process that records transactions (the ETSI service) says so on this channel;
-# the notification is delivered when its database transaction commits.
+# Another process that records transactions (the ETSI service) says so on WORK_CHANNEL, and
+# the worker says on DONE_CHANNEL that one finished; a notification is delivered when the
+# database transaction that sent it commits.
 WORK_CHANNEL = "esc_transactions"
+DONE_CHANNEL = "esc_transactions_done"
 
 
 class WorkListener(PollingThreads):
-    """One thread that LISTENs on WORK_CHANNEL and wakes ``wake`` (the worker) at each
-    notification, so that work recorded by another process starts at once rather than at
-    the worker's next poll."""
+    """One thread that LISTENs on ``channel`` and wakes ``wake`` (a worker) at each
+    notification, so that work recorded (or finished) by another process is taken at once
+    rather than at the worker's next poll."""
 
-    def __init__(self, conninfo: str, wake: Callable[[], None]) -> None:
-        self.conninfo, self.wake_worker = conninfo, wake
-        super().__init__("escmanager-listen", 1)
+    def __init__(self, conninfo: str, wake: Callable[[], None], channel: str = WORK_CHANNEL,
+                 name: str = "escmanager-listen") -> None:
+        self.conninfo, self.wake_worker, self.channel = conninfo, wake, channel
+        super().__init__(name, 1)
 
     def drain(self, conn: psycopg.Connection) -> float:
         if not getattr(conn, "esc_listening", False):
-            conn.execute(f"LISTEN {WORK_CHANNEL}")
+            conn.execute(f"LISTEN {self.channel}")
             conn.commit()
             conn.esc_listening = True  # type: ignore[attr-defined]
         for _ in conn.notifies(timeout=0.5, stop_after=1):
