@@ -562,9 +562,10 @@ def etsi_package_onboard(ctx: click.Context, file: Path) -> None:
     if r.status_code not in (200, 201):
         try:
             detail = r.json().get("detail", r.text)
-        except ValueError:
+        except (ValueError, AttributeError):
             detail = r.text
-        fail(f"onboarding refused (HTTP {r.status_code}): {detail}")
+        fail(f"onboarding refused (HTTP {r.status_code}) by {url}: "
+             f"{detail or 'not the ETSI service (is the server address the pair VIP?)'}")
     data = r.json()
     done(f"VNF package {data['id']}: VNFD {data['vnfdId']}, flavours {', '.join(data['flavours'])}"
          + ("" if r.status_code == 201 else " (already onboarded)"))
