@@ -45,6 +45,7 @@ class Checked:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self.esc: Any = None  # escmanager's app (its REST API: networks...)
         self.spec = Spec.load() if Spec is not None else None
 
     def request(self, method: str, path: str, check: bool = True, **kw: Any) -> Any:
@@ -90,7 +91,7 @@ def nfvo() -> Iterator[FakeNfvo]:
 @pytest.fixture
 def etsi(make_esc_api: Callable[..., Any], esc_db: str, nfvo: FakeNfvo) -> Iterator[Callable[..., Any]]:
     @contextmanager
-    def make(grant: bool = False, packages: bool = False) -> Iterator[Checked]:
+    def make(grant: bool = False, packages: bool = False, executor: Any = None) -> Iterator[Checked]:
         etsi_cfg = EtsiConfig(grant=GrantConfig(url=f"{nfvo.base}/grant/v1", user=USER, password=PASSWORD)
                               if grant else None,
                               packages=PackageSourceConfig(url=f"{nfvo.base}/vnfpkgm/v1", user=USER,
@@ -101,9 +102,12 @@ def etsi(make_esc_api: Callable[..., Any], esc_db: str, nfvo: FakeNfvo) -> Itera
         app = create_app(cfg, esc_db, AUTH, grant=granter, packages=source,
                          worker_options={"poll": 0.05},
                          sender_options={"poll": 0.05, "first_delay": 0.05, "timeout": 2.0})
-        with make_esc_api(), TestClient(app, base_url=f"http://{SERVER}:8250") as client:
+        with make_esc_api(**({"executor": executor} if executor else {})) as esc, \
+                TestClient(app, base_url=f"http://{SERVER}:8250") as client:
             client.auth = ("etsi", ETSI_PASSWORD)
-            yield Checked(client)
+            checked = Checked(client)
+            checked.esc = esc
+            yield checked
     yield make
 
 
@@ -460,3 +464,78 @@ def test_modify_removes_with_null_and_keeps_the_vnfd(etsi: Any, nfvo: FakeNfvo) 
         assert "vnfInstanceDescription" not in got and got["vnfInstanceName"] == "a"
         r = c.patch(path, json={"vnfPkgId": other}, headers=merge)
         assert r.status_code == 409 and "holds VNFD another-vnfd" in r.json()["detail"]
+
+
+class HeldExecutor:
+    """The VIM work of escmanager's worker, held until ``release``: an operation stays
+    PROCESSING meanwhile."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.go = threading.Event()
+
+    def apply(self, work: Any) -> dict[str, str]:
+        self.go.wait(20)
+        return {vm.name: "deployed" for vm in work.vms}
+
+
+def test_cancel_while_processing_then_rollback(etsi: Any, nfvo: FakeNfvo, esc_db: str) -> None:
+    held = HeldExecutor()
+    with etsi(executor=held) as c:
+        vnfd_id = onboard(c)
+        inst = c.post("/vnflcm/v1/vnf_instances", json={"vnfdId": vnfd_id}).json()
+        r = c.post(f"/vnflcm/v1/vnf_instances/{inst['id']}/instantiate", json={"flavourId": "simple"})
+        op = c.op(r.headers["location"], until=("PROCESSING",))
+        cancel = c.post(f"/vnflcm/v1/vnf_lcm_op_occs/{op['id']}/cancel", json={"cancelMode": "FORCEFUL"})
+        assert cancel.status_code == 202, cancel.text
+        again = c.post(f"/vnflcm/v1/vnf_lcm_op_occs/{op['id']}/cancel", json={"cancelMode": "FORCEFUL"})
+        assert again.status_code == 409  # already pending (or already ended)
+        op = c.op(r.headers["location"])
+        assert op["operationState"] == "FAILED_TEMP" and op["error"]["detail"] == "cancelled"
+        held.go.set()
+        assert c.post(f"/vnflcm/v1/vnf_lcm_op_occs/{op['id']}/rollback").status_code == 202
+        assert c.op(r.headers["location"])["operationState"] == "ROLLED_BACK"
+        assert vms_of(esc_db, inst["id"]) == []  # what the instantiation made is gone
+        state = c.get(f"/vnflcm/v1/vnf_instances/{inst['id']}").json()["instantiationState"]
+        assert state == "NOT_INSTANTIATED"
+
+
+def test_scale_to_level_change_flavour_and_ext_conn(etsi: Any, nfvo: FakeNfvo, esc_db: str) -> None:
+    with etsi() as c:
+        r = c.client.post("/esc/v1/vnf_packages", content=sample_csar(flavours=("simple", "large")),
+                          headers={"Content-Type": "application/zip"})
+        vnfd_id = r.json()["vnfdId"]
+        for net in ("mgmt", "data"):
+            tx = c.esc.client.post("/v0/networks", json={"name": net}).json()["transaction_id"]
+            assert c.esc.wait(tx)["status"] == "succeeded"
+        inst = c.post("/vnflcm/v1/vnf_instances", json={"vnfdId": vnfd_id}).json()
+        path = f"/vnflcm/v1/vnf_instances/{inst['id']}"
+        ext = [{"id": "ext1", "resourceId": "mgmt", "extCps": [{"cpdId": "VDU1_CP1"}]}]
+        r = c.post(f"{path}/instantiate", json={"flavourId": "simple", "extVirtualLinks": ext})
+        assert c.op(r.headers["location"])["operationState"] == "COMPLETED"
+        r = c.post(f"{path}/scale_to_level", json={"instantiationLevelId": "big"})
+        assert c.op(r.headers["location"])["operationState"] == "COMPLETED"
+        assert sorted(g for g, _ in vms_of(esc_db, inst["id"])) == ["VDU1", "VDU1", "VDU2", "VDU2"]
+        r = c.post(f"{path}/change_ext_conn", json={"extVirtualLinks": [
+            {"id": "ext1", "resourceId": "data", "extCps": [{"cpdId": "VDU1_CP1"}]}]})
+        assert c.op(r.headers["location"])["operationState"] == "COMPLETED"
+        with psycopg.connect(esc_db) as conn:
+            nets = conn.execute(
+                "SELECT DISTINCT i->>'network' FROM vms v JOIN deployments d ON d.id = v.deployment_id,"
+                " jsonb_array_elements(v.interfaces) i WHERE d.name = %s", (inst["id"],)).fetchall()
+        assert nets == [("data",)]
+        got = c.get(path).json()["instantiatedVnfInfo"]
+        assert got["extVirtualLinkInfo"][0]["resourceHandle"]["resourceId"] == "data"
+        r = c.post(f"{path}/change_flavour", json={"newFlavourId": "large"})
+        assert c.op(r.headers["location"])["operationState"] == "COMPLETED"
+        assert c.get(path).json()["instantiatedVnfInfo"]["flavourId"] == "large"
+        # a network the controller does not have: FAILED_TEMP with the reason, then rollback
+        r = c.post(f"{path}/change_ext_conn", json={"extVirtualLinks": [
+            {"id": "ext1", "resourceId": "nowhere", "extCps": [{"cpdId": "VDU1_CP1"}]}]})
+        op = c.op(r.headers["location"])
+        assert op["operationState"] == "FAILED_TEMP" and "nowhere" in op["error"]["detail"], op
+        assert c.post(f"/vnflcm/v1/vnf_lcm_op_occs/{op['id']}/rollback").status_code == 202
+        assert c.op(r.headers["location"])["operationState"] == "ROLLED_BACK"
+        assert c.get(path).json()["instantiatedVnfInfo"]["extVirtualLinkInfo"][0]["resourceHandle"][
+            "resourceId"] == "data"

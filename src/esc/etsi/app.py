@@ -450,7 +450,7 @@ def op_task_endpoint(task: str) -> Callable[[Request], Any]:
                          "fail": lambda: lcm.next_on_fail(op["state"])}[task]()
             except lcm.Conflict as e:
                 raise Problem(409, str(e)) from None
-            extra: dict[str, Any] = {"deployment_tx": None}
+            extra: dict[str, Any] = {"deployment_tx": None, "cancel_pending": False}
             if task != "fail":
                 extra["error"] = None
             new = store.set_op_state(conn, op, state, **extra)

@@ -296,7 +296,7 @@ class LcmWorker(PollingThreads):
         if op["cancel_pending"]:
             state = lcm.on_cancel(op["state"])
             error = {"error": {"status": 409, "detail": "cancelled"}} if state == lcm.FAILED_TEMP else {}
-            self._move(conn, op, state, deployment_tx=None, **error)
+            self._move(conn, op, state, deployment_tx=None, cancel_pending=False, **error)
             commit_durably(conn)
             return
         # a failed step goes back to here, the occurrence's row still locked: no other
