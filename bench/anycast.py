@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MILESTONES, failover_once, median  # noqa: E402
+from common import MILESTONES, failover_once, median, write_report  # noqa: E402
 
 from esc.lab import lab as labmod  # noqa: E402
 from esc.lab import net, provenance, router  # noqa: E402
@@ -54,12 +54,7 @@ def main() -> int:
         labmod.down()
         net.destroy([])
     report = render(args, state, results)
-    out_dir = ROOT / "docs/benchmarks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"anycast-{datetime.now(UTC).strftime('%Y-%m-%d')}.md"
-    path.write_text(report)
-    print(report)
-    print(f"written to {path.relative_to(ROOT)}")
+    write_report("anycast", report)
     return 1 if any(r.outcome.lost for rs in results.values() for r in rs) else 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import api, wait_transaction  # noqa: E402
+from common import api, wait_transaction, write_report  # noqa: E402
 
 from esc.lab import lab as labmod  # noqa: E402
 from esc.lab import net, provenance  # noqa: E402
@@ -206,12 +206,7 @@ def main() -> int:
         lines.append(f"| {sources} | {r['flood_rps']:.0f} | {answers} | {r['n']} | {r['p50']:.2f} "
                      f"| {r['p99']:.2f} | {r['max']:.2f} | {r['errors']} |")
     report = "\n".join(lines) + "\n"
-    out_dir = ROOT / "docs/benchmarks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"api-{now:%Y-%m-%d}.md"
-    path.write_text(report)
-    print(report)
-    print(f"written to {path.relative_to(ROOT)}")
+    write_report("api", report)
     return 0
 
 

@@ -16,6 +16,21 @@ from esc.lab import lab as labmod
 from esc.lab import net, provenance
 from esc.lab.measure import Outcome, analyse
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_report(kind: str, report: str) -> Path:
+    """docs/benchmarks/KIND-DATE.md (today's, replaced), printed with its path."""
+    from datetime import UTC, datetime
+
+    out_dir = ROOT / "docs/benchmarks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{kind}-{datetime.now(UTC):%Y-%m-%d}.md"
+    path.write_text(report)
+    print(report)
+    print(f"written to {path.relative_to(ROOT)}")
+    return path
+
 
 def machine() -> str:
     return provenance.machine()

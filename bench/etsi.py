@@ -19,11 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import escadm  # noqa: E402
-from esc.etsi.samples import SAMPLE_VNFD_ID, sample_csar  # noqa: E402
+from common import escadm, write_report  # noqa: E402
 
 from esc.config import NodePaths  # noqa: E402
 from esc.etsi import auth as etsi_auth  # noqa: E402
+from esc.etsi.samples import SAMPLE_VNFD_ID, sample_csar  # noqa: E402
 from esc.lab import lab as labmod  # noqa: E402
 from esc.lab import provenance  # noqa: E402
 
@@ -87,12 +87,7 @@ def main() -> int:
         f"{b['all_done_s']:.1f} s after they were sent.",
     ]
     report = "\n".join(lines) + "\n"
-    out_dir = ROOT / "docs/benchmarks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"etsi-{now:%Y-%m-%d}.md"
-    path.write_text(report)
-    print(report)
-    print(f"written to {path.relative_to(ROOT)}")
+    write_report("etsi", report)
     return 0
 
 

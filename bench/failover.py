@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MILESTONES, failover_once, median  # noqa: E402
+from common import MILESTONES, failover_once, median, write_report  # noqa: E402
 
 from esc.config import NodePaths, Timing  # noqa: E402
 from esc.lab import lab as labmod  # noqa: E402
@@ -126,13 +126,7 @@ def main() -> int:
         labmod.down()
         net.destroy([])  # the switch namespace, if anything was left
     report = render(args, results, spurious, sync_ms, alone_ms, floor)
-    out_dir = ROOT / "docs/benchmarks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    path = out_dir / f"failover-{stamp}.md"
-    path.write_text(report)
-    print(report)
-    print(f"written to {path.relative_to(ROOT)}")
+    write_report("failover", report)
     lost = sum(len(r.outcome.lost) for rs in results.values() for r in rs)
     return 1 if lost else 0
 

@@ -16,7 +16,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -413,34 +413,34 @@ def http_url(v: str, what: str, example: str) -> str:
     return v.rstrip("/")
 
 
-class GrantConfig(BaseModel):
-    """The NFVO's Granting API (SOL003 ``/grant/v1``): when set, every VNF lifecycle
-    operation asks ``POST {url}/grants`` first and a refusal fails it (esc.etsi.grant)."""
-
-    url: str
-    user: str | None = None  # HTTP Basic towards the NFVO
-    password: str | None = None
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return http_url(v, "grant url", "http://nfvo:8080/grant/v1")
-
-
-class PackageSourceConfig(BaseModel):
-    """The NFVO's VNF package management API (SOL003 ``/vnfpkgm/v1``): packages this VNFM
-    has not onboarded are fetched from there (esc.etsi.nfvo_packages)."""
+class NfvoEndpoint(BaseModel):
+    """An API of the NFVO the VNFM calls: its URL, HTTP Basic towards it."""
 
     url: str
     user: str | None = None
     password: str | None = None
-    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    what: ClassVar[tuple[str, str]] = ("url", "http://nfvo:8080/")  # how errors name it
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        return http_url(v, "package url", "http://nfvo:8080/vnfpkgm/v1")
+        return http_url(v, *cls.what)
+
+
+class GrantConfig(NfvoEndpoint):
+    """The NFVO's Granting API (SOL003 ``/grant/v1``): when set, every VNF lifecycle
+    operation asks ``POST {url}/grants`` first and a refusal fails it (esc.etsi.grant)."""
+
+    what: ClassVar[tuple[str, str]] = ("grant url", "http://nfvo:8080/grant/v1")
+
+
+class PackageSourceConfig(NfvoEndpoint):
+    """The NFVO's VNF package management API (SOL003 ``/vnfpkgm/v1``): packages this VNFM
+    has not onboarded are fetched from there (esc.etsi.nfvo_packages)."""
+
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    what: ClassVar[tuple[str, str]] = ("package url", "http://nfvo:8080/vnfpkgm/v1")
 
 
 class EtsiConfig(BaseModel):

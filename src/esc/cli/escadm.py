@@ -500,20 +500,15 @@ def etsi_set(ctx: click.Context, server_address: str | None, enabled: bool | Non
             etsi_cfg["server_address"] = server_address or None
         if enabled is not None:
             etsi_cfg["enabled"] = enabled
-        if grant_url is not None:
-            etsi_cfg["grant"] = {"url": grant_url} if grant_url else None
-        if grant_user_pass is not None:
-            if not etsi_cfg.get("grant"):
-                raise ConfigError("--grant_user_pass needs --grant_url")
-            user, password = split_user_pass(grant_user_pass, "--grant_user_pass")
-            etsi_cfg["grant"] = {**etsi_cfg["grant"], "user": user, "password": password}
-        if package_url is not None:
-            etsi_cfg["packages"] = {"url": package_url} if package_url else None
-        if package_user_pass is not None:
-            if not etsi_cfg.get("packages"):
-                raise ConfigError("--package_user_pass needs --package_url")
-            user, password = split_user_pass(package_user_pass, "--package_user_pass")
-            etsi_cfg["packages"] = {**etsi_cfg["packages"], "user": user, "password": password}
+        for key, url, user_pass, option in (("grant", grant_url, grant_user_pass, "grant"),
+                                            ("packages", package_url, package_user_pass, "package")):
+            if url is not None:
+                etsi_cfg[key] = {"url": url} if url else None
+            if user_pass is not None:
+                if not etsi_cfg.get(key):
+                    raise ConfigError(f"--{option}_user_pass needs --{option}_url")
+                user, password = split_user_pass(user_pass, f"--{option}_user_pass")
+                etsi_cfg[key] = {**etsi_cfg[key], "user": user, "password": password}
         new = NodeConfig.model_validate({**cfg.model_dump(), "etsi": etsi_cfg})
     except (ConfigError, ValueError) as e:
         fail(validation_message(e), 2)

@@ -11,31 +11,19 @@ It listens on ``etsi.http_port`` (8250) and, with the pair's HTTPS certificate,
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
-from pathlib import Path
 
-from esc.config import ConfigError, NodePaths, load_config
-from esc.services.manager import BACKGROUND_AFTER_S, db_conninfo, run_parked, setup_logging
+from esc.services.manager import BACKGROUND_AFTER_S, db_conninfo, run_parked, service_start
 
 log = logging.getLogger("esc.etsi")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="escetsi", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True, help="the node's root directory")
-    parser.add_argument("--serve", action="store_true", help="serve at once, ignore stdin")
-    args = parser.parse_args(argv)
-
-    paths = NodePaths(args.root)
-    try:
-        cfg = load_config(paths)
-    except ConfigError as e:
-        print(f"escetsi: {e}", file=sys.stderr)
-        return 2
-    setup_logging(paths, cfg.name, "escetsi")
+    started = service_start("escetsi", __doc__.splitlines()[0], argv)
+    if isinstance(started, int):
+        return started
+    args, paths, cfg = started
 
     from esc.etsi import auth
     from esc.etsi.app import create_app

@@ -574,19 +574,29 @@ def _exit_now(signum: int, frame: object) -> None:
     sys.exit(0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="escmanager", description=__doc__.splitlines()[0])
+def service_start(name: str, description: str, argv: list[str] | None
+                  ) -> tuple[argparse.Namespace, NodePaths, NodeConfig] | int:
+    """A parked service's command line (``--root ROOT [--serve]``), its node's config and
+    its log; or the exit code when the config cannot be read."""
+    parser = argparse.ArgumentParser(prog=name, description=description)
     parser.add_argument("--root", type=Path, required=True, help="the node's root directory")
     parser.add_argument("--serve", action="store_true", help="serve at once, ignore stdin")
     args = parser.parse_args(argv)
-
     paths = NodePaths(args.root)
     try:
         cfg = load_config(paths)
     except ConfigError as e:
-        print(f"escmanager: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         return 2
-    setup_logging(paths, cfg.name)
+    setup_logging(paths, cfg.name, name)
+    return args, paths, cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = service_start("escmanager", __doc__.splitlines()[0], argv)
+    if isinstance(started, int):
+        return started
+    args, paths, cfg = started
 
     conninfo = db_conninfo(cfg, paths)
     vim = None
