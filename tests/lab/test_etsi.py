@@ -176,6 +176,26 @@ def test_vnf_lifecycle_through_the_vip_survives_a_failover(lab: Any, tmp_path: P
         assert etsi.result(headers["location"]) == "COMPLETED"
         after = {v.name: v.created_at for v in driver.list() if v.state == "running"}
         assert set(after) == set(before) and all(after[n] > before[n] for n in before)
+
+        # granting: the killed node back as standby, told the NFVO's grant URL (the fake in
+        # the client namespace), made active by a switchover; its operations ask first
+        labmod.start(active)
+        lab.wait_roles({active: "STANDBY"}, timeout=60)
+        lab.escadm(active, "etsi", "set", "--grant_url", f"http://{client_ip}:{NFVO_PORT}/grant/v1")
+        assert "reloaded" in lab.escadm(active, "reload").stdout
+        time.sleep(1.0)  # its parked ETSI service starts again with the new setting
+        assert "STANDBY" in lab.escadm(lab.other(active), "ha", "switchover").stdout
+        lab.wait_roles({active: "ACTIVE"}, timeout=30)
+        status, _, second = etsi.call("POST", "/vnflcm/v1/vnf_instances", {"vnfdId": inst["vnfdId"]},
+                                      retry_for=10)
+        assert status == 201, second
+        status, headers, _ = etsi.call("POST", f"/vnflcm/v1/vnf_instances/{second['id']}/instantiate",
+                                       {"flavourId": "simple"})
+        op = etsi.wait_op(headers["location"], ("COMPLETED", "FAILED_TEMP"))
+        assert op["operationState"] == "COMPLETED" and op.get("grantId"), op
+        grants = [n["body"] for n in notifications(record) if n["kind"] == "grant"]
+        assert [g["vnfLcmOpOccId"] for g in grants] == [op["id"]]
+        assert all(v["href"].startswith(f"https://{lab.vip}:8251/") for v in grants[0]["_links"].values())
     finally:
         fake.kill()
         fake.wait(10)

@@ -71,6 +71,7 @@ class Agent(AgentLoop):
                           logs / "escetsi.out", stdin_pipe=True, grace=5.0,
                           prepare=self._prepare_manager)
         self.etsi_serving = False
+        self.manager_serving_at = 0.0
         # root's part of the VIM driver, for the unprivileged controller (esc.vim.service)
         self.vim_helper = Child("escvim", lambda: [sys.executable, "-m", "esc.vim.service",
                                                    "--root", str(self.paths.root)],
@@ -630,6 +631,7 @@ class Agent(AgentLoop):
     # exits: with 5 s, a node that stepped down and was elected again within 5 s sent
     # "serve" to the one still shutting down, and served nothing until it was killed.
     STOP_GRACE_S = 1.0
+    ETSI_AFTER_S = 0.3
 
     def io_services(self, on: bool) -> None:
         if self.cfg.vim is not None and not self.vim_helper.running and not self.stop_requested \
@@ -637,9 +639,16 @@ class Agent(AgentLoop):
             log.info("VIM helper started (pid %s)", self.vim_helper.pid)
         if not self.users_settled.is_set():
             return  # who the controller runs as is not known yet (run())
+        was = self.serving
         self.serving = self._drive(self.manager, on, self.serving)
+        if self.serving and not was:
+            self.manager_serving_at = clock.now()
         if self.cfg.etsi.enabled:
-            self.etsi_serving = self._drive(self.etsi, on, self.etsi_serving)
+            # the ETSI service a moment after the controller: on a new active, the first
+            # requests of the REST clients retrying through the VIP then have the CPU
+            etsi_on = on and self.serving and clock.now() - self.manager_serving_at >= self.ETSI_AFTER_S
+            self.etsi_serving = self._drive(self.etsi, etsi_on or (on and self.etsi_serving),
+                                            self.etsi_serving)
         elif self.etsi.running:
             self.etsi.stop(grace=self.STOP_GRACE_S)
             self.etsi_serving = False
