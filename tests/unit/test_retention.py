@@ -60,3 +60,19 @@ def test_retention_bounds(kw: dict) -> None:
 def test_the_janitor_runs_with_the_app(esc_api) -> None:
     janitor = esc_api.app.state.janitor
     assert janitor.threads[0].is_alive()
+
+
+def test_prune_forgets_ended_etsi_operations_and_sent_notifications(esc_api) -> None:
+    api = esc_api
+    api.sql("INSERT INTO etsi_subscriptions (id, callback_uri, filter_key) VALUES ('s', 'http://x/', 'k')")
+    rows = [("COMPLETED", "delivered", 8), ("FAILED_TEMP", "pending", 30), ("ROLLED_BACK", "abandoned", 1)]
+    for n, (state, status, age) in enumerate(rows):
+        api.sql("INSERT INTO etsi_op_occs (id, vnf_instance_id, operation, state, state_entered)"
+                " VALUES (%s, 'i', 'INSTANTIATE', %s, now() - make_interval(days => %s))",
+                (f"op{n}", state, age))
+        api.sql("INSERT INTO etsi_notifications (notification_id, subscription_id, body, status, created_at)"
+                " VALUES (%s, 's', '{}', %s, now() - make_interval(days => %s))", (f"n{n}", status, age))
+    with psycopg.connect(api.conninfo) as conn:
+        prune(conn, Retention(days=7))  # (the app's own janitor may have been first: no counts)
+    assert {r[0] for r in api.sql("SELECT id FROM etsi_op_occs")} == {"op1", "op2"}  # FAILED_TEMP stays
+    assert {r[0] for r in api.sql("SELECT notification_id FROM etsi_notifications")} == {"n1", "n2"}

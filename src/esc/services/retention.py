@@ -6,7 +6,9 @@ batches so that no statement holds locks or a long wait for the standby:
 - events older than ``days``, and the oldest beyond the newest ``max_events``;
 - transactions finished (succeeded or failed) more than ``days`` ago, with their
   callbacks (cascade), unless a callback is still pending. Unfinished ones are
-  never touched.
+  never touched;
+- the ETSI service's notifications delivered or given up, and its operation
+  occurrences COMPLETED, FAILED or ROLLED_BACK, more than ``days`` ago.
 
 A transaction deleted here is gone from ``GET /v0/transactions/{id}`` and its
 Idempotency-Key is forgotten: a retry is recognised only within ``days``.
@@ -43,6 +45,20 @@ PRUNE_SQL = {
                AND NOT EXISTS (SELECT 1 FROM callbacks c
                                 WHERE c.transaction_id = t.id AND c.status = 'pending')
              ORDER BY t.id LIMIT %(batch)s)""",
+    # the ETSI service's: notifications sent (or given up), and operation occurrences that
+    # ended (an instance is never held by one of these)
+    "sent notifications": """
+        DELETE FROM etsi_notifications WHERE id IN (
+            SELECT id FROM etsi_notifications
+             WHERE status IN ('delivered', 'abandoned')
+               AND created_at < now() - make_interval(secs => %(secs)s)
+             ORDER BY id LIMIT %(batch)s)""",
+    "ended operations": """
+        DELETE FROM etsi_op_occs WHERE id IN (
+            SELECT id FROM etsi_op_occs
+             WHERE state IN ('COMPLETED', 'FAILED', 'ROLLED_BACK')
+               AND state_entered < now() - make_interval(secs => %(secs)s)
+             ORDER BY seq LIMIT %(batch)s)""",
 }
 
 
