@@ -182,8 +182,12 @@ def test_vnf_lifecycle_through_the_vip_survives_a_failover(lab: Any, tmp_path: P
         labmod.start(active)
         lab.wait_roles({active: "STANDBY"}, timeout=60)
         lab.escadm(active, "etsi", "set", "--grant_url", f"http://{client_ip}:{NFVO_PORT}/grant/v1")
+        parked = lab.status(active)["services"]["etsi"]["pid"]
         assert "reloaded" in lab.escadm(active, "reload").stdout
-        time.sleep(1.0)  # its parked ETSI service starts again with the new setting
+        deadline = time.monotonic() + 15  # its parked ETSI service starts again, reading the setting
+        while lab.status(active)["services"]["etsi"]["pid"] in (parked, 0, None):
+            assert time.monotonic() < deadline, "the parked ETSI service was not restarted"
+            time.sleep(0.1)
         assert "STANDBY" in lab.escadm(lab.other(active), "ha", "switchover").stdout
         lab.wait_roles({active: "ACTIVE"}, timeout=30)
         status, _, second = etsi.call("POST", "/vnflcm/v1/vnf_instances", {"vnfdId": inst["vnfdId"]},

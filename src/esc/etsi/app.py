@@ -392,9 +392,9 @@ async def modify_instance(request: Request) -> Response:
     params = body.model_dump(mode="json", exclude_unset=True)  # a null removes (RFC 7396)
     if_match = request.headers.get("if-match")
     # refused now, not by the worker's write (a FAILED_TEMP "internal error")
-    if "vnfPkgId" in params and await db(request, store.package, params["vnfPkgId"]) is None:
-        raise Problem(400, f"vnfPkgId: no VNF package {params['vnfPkgId']} is onboarded")
     new_pkg = await db(request, store.package, params["vnfPkgId"]) if "vnfPkgId" in params else None
+    if "vnfPkgId" in params and new_pkg is None:
+        raise Problem(400, f"vnfPkgId: no VNF package {params['vnfPkgId']} is onboarded")
 
     def check(inst: dict[str, Any], vnfd: Any) -> None:
         if if_match is not None and if_match not in ("*", etag(inst)):
@@ -676,7 +676,7 @@ def create_app(cfg: NodeConfig, conninfo: str, auth: etsi_auth.EtsiAuth, *, pool
                worker_options: Mapping[str, Any] | None = None,
                sender_options: Mapping[str, Any] | None = None,
                grant: Callable[..., str | None] | None = None, background_after: float = 0.0,
-               on_vim_work: Callable[[], None] | None = None, vim: Any = None,
+               vim: Any = None,
                packages: Any = None) -> FastAPI:
     """The ASGI app; the pool, the LCM worker and the notification sender run with its
     lifespan (on the active only)."""
@@ -690,7 +690,7 @@ def create_app(cfg: NodeConfig, conninfo: str, auth: etsi_auth.EtsiAuth, *, pool
         pool.open(wait=False)
         sender = NotificationSender(conninfo, app.state.callback_policy, **(sender_options or {}))
         worker = LcmWorker(conninfo, notification_links(cfg), grant=grant, on_notified=sender.wake,
-                           on_vim_work=on_vim_work, vim=vim, **(worker_options or {}))
+                           vim=vim, **(worker_options or {}))
         app.state.pool, app.state.worker, app.state.sender = pool, worker, sender
         # woken when a controller transaction finishes (an operation may wait for it)
         listener = WorkListener(conninfo, worker.wake, DONE_CHANNEL, "escetsi-listen")

@@ -27,7 +27,6 @@ from typing import Any
 
 STARTING, PROCESSING, COMPLETED = "STARTING", "PROCESSING", "COMPLETED"
 FAILED_TEMP, FAILED, ROLLING_BACK, ROLLED_BACK = "FAILED_TEMP", "FAILED", "ROLLING_BACK", "ROLLED_BACK"
-STATES = (STARTING, PROCESSING, COMPLETED, FAILED_TEMP, FAILED, ROLLING_BACK, ROLLED_BACK)
 # the worker moves these forward
 ACTIVE_STATES = (STARTING, PROCESSING, ROLLING_BACK)
 # the instance is free again
@@ -46,7 +45,6 @@ TASKS: dict[str, tuple[str, str]] = {
     "operate": ("OPERATE", INSTANTIATED),
     "change_ext_conn": ("CHANGE_EXT_CONN", INSTANTIATED),
 }
-OPERATIONS = (*[op for op, _ in TASKS.values()], "MODIFY_INFO")
 
 # operations whose rollback the VNFM supports (SOL003 leaves it to the VNFM; these have a
 # clear state to return to)
@@ -116,10 +114,6 @@ def links_for(state: str, operation: str) -> list[str]:
 
 
 # --- subscriptions --------------------------------------------------------------------------
-
-NOTIFICATION_TYPES = ("VnfLcmOperationOccurrenceNotification", "VnfIdentifierCreationNotification",
-                      "VnfIdentifierDeletionNotification")
-
 
 def filter_key(filter_: Mapping[str, Any]) -> str:
     """Equal for filters that select the same notifications (lists compared as sets), so

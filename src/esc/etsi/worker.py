@@ -142,14 +142,9 @@ def _level_scale(flavour: Any, level: str | None) -> dict[str, int]:
 def counts(vnfd: Vnfd, t: Mapping[str, Any]) -> dict[str, int]:
     flavour = _flavour(vnfd, t["flavour_id"])
     try:
-        return flavour.instances(t["level_id"], _scale_above_level(flavour, t))
+        return flavour.instances(t["level_id"], {a: int(n) for a, n in (t["scale_levels"] or {}).items()})
     except PackageError as e:
         raise StepFailed(400, str(e)) from None
-
-
-def _scale_above_level(flavour: Any, t: Mapping[str, Any]) -> dict[str, int]:
-    """Flavour.instances takes the aspects' levels; the level's own are its starting point."""
-    return {a: int(n) for a, n in (t["scale_levels"] or {}).items()}
 
 
 def deployment_spec(vnfd: Vnfd, pkg_id: str, t: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,19 +221,15 @@ def submit_vim_work(conn: psycopg.Connection, op: Mapping[str, Any], inst: Mappi
 
 class LcmWorker(PollingThreads):
     """Runs while the ETSI service serves (on the active only). ``links`` make the
-    notifications' hrefs; ``grant`` (esc.etsi.grant) asks the NFVO, or None;
-    ``on_vim_work`` is called after controller transactions were recorded (wakes
-    escmanager's worker)."""
+    notifications' hrefs; ``grant`` (esc.etsi.grant) asks the NFVO, or None."""
 
     def __init__(self, conninfo: str, links: store.Links, *, threads: int = 2, poll: float = 0.2,
                  grant: Callable[[Mapping[str, Any], Mapping[str, Any], Vnfd], str | None] | None = None,
-                 on_vim_work: Callable[[], None] | None = None,
                  on_notified: Callable[[], None] | None = None,
                  vim: Any = None) -> None:
         self.conninfo, self.links, self.poll = conninfo, links, poll
         self.grant = grant
         self.vim = vim  # a VimDriver with spec() (the VIM helper's client): heal re-creates VMs
-        self.on_vim_work = on_vim_work or (lambda: None)
         self.on_notified = on_notified or (lambda: None)
         super().__init__("escetsi-lcm", threads)
 
@@ -346,7 +337,6 @@ class LcmWorker(PollingThreads):
                          " WHERE id = %s", (tx_id, psycopg.types.json.Jsonb(dict(target)), op["id"]))
             commit_durably(conn)
             log.info("operation %s: controller transaction %d for %s", op["id"], tx_id, inst["id"])
-            self.on_vim_work()
             return
         row = conn.execute("SELECT status, message FROM transactions WHERE id = %s",
                            (op["deployment_tx"],)).fetchone()
