@@ -523,6 +523,14 @@ def test_random_bytes(data: bytes) -> None:
 SAMPLE_CSAR = sample_csar()
 
 
+def test_a_file_with_no_name() -> None:
+    # Found by the test below: ZipInfo.is_dir() raises IndexError on an empty name.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(zipfile.ZipInfo(""), b"x")
+    assert "no name" in error(read_package, buf.getvalue())
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, len(SAMPLE_CSAR) - 1), st.integers(0, 255)), min_size=1, max_size=4))
 def test_a_damaged_sample_package(flips: list[tuple[int, int]]) -> None:

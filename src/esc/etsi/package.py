@@ -281,6 +281,8 @@ class _ZipReader:
         self.infos: dict[str, zipfile.ZipInfo] = {}
         declared = 0
         for info in infos:
+            if not info.filename:  # a damaged header; ZipInfo.is_dir() would fail on it
+                raise PackageError("the package holds a file with no name")
             if info.is_dir():
                 _safe_path(info.filename.rstrip("/"), "the package")
                 continue
