@@ -188,8 +188,67 @@ def _left_behind() -> list[str]:
     return [h for h in (*labmod.NODES, labmod.CLIENT, "esc-sw", "router") if net.exists(h)]
 
 
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+def _lab_key(node: pytest.Item) -> tuple:
+    """What a test asks of the lab (its markers): two tests asking the same may share it."""
+    marker = node.get_closest_marker("lab_mode")
+    mode = marker.args[0] if marker else "drbd"
+    paths_marker = node.get_closest_marker("lab_paths")
+    paths = paths_marker.args[0] if paths_marker else 1
+    bgp = node.get_closest_marker("lab_bgp")
+    if bgp:
+        return (mode, "bgp", bgp.kwargs.get("md5", labmod.BGP_MD5))
+    return (mode, paths, node.get_closest_marker("lab_witness") is not None)
+
+
+def _repaired(timeout: float = 60) -> bool:
+    """The pair a passed test left behind, made whole again: cables in, stopped nodes
+    started, one ACTIVE and one complete synchronous STANDBY. False when it will not be."""
+    from esc.lab.chaos import wait_healthy
+
+    try:
+        for node in labmod.NODES:
+            labmod.heal(node)
+            if labmod.node_status(node).get("role", "STOPPED") == "STOPPED":
+                labmod.start(node)
+    except labmod.LabError:
+        return False
+    pair = wait_healthy(timeout)
+    if pair is None:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = labmod.node_status(pair.active)
+        if st.get("db", {}).get("peer_complete") and st.get("op_mode", "operation") == "operation":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+class _ModuleLab:
+    """The lab a module's tests share: a test that passed leaves the pair to the next
+    one asking the same of it (repaired: a bring-up is 10 to 16 s, a repair is
+    nothing or a rejoin). A failed test, or one marked ``lab_fresh``, gets a new one."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.key: tuple | None = None
+
+    def ready(self, key: tuple, fresh: bool) -> dict:
+        if self.key == key and not fresh and _repaired():
+            return labmod.load_state()
+        labmod.down()
+        self.key = None
+        mode = key[0]
+        if key[1] == "bgp":
+            state = labmod.up(log=lambda *_: None, mode=mode, bgp=True, md5=key[2])
+        else:
+            state = labmod.up(log=lambda *_: None, mode=mode, paths=key[1], witness=key[2])
+        self.key = key
+        return state
+
+
+@pytest.fixture(scope="module")
+def _module_lab() -> Iterator[_ModuleLab]:
     why = _missing()
     if why:
         pytest.skip(why)
@@ -197,29 +256,39 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     tmp.chmod(0o755)  # PostgreSQL runs as postgres and must reach its data dir
     _lab_env(tmp)
     labmod.down()
-    marker = request.node.get_closest_marker("lab_mode")
-    mode = marker.args[0] if marker else "drbd"
-    paths_marker = request.node.get_closest_marker("lab_paths")
-    paths = paths_marker.args[0] if paths_marker else 1
-    bgp = request.node.get_closest_marker("lab_bgp")
-    if bgp and not shutil.which("bird"):
-        pytest.skip("BGP lab tests need BIRD 2 (bird2)")
     try:
-        if bgp:
-            state = labmod.up(log=lambda *_: None, mode=mode, bgp=True,
-                              md5=bgp.kwargs.get("md5", labmod.BGP_MD5))
-        else:
-            witness = request.node.get_closest_marker("lab_witness") is not None
-            state = labmod.up(log=lambda *_: None, mode=mode, paths=paths, witness=witness)
-        yield Lab(state, tmp)
+        yield _ModuleLab(tmp)
     finally:
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            labmod.dump_logs(lines=60)
         labmod.down()
         shutil.rmtree(tmp, ignore_errors=True)
         left = _left_behind()
         assert not left, f"namespaces left behind: {left}"
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest, _module_lab: _ModuleLab) -> Iterator[Lab]:
+    key = _lab_key(request.node)
+    if key[1] == "bgp" and not shutil.which("bird"):
+        pytest.skip("BGP lab tests need BIRD 2 (bird2)")
+    fresh = request.node.get_closest_marker("lab_fresh") is not None
+    try:
+        state = _module_lab.ready(key, fresh)
+    except BaseException:
+        labmod.down()
+        _module_lab.key = None
+        raise
+    tmp = Path(tempfile.mkdtemp(prefix="test-", dir=_module_lab.tmp))
+    tmp.chmod(0o755)
+    try:
+        yield Lab(state, tmp)
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or not rep.passed:
+            if rep is not None and rep.failed:
+                labmod.dump_logs(lines=60)
+            labmod.down()
+            _module_lab.key = None
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class SharedLab:

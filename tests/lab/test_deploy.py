@@ -98,6 +98,7 @@ http.server.HTTPServer(("0.0.0.0", 9999), H).serve_forever()
 '''
 
 
+@pytest.mark.lab_fresh  # its own images, tenant and VMs: counted, so none left by the test before
 def test_a_deployment_in_progress_when_the_active_dies_is_finished_by_the_new_one(lab):
     import subprocess
     import sys

@@ -95,8 +95,8 @@ def test_a_rejoin_copies_only_the_wal_since_the_last_checkpoint(lab):
     log = lab.agent_log(old)
     assert "cloned the peer" not in log and "pg_rewind failed" not in log
     assert {"before-kill", "after-kill"} <= lab.names_in_db(old)
-    assert lab.post("after-rejoin") == 201
-    assert "after-rejoin" in lab.names_in_db(old)
+    assert lab.post("after-rewind") == 201
+    assert "after-rewind" in lab.names_in_db(old)
 
 
 def test_https_through_the_vip_presents_one_certificate_across_a_failover(lab):
@@ -192,10 +192,10 @@ def test_a_lone_node_waits_in_switching_to_active_until_forced(lab):
     assert health.returncode == 1 and "ESC HEALTH FAILED" in health.stdout
     lab.escadm(first, "ha", "force-active", "--yes")
     lab.wait_roles({first: "ACTIVE"}, timeout=10)
-    assert lab.post("forced") == 201
+    assert lab.post("forced-lone") == 201
     labmod.start(second)
     lab.wait_roles({first: "ACTIVE", second: "STANDBY"}, timeout=60)
-    assert {"before", "forced"} <= lab.names_in_db(second)
+    assert {"before", "forced-lone"} <= lab.names_in_db(second)
 
 
 def test_force_active_is_refused_when_the_peer_is_there(lab):
