@@ -133,8 +133,17 @@ def status_details(st: dict) -> str:
     return "\n".join(lines)
 
 
+# The original's health.sh order (its active node's). Lines for snmp, portal and confd
+# appear once those services exist; bgp only where BGP is configured.
+ORDER = ("vimmanager", "monitor", "mona", "drbd", "snmp", "etsi", "pgsql", "keepalived", "bgp",
+         "portal", "confd", "filesystem", "escmanager")
+
+
 def report(st: dict) -> tuple[str, bool]:
-    """Lines in the shape of the original's health.sh, and whether the node is healthy."""
+    """Lines in the shape of the original's health.sh, and whether the node is healthy:
+    every service that exists here, in its order and wording ("is running", "is
+    stopped", "is disabled at startup"); a serving node must run them all and a standby
+    none but its replica, keepalived and bgp."""
     role = st.get("role", "STOPPED")
     svcs = st.get("services", {})
     db = st.get("db", {})
@@ -149,39 +158,38 @@ def report(st: dict) -> tuple[str, bool]:
              "STANDALONE": "ESC (STANDALONE)"}.get(role, f"ESC HA ({role})")
     lines = [f"===== {title} with DRBD =====" if st.get("ha") else f"===== {title} ====="]
     checks: list[bool] = []
+    serving = role in ("ACTIVE", "STANDALONE")
 
-    def line(name: str, ok: bool, text_ok: str, text_bad: str, want: bool = True) -> None:
-        lines.append(f"{name} (pgid {pid(name) if name in svcs else 0}) {text_ok}" if ok
-                     else f"{name} {text_bad}")
+    def line(name: str, ok: bool, want: bool = True, text_ok: str = "is running",
+             pgid: str | None = None) -> None:
+        lines.append(f"{name} (pgid {pgid if pgid is not None else pid(name)}) {text_ok}" if ok
+                     else f"{name} is stopped")
         checks.append(ok == want)
 
-    serving = role in ("ACTIVE", "STANDALONE")
-    if st.get("ha"):
-        line("keepalived", running("keepalived"), "is running", "is stopped")
-    line("pgsql", serving and db.get("state") == "primary", "is running", "is stopped", serving)
-    if st.get("ha"):
+    def service(name: str) -> None:
+        """One of the serving node's services (the controller's parts, the ETSI service)."""
+        svc = svcs.get(name)
+        if svc is None:
+            return
+        up = svc.get("state") == "running" and (name != "etsi" or svc.get("detail") == "serving")
+        if svc.get("state") == "disabled" or (name == "etsi" and not serving and not up):
+            # as the original: a standby's ETSI service (or one turned off) is "disabled at startup"
+            lines.append(f"{name} is disabled at startup")
+            return
+        line(name, up, serving)
+
+    def drbd() -> None:
+        if not st.get("ha"):
+            return
         lines.append(f"drbd (pgid {pid('pgsql')}) is active" if db.get("state") == "primary" else
                      f"drbd (pgid {pid('pgsql')}) is standby" if db.get("state") == "standby"
                      else "drbd is stopped")
         checks.append(db.get("state") == ("primary" if serving else "standby")
                       and (db.get("streaming") or serving))
-    esc_up = running("escmanager") and svcs.get("escmanager", {}).get("detail") == "serving"
-    line("escmanager", esc_up, "is running", "is stopped", serving)
-    etsi = svcs.get("etsi")
-    if etsi is not None:
-        # as the original: a standby (or a node with the service off) says "disabled at startup"
-        etsi_up = etsi.get("state") == "running" and etsi.get("detail") == "serving"
-        if etsi_up or (serving and etsi.get("state") != "disabled"):
-            line("etsi", etsi_up, "is running", "is stopped")
-        else:
-            lines.append("etsi is disabled at startup")
-    fs = svcs.get("filesystem", {}).get("state") == "running"
-    line("filesystem", fs, "is running", "is stopped")
-    disk = st.get("disk") or {}
-    if disk.get("full"):
-        lines.append(f"disk {disk['path']} is full ({disk['free_bytes'] // 2**20} MiB free)")
-        checks.append(False)
-    if "bgp" in st:
+
+    def bgp() -> None:
+        if "bgp" not in st:
+            return
         b = st["bgp"]
         up = running("bgp") and bool(b.get("established"))
         if up:
@@ -192,6 +200,28 @@ def report(st: dict) -> tuple[str, bool]:
             lines.append("bgp is stopped")
         # The writer must be reachable (route out); a standby must not attract traffic.
         checks.append(up and bool(b.get("announced")) == serving and bool(b.get("loopback")))
+
+    for name in ORDER:
+        if name in ("vimmanager", "monitor", "mona", "etsi", "snmp", "portal", "confd"):
+            service(name)
+        elif name == "drbd":
+            drbd()
+        elif name == "pgsql":
+            line("pgsql", serving and db.get("state") == "primary", serving)
+        elif name == "keepalived":
+            if st.get("ha"):
+                line("keepalived", running("keepalived"))
+        elif name == "bgp":
+            bgp()
+        elif name == "filesystem":
+            line("filesystem", svcs.get("filesystem", {}).get("state") == "running", pgid="0")
+        elif name == "escmanager":
+            esc_up = running("escmanager") and svcs.get("escmanager", {}).get("detail") == "serving"
+            line("escmanager", esc_up, serving)
+    disk = st.get("disk") or {}
+    if disk.get("full"):
+        lines.append(f"disk {disk['path']} is full ({disk['free_bytes'] // 2**20} MiB free)")
+        checks.append(False)
     ok = role in ("ACTIVE", "STANDBY", "STANDALONE") and all(checks)
     if (st.get("op_mode") or {}).get("mode") == "maintenance":
         lines.append("operation mode is maintenance (no automatic failover)")

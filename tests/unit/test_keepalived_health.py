@@ -235,7 +235,11 @@ def status(role: str, db_state: str, serving: bool, streaming: bool = False, ha:
             "keepalived": svc(pid=11) if ha else {"state": "disabled", "pid": None},
             "pgsql": svc(pid=22, detail=db_state),
             "escmanager": svc(pid=33, detail="serving" if serving else "parked"),
+            "etsi": svc(pid=44, detail="serving") if serving else svc(pid=45, detail="parked"),
             "filesystem": {"state": "running", "pid": 0},
+            "vimmanager": svc("running" if serving else "stopped", pid=55),
+            "monitor": svc("running", pid=33) if serving else svc("stopped", None),
+            "mona": svc("running", pid=33) if serving else svc("stopped", None),
         },
     }
 
@@ -243,13 +247,18 @@ def status(role: str, db_state: str, serving: bool, streaming: bool = False, ha:
 def test_health_active_passes() -> None:
     text, ok = health.report(status("ACTIVE", "primary", serving=True))
     assert ok
+    # the original's lines and order, less the services not built yet (snmp, portal, confd)
     assert text.splitlines() == [
         "===== ESC HA (ACTIVE) with DRBD =====",
-        "keepalived (pgid 11) is running",
-        "pgsql (pgid 22) is running",
+        "vimmanager (pgid 55) is running",
+        "monitor (pgid 33) is running",
+        "mona (pgid 33) is running",
         "drbd (pgid 22) is active",
-        "escmanager (pgid 33) is running",
+        "etsi (pgid 44) is running",
+        "pgsql (pgid 22) is running",
+        "keepalived (pgid 11) is running",
         "filesystem (pgid 0) is running",
+        "escmanager (pgid 33) is running",
         "=====",
         "ESC HEALTH PASSED",
     ]
@@ -258,12 +267,20 @@ def test_health_active_passes() -> None:
 def test_health_standby_passes() -> None:
     text, ok = health.report(status("STANDBY", "standby", serving=False, streaming=True))
     assert ok
-    lines = text.splitlines()
-    assert lines[0] == "===== ESC HA (Standby) with DRBD ====="
-    assert "pgsql is stopped" in lines  # the original's wording: no primary here
-    assert "drbd (pgid 22) is standby" in lines
-    assert "escmanager is stopped" in lines
-    assert lines[-1] == "ESC HEALTH PASSED"
+    assert text.splitlines() == [
+        "===== ESC HA (Standby) with DRBD =====",
+        "vimmanager is stopped",
+        "monitor is stopped",
+        "mona is stopped",
+        "drbd (pgid 22) is standby",
+        "etsi is disabled at startup",
+        "pgsql is stopped",  # the original's wording: no primary here
+        "keepalived (pgid 11) is running",
+        "filesystem (pgid 0) is running",
+        "escmanager is stopped",
+        "=====",
+        "ESC HEALTH PASSED",
+    ]
 
 
 def test_health_standby_not_streaming_fails() -> None:
@@ -278,7 +295,8 @@ def test_health_switching_to_active_fails() -> None:
     assert text.splitlines()[-1] == "ESC HEALTH FAILED"
 
 
-@pytest.mark.parametrize("breakage", ["keepalived", "escmanager_parked", "db_standby", "filesystem"])
+@pytest.mark.parametrize("breakage", ["keepalived", "escmanager_parked", "db_standby", "filesystem",
+                                      "monitor", "mona", "vimmanager", "etsi"])
 def test_health_active_failures(breakage: str) -> None:
     st = status("ACTIVE", "primary", serving=True)
     if breakage == "keepalived":
@@ -287,6 +305,8 @@ def test_health_active_failures(breakage: str) -> None:
         st["services"]["escmanager"]["detail"] = "parked"
     elif breakage == "db_standby":
         st["db"]["state"] = "standby"
+    elif breakage in ("monitor", "mona", "vimmanager", "etsi"):
+        st["services"][breakage] = svc("stopped", None)
     else:
         st["services"]["filesystem"]["state"] = "stopped"
     text, ok = health.report(st)
@@ -297,6 +317,22 @@ def test_health_standby_serving_is_a_failure() -> None:
     st = status("STANDBY", "standby", serving=False, streaming=True)
     st["services"]["escmanager"]["detail"] = "serving"
     assert not health.report(st)[1]
+
+
+@pytest.mark.parametrize("part", ["monitor", "mona", "vimmanager"])
+def test_a_standby_running_a_part_of_the_controller_fails(part: str) -> None:
+    """Two monitors would recover every VM twice: a standby's are stopped, or it is unhealthy."""
+    st = status("STANDBY", "standby", serving=False, streaming=True)
+    st["services"][part] = svc("running", pid=77)
+    text, ok = health.report(st)
+    assert not ok and f"{part} (pgid 77) is running" in text
+
+
+def test_without_a_vim_its_lines_say_disabled_at_startup() -> None:
+    st = status("ACTIVE", "primary", serving=True)
+    st["services"]["vimmanager"] = st["services"]["monitor"] = {"state": "disabled", "pid": None}
+    text, ok = health.report(st)
+    assert ok and "vimmanager is disabled at startup" in text and "monitor is disabled at startup" in text
 
 
 def test_health_standalone() -> None:

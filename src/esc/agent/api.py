@@ -31,6 +31,7 @@ class AgentApi(Protocol):
     def status(self) -> dict: ...
     def peer_state(self, caller: str) -> dict: ...
     def command(self, name: str, body: dict) -> tuple[int, dict]: ...
+    def history(self, epoch: str | None, after: int) -> dict: ...
 
 
 def app(api: AgentApi, token: str | Callable[[], list[str]] | None) -> Starlette:
@@ -56,6 +57,16 @@ def app(api: AgentApi, token: str | Callable[[], list[str]] | None) -> Starlette
         return refused(request) or JSONResponse(
             await run_in_threadpool(api.peer_state, request.headers.get("x-esc-from", "")))
 
+    async def history(request: Request) -> Response:
+        if (no := refused(request)) is not None:
+            return no
+        try:
+            after = int(request.query_params.get("after", "0"))
+        except ValueError:
+            return JSONResponse({"error": "after must be an integer"}, 400)
+        return JSONResponse(await run_in_threadpool(
+            api.history, request.query_params.get("epoch") or None, after))
+
     async def command(request: Request) -> Response:
         if (no := refused(request)) is not None:
             return no
@@ -74,6 +85,7 @@ def app(api: AgentApi, token: str | Callable[[], list[str]] | None) -> Starlette
 
     prefix = "/v1/command/" if token is None else "/v1/peer/command/"
     return Starlette(routes=[Route("/v1/status", status), Route("/v1/peer", peer),
+                             Route("/v1/history" if token is None else "/v1/peer/history", history),
                              Route(prefix + "{name}", command, methods=["POST"])],
                      exception_handlers={404: not_found, 405: not_found})
 

@@ -24,8 +24,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from esc import clock, privileges, tls
-from esc.agent import api, health_api, opmode
+from esc.agent import api, health_api, history, opmode
 from esc.agent.lease import LeaseClient, LeaseView
 from esc.agent.loop import AgentLoop, Pending
 from esc.agent.peer import PeerPoller, PeerSnapshot
@@ -38,6 +40,7 @@ from esc.pairing.handshake import Decision
 from esc.pairing.material import PairMaterial
 from esc.render import render_all
 from esc.roles import Command, Db, DbView, Role, Vrrp
+from esc.services import components
 
 log = logging.getLogger("esc.agent")
 
@@ -91,6 +94,8 @@ class Agent(AgentLoop):
         self.rotating = threading.Lock()
         self.users_settled = threading.Event()  # see run() and _settle_users
         self.users_settled.set()
+        self.journal = history.Journal(self.paths.lib / "history.jsonl", cfg.name)
+        self.shipper: history.Shipper | None = None
 
     # ----------------------------------------------------------------- run
     def run(self) -> int:
@@ -106,6 +111,8 @@ class Agent(AgentLoop):
         ha = self.cfg.ha
         log.info("agent starting (pid %d, %s)", os.getpid(),
                  f"HA with {ha.peer_address}, VIP {ha.vip.cidr}" if ha else "standalone")
+        self.journal.record("start", Role.STOPPED, "agent started" + (
+            f" (HA with {ha.peer_address}, VIP {ha.vip.cidr})" if ha else " (standalone)"))
         self.servers.append(api.serve_unix(self.paths.agent_sock, self))
         if ha:
             pairing_server = pairing.PairingServer(self.paths, ha.node_list,
@@ -142,6 +149,11 @@ class Agent(AgentLoop):
             self._set_announce(False)  # before ExaBGP starts: a fresh node announces nothing
             if bgp.ensure_anycast(self.cfg.bgp):
                 log.info("anycast %s added to %s", self.cfg.bgp.anycast_ip, bgp.LOOPBACK)
+        self.shipper = history.Shipper(
+            self.journal, lambda: psycopg.connect(postgres.local_conninfo(self.paths, self.cfg, "esc")),
+            self._serving_primary, ha.peer_name if ha else None, self._peer_history if ha else None,
+            peer_latest=self._peer_history_latest if ha else None)
+        self.shipper.start()
         self.beat_at = clock.now()
         threading.Thread(target=self._freeze_sentinel, name="freeze-sentinel", daemon=True).start()
         try:
@@ -717,11 +729,51 @@ class Agent(AgentLoop):
         self.paths.agent_pid.unlink(missing_ok=True)
         with self.lock:
             self.role = Role.STOPPED
+        if self.shipper is not None:
+            self.shipper.stop()
+        self.journal.record("stop", Role.STOPPED, "agent stopped")
+        self.journal.close()
         log.warning("agent stopped")
+
+    # ------------------------------------------------------------- history
+    def _serving_primary(self) -> bool:
+        with self.lock:
+            return self.role in (Role.ACTIVE, Role.STANDALONE) and self.db_view.state == Db.PRIMARY
+
+    def _peer_history_latest(self) -> tuple[str, int] | None:
+        """The peer's latest event, as its last heartbeat answer said (None: not heard)."""
+        for poller in self.pollers:
+            snap = poller.snapshot()
+            if snap.received_at and clock.now() - snap.received_at < 2 * self.cfg.timing.heartbeat_timeout:
+                latest = (snap.raw or {}).get("history")
+                if isinstance(latest, list) and len(latest) == 2:
+                    return str(latest[0]), int(latest[1])
+        return None
+
+    def _peer_history(self, epoch: str | None, after: int) -> tuple[str, list[history.Event]] | None:
+        for poller in self.pollers:
+            got = poller.fetch("/v1/peer/history", {"epoch": epoch or "", "after": str(after)})
+            if got is not None:
+                try:
+                    return str(got["epoch"]), [history.Event.from_dict(e) for e in got["events"]]
+                except (KeyError, TypeError, ValueError) as e:
+                    log.warning("the peer's history is malformed: %s", e)
+                    return None
+        return None
+
+    def history(self, epoch: str | None, after: int) -> dict:
+        """This node's events past ``after`` of ``epoch`` (every one kept for another epoch)."""
+        return {"epoch": self.journal.latest()[0],
+                "events": [e.to_dict() for e in self.journal.after(epoch or None, after)]}
 
     # ----------------------------------------------------------------- API
     def command(self, name: str, body: dict) -> tuple[int, dict]:
         via_peer = bool(body.get("_via_peer"))
+        # who asked, for the history: what the caller says (escadm, the portal's user), and
+        # on which node
+        asker = body.get("by")
+        by = (" ".join(asker.split())[:80] if isinstance(asker, str) and asker.strip() else "escadm") + \
+            ("" if via_peer else f" on {self.cfg.name}")
         steps = ("pair_stage", "pair_switch", "pair_finish")
         if via_peer and name not in ("switchover", "op_mode", *steps):
             return 403, {"error": f"{name} cannot be asked by the peer"}
@@ -732,12 +784,12 @@ class Agent(AgentLoop):
         if name == "rotate":
             return self._rotate(body)
         if name == "op_mode":
-            return self._set_op_mode(body, via_peer)
+            return self._set_op_mode(body, via_peer, by)
         if name == "stop":
             self.request_stop()
             return 202, {"result": "stopping"}
         if name == "reload":
-            return self._reload()
+            return self._reload(by)
         if name not in ("force_active", "switchover"):
             return 404, {"error": f"unknown command {name!r}"}
         if not self.cfg.is_ha:
@@ -748,14 +800,14 @@ class Agent(AgentLoop):
             if role != Role.SWITCHING_TO_ACTIVE:
                 return 409, {"error": f"force-active is for a lone node waiting in "
                              f"SWITCHING_TO_ACTIVE; this node is {role}"}
-            self.queue(Command.FORCE_ACTIVE)
+            self.queue(Command.FORCE_ACTIVE, by)
             return 202, {"result": "forcing active"}
         # switchover
         if self.op_mode.maintenance:
             return 409, {"error": "maintenance mode: roles do not change; "
                          "`escadm op_mode set --mode=operation` first"}
         if role == Role.STANDBY and not via_peer:
-            return self._forward_switchover()
+            return self._forward_switchover(by)
         if role != Role.ACTIVE:
             return 409, {"error": f"switchover needs an ACTIVE and a STANDBY; this node is {role}"}
         def refuse(why: str) -> tuple[int, dict]:
@@ -771,7 +823,7 @@ class Agent(AgentLoop):
             return refuse("the peer does not answer as STANDBY now")
         if not self._standby_replying():
             return refuse("its database has not confirmed replication in the last 1.5 s")
-        self.queue(Command.SWITCHOVER)
+        self.queue(Command.SWITCHOVER, by)
         return 202, {"result": "switching over"}
 
     def _standby_replying(self, within_s: float = 1.5) -> bool:
@@ -809,13 +861,13 @@ class Agent(AgentLoop):
                 return 502, {"error": f"could not reach the peer: {peer_addr}: {e}"}
         return 502, {"error": f"could not reach the peer: {'; '.join(errors)}"}
 
-    def _forward_switchover(self) -> tuple[int, dict]:
-        code, body = self._peer_command("switchover", {})
+    def _forward_switchover(self, by: str) -> tuple[int, dict]:
+        code, body = self._peer_command("switchover", {"by": by})
         if code == 502:
             body = {"error": body["error"].replace("the peer", "the active peer")}
         return code, body
 
-    def _set_op_mode(self, body: dict, via_peer: bool) -> tuple[int, dict]:
+    def _set_op_mode(self, body: dict, via_peer: bool, by: str) -> tuple[int, dict]:
         """Set here, then tell the peer (from the peer: adopt it if newer)."""
         if via_peer:
             theirs = opmode.OpMode.parse(body.get("op_mode"))
@@ -832,6 +884,9 @@ class Agent(AgentLoop):
         opmode.save(self.paths, new)
         log.warning("operation mode set to %s by the operator%s", mode,
                     ": no automatic failover" if new.maintenance else "")
+        self.journal.record("op_mode", self.role, f"operation mode set to {mode}" +
+                            (": no automatic failover" if new.maintenance else ""), by=by,
+                            detail={"mode": mode})
         self.wake.set()
         result = {"result": mode, "op_mode": new.to_dict()}
         if self.cfg.is_ha:
@@ -840,11 +895,12 @@ class Agent(AgentLoop):
                 f"not told ({answer.get('error', code)}); it takes the setting when it is back"
         return 200, result
 
-    def _reload(self) -> tuple[int, dict]:
+    def _reload(self, by: str) -> tuple[int, dict]:
         try:
             cfg = load_config(self.paths)
         except ValueError as e:
             return 400, {"error": str(e)}
+        self.journal.record("reload", self.role, "configuration reloaded", by=by)
         render_all(self.paths, cfg)
         # the pollers and peer servers of every network are made at start
         if cfg.is_ha != self.cfg.is_ha or (cfg.ha and self.cfg.ha and
@@ -922,6 +978,7 @@ class Agent(AgentLoop):
             "filesystem": {"state": "running" if self._volume_ok(mount=False) else "stopped",
                            "pid": 0},
         }
+        out["services"].update(self._controller_parts())
         if self.cfg.bgp:
             out["services"]["bgp"] = self._svc(self.exabgp, True)
             out["bgp"] = self._bgp_status()
@@ -978,6 +1035,28 @@ class Agent(AgentLoop):
             "med": seen.get("med"),
             "announced": bool(alive and session == "up" and seen.get("announced")),
             "loopback": bgp.anycast_present(b),
+        }
+
+    def _controller_parts(self) -> dict[str, dict]:
+        """The health lines of the original's VIM manager, monitor and MONA: here the VIM
+        driver (its root helper, in service while the controller serves), the VNF monitor
+        and the transaction worker with the callback sender (threads of the serving
+        controller, as it last reported them: esc.services.components)."""
+        parts = (components.read(self.paths.manager_dir / components.FILE, self.manager.pid)
+                 if self.serving else None) or {}
+
+        def state(on: bool | None) -> str:
+            return "running" if on else "stopped"
+
+        vim_on = self.cfg.vim is not None
+        manager_pid = self.manager.pid if parts else None
+        return {
+            "vimmanager": {"state": state(self.serving and self.vim_helper.running) if vim_on else "disabled",
+                           "pid": self.vim_helper.pid, "detail": "VIM driver"},
+            "monitor": {"state": state(parts.get("monitor")) if vim_on else "disabled",
+                        "pid": manager_pid, "detail": "VNF monitor"},
+            "mona": {"state": state(parts.get("worker") and parts.get("callbacks")),
+                     "pid": manager_pid, "detail": "transaction worker and callbacks"},
         }
 
     @staticmethod

@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from esc.agent import opmode
+from esc.agent import history, opmode
 from esc.agent.lease import LeaseView
 from esc.agent.peer import PeerSnapshot
 from esc.agent.peer import merge as peer_merge
@@ -82,6 +82,7 @@ class RunningJob:
         self.kind, self.steps, self.started = kind, steps, started
         self.waiting: Pending | Sleep | None = None
         self.until = 0.0
+        self.error = ""  # why it failed
 
     def advance(self, now: float) -> bool | None:
         """Run what can run now; True: finished, False: failed, None: not yet."""
@@ -105,6 +106,7 @@ class RunningJob:
                 return True
             except Exception as e:
                 log.error("job %s failed after %.3fs: %s", self.kind, now - self.started, e)
+                self.error = str(e)
                 return False
             send, error = None, None
             self.waiting = step
@@ -125,6 +127,11 @@ class AgentLoop:
         self.reason = "starting"
         self.role_since = self.now()
         self.transitions: collections.deque[dict] = collections.deque(maxlen=30)
+        # the history (esc.agent.history): in memory here, in a file on a real node
+        self.journal = history.Journal(None, cfg.name, clock=self.wall_time)
+        self.pending_by: str | None = None  # who asked for the pending command
+        self.peer_was_active = False  # the peer seen ACTIVE since this node last was
+        self.rejoin_how = ""  # what the last rejoin did, for the history
         self.vrrp = Vrrp.UNKNOWN
         self.peer_timeline_seen = 0  # the peer's database timeline when it last answered
         self.vip_checked_at = -1e9
@@ -283,6 +290,9 @@ class AgentLoop:
         if paused_for > self.pause_fence:
             log.warning("this node was frozen for %.2fs (SIGSTOP, a paused VM, or starved)",
                         paused_for)
+            self.journal.record("freeze", self.role, f"frozen for {paused_for:.2f}s (SIGSTOP, a paused "
+                                "VM, or starved): fenced before acting on what it saw before",
+                                detail={"paused_s": round(paused_for, 3)})
         else:
             paused_for = 0.0
         self.io_before_tick()
@@ -428,14 +438,23 @@ class AgentLoop:
         if changed:
             self.io_save_op_mode(new)
             log.warning("operation mode %s (set on %s), from %s", new.mode, new.by, source)
+            self.journal.record("op_mode", self.role, f"operation mode {new.mode} (set on {new.by}), "
+                                f"from {source}", detail={"mode": new.mode})
             self.wakeup()
         return changed
 
     def _record(self, dec: Decision) -> None:
         with self.lock:
+            command, by = (self.pending, self.pending_by) if dec.consumed else (None, None)
             if dec.consumed:
-                self.pending = None
+                self.pending = self.pending_by = None
             old = self.role
+            peer_role = self.peer_view.role if self.peer_view is not None else None
+            self.peer_was_active |= peer_role == Role.ACTIVE
+            kind = history.transition_kind(old, dec.role, command, peer_role, self.stop_requested,
+                                           self.peer_was_active)
+            if dec.role == Role.ACTIVE:
+                self.peer_was_active = False
             if dec.role != old:
                 self.role, self.role_since = dec.role, self.now()
                 self.transitions.append({"at": self.wall_time(), "from": old, "to": dec.role,
@@ -444,6 +463,8 @@ class AgentLoop:
             self.reason, self.desired = dec.reason, dec.desired
         if dec.role != old:
             log.warning("role %s -> %s: %s", old, dec.role, dec.reason)
+            self.journal.record(kind, dec.role, dec.reason, role_from=old,
+                                peer_role=peer_role, by=by)
         elif changed_reason:
             log.info("%s", dec.reason)
 
@@ -473,6 +494,11 @@ class AgentLoop:
             return
         if outcome:
             log.info("job %s done in %.3fs", self.job.kind, now - self.job.started)
+        if self.job.kind == Job.REJOIN:
+            took = round(now - self.job.started, 3)
+            self.journal.record("rejoin", self.role, f"{self.rejoin_how or 'rejoined'} in {took:.1f}s"
+                                if outcome else f"rejoin failed after {took:.1f}s: {self.job.error}",
+                                detail={"ok": bool(outcome), "took_s": took, "how": self.rejoin_how})
         self.job_outcome = (self.job.kind, outcome)
         self.job = None
         self.wakeup()
@@ -500,12 +526,14 @@ class AgentLoop:
             if self.now() > deadline:
                 raise RuntimeError("the peer's database is not a primary; cannot rejoin yet")
             yield Sleep(0.2)
+        self.rejoin_how = ""
         has_data = yield self.submit("has-data", self.io_db_has_data)
         if has_data and self.rewound_not_streamed:
             log.warning("the last pg_rewind did not get this node streaming (the peer may no "
                         "longer have the WAL it needs): cloning the peer, the local data "
                         "moved aside")
             log.warning("%s", (yield self.submit("clone", self.io_clone)))
+            self.rejoin_how = "cloned the peer (the last pg_rewind did not get it streaming)"
             self.rewound_not_streamed = False
         elif has_data:
             yield self.submit("checkpoint-peer", self.io_checkpoint_peer)
@@ -520,13 +548,16 @@ class AgentLoop:
             ok, detail = yield self.submit("rewind", self.io_rewind)
             if ok:
                 log.info("pg_rewind: %s", detail)
+                self.rejoin_how = f"pg_rewind from the peer ({detail})"
                 self.rewound_not_streamed = True
             else:
                 log.warning("pg_rewind failed (%s); cloning the peer, the local data moved aside",
                             detail)
                 log.warning("%s", (yield self.submit("clone", self.io_clone)))
+                self.rejoin_how = f"cloned the peer (pg_rewind failed: {detail})"
         else:
             log.info("%s", (yield self.submit("clone", self.io_clone)))
+            self.rejoin_how = "cloned the peer (no data here)"
         yield self.submit("standby-files", self.io_prepare_standby)
 
     def _rejoin_premise(self) -> None:
@@ -695,16 +726,17 @@ class AgentLoop:
             return {"name": self.cfg.name, "index": ha.self_index if ha else 0,
                     "role": self.role, "vrrp": self.vrrp, "complete_for_you": complete,
                     "op_mode": self.op_mode.to_dict(),
+                    "history": list(self.journal.latest()),
                     "db": {"state": self.db_view.state, "timeline": self.db_view.timeline,
                            "lsn": self.db_view.lsn, "system_id": self.db_view.system_id,
                            "checkpoint": self.db_view.checkpoint_lsn,
                            "redo": self.db_view.redo_lsn}}
 
-    def queue(self, command: Command) -> None:
+    def queue(self, command: Command, by: str | None = None) -> None:
         """An operator's intent; the loop acts on it (or lets it expire)."""
         with self.lock:
-            self.pending, self.pending_at = command, self.now()
-        log.info("operator command %s queued", command)
+            self.pending, self.pending_at, self.pending_by = command, self.now(), by
+        log.info("operator command %s queued%s", command, f" by {by}" if by else "")
         self.wakeup()
 
     def request_stop(self) -> None:

@@ -138,6 +138,21 @@ class PeerPoller(threading.Thread):
         finally:
             conn.close()
 
+    def fetch(self, path: str, query: dict[str, str]) -> dict | None:
+        """One GET of ``path`` on the peer's API (own connection, off the heartbeat), or None."""
+        import urllib.parse
+
+        conn = self._connection()
+        try:
+            conn.request("GET", f"{path}?{urllib.parse.urlencode(query)}",
+                         headers={TOKEN_HEADER: self.token, "X-ESC-From": self.self_name})
+            resp = conn.getresponse()
+            return json.loads(resp.read()) if resp.status == 200 else None
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+        finally:
+            conn.close()
+
     def _get(self) -> dict:
         if self.conn is None:
             self.conn = self._connection()

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from esc import health, logcollect
+from esc.agent.history import KINDS as HISTORY_KINDS
 from esc.client import AgentClient, AgentDown
 from esc.config import ConfigError, NodePaths, default_root, load_config, validation_message
 from esc.install import BgpArgs, HaArgs, bgp_set, ha_set, install
@@ -649,6 +650,78 @@ def _wait_role(ctx: click.Context, roles: set[str], timeout: float) -> str:
         time.sleep(0.1)
     fail(f"still {role} after {timeout:.0f}s")
     return role
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """--since: an ISO 8601 time (UTC unless it says), or an age such as 90s, 10m, 2h, 7d."""
+    import datetime
+
+    now = time.time() if now is None else now
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if m:
+        return now - float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+    try:
+        when = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a time (2026-12-03T14:00:00Z) nor an age "
+                                 "(90s, 10m, 2h, 7d)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+@ha.command("history")
+@click.option("--since", "since_text", default=None, metavar="TIME|AGE",
+              help="From this time (2026-12-03T14:00:00Z) or this long ago (90s, 10m, 2h, 7d).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(HISTORY_KINDS),
+              help="Only events of this kind (repeatable).")
+@click.option("--node", default=None, help="Only this node's events.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=200, show_default=True,
+              help="The latest this many events.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def ha_history(ctx: click.Context, since_text: str | None, kinds: tuple[str, ...], node: str | None,
+               limit: int, as_json: bool) -> None:
+    """Role transitions, failovers, switchovers, fences, rejoins, op_mode changes and
+    reloads of both nodes, oldest first: from the replicated database, and this node's
+    own journal for what has not reached it."""
+    from esc.agent import history
+
+    paths = paths_of(ctx)
+    since = parse_since(since_text) if since_text else None
+    stored, problem = history_from_db(paths, since, kinds, node, limit)
+    _, own = history.read_file(paths.lib / "history.jsonl")
+    own = [e for e in own if (since is None or e.at >= since) and (not kinds or e.kind in kinds)
+           and (node is None or e.node == node)]
+    events = history.merge(stored, own)[-limit:]
+    if as_json:
+        click.echo(json.dumps({"events": [e.to_dict() for e in events],
+                               "database": problem or "read"}, indent=2))
+        return
+    if problem:
+        click.echo(f"(the database was not read: {problem}; this node's journal only)", err=True)
+    for e in events:
+        click.echo(e.line())
+    if not events:
+        click.echo("no events", err=True)
+
+
+def history_from_db(paths: NodePaths, since: float | None, kinds: tuple[str, ...], node: str | None,
+                    limit: int) -> tuple[list, str]:
+    """The events the local database holds (the standby's too: it is a replica), or why none."""
+    import psycopg
+
+    from esc.agent import history
+    from esc.ha.postgres import local_conninfo
+
+    try:
+        cfg = load_config(paths)
+        with psycopg.connect(local_conninfo(paths, cfg, "esc"), connect_timeout=2) as conn:
+            if conn.execute("SELECT to_regclass('ha_events')").fetchone()[0] is None:  # type: ignore[index]
+                return [], ""
+            return history.query(conn, since, limit, kinds, node), ""
+    except (ConfigError, psycopg.Error, OSError) as e:
+        return [], str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 @ha.command("rules")

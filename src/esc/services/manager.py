@@ -61,7 +61,7 @@ from esc import logs, web
 from esc.config import ConfigError, NodeConfig, NodePaths, User, load_config
 from esc.pairing.material import pair_key
 from esc.secrets import derive, verify_password
-from esc.services import api, models
+from esc.services import api, components, models
 from esc.services.auth_cache import VerifiedHeaders
 from esc.services.callbacks import CallbackPolicy, CallbackSender, ha_networks, pair_addresses
 from esc.services.db import CommitNotConfirmed, commit_durably, one_line
@@ -319,6 +319,8 @@ def create_app(
     on_stop: Callable[[], None] | None = None,
     shared_secret: str | None = None,
     background_after: float = 0.0,
+    components_file: Path | None = None,
+    monitor_running: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """The ASGI app. The pool, the transaction worker and the callback sender start
     with the lifespan (i.e. at ``serve``, on the active only), so building the app
@@ -327,7 +329,9 @@ def create_app(
     its back-off short). ``shared_secret``: the pair's, keys the verified-header cache
     both nodes share (auth_cache.py); without it, each node verifies on its own.
     ``background_after``: seconds between listening and the start of the background
-    work (BACKGROUND_AFTER_S under an agent)."""
+    work (BACKGROUND_AFTER_S under an agent). ``components_file``: where the parts'
+    states are written while serving (esc.services.components), with the VNF monitor's
+    from ``monitor_running`` (None: no VIM, no monitor)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -362,6 +366,16 @@ def create_app(
         janitor.start(after=background_after)
         listener.start(after=background_after)
         stopping = threading.Event()
+        reporter = None
+        if components_file is not None:
+            reporter = components.Reporter(components_file, {
+                "worker": lambda: any(t.is_alive() for t in worker.threads),
+                "callbacks": lambda: any(t.is_alive() for t in sender.threads),
+                "janitor": lambda: any(t.is_alive() for t in janitor.threads),
+                # null: no VIM, no monitor; false until it starts, a moment after listening
+                "monitor": monitor_running or (lambda: None),
+            })
+            reporter.start()
         if on_start is not None:  # the VNF monitor: active only, like the worker
             def start_monitor() -> None:
                 if not stopping.wait(background_after):
@@ -372,6 +386,8 @@ def create_app(
             yield
         finally:
             stopping.set()
+            if reporter is not None:
+                await run_in_threadpool(reporter.stop)
             if on_stop is not None:
                 await run_in_threadpool(on_stop)
             worker.request_stop()
@@ -608,7 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(cfg, conninfo, executor=vim,
                      on_start=vim.start if vim else None, on_stop=vim.stop if vim else None,
                      shared_secret=auth_secret(paths) if cfg.is_ha else None,
-                     background_after=BACKGROUND_AFTER_S)
+                     background_after=BACKGROUND_AFTER_S,
+                     components_file=paths.manager_dir / components.FILE,
+                     monitor_running=(lambda: vim.monitor.running) if vim else None)
     return run_parked(app, cfg, paths, serve_now=args.serve, name="escmanager",
                       http_port=cfg.api_port, https_port=cfg.https_port)
 

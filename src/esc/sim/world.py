@@ -200,6 +200,9 @@ class SimAgent(AgentLoop):
     def now(self) -> float:
         return self.world.sched.now
 
+    def wall_time(self) -> float:  # the history's clock: simulated seconds
+        return self.world.sched.now
+
     def submit(self, name: str, fn: Callable[[], Any]) -> Done:
         d = Done()
         dt = self.world.sched.rng.uniform(0.01, 0.3 if name in ("rewind", "clone") else 0.1)
