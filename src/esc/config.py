@@ -477,6 +477,8 @@ class NodeConfig(BaseModel):
     rest_user: User | None = None
     portal_user: User | None = None
     os_user: User | None = None
+    # /metrics on the health port: HTTP Basic as this user, or open when None
+    metrics_user: User | None = None
     api_port: int = 8080
     https_port: int = 8443
     # False: HTTPS only; the HTTP port answers every request with a redirect to HTTPS

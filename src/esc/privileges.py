@@ -115,6 +115,23 @@ def prepare_manager_files(paths: NodePaths) -> None:
         give(log_file, 0o640)
 
 
+def metrics_dir(paths: NodePaths, service: str) -> Path:
+    """Where ``service`` keeps its Prometheus values (multiprocess mode), read by the agent."""
+    return paths.manager_dir / "metrics" / service
+
+
+def prepare_metrics_dir(paths: NodePaths, service: str) -> Path:
+    """Emptied before each start (prometheus-client's rule: a new process, a clean
+    directory), and the service's own."""
+    d = metrics_dir(paths, service)
+    d.mkdir(parents=True, exist_ok=True)
+    for f in d.glob("*.db"):
+        f.unlink(missing_ok=True)
+    give(d.parent, 0o700)
+    give(d, 0o700)
+    return d
+
+
 def bgp_conf(paths: NodePaths) -> Path:
     """ExaBGP's copy of exabgp.conf (it holds the MD5 key): its own, 0600."""
     return paths.bgp_dir / "exabgp.conf"

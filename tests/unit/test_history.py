@@ -71,6 +71,7 @@ def test_the_loop_records_a_failover_and_the_rejoin() -> None:
     ev = took_over[0]
     assert ev.role == Role.ACTIVE and ev.node == standby and ev.reason and ev.at > 15
     assert ev.peer_role is None  # the peer was not heard: that is why
+    assert 0 < ev.detail["active_lost_s"] < 10  # from its last ACTIVE answer to the promotion
     w.start_node(active)
     _settle(w, 60)
     assert w.agents[active].role == Role.STANDBY

@@ -67,12 +67,14 @@ class Agent(AgentLoop):
         self.manager = Child("escmanager", lambda: [sys.executable, "-m", "esc.services.manager",
                                                     "--root", str(self.paths.root)],
                              logs / "escmanager.out", stdin_pipe=True, grace=5.0,
-                             prepare=self._prepare_manager)
+                             env=self._metrics_env("escmanager"),
+                             prepare=lambda: self._prepare_manager("escmanager"))
         # the ETSI SOL003 service (esc.etsi.service): parked and served with the controller
         self.etsi = Child("escetsi", lambda: [sys.executable, "-m", "esc.etsi.service",
                                               "--root", str(self.paths.root)],
                           logs / "escetsi.out", stdin_pipe=True, grace=5.0,
-                          prepare=self._prepare_manager)
+                          env=self._metrics_env("escetsi"),
+                          prepare=lambda: self._prepare_manager("escetsi"))
         self.etsi_serving = False
         self.manager_serving_at = 0.0
         # root's part of the VIM driver, for the unprivileged controller (esc.vim.service)
@@ -157,7 +159,8 @@ class Agent(AgentLoop):
         self.beat_at = clock.now()
         threading.Thread(target=self._freeze_sentinel, name="freeze-sentinel", daemon=True).start()
         try:
-            self.servers.append(health_api.serve(self.status, self.cfg.health_port))
+            self.servers.append(health_api.serve(self.status, self.cfg.health_port,
+                                                 metrics=self._metrics(), metrics_user=self._metrics_user))
         except (OSError, RuntimeError) as e:  # the pair works without it; say so
             log.error("health API not served on port %d: %s", self.cfg.health_port, e)
         try:
@@ -207,12 +210,16 @@ class Agent(AgentLoop):
                   sys.executable, problem)
         return None
 
-    def _prepare_manager(self) -> None:
+    def _metrics_env(self, service: str) -> dict[str, str]:
+        return {"PROMETHEUS_MULTIPROC_DIR": str(privileges.metrics_dir(self.paths, service))}
+
+    def _prepare_manager(self, service: str) -> None:
         # as root too: the controller reads these copies when they are there
         try:
             privileges.prepare_manager_files(self.paths)
+            privileges.prepare_metrics_dir(self.paths, service)
         except OSError as e:  # it starts anyway: HTTP still serves, HTTPS says what is missing
-            log.error("could not hand escmanager its files in %s: %s", self.paths.manager_dir, e)
+            log.error("could not hand %s its files in %s: %s", service, self.paths.manager_dir, e)
 
     # ------------------------------------------------------ the pair's material
     def _use_material(self) -> None:
@@ -734,6 +741,23 @@ class Agent(AgentLoop):
         self.journal.record("stop", Role.STOPPED, "agent stopped")
         self.journal.close()
         log.warning("agent stopped")
+
+    # ------------------------------------------------------------- metrics
+    def _metrics(self) -> Callable[[], bytes]:
+        from esc.agent import metrics
+
+        counts = metrics.Counts(lambda: psycopg.connect(
+            postgres.local_conninfo(self.paths, self.cfg, "esc"),
+            options="-c statement_timeout=2000"))
+        reg = metrics.registry(self.status, self.journal, counts.get,
+                               [privileges.metrics_dir(self.paths, s) for s in ("escmanager", "escetsi")])
+        # made by one caller at a time, at most once a second: a flood of scrapes costs
+        # what one scrape a second does
+        return health_api.Snapshot(lambda: metrics.render(reg), 1.0).get
+
+    def _metrics_user(self) -> tuple[str, str] | None:
+        user = self.cfg.metrics_user
+        return (user.name, user.password_hash) if user else None
 
     # ------------------------------------------------------------- history
     def _serving_primary(self) -> bool:

@@ -133,6 +133,7 @@ class Journal:
             self.epoch = secrets.token_hex(4)
             self.seq = 0
             self.events.clear()
+        self.kind_counts: dict[str, int] = {}  # recorded since this process started
         self.queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self.writer: threading.Thread | None = None
         if path is not None:
@@ -147,6 +148,7 @@ class Journal:
             ev = Event(node=self.node, epoch=self.epoch, seq=self.seq, at=self.clock(), kind=kind,
                        role=str(role), reason=reason, **kw)
             self.events.append(ev)
+            self.kind_counts[kind] = self.kind_counts.get(kind, 0) + 1
         if self.writer is not None:
             self.queue.put(ev)
         return ev
@@ -160,6 +162,15 @@ class Journal:
         with self.lock:
             out = [e for e in self.events if epoch != self.epoch or e.seq > seq]
         return out[:limit]
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.kind_counts)
+
+    def last(self, kind: str) -> Event | None:
+        """The latest event of ``kind`` kept (of any run of this node)."""
+        with self.lock:
+            return next((e for e in reversed(self.events) if e.kind == kind), None)
 
     def recent(self, n: int) -> list[Event]:
         with self.lock:

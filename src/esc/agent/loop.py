@@ -131,6 +131,7 @@ class AgentLoop:
         self.journal = history.Journal(None, cfg.name, clock=self.wall_time)
         self.pending_by: str | None = None  # who asked for the pending command
         self.peer_was_active = False  # the peer seen ACTIVE since this node last was
+        self.peer_active_seen_at = 0.0  # when it was last seen so
         self.rejoin_how = ""  # what the last rejoin did, for the history
         self.vrrp = Vrrp.UNKNOWN
         self.peer_timeline_seen = 0  # the peer's database timeline when it last answered
@@ -450,9 +451,14 @@ class AgentLoop:
                 self.pending = self.pending_by = None
             old = self.role
             peer_role = self.peer_view.role if self.peer_view is not None else None
-            self.peer_was_active |= peer_role == Role.ACTIVE
+            if peer_role == Role.ACTIVE:
+                self.peer_was_active, self.peer_active_seen_at = True, self.now()
             kind = history.transition_kind(old, dec.role, command, peer_role, self.stop_requested,
                                            self.peer_was_active)
+            # a failover's length as this node saw it: from the active's last answer
+            # saying ACTIVE to this node's promotion
+            detail = ({"active_lost_s": round(self.now() - self.peer_active_seen_at, 3)}
+                      if kind == "failover" else {})
             if dec.role == Role.ACTIVE:
                 self.peer_was_active = False
             if dec.role != old:
@@ -464,7 +470,7 @@ class AgentLoop:
         if dec.role != old:
             log.warning("role %s -> %s: %s", old, dec.role, dec.reason)
             self.journal.record(kind, dec.role, dec.reason, role_from=old,
-                                peer_role=peer_role, by=by)
+                                peer_role=peer_role, by=by, detail=detail)
         elif changed_reason:
             log.info("%s", dec.reason)
 

@@ -446,6 +446,38 @@ def rest_set(ctx: click.Context, http: str) -> None:
 
 
 @cli.group()
+def metrics() -> None:
+    """Prometheus metrics on the health port (/metrics, both nodes)."""
+
+
+@metrics.command("set")
+@secret_files("user_pass")
+@click.option("--user_pass", metavar="USER:PASSWORD", default=None,
+              help="Ask scrapers for HTTP Basic as this user.")
+@click.option("--open", "open_", is_flag=True, help="No authentication (the default).")
+@click.pass_context
+def metrics_set(ctx: click.Context, user_pass: str | None, open_: bool) -> None:
+    """Who may read /metrics (then `escadm reload`; set it on both nodes)."""
+    from esc import secrets as esc_secrets
+    from esc.config import User, save_config
+
+    if bool(user_pass) == open_:
+        fail("give --user_pass USER:PASSWORD (or --user_pass_file) or --open", 2)
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+        user = None
+        if user_pass:
+            name, password = esc_secrets.split_user_pass(user_pass, "--user_pass")
+            user = User(name=name, password_hash=esc_secrets.hash_password(password))
+    except (ConfigError, ValueError) as e:
+        fail(str(e), 2)
+    save_config(paths, cfg.model_copy(update={"metrics_user": user}))
+    done(f"/metrics on port {cfg.health_port}: " + (f"HTTP Basic as {user.name}" if user else "open")
+         + "; run `escadm reload`")
+
+
+@cli.group()
 def etsi() -> None:
     """The ETSI NFV SOL003 VNF lifecycle service (ports 8250/8251, on the active)."""
 
@@ -979,6 +1011,11 @@ cli.add_command(lab)
 
 def main() -> None:
     cli.main(args=normalise_argv(sys.argv[1:]), prog_name="escadm")
+
+
+def health_main() -> None:
+    """`health.sh`, as operators of the original type it: `escadm health` (``--root R`` taken)."""
+    cli.main(args=[*sys.argv[1:], "health"], prog_name="health.sh")
 
 
 if __name__ == "__main__":

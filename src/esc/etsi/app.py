@@ -43,6 +43,7 @@ from esc.etsi.worker import LcmWorker
 from esc.services.callbacks import CallbackPolicy, check_callback_url
 from esc.services.db import CommitNotConfirmed, commit_durably, one_line
 from esc.services.manager import BasicAuth, FailedLogins
+from esc.services.metrics import RequestMetrics
 from esc.services.transactions import DONE_CHANNEL, WorkListener
 
 log = logging.getLogger("esc.etsi")
@@ -746,5 +747,6 @@ def create_app(cfg: NodeConfig, conninfo: str, auth: etsi_auth.EtsiAuth, *, pool
     failed_logins = FailedLogins()  # one budget for the API and the token endpoint
     app.state.basic = EtsiBasicAuth(app, user=auth.user, prefix="", failed_logins=failed_logins)
     app.add_middleware(EtsiGuard, auth=auth, failed_logins=failed_logins)
+    app.add_middleware(RequestMetrics, service="etsi")  # outermost: what a client waits
     return app
 

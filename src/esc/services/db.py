@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import psycopg
+
+from esc.services.metrics import COMMIT_LATENCY
 
 # Advisory lock namespaces (the two-int form; the worker's per-transaction session
 # locks use the one-bigint form, which never collides with these).
@@ -31,10 +35,12 @@ def commit_durably(conn: psycopg.Connection) -> None:
             warnings.append(diag.message_primary or "warning")
 
     conn.add_notice_handler(on_notice)
+    started = time.perf_counter()
     try:
         conn.commit()
     finally:
         conn.remove_notice_handler(on_notice)
+        COMMIT_LATENCY.observe(time.perf_counter() - started)
     if warnings:
         raise CommitNotConfirmed("commit not confirmed by the standby: " + "; ".join(warnings))
 

@@ -66,6 +66,7 @@ from esc.services.auth_cache import VerifiedHeaders
 from esc.services.callbacks import CallbackPolicy, CallbackSender, ha_networks, pair_addresses
 from esc.services.db import CommitNotConfirmed, commit_durably, one_line
 from esc.services.executor import DeploymentExecutor
+from esc.services.metrics import RequestMetrics
 from esc.services.retention import Janitor
 from esc.services.serving import ServingGate, ServingLease, parse_lease_line
 from esc.services.transactions import Worker, WorkListener
@@ -430,7 +431,8 @@ def create_app(
         app.add_middleware(BasicAuth, user=cfg.rest_user, shared=shared)
     app.add_middleware(NodeHeader, node=cfg.name)
     if not cfg.http:
-        app.add_middleware(HttpsOnly, https_port=cfg.https_port)  # outermost: first to run
+        app.add_middleware(HttpsOnly, https_port=cfg.https_port)
+    app.add_middleware(RequestMetrics, service="escmanager")  # outermost: what a client waits
     return app
 
 
