@@ -180,6 +180,12 @@ def test_the_shipper_copies_both_journals_once(pg_server, tmp_path: Path) -> Non
 
     shipper = Shipper(own, lambda: psycopg.connect(pg_server.conninfo("postgres", "esc")),
                       lambda: True, "n2", fetch, peer_latest=lambda: peer.latest())
+    with psycopg.connect(pg_server.conninfo("postgres", "esc"), autocommit=True) as conn:
+        conn.execute(history.SCHEMA)
+        conn.execute("TRUNCATE ha_events")
+        ancient = Event(node="n0", epoch="old", seq=1, at=time.time() - 2 * 365 * 86400, kind="start",
+                        role="STOPPED", reason="long ago")
+        assert history.store(conn, [ancient, ancient]) == 1
     try:
         assert shipper.ship_once() == 6
         assert shipper.ship_once() == 0 and len(asked) == 1  # nothing new: the peer is not asked
@@ -198,6 +204,7 @@ def test_the_shipper_copies_both_journals_once(pg_server, tmp_path: Path) -> Non
         events = history.query(conn)
         assert {(e.node, e.kind) for e in events[-3:]} == {("n2", "rejoin"), ("n2", "start"),
                                                              ("n1", "switchover")}
+        # 9, the ancient one pruned
         assert len(events) == 9 and history.query(conn, kinds=["switchover"])[0].by == "admin"
         assert len(history.query(conn, node="n2")) == 5
         assert history.query(conn, since=time.time() + 60) == []

@@ -188,3 +188,25 @@ def test_escadm_metrics_set(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _no_multiproc_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_that_exist(tmp_path: Path) -> None:
+    """docs/grafana/esc-pair.json: every esc_* series it queries is one a node exposes."""
+    import json
+    import re
+
+    dash = json.loads((Path(__file__).parents[2] / "docs/grafana/esc-pair.json").read_text())
+    asked = {name for p in dash["panels"] for t in p["targets"]
+             for name in re.findall(r"\besc_[a-z_]+", t["expr"])}
+    d = tmp_path / "escmanager"
+    d.mkdir()
+    code = ("from esc.services.metrics import API_LATENCY, COMMIT_LATENCY;"
+            "API_LATENCY.labels('escmanager', 'GET', '/x', '200').observe(0.02);COMMIT_LATENCY.observe(0.004)")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(d)})
+    journal = Journal(None, "n1")
+    journal.record("failover", Role.ACTIVE, "lost", detail={"active_lost_s": 0.8})
+    counts = {"transactions": 0, "callbacks": 0, "vms": {"deployed": 1}, "replay_lag_s": 0.0}
+    standby = {"role": "STANDBY", "db": {"state": "standby", "streaming": True}}
+    exposed = {s[0] for st in (ACTIVE, standby)
+               for s in samples(metrics.render(metrics.registry(lambda st=st: st, journal, lambda: counts, [d])))}
+    assert asked and asked <= exposed, asked - exposed

@@ -37,6 +37,7 @@ log = logging.getLogger("esc.agent.history")
 KINDS = ("start", "stop", "transition", "failover", "switchover", "force_active", "fence",
          "freeze", "rejoin", "op_mode", "reload")
 KEEP = 1000  # events kept in memory, and in the file after a compaction
+TABLE_KEEP_DAYS = 365  # the table forgets events older than this (pruned once an hour)
 FILE_MAX_BYTES = 1 << 20
 
 
@@ -349,6 +350,7 @@ class Shipper(threading.Thread):
         self.nudged = threading.Event()
         self.conn: Any = None
         self.last_error = ""
+        self.pruned_at = -1e18
 
     def stop(self) -> None:
         self.stopped.set()
@@ -390,6 +392,10 @@ class Shipper(threading.Thread):
             conn.execute("SET synchronous_commit = local")
             conn.execute(SCHEMA)
             self.conn = conn
+        if time.monotonic() - self.pruned_at > 3600:
+            self.conn.execute("DELETE FROM ha_events WHERE at < now() - make_interval(days => %s)",
+                              (TABLE_KEEP_DAYS,))
+            self.pruned_at = time.monotonic()
         n = 0
         own = self.journal.node
         if self.stored.get(own) != self.journal.latest():
