@@ -469,6 +469,84 @@ class EtsiConfig(BaseModel):
         return v
 
 
+SNMP_AUTH = ("SHA", "SHA224", "SHA256", "SHA384", "SHA512", "MD5")
+SNMP_PRIV = ("AES", "AES192", "AES256", "DES")
+
+
+class SnmpTarget(BaseModel):
+    """A trap receiver: an address (IPv4, IPv6 or a host name) and a UDP port."""
+
+    host: str
+    port: int = Field(default=162, ge=1, le=65535)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        v = v.strip().strip("[]")
+        if not v or re.search(r"[^A-Za-z0-9.:_-]", v):
+            raise ValueError(f"SNMP target {v!r}: an address or a host name is needed")
+        return v
+
+    @classmethod
+    def parse(cls, text: str) -> SnmpTarget:
+        """HOST, HOST:PORT, [V6] or [V6]:PORT."""
+        text = text.strip()
+        m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
+        if m:
+            host, port = m[1], m[2]
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        else:
+            host, port = text, None
+        try:
+            return cls(host=host, port=int(port) if port else 162)
+        except ValueError as e:
+            raise ConfigError(f"--target {text!r}: {validation_message(e)}") from None
+
+
+class SnmpConfig(BaseModel):
+    """SNMP traps (esc.snmp), sent by both nodes, each with its own view. v2c: the
+    community; v3: a USM user with authentication and privacy. Secrets (the community,
+    the keys) live in secrets.json."""
+
+    targets: list[SnmpTarget] = Field(min_length=1, max_length=8)
+    version: Literal["2c", "3"] = "2c"
+    user: str | None = None
+    auth_protocol: str = "SHA256"
+    priv_protocol: str = "AES"
+    engine_id: str  # hex; the receiver needs it for v3 traps (escadm snmp show)
+    enterprise_oid: str = "1.3.6.1.4.1.32473.1"  # where ESC-HA-MIB sits (docs/ESC-HA-MIB.txt)
+
+    @field_validator("enterprise_oid")
+    @classmethod
+    def _oid(cls, v: str) -> str:
+        v = v.strip().lstrip(".")
+        if not re.fullmatch(r"1\.3\.6\.1\.4\.1(?:\.\d{1,9})+", v):
+            raise ValueError(f"enterprise OID {v!r}: an OID under 1.3.6.1.4.1 (enterprises)")
+        return v
+
+    @field_validator("auth_protocol")
+    @classmethod
+    def _auth(cls, v: str) -> str:
+        if v.upper() not in SNMP_AUTH:
+            raise ValueError(f"authentication protocol {v!r}: one of {', '.join(SNMP_AUTH)}")
+        return v.upper()
+
+    @field_validator("priv_protocol")
+    @classmethod
+    def _priv(cls, v: str) -> str:
+        if v.upper() not in SNMP_PRIV:
+            raise ValueError(f"privacy protocol {v!r}: one of {', '.join(SNMP_PRIV)}")
+        return v.upper()
+
+    @field_validator("engine_id")
+    @classmethod
+    def _engine(cls, v: str) -> str:
+        if not re.fullmatch(r"(?:[0-9a-fA-F]{2}){5,32}", v):
+            raise ValueError(f"engine ID {v!r}: 5 to 32 bytes in hex")
+        return v.lower()
+
+
 class NodeConfig(BaseModel):
     version: int = CONFIG_VERSION
     name: str
@@ -494,6 +572,7 @@ class NodeConfig(BaseModel):
     retention: Retention = Field(default_factory=Retention)
     bgp: BgpConfig | None = None
     etsi: EtsiConfig = Field(default_factory=EtsiConfig)
+    snmp: SnmpConfig | None = None
 
     @property
     def is_ha(self) -> bool:

@@ -176,7 +176,8 @@ def report(st: dict) -> tuple[str, bool]:
             # as the original: a standby's ETSI service (or one turned off) is "disabled at startup"
             lines.append(f"{name} is disabled at startup")
             return
-        line(name, up, serving)
+        # traps are sent by both nodes (each its own view); the others serve on the active
+        line(name, up, serving or name == "snmp")
 
     def drbd() -> None:
         if not st.get("ha"):

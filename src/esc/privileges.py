@@ -115,6 +115,14 @@ def prepare_manager_files(paths: NodePaths) -> None:
         give(log_file, 0o640)
 
 
+def give_log(paths: NodePaths, name: str) -> None:
+    """A log file an unprivileged service appends to."""
+    log_file = paths.log / name
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.touch()
+    give(log_file, 0o640)
+
+
 def metrics_dir(paths: NodePaths, service: str) -> Path:
     """Where ``service`` keeps its Prometheus values (multiprocess mode), read by the agent."""
     return paths.manager_dir / "metrics" / service

@@ -64,8 +64,10 @@ def test_health_lines_and_health_sh_as_the_original(lab) -> None:  # type: ignor
     active = lab.active()
     standby = lab.other(active)
     # the monitor starts a moment after the controller serves; its report follows
-    lines = wait_for("the active's health", lambda: (lambda ls: ls if ls[-1] == "ESC HEALTH PASSED" else None)(
-        health_lines(lab, active)))
+    lines = wait_for(
+        "the active's health",
+        lambda: (lambda ls: ls if ls[-1] == "ESC HEALTH PASSED" else None)(health_lines(lab, active)),
+    )
     assert lines[0] == "===== ESC HA (ACTIVE) with DRBD ====="
     assert service_order(lines) == [s for s in ORDER if s in service_order(lines)]
     for name in ("vimmanager", "monitor", "mona", "etsi", "pgsql", "keepalived", "filesystem", "escmanager"):
@@ -73,13 +75,20 @@ def test_health_lines_and_health_sh_as_the_original(lab) -> None:  # type: ignor
     assert re.search(r"^drbd \(pgid \d+\) is active$", "\n".join(lines), re.M)
     lines = health_lines(lab, standby)
     assert lines[0] == "===== ESC HA (Standby) with DRBD =====" and lines[-1] == "ESC HEALTH PASSED"
-    for line in ("vimmanager is stopped", "monitor is stopped", "mona is stopped", "pgsql is stopped",
-                 "etsi is disabled at startup", "escmanager is stopped"):
+    for line in (
+        "vimmanager is stopped",
+        "monitor is stopped",
+        "mona is stopped",
+        "pgsql is stopped",
+        "etsi is disabled at startup",
+        "escmanager is stopped",
+    ):
         assert line in lines, (line, lines)
     # health.sh, as operators of the original type it, installed beside escadm
     script = Path(sys.executable).parent / "health.sh"
-    res = net.netns_exec(standby, str(script), "--root", str(labmod.node_root(standby)), check=False,
-                         timeout=60)
+    res = net.netns_exec(
+        standby, str(script), "--root", str(labmod.node_root(standby)), check=False, timeout=60
+    )
     assert res.returncode == 0 and res.stdout.strip().splitlines() == lines
 
 
@@ -94,8 +103,17 @@ def test_metrics_through_the_vip_and_on_the_standby(lab) -> None:  # type: ignor
     assert metric(text, "esc_vip_present") == 1
     assert metric(text, "esc_peer_reachable", address=labmod.node_ip(standby)) == 1
     # the controller's own, from its multiprocess directory
-    assert (metric(text, "esc_api_request_duration_seconds_count", method="POST", route="/v0/deployments",
-                   service="escmanager", status="201") or 0) >= 1
+    assert (
+        metric(
+            text,
+            "esc_api_request_duration_seconds_count",
+            method="POST",
+            route="/v0/deployments",
+            service="escmanager",
+            status="201",
+        )
+        or 0
+    ) >= 1
     assert (metric(text, "esc_commit_duration_seconds_count") or 0) >= 1
     assert metric(text, "esc_transactions_pending") is not None
     text = metrics_text(lab, labmod.node_ip(standby))
@@ -104,8 +122,10 @@ def test_metrics_through_the_vip_and_on_the_standby(lab) -> None:  # type: ignor
     # behind HTTP Basic once asked
     lab.escadm(standby, "metrics", "set", "--user_pass", "prom:scrape-me")
     lab.escadm(standby, "reload")
-    code = (f"import httpx;u='http://{labmod.node_ip(standby)}:8060/metrics';"
-            "print(httpx.get(u).status_code, httpx.get(u, auth=('prom','scrape-me')).status_code)")
+    code = (
+        f"import httpx;u='http://{labmod.node_ip(standby)}:8060/metrics';"
+        "print(httpx.get(u).status_code, httpx.get(u, auth=('prom','scrape-me')).status_code)"
+    )
     assert lab.client_python(code).split() == ["401", "200"]
     lab.escadm(standby, "metrics", "set", "--open")
     lab.escadm(standby, "reload")
@@ -117,9 +137,14 @@ def test_the_history_of_a_failover_and_a_switchover_on_both_nodes(lab) -> None: 
     since = time.time()
     labmod.kill(old)
     lab.wait_roles({new: "ACTIVE"}, timeout=30)
-    events = wait_for("the failover in ha_events", lambda: [
-        e for e in history(lab, new, "--since", str(int(time.time() - since) + 5) + "s")
-        if e["kind"] == "failover"])
+    events = wait_for(
+        "the failover in ha_events",
+        lambda: [
+            e
+            for e in history(lab, new, "--since", str(int(time.time() - since) + 5) + "s")
+            if e["kind"] == "failover"
+        ],
+    )
     ev = events[-1]
     assert ev["node"] == new and ev["role"] == "ACTIVE" and ev["reason"]
     assert ev["peer_role"] is None and 0 < ev["detail"]["active_lost_s"] < 10
@@ -130,24 +155,44 @@ def test_the_history_of_a_failover_and_a_switchover_on_both_nodes(lab) -> None: 
     # its start and its rejoin) is copied into the table, which it reads as a replica
     labmod.start(old)
     lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
-    rejoin = wait_for("the old active's rejoin in ha_events", lambda: [
-        e for e in history(lab, new, "--node", old, "--kind", "rejoin") if e["at"] > since])
+    rejoin = wait_for(
+        "the old active's rejoin in ha_events",
+        lambda: [e for e in history(lab, new, "--node", old, "--kind", "rejoin") if e["at"] > since],
+    )
     assert rejoin[-1]["detail"]["ok"] and rejoin[-1]["detail"]["how"]
-    on_standby = wait_for("the history on the standby's replica", lambda: [
-        e for e in history(lab, old, "--kind", "failover") if e["at"] > since])
+    on_standby = wait_for(
+        "the history on the standby's replica",
+        lambda: [e for e in history(lab, old, "--kind", "failover") if e["at"] > since],
+    )
     assert on_standby[-1]["node"] == new
     # a switchover asked on the standby: both sides say who asked
     lab.escadm(old, "ha", "switchover")
     lab.wait_roles({old: "ACTIVE", new: "STANDBY"}, timeout=30)
-    swo = wait_for("both sides of the switchover", lambda: (lambda es: es if {e["node"] for e in es} == {old, new}
-                                                          else None)(
-        [e for e in history(lab, old, "--kind", "switchover") if e["at"] > since]))
+    swo = wait_for(
+        "both sides of the switchover",
+        lambda: (lambda es: es if {e["node"] for e in es} == {old, new} else None)(
+            [e for e in history(lab, old, "--kind", "switchover") if e["at"] > since]
+        ),
+    )
     gave = next(e for e in swo if e["node"] == new)
     assert gave["by"] == f"escadm on {old}" and gave["role_from"] == "ACTIVE"
     text = lab.escadm(old, "ha", "history", "--since", "10m").stdout
     assert "switchover" in text and "failover" in text and f"by escadm on {old}" in text
     bad = lab.escadm(old, "ha", "history", "--since", "whenever", check=False)
     assert bad.returncode == 2 and "neither a time" in bad.stderr
-    res = subprocess.run([sys.executable, "-m", "esc.cli.escadm", "--root", str(labmod.node_root(new)),
-                          "ha", "history", "--json"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "esc.cli.escadm",
+            "--root",
+            str(labmod.node_root(new)),
+            "ha",
+            "history",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0 and json.loads(res.stdout)["events"]

@@ -21,14 +21,19 @@ def _wait_for(path: Path, timeout: float = 5.0) -> dict:
 
 
 def test_the_serving_controller_reports_its_parts_and_takes_the_report_away(  # type: ignore[no-untyped-def]
-        make_esc_api, tmp_path: Path) -> None:
+    make_esc_api, tmp_path: Path
+) -> None:
     path = tmp_path / components.FILE
     monitor_up = threading.Event()
     with make_esc_api(components_file=path, monitor_running=monitor_up.is_set):
         data = _wait_for(path)
         assert data["pid"] == os.getpid()
-        assert components.read(path, os.getpid()) == {"worker": True, "callbacks": True, "janitor": True,
-                                                      "monitor": False}
+        assert components.read(path, os.getpid()) == {
+            "worker": True,
+            "callbacks": True,
+            "janitor": True,
+            "monitor": False,
+        }
         monitor_up.set()
         deadline = time.monotonic() + 5
         while not (components.read(path, os.getpid()) or {}).get("monitor"):

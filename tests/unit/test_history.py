@@ -27,21 +27,38 @@ from esc.sim.world import World
 # --- what a role change is called ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("old", "new", "command", "peer", "stopping", "was", "kind"), [
-    (Role.SWITCHING_TO_ACTIVE, Role.ACTIVE, None, None, False, True, "failover"),
-    (Role.SWITCHING_TO_ACTIVE, Role.ACTIVE, None, Role.FAULT, False, True, "failover"),
-    (Role.STANDBY, Role.ACTIVE, None, Role.SWITCHING_TO_STANDBY, False, True, "switchover"),
-    (Role.SWITCHING_TO_ACTIVE, Role.ACTIVE, None, Role.SWITCHING_TO_STANDBY, False, False,
-     "transition"),  # the pair's first election
-    (Role.SWITCHING_TO_ACTIVE, Role.ACTIVE, Command.FORCE_ACTIVE, None, False, False, "force_active"),
-    (Role.ACTIVE, Role.SWITCHING_TO_STANDBY, Command.SWITCHOVER, Role.STANDBY, False, False,
-     "switchover"),
-    (Role.ACTIVE, Role.SWITCHING_TO_STANDBY, None, None, False, False, "fence"),
-    (Role.ACTIVE, Role.FAULT, None, Role.STANDBY, False, False, "fence"),
-    (Role.ACTIVE, Role.STOPPED, None, Role.STANDBY, True, False, "stop"),
-    (Role.SWITCHING_TO_STANDBY, Role.STANDBY, None, Role.ACTIVE, False, True, "transition"),
-    (Role.STOPPED, Role.STANDBY, None, Role.ACTIVE, False, True, "transition"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "command", "peer", "stopping", "was", "kind"),
+    [
+        (Role.SWITCHING_TO_ACTIVE, Role.ACTIVE, None, None, False, True, "failover"),
+        (Role.SWITCHING_TO_ACTIVE, Role.ACTIVE, None, Role.FAULT, False, True, "failover"),
+        (Role.STANDBY, Role.ACTIVE, None, Role.SWITCHING_TO_STANDBY, False, True, "switchover"),
+        (
+            Role.SWITCHING_TO_ACTIVE,
+            Role.ACTIVE,
+            None,
+            Role.SWITCHING_TO_STANDBY,
+            False,
+            False,
+            "transition",
+        ),  # the pair's first election
+        (Role.SWITCHING_TO_ACTIVE, Role.ACTIVE, Command.FORCE_ACTIVE, None, False, False, "force_active"),
+        (
+            Role.ACTIVE,
+            Role.SWITCHING_TO_STANDBY,
+            Command.SWITCHOVER,
+            Role.STANDBY,
+            False,
+            False,
+            "switchover",
+        ),
+        (Role.ACTIVE, Role.SWITCHING_TO_STANDBY, None, None, False, False, "fence"),
+        (Role.ACTIVE, Role.FAULT, None, Role.STANDBY, False, False, "fence"),
+        (Role.ACTIVE, Role.STOPPED, None, Role.STANDBY, True, False, "stop"),
+        (Role.SWITCHING_TO_STANDBY, Role.STANDBY, None, Role.ACTIVE, False, True, "transition"),
+        (Role.STOPPED, Role.STANDBY, None, Role.ACTIVE, False, True, "transition"),
+    ],
+)
 def test_what_a_role_change_is_called(old, new, command, peer, stopping, was, kind) -> None:  # type: ignore[no-untyped-def]
     assert transition_kind(old, new, command, peer, stopping, was) == kind
 
@@ -154,11 +171,13 @@ def test_the_journal_file_is_compacted(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_a_bad_event_is_refused() -> None:
-    for bad in ([], {"node": "n1"}, {"node": "n1", "epoch": "e", "seq": 0, "at": 1, "kind": "start",
-                                     "role": "STOPPED", "reason": ""},
-                {"node": "n1", "epoch": "e", "seq": 1, "at": 1, "kind": "hack", "role": "X", "reason": ""},
-                {"node": "n1", "epoch": "e", "seq": "x", "at": 1, "kind": "start", "role": "X",
-                 "reason": ""}):
+    for bad in (
+        [],
+        {"node": "n1"},
+        {"node": "n1", "epoch": "e", "seq": 0, "at": 1, "kind": "start", "role": "STOPPED", "reason": ""},
+        {"node": "n1", "epoch": "e", "seq": 1, "at": 1, "kind": "hack", "role": "X", "reason": ""},
+        {"node": "n1", "epoch": "e", "seq": "x", "at": 1, "kind": "start", "role": "X", "reason": ""},
+    ):
         with pytest.raises(ValueError):
             Event.from_dict(bad)
 
@@ -176,15 +195,30 @@ def test_the_shipper_copies_both_journals_once(pg_server, tmp_path: Path) -> Non
 
     def fetch(epoch: str | None, after: int) -> tuple[str, list[Event]]:
         asked.append((epoch, after))
-        return peer.epoch, peer.after(epoch, after)
+        # a peer speaks for itself only: an event it claims for n1 is not stored
+        forged = Event(node="n1", epoch="forged", seq=1, at=time.time(), kind="fence", role="FAULT",
+                       reason="x")
+        return peer.epoch, [*peer.after(epoch, after), forged]
 
-    shipper = Shipper(own, lambda: psycopg.connect(pg_server.conninfo("postgres", "esc")),
-                      lambda: True, "n2", fetch, peer_latest=lambda: peer.latest())
+    shipper = Shipper(
+        own,
+        lambda: psycopg.connect(pg_server.conninfo("postgres", "esc")),
+        lambda: True,
+        fetch,
+        peer_latest=lambda: tuple(peer.heartbeat()),  # type: ignore[arg-type]
+    )
     with psycopg.connect(pg_server.conninfo("postgres", "esc"), autocommit=True) as conn:
         conn.execute(history.SCHEMA)
         conn.execute("TRUNCATE ha_events")
-        ancient = Event(node="n0", epoch="old", seq=1, at=time.time() - 2 * 365 * 86400, kind="start",
-                        role="STOPPED", reason="long ago")
+        ancient = Event(
+            node="n0",
+            epoch="old",
+            seq=1,
+            at=time.time() - 2 * 365 * 86400,
+            kind="start",
+            role="STOPPED",
+            reason="long ago",
+        )
         assert history.store(conn, [ancient, ancient]) == 1
     try:
         assert shipper.ship_once() == 6
@@ -202,12 +236,16 @@ def test_the_shipper_copies_both_journals_once(pg_server, tmp_path: Path) -> Non
         own.close()
     with psycopg.connect(pg_server.conninfo("esc", "esc")) as conn:
         events = history.query(conn)
-        assert {(e.node, e.kind) for e in events[-3:]} == {("n2", "rejoin"), ("n2", "start"),
-                                                             ("n1", "switchover")}
+        assert {(e.node, e.kind) for e in events[-3:]} == {
+            ("n2", "rejoin"),
+            ("n2", "start"),
+            ("n1", "switchover"),
+        }
         # 9, the ancient one pruned
         assert len(events) == 9 and history.query(conn, kinds=["switchover"])[0].by == "admin"
         assert len(history.query(conn, node="n2")) == 5
         assert history.query(conn, since=time.time() + 60) == []
+        assert all(e.epoch != "forged" for e in events)
         # the controller reads it and cannot rewrite it
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM ha_events")
@@ -217,8 +255,13 @@ def test_the_shipper_waits_while_not_serving(pg_server, tmp_path: Path) -> None:
     own = Journal(None, "n9")
     own.record("start", Role.STOPPED, "agent started")
     serving = threading.Event()
-    shipper = Shipper(own, lambda: psycopg.connect(pg_server.conninfo("postgres", "esc")),
-                      serving.is_set, None, None, interval=0.05)
+    shipper = Shipper(
+        own,
+        lambda: psycopg.connect(pg_server.conninfo("postgres", "esc")),
+        serving.is_set,
+        None,
+        interval=0.05,
+    )
     shipper.start()
     try:
         time.sleep(0.3)
@@ -259,8 +302,10 @@ class _Api:
         return 200, {}
 
     def history(self, epoch: str | None, after: int) -> dict:
-        return {"epoch": self.journal.epoch,
-                "events": [e.to_dict() for e in self.journal.after(epoch, after)]}
+        return {
+            "epoch": self.journal.epoch,
+            "events": [e.to_dict() for e in self.journal.after(epoch, after)],
+        }
 
 
 def _port() -> int:

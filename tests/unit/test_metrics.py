@@ -35,19 +35,35 @@ def value(text: bytes, name: str, **labels: str) -> float | None:
 
 
 ACTIVE = {
-    "node": "n1", "role": "ACTIVE", "role_for_s": 12.5, "ha": True, "vrrp": "MASTER",
+    "node": "n1",
+    "role": "ACTIVE",
+    "role_for_s": 12.5,
+    "ha": True,
+    "vrrp": "MASTER",
     "op_mode": {"mode": "operation"},
-    "db": {"state": "primary", "sync": True, "peer_complete": True, "streaming": False,
-           "wal_kept_for_peer": {"bytes": 4096}},
+    "db": {
+        "state": "primary",
+        "sync": True,
+        "peer_complete": True,
+        "streaming": False,
+        "wal_kept_for_peer": {"bytes": 4096},
+    },
     "replication": {"lag_bytes": 128},
-    "peer": {"reachable": True, "paths": [{"address": "10.0.0.2", "reachable": True, "last_seen_s": 0.1},
-                                          {"address": "10.1.0.2", "reachable": False, "last_seen_s": None}]},
+    "peer": {
+        "reachable": True,
+        "paths": [
+            {"address": "10.0.0.2", "reachable": True, "last_seen_s": 0.1},
+            {"address": "10.1.0.2", "reachable": False, "last_seen_s": None},
+        ],
+    },
     "vip": {"present": True},
     "witness": {"held": True, "outdated": False},
     "bgp": {"established": True, "announced": True},
-    "services": {"escmanager": {"state": "running", "detail": "serving"},
-                 "etsi": {"state": "running", "detail": "parked"},
-                 "snmp": {"state": "disabled"}},
+    "services": {
+        "escmanager": {"state": "running", "detail": "serving"},
+        "etsi": {"state": "running", "detail": "parked"},
+        "snmp": {"state": "disabled"},
+    },
 }
 
 
@@ -80,8 +96,14 @@ def test_the_node_collector_says_what_the_status_and_the_journal_say() -> None:
 
 def test_a_standby_and_a_stopped_node_say_less_but_never_fail() -> None:
     journal = Journal(None, "n2")
-    standby = {"node": "n2", "role": "STANDBY", "ha": True, "vrrp": "BACKUP",
-               "db": {"state": "standby", "streaming": True}, "services": {}}
+    standby = {
+        "node": "n2",
+        "role": "STANDBY",
+        "ha": True,
+        "vrrp": "BACKUP",
+        "db": {"state": "standby", "streaming": True},
+        "services": {},
+    }
     text = metrics.render(metrics.registry(lambda: standby, journal, lambda: None))
     assert value(text, "esc_replication_streaming") == 1 and value(text, "esc_db_primary") == 0
     assert value(text, "esc_replication_synchronous") is None
@@ -95,14 +117,28 @@ def test_the_controllers_latencies_are_read_from_their_multiprocess_directory(tm
     live in files the agent's /metrics reads, the process long gone or not."""
     d = tmp_path / "escmanager"
     d.mkdir()
-    code = ("from esc.services.metrics import API_LATENCY, COMMIT_LATENCY;"
-            "API_LATENCY.labels('escmanager', 'GET', '/v0/deployments', '200').observe(0.02);"
-            "COMMIT_LATENCY.observe(0.004)")
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(d)})
-    text = metrics.render(metrics.registry(lambda: {"role": "ACTIVE"}, Journal(None, "n1"), None,
-                                           [d, tmp_path / "escetsi"]))  # the second does not exist
-    assert value(text, "esc_api_request_duration_seconds_count", service="escmanager", method="GET",
-                 route="/v0/deployments", status="200") == 1
+    code = (
+        "from esc.services.metrics import API_LATENCY, COMMIT_LATENCY;"
+        "API_LATENCY.labels('escmanager', 'GET', '/v0/deployments', '200').observe(0.02);"
+        "COMMIT_LATENCY.observe(0.004)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(d)}
+    )
+    text = metrics.render(
+        metrics.registry(lambda: {"role": "ACTIVE"}, Journal(None, "n1"), None, [d, tmp_path / "escetsi"])
+    )  # the second does not exist
+    assert (
+        value(
+            text,
+            "esc_api_request_duration_seconds_count",
+            service="escmanager",
+            method="GET",
+            route="/v0/deployments",
+            status="200",
+        )
+        == 1
+    )
     assert value(text, "esc_commit_duration_seconds_count") == 1
 
 
@@ -110,8 +146,13 @@ def test_requests_are_timed_by_route_template_not_by_path(esc_api) -> None:  # t
     from prometheus_client import REGISTRY
 
     def count(route: str, status: str) -> float:
-        return REGISTRY.get_sample_value("esc_api_request_duration_seconds_count", {
-            "service": "escmanager", "method": "GET", "route": route, "status": status}) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                "esc_api_request_duration_seconds_count",
+                {"service": "escmanager", "method": "GET", "route": route, "status": status},
+            )
+            or 0.0
+        )
 
     before = count("/v0/deployments/{name}", "404")
     for name in ("a", "b", "c"):
@@ -142,9 +183,13 @@ def test_metrics_on_the_health_port_open_or_behind_basic_auth() -> None:
     journal = Journal(None, "n1")
     user: list[tuple[str, str] | None] = [None]
     port = _port()
-    srv = health_api.serve(lambda: ACTIVE, port, "127.0.0.1",
-                           metrics=lambda: metrics.render(metrics.registry(lambda: ACTIVE, journal, None)),
-                           metrics_user=lambda: user[0])
+    srv = health_api.serve(
+        lambda: ACTIVE,
+        port,
+        "127.0.0.1",
+        metrics=lambda: metrics.render(metrics.registry(lambda: ACTIVE, journal, None)),
+        metrics_user=lambda: user[0],
+    )
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         r = httpx.get(url)
@@ -179,8 +224,11 @@ def test_escadm_metrics_set(tmp_path: Path) -> None:
     assert user is not None and user.name == "prom" and "pw" not in user.password_hash
     res = runner.invoke(cli, ["--root", str(tmp_path), "metrics", "set", "--open"])
     assert res.exit_code == 0 and load_config(paths).metrics_user is None
-    for bad in (["metrics", "set"], ["metrics", "set", "--open", "--user_pass", "a:b"],
-                ["metrics", "set", "--user_pass", "nocolon"]):
+    for bad in (
+        ["metrics", "set"],
+        ["metrics", "set", "--open", "--user_pass", "a:b"],
+        ["metrics", "set", "--user_pass", "nocolon"],
+    ):
         res = runner.invoke(cli, ["--root", str(tmp_path), *bad])
         assert res.exit_code == 2, (bad, res.output)
 
@@ -196,17 +244,25 @@ def test_the_grafana_dashboard_asks_only_for_metrics_that_exist(tmp_path: Path) 
     import re
 
     dash = json.loads((Path(__file__).parents[2] / "docs/grafana/esc-pair.json").read_text())
-    asked = {name for p in dash["panels"] for t in p["targets"]
-             for name in re.findall(r"\besc_[a-z_]+", t["expr"])}
+    asked = {
+        name for p in dash["panels"] for t in p["targets"] for name in re.findall(r"\besc_[a-z_]+", t["expr"])
+    }
     d = tmp_path / "escmanager"
     d.mkdir()
-    code = ("from esc.services.metrics import API_LATENCY, COMMIT_LATENCY;"
-            "API_LATENCY.labels('escmanager', 'GET', '/x', '200').observe(0.02);COMMIT_LATENCY.observe(0.004)")
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(d)})
+    code = (
+        "from esc.services.metrics import API_LATENCY, COMMIT_LATENCY;"
+        "API_LATENCY.labels('escmanager', 'GET', '/x', '200').observe(0.02);COMMIT_LATENCY.observe(0.004)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(d)}
+    )
     journal = Journal(None, "n1")
     journal.record("failover", Role.ACTIVE, "lost", detail={"active_lost_s": 0.8})
     counts = {"transactions": 0, "callbacks": 0, "vms": {"deployed": 1}, "replay_lag_s": 0.0}
     standby = {"role": "STANDBY", "db": {"state": "standby", "streaming": True}}
-    exposed = {s[0] for st in (ACTIVE, standby)
-               for s in samples(metrics.render(metrics.registry(lambda st=st: st, journal, lambda: counts, [d])))}
+    exposed = {
+        s[0]
+        for st in (ACTIVE, standby)
+        for s in samples(metrics.render(metrics.registry(lambda st=st: st, journal, lambda: counts, [d])))
+    }
     assert asked and asked <= exposed, asked - exposed

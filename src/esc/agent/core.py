@@ -26,8 +26,8 @@ from typing import Any
 
 import psycopg
 
-from esc import clock, privileges, tls
-from esc.agent import api, health_api, history, opmode
+from esc import clock, health, privileges, tls
+from esc.agent import api, health_api, history, opmode, traps
 from esc.agent.lease import LeaseClient, LeaseView
 from esc.agent.loop import AgentLoop, Pending
 from esc.agent.peer import PeerPoller, PeerSnapshot
@@ -85,6 +85,12 @@ class Agent(AgentLoop):
         self.exabgp = Child("exabgp", lambda: bgp.argv(self.paths), logs / "exabgp.log",
                             user=privileges.BGP_USER, grace=3.0, env=bgp.env(self.paths),
                             prepare=lambda: privileges.prepare_bgp_files(self.paths))
+        # SNMP traps (esc.snmp.sender), unprivileged, fed by the trap watcher (esc.agent.traps)
+        self.snmp = Child("escsnmp", lambda: [sys.executable, "-m", "esc.snmp.sender",
+                                              "--root", str(self.paths.root)],
+                          logs / "escsnmp.out", stdin_pipe=True, grace=2.0,
+                          prepare=lambda: privileges.give_log(self.paths, "escsnmp.log"))
+        self.traps: traps.TrapWatcher | None = None
         self.announce: tuple[bool, int] | None = None  # what bgp_desired says (None: not yet)
         self.exabgp_conf_seen = b""  # exabgp.conf as the running ExaBGP read it
         self.pollers: list[PeerPoller] = []  # one per network, VRRP's first (HaConfig.paths)
@@ -153,9 +159,15 @@ class Agent(AgentLoop):
                 log.info("anycast %s added to %s", self.cfg.bgp.anycast_ip, bgp.LOOPBACK)
         self.shipper = history.Shipper(
             self.journal, lambda: psycopg.connect(postgres.local_conninfo(self.paths, self.cfg, "esc")),
-            self._serving_primary, ha.peer_name if ha else None, self._peer_history if ha else None,
+            self._serving_primary, self._peer_history if ha else None,
             peer_latest=self._peer_history_latest if ha else None)
         self.shipper.start()
+        self.traps = traps.TrapWatcher(
+            self.snmp, self._snmp_config, self.status, lambda st: health.report(st)[1], self.journal,
+            ha.peer_address if ha else None,
+            lambda: psycopg.connect(postgres.local_conninfo(self.paths, self.cfg, "esc")),
+            self._serving_primary, ready=self.users_settled)
+        self.traps.start()
         self.beat_at = clock.now()
         threading.Thread(target=self._freeze_sentinel, name="freeze-sentinel", daemon=True).start()
         try:
@@ -189,7 +201,7 @@ class Agent(AgentLoop):
 
     def _settle_users(self) -> None:
         try:
-            self.manager.user = self.etsi.user = self._manager_user()
+            self.manager.user = self.etsi.user = self.snmp.user = self._manager_user()
             if self.cfg.bgp:
                 self.exabgp.user = self._bgp_user()
                 self.exabgp.env = bgp.env(self.paths, self.exabgp.user)
@@ -738,9 +750,33 @@ class Agent(AgentLoop):
             self.role = Role.STOPPED
         if self.shipper is not None:
             self.shipper.stop()
+        if self.traps is not None:
+            self.traps.stop()
         self.journal.record("stop", Role.STOPPED, "agent stopped")
         self.journal.close()
         log.warning("agent stopped")
+
+    # ---------------------------------------------------------------- traps
+    def _snmp_config(self) -> dict[str, Any] | None:
+        """The sender's configuration line, secrets included (it travels by pipe)."""
+        snmp = self.cfg.snmp
+        if snmp is None:
+            return None
+        from esc.config import load_secrets
+
+        secrets = load_secrets(self.paths)
+        return {**snmp.model_dump(mode="json"), "community": secrets.get("snmp_community", ""),
+                "auth_key": secrets.get("snmp_auth_key", ""), "priv_key": secrets.get("snmp_priv_key", "")}
+
+    def _snmp_test(self, by: str) -> tuple[int, dict]:
+        if self.cfg.snmp is None or self.traps is None:
+            return 409, {"error": "SNMP traps are off (escadm snmp set, then escadm reload)"}
+        from esc.agent.alarms import Notification
+
+        if not self.traps.send(Notification("escTest", self.cfg.name, self.role, f"a test asked by {by}")):
+            return 503, {"error": "the trap sender is not running yet; see var/log/esc/escsnmp.log"}
+        to = ", ".join(f"{t.host}:{t.port}" for t in self.cfg.snmp.targets)
+        return 200, {"result": f"escTest sent to {to}"}
 
     # ------------------------------------------------------------- metrics
     def _metrics(self) -> Callable[[], bytes]:
@@ -764,14 +800,17 @@ class Agent(AgentLoop):
         with self.lock:
             return self.role in (Role.ACTIVE, Role.STANDALONE) and self.db_view.state == Db.PRIMARY
 
-    def _peer_history_latest(self) -> tuple[str, int] | None:
-        """The peer's latest event, as its last heartbeat answer said (None: not heard)."""
+    def _peer_history_latest(self) -> tuple[str, str, int] | None:
+        """The peer's name and latest event, as its last heartbeat said (None: not heard)."""
         for poller in self.pollers:
             snap = poller.snapshot()
             if snap.received_at and clock.now() - snap.received_at < 2 * self.cfg.timing.heartbeat_timeout:
                 latest = (snap.raw or {}).get("history")
-                if isinstance(latest, list) and len(latest) == 2:
-                    return str(latest[0]), int(latest[1])
+                try:
+                    name, epoch, seq = latest  # type: ignore[misc]
+                    return str(name), str(epoch), int(seq)
+                except (TypeError, ValueError):
+                    return None
         return None
 
     def _peer_history(self, epoch: str | None, after: int) -> tuple[str, list[history.Event]] | None:
@@ -814,6 +853,8 @@ class Agent(AgentLoop):
             return 202, {"result": "stopping"}
         if name == "reload":
             return self._reload(by)
+        if name == "snmp_test":
+            return self._snmp_test(by)
         if name not in ("force_active", "switchover"):
             return 404, {"error": f"unknown command {name!r}"}
         if not self.cfg.is_ha:
@@ -1003,6 +1044,7 @@ class Agent(AgentLoop):
                            "pid": 0},
         }
         out["services"].update(self._controller_parts())
+        out["services"]["snmp"] = self._svc(self.snmp, self.cfg.snmp is not None)
         if self.cfg.bgp:
             out["services"]["bgp"] = self._svc(self.exabgp, True)
             out["bgp"] = self._bgp_status()

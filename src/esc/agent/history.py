@@ -158,6 +158,11 @@ class Journal:
         with self.lock:
             return self.epoch, self.seq
 
+    def heartbeat(self) -> list:
+        """What the peer is told of this journal: the node's name, the epoch, the last seq."""
+        with self.lock:
+            return [self.node, self.epoch, self.seq]
+
     def after(self, epoch: str | None, seq: int, limit: int = KEEP) -> list[Event]:
         """Events past ``seq`` of ``epoch``; every one kept when the epoch is another."""
         with self.lock:
@@ -336,14 +341,14 @@ class Shipper(threading.Thread):
     copied again)."""
 
     def __init__(self, journal: Journal, connect: Callable[[], Any], serving: Callable[[], bool],
-                 peer_name: str | None, peer_fetch: PeerFetch | None,
-                 peer_latest: Callable[[], tuple[str, int] | None] | None = None,
+                 peer_fetch: PeerFetch | None,
+                 peer_latest: Callable[[], tuple[str, str, int] | None] | None = None,
                  interval: float = 1.0) -> None:
-        """``peer_latest``: the peer's latest (epoch, seq) as its heartbeat said, None when
-        it is not heard: its journal is fetched only when it has something new."""
+        """``peer_latest``: the peer's name and latest (epoch, seq) as its heartbeat said,
+        None when it is not heard: its journal is fetched only when it has something new."""
         super().__init__(name="history-shipper", daemon=True)
         self.journal, self.connect, self.serving = journal, connect, serving
-        self.peer_name, self.peer_fetch, self.peer_latest = peer_name, peer_fetch, peer_latest
+        self.peer_fetch, self.peer_latest = peer_fetch, peer_latest
         self.stored: dict[str, tuple[str | None, int]] = {}  # per node, as of the last look
         self.interval = interval
         self.stopped = threading.Event()
@@ -402,12 +407,13 @@ class Shipper(threading.Thread):
             epoch, seq = stored_upto(self.conn, own)
             n += store(self.conn, self.journal.after(epoch, seq))
             self.stored[own] = stored_upto(self.conn, own)
-        if self.peer_name and self.peer_fetch:
-            latest = self.peer_latest() if self.peer_latest else None
-            if latest is not None and self.stored.get(self.peer_name) != latest:
-                epoch, seq = stored_upto(self.conn, self.peer_name)
+        latest = self.peer_latest() if self.peer_latest and self.peer_fetch else None
+        if latest is not None and self.peer_fetch is not None:
+            peer, *position = latest
+            if peer != own and self.stored.get(peer) != tuple(position):
+                epoch, seq = stored_upto(self.conn, peer)
                 got = self.peer_fetch(epoch, seq)
-                if got is not None:
-                    n += store(self.conn, (e for e in got[1] if e.node == self.peer_name))
-                self.stored[self.peer_name] = stored_upto(self.conn, self.peer_name)
+                if got is not None:  # only its own events: a peer speaks for itself
+                    n += store(self.conn, (e for e in got[1] if e.node == peer))
+                self.stored[peer] = stored_upto(self.conn, peer)
         return n

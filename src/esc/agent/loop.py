@@ -732,7 +732,7 @@ class AgentLoop:
             return {"name": self.cfg.name, "index": ha.self_index if ha else 0,
                     "role": self.role, "vrrp": self.vrrp, "complete_for_you": complete,
                     "op_mode": self.op_mode.to_dict(),
-                    "history": list(self.journal.latest()),
+                    "history": self.journal.heartbeat(),
                     "db": {"state": self.db_view.state, "timeline": self.db_view.timeline,
                            "lsn": self.db_view.lsn, "system_id": self.db_view.system_id,
                            "checkpoint": self.db_view.checkpoint_lsn,

@@ -446,6 +446,109 @@ def rest_set(ctx: click.Context, http: str) -> None:
 
 
 @cli.group()
+def snmp() -> None:
+    """SNMP traps (v2c or v3), sent by both nodes (docs/operations.md#snmp-traps)."""
+
+
+def engine_id_for(node: str) -> str:
+    """An engine ID of the node's own (RFC 3411 text format: enterprise 32473, format 4)."""
+    return "80007ed904" + node.encode()[:27].hex()
+
+
+@snmp.command("set")
+@secret_files("community", "auth_key", "priv_key")
+@click.option("--target", "targets", multiple=True, metavar="HOST[:PORT]",
+              help="A trap receiver (repeatable; port 162 by default).")
+@click.option("--community", default=None, help="SNMP v2c: the community.")
+@click.option("--v3_user", default=None, help="SNMP v3: the USM user (authentication and privacy).")
+@click.option("--auth_protocol", type=click.Choice(["SHA", "SHA224", "SHA256", "SHA384", "SHA512", "MD5"],
+                                                   case_sensitive=False), default="SHA256", show_default=True)
+@click.option("--auth_key", default=None, help="SNMP v3: the authentication passphrase (8 or more).")
+@click.option("--priv_protocol", type=click.Choice(["AES", "AES192", "AES256", "DES"], case_sensitive=False),
+              default="AES", show_default=True)
+@click.option("--priv_key", default=None, help="SNMP v3: the privacy passphrase (8 characters or more).")
+@click.option("--enterprise_oid", default=None, metavar="OID",
+              help="Where ESC-HA-MIB sits (default 1.3.6.1.4.1.32473.1).")
+@click.option("--disable", is_flag=True, help="No traps.")
+@click.pass_context
+def snmp_set(ctx: click.Context, targets: tuple[str, ...], community: str | None, v3_user: str | None,
+             auth_protocol: str, auth_key: str | None, priv_protocol: str, priv_key: str | None,
+             enterprise_oid: str | None, disable: bool) -> None:
+    """Where and how to send traps (then `escadm reload`; set it on both nodes)."""
+    from esc.config import SnmpConfig, SnmpTarget, save_config
+    from esc.install import set_secret
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+    except ConfigError as e:
+        fail(str(e), 2)
+    if disable:
+        if targets or community or v3_user:
+            fail("--disable takes no other option", 2)
+        save_config(paths, cfg.model_copy(update={"snmp": None}))
+        for key in ("snmp_community", "snmp_auth_key", "snmp_priv_key"):
+            set_secret(paths, key, None)
+        done("SNMP traps off; run `escadm reload`")
+        return
+    if not targets:
+        fail("give at least one --target HOST[:PORT]", 2)
+    if bool(community) == bool(v3_user):
+        fail("give --community (v2c) or --v3_user with --auth_key and --priv_key (v3)", 2)
+    if v3_user and not (auth_key and priv_key):
+        fail("SNMP v3 needs --auth_key and --priv_key (authentication and privacy)", 2)
+    for key, value in (("--auth_key", auth_key), ("--priv_key", priv_key)):
+        if value is not None and len(value) < 8:
+            fail(f"{key}: 8 characters or more (RFC 3414)", 2)
+    try:
+        conf = SnmpConfig(targets=[SnmpTarget.parse(t) for t in targets], version="3" if v3_user else "2c",
+                          user=v3_user, auth_protocol=auth_protocol, priv_protocol=priv_protocol,
+                          engine_id=(cfg.snmp.engine_id if cfg.snmp else engine_id_for(cfg.name)),
+                          **({"enterprise_oid": enterprise_oid} if enterprise_oid else
+                             {"enterprise_oid": cfg.snmp.enterprise_oid} if cfg.snmp else {}))
+    except (ConfigError, ValueError) as e:
+        fail(validation_message(e) if not isinstance(e, ConfigError) else str(e), 2)
+    set_secret(paths, "snmp_community", community)
+    set_secret(paths, "snmp_auth_key", auth_key)
+    set_secret(paths, "snmp_priv_key", priv_key)
+    save_config(paths, cfg.model_copy(update={"snmp": conf}))
+    done(f"SNMP v{conf.version} traps to {', '.join(f'{t.host}:{t.port}' for t in conf.targets)}"
+         + (f", user {v3_user}, engine ID 0x{conf.engine_id}" if v3_user else "") + "; run `escadm reload`")
+
+
+@snmp.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def snmp_show(ctx: click.Context, as_json: bool) -> None:
+    """The trap settings, secrets left out; the engine ID a v3 receiver needs."""
+    try:
+        cfg = load_config(paths_of(ctx))
+    except ConfigError as e:
+        fail(str(e), 2)
+    conf = cfg.snmp.model_dump(mode="json") if cfg.snmp else None
+    if as_json:
+        click.echo(json.dumps(conf, indent=2))
+        return
+    if conf is None:
+        click.echo("SNMP traps: off")
+        return
+    to = ", ".join(f"{t['host']}:{t['port']}" for t in conf["targets"])
+    click.echo(f"SNMP v{conf['version']} traps to {to}")
+    if conf["version"] == "3":
+        click.echo(f"user {conf['user']}, {conf['auth_protocol']} / {conf['priv_protocol']}")
+    click.echo(f"engine ID 0x{conf['engine_id']}  (snmptrapd: createUser -e 0x{conf['engine_id']} ...)")
+    click.echo(f"MIB under {conf['enterprise_oid']} (docs/ESC-HA-MIB.txt)")
+
+
+@snmp.command("test")
+@click.pass_context
+def snmp_test(ctx: click.Context) -> None:
+    """Send an escTest trap to every target now."""
+    body = _command(ctx, "snmp_test", {})
+    done(body.get("result", "sent"))
+
+
+@cli.group()
 def metrics() -> None:
     """Prometheus metrics on the health port (/metrics, both nodes)."""
 

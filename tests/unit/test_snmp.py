@@ -1,0 +1,348 @@
+"""SNMP traps: what changes are told (esc.agent.alarms, pure), the sender process
+(esc.snmp.sender) to a real snmptrapd in v2c and v3, the agent's watcher driving it, and
+`escadm snmp`."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from esc.agent import alarms
+from esc.agent.history import Event, Journal
+from esc.agent.supervisor import Child
+from esc.agent.traps import TrapWatcher
+from esc.cli.escadm import cli, engine_id_for
+from esc.config import NodeConfig, NodePaths, load_config, load_secrets, save_config
+from esc.roles import Role
+from esc.snmp import mib
+from snmp_receiver import AUTH_KEY, COMMUNITY, PRIV_KEY, USER, TrapReceiver
+
+ROOT_OID = "1.3.6.1.4.1.32473.1"
+ENGINE = engine_id_for("n1")
+
+
+def oid(name: str) -> str:
+    return mib.notification_oid(ROOT_OID, name)
+
+
+def obj(name: str) -> str:
+    return mib.object_oid(ROOT_OID, name)
+
+
+# --- the pure part ----------------------------------------------------------------------------
+
+
+def sig(**kw: object) -> alarms.Signals:
+    base = {"role": "ACTIVE", "peer_heard": True, "replication_ok": True, "witness_ok": None, "healthy": True}
+    return alarms.Signals(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def names(ns: list[alarms.Notification]) -> list[str]:
+    return [n.name for n in ns]
+
+
+def test_an_edge_is_told_once() -> None:
+    assert alarms.changes(None, sig(), "n1") == []  # all fine at first look: nothing
+    assert names(alarms.changes(None, sig(peer_heard=False, healthy=False), "n1")) == [
+        "escPeerLost",
+        "escHealthFailed",
+    ]  # wrong at first look: said
+    assert names(alarms.changes(sig(), sig(peer_heard=False), "n1", "n2")) == ["escPeerLost"]
+    assert alarms.changes(sig(peer_heard=False), sig(peer_heard=False), "n1") == []
+    found = alarms.changes(sig(peer_heard=False), sig(), "n1", "n2")
+    assert names(found) == ["escPeerFound"] and found[0].detail == {"peer": "n2"}
+    assert names(alarms.changes(sig(), sig(replication_ok=False), "n1")) == ["escReplicationDegraded"]
+    assert names(alarms.changes(sig(replication_ok=False), sig(), "n1")) == ["escReplicationRestored"]
+    # a new role judges the replication afresh: no edge from the old role's view
+    assert (
+        alarms.changes(
+            sig(role="STANDBY", replication_ok=True), sig(role="ACTIVE", replication_ok=False), "n1"
+        )
+        == []
+    )
+    assert names(alarms.changes(sig(witness_ok=True), sig(witness_ok=False), "n1")) == ["escWitnessLost"]
+
+
+FLAGS = ("peer_heard", "replication_ok", "witness_ok", "healthy")
+PAIRS = {
+    "peer_heard": ("escPeerLost", "escPeerFound"),
+    "replication_ok": ("escReplicationDegraded", "escReplicationRestored"),
+    "witness_ok": ("escWitnessLost", "escWitnessFound"),
+    "healthy": ("escHealthFailed", "escHealthPassed"),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({f: st.booleans() for f in FLAGS}), min_size=1, max_size=30))
+def test_lost_and_found_alternate_and_end_as_the_signal_does(steps: list[dict[str, bool]]) -> None:
+    prev = None
+    told: list[str] = []
+    for step in steps:
+        cur = sig(**step)
+        told += names(alarms.changes(prev, cur, "n1"))
+        prev = cur
+    for flag, (lost, found) in PAIRS.items():
+        mine = [n for n in told if n in (lost, found)]
+        assert all(a != b for a, b in zip(mine, mine[1:], strict=False)), mine  # alternate
+        if mine:
+            assert (mine[-1] == found) == steps[-1][flag]
+        else:
+            assert all(s[flag] for s in steps)
+
+
+def test_history_events_and_vm_events_become_notifications() -> None:
+    ev = Event(
+        node="n2",
+        epoch="e",
+        seq=3,
+        at=1.0,
+        kind="failover",
+        role="ACTIVE",
+        reason="peer lost",
+        role_from="SWITCHING_TO_ACTIVE",
+        detail={"active_lost_s": 0.8},
+    )
+    got = alarms.from_event(ev)
+    assert names(got) == ["escRoleChange", "escFailover"]
+    assert got[0].detail["previous_role"] == "SWITCHING_TO_ACTIVE" and got[1].detail["seconds"] == "0.8"
+    assert (
+        alarms.from_event(
+            Event(
+                node="n2",
+                epoch="e",
+                seq=4,
+                at=1.0,
+                kind="reload",
+                role="ACTIVE",
+                reason="configuration reloaded",
+            )
+        )
+        == []
+    )
+    down = alarms.from_vm_event("n1", "ACTIVE", "VM_DOWN", "t.d.vm0", "t/d", "no answer")
+    assert down is not None and down.name == "escVmDown" and down.detail["vm"] == "t.d.vm0"
+    assert alarms.from_vm_event("n1", "ACTIVE", "VM_DEPLOYED", "x", "t/d", "") is None
+    st = {
+        "role": "STANDBY",
+        "ha": True,
+        "peer": {"reachable": True},
+        "db": {"streaming": True},
+        "witness": {"error": "timeout", "last_answer_s": None},
+    }
+    assert alarms.signals(st, True) == alarms.Signals("STANDBY", True, True, False, True)
+
+
+# --- the sender and a real receiver ----------------------------------------------------------
+
+
+def _udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[TrapReceiver]:
+    r = TrapReceiver(tmp_path / "trapd", "127.0.0.1", _udp_port(), [ENGINE])
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def sender_config(receiver: TrapReceiver, version: str) -> dict:
+    return {
+        "targets": [{"host": "127.0.0.1", "port": receiver.port}],
+        "version": version,
+        "user": USER if version == "3" else None,
+        "auth_protocol": "SHA256",
+        "priv_protocol": "AES",
+        "engine_id": ENGINE,
+        "enterprise_oid": ROOT_OID,
+        "community": COMMUNITY if version == "2c" else "",
+        "auth_key": AUTH_KEY,
+        "priv_key": PRIV_KEY,
+    }
+
+
+def node_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    paths = NodePaths(root)
+    paths.etc.mkdir(parents=True)
+    paths.log.mkdir(parents=True)
+    save_config(paths, NodeConfig(name="n1"))
+    return root
+
+
+def sender_child(root: Path) -> Child:
+    return Child(
+        "escsnmp",
+        lambda: [sys.executable, "-m", "esc.snmp.sender", "--root", str(root)],
+        NodePaths(root).log / "escsnmp.out",
+        stdin_pipe=True,
+        grace=2.0,
+    )
+
+
+@pytest.mark.parametrize("version", ["2c", "3"])
+def test_the_sender_traps_a_real_receiver(receiver: TrapReceiver, tmp_path: Path, version: str) -> None:
+    root = node_root(tmp_path)
+    child = sender_child(root)
+    assert child.start()
+    try:
+        child.send_line(json.dumps(sender_config(receiver, version)))
+        n = alarms.Notification(
+            "escFailover",
+            "n1",
+            "ACTIVE",
+            "the peer is lost",
+            {"seconds": "0.8", "peer_role": "", "bogus": "x"},
+        )
+        child.send_line(json.dumps(n.__dict__))
+        trap = receiver.wait(oid("escFailover"))
+        assert trap[obj("node")] == "n1" and trap[obj("role")] == "ACTIVE"
+        assert trap[obj("reason")] == "the peer is lost" and trap[obj("seconds")] == "0.8"
+        assert obj("peer_role") not in trap  # empty: left out
+        assert (USER in trap["security"]) == (version == "3"), trap["security"]
+    finally:
+        child.send_line("exit")
+        child.stop_wait(5)
+    assert "trap escFailover to 127.0.0.1" in (NodePaths(root).log / "escsnmp.log").read_text()
+
+
+def test_a_wrong_v3_key_is_not_accepted_by_the_receiver(receiver: TrapReceiver, tmp_path: Path) -> None:
+    child = sender_child(node_root(tmp_path))
+    child.start()
+    try:
+        child.send_line(json.dumps({**sender_config(receiver, "3"), "auth_key": "not-the-key"}))
+        child.send_line(json.dumps(alarms.Notification("escTest", "n1", "ACTIVE", "x").__dict__))
+        with pytest.raises(AssertionError, match="no trap"):
+            receiver.wait(oid("escTest"), timeout=2)
+    finally:
+        child.send_line("exit")
+        child.stop_wait(5)
+
+
+def test_the_watcher_tells_what_changes(receiver: TrapReceiver, tmp_path: Path) -> None:
+    """The agent's watcher: its sender started with the configuration, then one trap
+    per edge of the status and one per new history event; a reload's new settings
+    restart the sender; off, it stops."""
+    root = node_root(tmp_path)
+    child = sender_child(root)
+    status = {
+        "node": "n1",
+        "role": "ACTIVE",
+        "ha": True,
+        "peer": {"reachable": True},
+        "db": {"sync": True, "peer_complete": True},
+    }
+    cfg: list[dict | None] = [sender_config(receiver, "3")]
+    journal = Journal(None, "n1")
+    journal.record("start", Role.STOPPED, "before the watcher: not news")
+    w = TrapWatcher(
+        child,
+        lambda: cfg[0],
+        lambda: dict(status),
+        lambda st: True,
+        journal,
+        "n2",
+        connect=lambda: None,
+        serving=lambda: False,
+        ready=threading.Event(),
+    )
+    try:
+        assert w.step() == []  # settled and fine: nothing to say
+        assert child.running
+        status["peer"] = {"reachable": False}
+        status["db"] = {"sync": False, "peer_complete": False}
+        assert names(w.step()) == ["escPeerLost", "escReplicationDegraded"]
+        receiver.wait(oid("escPeerLost"), **{obj("peer"): "n2"})
+        journal.record("switchover", Role.SWITCHING_TO_STANDBY, "asked", role_from=Role.ACTIVE, by="admin")
+        assert names(w.step()) == ["escRoleChange", "escSwitchover"]
+        receiver.wait(oid("escSwitchover"), **{obj("by"): "admin"})
+        pid = child.pid
+        cfg[0] = sender_config(receiver, "2c")  # escadm snmp set + reload
+        deadline = time.monotonic() + 5
+        while not (child.running and child.pid != pid and w.sent_config == cfg[0]):
+            assert time.monotonic() < deadline, "the sender was not restarted with the new settings"
+            w.step()
+            time.sleep(0.1)
+        assert w.send(alarms.Notification("escTest", "n1", "ACTIVE", "a test"))
+        assert f"SNMP v2c, community {COMMUNITY}" in receiver.wait(oid("escTest"))["security"]
+        cfg[0] = None
+        w.step()
+        assert not child.running
+    finally:
+        w._stop_sender()
+
+
+# --- escadm snmp ------------------------------------------------------------------------------
+
+
+def test_escadm_snmp_set_show_and_disable(tmp_path: Path) -> None:
+    root = tmp_path
+    paths = NodePaths(root)
+    paths.etc.mkdir(parents=True)
+    save_config(paths, NodeConfig(name="n1"))
+    run = CliRunner().invoke
+    res = run(
+        cli,
+        [
+            "--root",
+            str(root),
+            "snmp",
+            "set",
+            "--target",
+            "192.0.2.9",
+            "--target",
+            "[2001:db8::9]:1162",
+            "--v3_user",
+            "ops",
+            "--auth_key",
+            "authpass1",
+            "--priv_key",
+            "privpass1",
+            "--priv_protocol",
+            "aes256",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    conf = load_config(paths).snmp
+    assert conf is not None and conf.version == "3" and conf.priv_protocol == "AES256"
+    assert [(t.host, t.port) for t in conf.targets] == [("192.0.2.9", 162), ("2001:db8::9", 1162)]
+    assert conf.engine_id == ENGINE
+    assert load_secrets(paths)["snmp_auth_key"] == "authpass1"
+    shown = run(cli, ["--root", str(root), "snmp", "show"]).stdout
+    assert f"0x{ENGINE}" in shown and "authpass1" not in shown and "privpass1" not in shown
+    assert "authpass1" not in json.dumps(
+        json.loads(run(cli, ["--root", str(root), "snmp", "show", "--json"]).stdout)
+    )
+    for bad, why in (
+        (["--target", "192.0.2.9"], "--community"),
+        (["--community", "c"], "--target"),
+        (
+            ["--target", "192.0.2.9", "--v3_user", "u", "--auth_key", "short", "--priv_key", "privpass1"],
+            "8 characters",
+        ),
+        (["--target", "192.0.2.9", "--v3_user", "u"], "--auth_key"),
+        (["--target", "bad host!", "--community", "c"], "address or a host name"),
+        (["--target", "192.0.2.9:99999", "--community", "c"], "65535"),
+        (["--target", "192.0.2.9", "--community", "c", "--enterprise_oid", "1.2.3"], "enterprises"),
+    ):
+        res = run(cli, ["--root", str(root), "snmp", "set", *bad])
+        assert res.exit_code == 2 and why in res.output, (bad, res.output)
+    assert load_config(paths).snmp == conf  # nothing half-written
+    res = run(cli, ["--root", str(root), "snmp", "set", "--disable"])
+    assert res.exit_code == 0 and load_config(paths).snmp is None
+    assert "snmp_auth_key" not in load_secrets(paths)
+    assert "off" in run(cli, ["--root", str(root), "snmp", "show"]).stdout
