@@ -196,3 +196,68 @@ def test_the_history_of_a_failover_and_a_switchover_on_both_nodes(lab) -> None: 
         timeout=60,
     )
     assert res.returncode == 0 and json.loads(res.stdout)["events"]
+
+
+def test_snmp_traps_from_both_nodes_through_a_failover(lab) -> None:  # type: ignore[no-untyped-def]
+    """Both nodes send v3 traps (SHA-256 / AES) to Debian's snmptrapd in the client
+    namespace: a test trap from each, then on a power cut of the active the survivor
+    says it lost its peer and took over, and later that its peer is back."""
+    from esc.cli.escadm import engine_id_for
+    from esc.snmp import mib
+    from snmp_receiver import AUTH_KEY, PRIV_KEY, USER, TrapReceiver
+
+    root = mib.DEFAULT_ROOT
+    client_ip = labmod.node_ip(labmod.CLIENT)
+    receiver = TrapReceiver(
+        lab.tmp / "trapd",
+        client_ip,
+        11162,
+        [engine_id_for(n) for n in labmod.NODES],
+        prefix=["ip", "netns", "exec", net.ns(labmod.CLIENT)],
+    )
+    try:
+        for node in labmod.NODES:
+            lab.escadm(
+                node,
+                "snmp",
+                "set",
+                "--target",
+                f"{client_ip}:11162",
+                "--v3_user",
+                USER,
+                "--auth_key",
+                AUTH_KEY,
+                "--priv_key",
+                PRIV_KEY,
+            )
+            lab.escadm(node, "reload")
+        for node in labmod.NODES:
+            wait_for(
+                f"{node}'s trap sender",
+                lambda node=node: any(
+                    re.fullmatch(r"snmp \(pgid \d+\) is running", line) for line in health_lines(lab, node)
+                ),
+            )
+            assert "escTest sent" in lab.escadm(node, "snmp", "test").stdout
+            receiver.wait(mib.notification_oid(root, "escTest"), **{mib.object_oid(root, "node"): node})
+        old = lab.active()
+        new = lab.other(old)
+        labmod.kill(old)
+        lab.wait_roles({new: "ACTIVE"}, timeout=30)
+        node_oid = mib.object_oid(root, "node")
+        lost = receiver.wait(mib.notification_oid(root, "escPeerLost"), **{node_oid: new})
+        assert lost[mib.object_oid(root, "peer")] == labmod.node_ip(old)
+        took = receiver.wait(mib.notification_oid(root, "escFailover"), **{node_oid: new})
+        assert (
+            took[mib.object_oid(root, "role")] == "ACTIVE"
+            and float(took[mib.object_oid(root, "seconds")]) > 0
+        )
+        receiver.wait(mib.notification_oid(root, "escRoleChange"), **{node_oid: new})
+        labmod.start(old)
+        lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
+        receiver.wait(mib.notification_oid(root, "escPeerFound"), timeout=20, **{node_oid: new})
+    finally:
+        receiver.stop()
+        for node in labmod.NODES:
+            lab.escadm(node, "snmp", "set", "--disable", check=False)
+            lab.escadm(node, "reload", check=False)

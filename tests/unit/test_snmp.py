@@ -346,3 +346,28 @@ def test_escadm_snmp_set_show_and_disable(tmp_path: Path) -> None:
     assert res.exit_code == 0 and load_config(paths).snmp is None
     assert "snmp_auth_key" not in load_secrets(paths)
     assert "off" in run(cli, ["--root", str(root), "snmp", "show"]).stdout
+
+
+# --- the MIB ----------------------------------------------------------------------------------
+
+
+def test_the_mib_is_smiv2_and_says_what_the_code_sends() -> None:
+    """docs/ESC-HA-MIB.txt parses as SMIv2 (pysmi's strict dialect) and names every
+    notification and object with the numbers esc.snmp sends."""
+    import re
+
+    from pysmi.parser.dialect import smi_v2
+    from pysmi.parser.smi import parserFactory
+
+    text = (Path(__file__).parents[2] / "docs/ESC-HA-MIB.txt").read_text()
+    parse = parserFactory(**smi_v2)().parse
+    assert parse(text)[0][0] == "ESC-HA-MIB"
+    with pytest.raises(Exception):  # noqa: B017 - the parser's own error types vary
+        parse(text.replace("NOTIFICATION-TYPE", "NOTIFICATION TYPE", 1))
+    notifications = {m[1]: int(m[2]) for m in re.finditer(
+        r"^(\w+) NOTIFICATION-TYPE.*?::= \{ escHaNotifications (\d+) \}", text, re.M | re.S)}
+    objects = {m[1]: int(m[2]) for m in re.finditer(
+        r"^(\w+) OBJECT-TYPE.*?::= \{ escHaObjects (\d+) \}", text, re.M | re.S)}
+    assert notifications == alarms.NOTIFICATIONS
+    assert sorted(objects.values()) == sorted(mib.OBJECTS.values())
+    assert "{ enterprises 32473 1 }" in text and ROOT_OID == "1.3.6.1.4.1.32473.1"
