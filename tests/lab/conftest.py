@@ -218,7 +218,7 @@ def _repaired(timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = labmod.node_status(pair.active)
-        if st.get("db", {}).get("peer_complete") and st.get("op_mode", "operation") == "operation":
+        if st.get("db", {}).get("peer_complete") and (st.get("op_mode") or {}).get("mode") == "operation":
             return True
         time.sleep(0.1)
     return False
