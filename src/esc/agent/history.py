@@ -82,6 +82,8 @@ class Event:
         extra = []
         if self.peer_role is not None:
             extra.append(f"peer {self.peer_role}")
+        if "active_lost_s" in self.detail:
+            extra.append(f"the active's last answer {self.detail['active_lost_s']:.2f}s before")
         if self.by:
             extra.append(f"by {self.by}")
         tail = f" ({', '.join(extra)})" if extra else ""

@@ -131,7 +131,7 @@ class AgentLoop:
         self.journal = history.Journal(None, cfg.name, clock=self.wall_time)
         self.pending_by: str | None = None  # who asked for the pending command
         self.peer_was_active = False  # the peer seen ACTIVE since this node last was
-        self.peer_active_seen_at = 0.0  # when it was last seen so
+        self.peer_active_seen_at = 0.0  # when it last answered as ACTIVE
         self.rejoin_how = ""  # what the last rejoin did, for the history
         self.vrrp = Vrrp.UNKNOWN
         self.peer_timeline_seen = 0  # the peer's database timeline when it last answered
@@ -350,6 +350,10 @@ class AgentLoop:
             if merged.raw:
                 self.adopt_op_mode(opmode.OpMode.parse(merged.raw.get("op_mode")),
                                    "the peer's heartbeat")
+            if peer is not None and peer.role == Role.ACTIVE:  # for the history's failover length
+                self.peer_active_seen_at = max((s.received_at for s in snaps if s.received_at is not None
+                                                and s.view is not None and s.view.role == Role.ACTIVE),
+                                               default=now)
         if peer is not None and peer.db.timeline > 0:
             self.peer_timeline_seen = peer.db.timeline
         # restarted when the database becomes consistent: see not_streaming_clock
@@ -452,11 +456,11 @@ class AgentLoop:
             old = self.role
             peer_role = self.peer_view.role if self.peer_view is not None else None
             if peer_role == Role.ACTIVE:
-                self.peer_was_active, self.peer_active_seen_at = True, self.now()
+                self.peer_was_active = True
             kind = history.transition_kind(old, dec.role, command, peer_role, self.stop_requested,
                                            self.peer_was_active)
             # a failover's length as this node saw it: from the active's last answer
-            # saying ACTIVE to this node's promotion
+            # (as ACTIVE) to this node's promotion
             detail = ({"active_lost_s": round(self.now() - self.peer_active_seen_at, 3)}
                       if kind == "failover" else {})
             if dec.role == Role.ACTIVE:
