@@ -525,18 +525,12 @@ class SnmpConfig(BaseModel):
             raise ValueError(f"enterprise OID {v!r}: an OID under 1.3.6.1.4.1 (enterprises)")
         return v
 
-    @field_validator("auth_protocol")
+    @field_validator("auth_protocol", "priv_protocol")
     @classmethod
-    def _auth(cls, v: str) -> str:
-        if v.upper() not in SNMP_AUTH:
-            raise ValueError(f"authentication protocol {v!r}: one of {', '.join(SNMP_AUTH)}")
-        return v.upper()
-
-    @field_validator("priv_protocol")
-    @classmethod
-    def _priv(cls, v: str) -> str:
-        if v.upper() not in SNMP_PRIV:
-            raise ValueError(f"privacy protocol {v!r}: one of {', '.join(SNMP_PRIV)}")
+    def _protocol(cls, v: str, info) -> str:  # type: ignore[no-untyped-def]
+        known = SNMP_AUTH if info.field_name == "auth_protocol" else SNMP_PRIV
+        if v.upper() not in known:
+            raise ValueError(f"{info.field_name.replace('_', ' ')} {v!r}: one of {', '.join(known)}")
         return v.upper()
 
     @field_validator("engine_id")

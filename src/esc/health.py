@@ -160,9 +160,8 @@ def report(st: dict) -> tuple[str, bool]:
     checks: list[bool] = []
     serving = role in ("ACTIVE", "STANDALONE")
 
-    def line(name: str, ok: bool, want: bool = True, text_ok: str = "is running",
-             pgid: str | None = None) -> None:
-        lines.append(f"{name} (pgid {pgid if pgid is not None else pid(name)}) {text_ok}" if ok
+    def line(name: str, ok: bool, want: bool = True, pgid: str | None = None) -> None:
+        lines.append(f"{name} (pgid {pgid if pgid is not None else pid(name)}) is running" if ok
                      else f"{name} is stopped")
         checks.append(ok == want)
 

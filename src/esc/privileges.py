@@ -110,9 +110,7 @@ def prepare_manager_files(paths: NodePaths) -> None:
 
     write_private(auth_file(paths), auth_data(make_auth(paths)))
     for name in ("escmanager.log", "escetsi.log"):
-        log_file = paths.log / name
-        log_file.touch()
-        give(log_file, 0o640)
+        give_log(paths, name)
 
 
 def give_log(paths: NodePaths, name: str) -> None:

@@ -104,6 +104,9 @@ class Agent(AgentLoop):
         self.users_settled.set()
         self.journal = history.Journal(self.paths.lib / "history.jsonl", cfg.name)
         self.shipper: history.Shipper | None = None
+        # status() runs `ip`: the health API, /metrics and the trap watcher share one a
+        # half-second old at most
+        self.status_snapshot: health_api.Snapshot[dict] = health_api.Snapshot(self.status, 0.5)
 
     # ----------------------------------------------------------------- run
     def run(self) -> int:
@@ -158,21 +161,20 @@ class Agent(AgentLoop):
             if bgp.ensure_anycast(self.cfg.bgp):
                 log.info("anycast %s added to %s", self.cfg.bgp.anycast_ip, bgp.LOOPBACK)
         self.shipper = history.Shipper(
-            self.journal, lambda: psycopg.connect(postgres.local_conninfo(self.paths, self.cfg, "esc")),
-            self._serving_primary, self._peer_history if ha else None,
+            self.journal, self._local_db, self._serving_primary, self._peer_history if ha else None,
             peer_latest=self._peer_history_latest if ha else None)
         self.shipper.start()
         self.traps = traps.TrapWatcher(
-            self.snmp, self._snmp_config, self.status, lambda st: health.report(st)[1], self.journal,
-            ha.peer_address if ha else None,
-            lambda: psycopg.connect(postgres.local_conninfo(self.paths, self.cfg, "esc")),
-            self._serving_primary, ready=self.users_settled)
+            self.snmp, self._snmp_config, self.status_snapshot.get, lambda st: health.report(st)[1],
+            self.journal, ha.peer_address if ha else None, self._local_db, self._serving_primary,
+            ready=self.users_settled)
         self.traps.start()
         self.beat_at = clock.now()
         threading.Thread(target=self._freeze_sentinel, name="freeze-sentinel", daemon=True).start()
         try:
-            self.servers.append(health_api.serve(self.status, self.cfg.health_port,
-                                                 metrics=self._metrics(), metrics_user=self._metrics_user))
+            self.servers.append(health_api.serve(self.status_snapshot.get, self.cfg.health_port,
+                                                 max_age=0, metrics=self._metrics(),
+                                                 metrics_user=self._metrics_user))
         except (OSError, RuntimeError) as e:  # the pair works without it; say so
             log.error("health API not served on port %d: %s", self.cfg.health_port, e)
         try:
@@ -782,10 +784,8 @@ class Agent(AgentLoop):
     def _metrics(self) -> Callable[[], bytes]:
         from esc.agent import metrics
 
-        counts = metrics.Counts(lambda: psycopg.connect(
-            postgres.local_conninfo(self.paths, self.cfg, "esc"),
-            options="-c statement_timeout=2000"))
-        reg = metrics.registry(self.status, self.journal, counts.get,
+        counts = metrics.Counts(lambda: self._local_db(options="-c statement_timeout=2000"))
+        reg = metrics.registry(self.status_snapshot.get, self.journal, counts.get,
                                [privileges.metrics_dir(self.paths, s) for s in ("escmanager", "escetsi")])
         # made by one caller at a time, at most once a second: a flood of scrapes costs
         # what one scrape a second does
@@ -796,6 +796,10 @@ class Agent(AgentLoop):
         return (user.name, user.password_hash) if user else None
 
     # ------------------------------------------------------------- history
+    def _local_db(self, **kw: Any) -> psycopg.Connection:
+        """A connection to the node's own ``esc`` database, as the superuser, over its socket."""
+        return psycopg.connect(postgres.local_conninfo(self.paths, self.cfg, "esc"), **kw)
+
     def _serving_primary(self) -> bool:
         with self.lock:
             return self.role in (Role.ACTIVE, Role.STANDALONE) and self.db_view.state == Db.PRIMARY
@@ -1021,7 +1025,10 @@ class Agent(AgentLoop):
                 "role_for_s": round(now - self.role_since, 3), "ha": self.cfg.is_ha,
                 "vrrp": self.vrrp, "job": self.job.kind if self.job else None,
                 "alone": self.alone if db.state == Db.PRIMARY else None,
-                "transitions": list(self.transitions),
+                # the last role changes, from the history (of earlier runs too)
+                "transitions": [{"at": e.at, "from": e.role_from, "to": e.role, "reason": e.reason}
+                                for e in self.journal.recent(history.KEEP)
+                                if e.role_from is not None][-30:],
                 "op_mode": self.op_mode.to_dict(),
             }
         out["db"] = {"state": db.state, "timeline": db.timeline, "lsn": db.lsn,

@@ -16,7 +16,6 @@ awaited by the job step by step, so the loop keeps ticking while it runs.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 from collections.abc import Callable, Generator
@@ -126,7 +125,6 @@ class AgentLoop:
         self.role = Role.STOPPED
         self.reason = "starting"
         self.role_since = self.now()
-        self.transitions: collections.deque[dict] = collections.deque(maxlen=30)
         # the history (esc.agent.history): in memory here, in a file on a real node
         self.journal = history.Journal(None, cfg.name, clock=self.wall_time)
         self.pending_by: str | None = None  # who asked for the pending command
@@ -375,7 +373,7 @@ class AgentLoop:
                 # in another situation (e.g. a switchover once this node is active again).
                 log.warning("command %s expired after %.0fs without effect", self.pending,
                             COMMAND_TTL)
-                self.pending = None
+                self.pending = self.pending_by = None
             command, vrrp, confirm_sent = self.pending, self.vrrp, self.last_confirm_sent
         if self.cfg.is_ha:
             vrrp = self._checked_vrrp(vrrp, now)
@@ -467,8 +465,6 @@ class AgentLoop:
                 self.peer_was_active = False
             if dec.role != old:
                 self.role, self.role_since = dec.role, self.now()
-                self.transitions.append({"at": self.wall_time(), "from": old, "to": dec.role,
-                                         "reason": dec.reason})
             changed_reason = dec.reason != self.reason
             self.reason, self.desired = dec.reason, dec.desired
         if dec.role != old:
@@ -479,7 +475,7 @@ class AgentLoop:
             log.info("%s", dec.reason)
 
     def wall_time(self) -> float:
-        """For the operator's eyes only (transitions in status)."""
+        """For the operator's eyes only (the history's times)."""
         return 0.0
 
     # ------------------------------------------------------------------ jobs

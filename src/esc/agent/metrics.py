@@ -40,10 +40,12 @@ SELECT (SELECT count(*) FROM transactions WHERE status IN ('accepted', 'running'
 """
 
 
-def _gauge(name: str, doc: str, value: float | None, labels: dict[str, str] | None = None) -> Metric:
+def _gauge(name: str, doc: str, value: float | bool | None, labels: dict[str, str] | None = None
+           ) -> Metric:
+    """One sample (a bool is 1 or 0); none when ``value`` is None."""
     g = GaugeMetricFamily(name, doc, labels=list(labels or {}))
     if value is not None:
-        g.add_metric(list((labels or {}).values()), value)
+        g.add_metric(list((labels or {}).values()), float(value))
     return g
 
 
@@ -86,17 +88,17 @@ class NodeCollector(Collector):
         yield info
         g = GaugeMetricFamily("esc_role", "1 for the node's role, 0 for the others", labels=["role"])
         for r in Role:
-            g.add_metric([r.value], 1 if role == r.value else 0)
+            g.add_metric([r.value], float(role == r.value))
         yield g
         yield _gauge("esc_role_seconds", "Seconds in the current role", st.get("role_for_s"))
         if st.get("ha"):
             g = GaugeMetricFamily("esc_vrrp_state", "1 for keepalived's VRRP state", labels=["state"])
             for v in Vrrp:
-                g.add_metric([v.value], 1 if st.get("vrrp") == v.value else 0)
+                g.add_metric([v.value], float(st.get("vrrp") == v.value))
             yield g
         op = (st.get("op_mode") or {}).get("mode")
         yield _gauge("esc_maintenance_mode", "1 in maintenance mode (no automatic failover)",
-                     1 if op == "maintenance" else 0)
+                     op == "maintenance")
         peer = st.get("peer")
         if isinstance(peer, dict):
             reach = GaugeMetricFamily("esc_peer_reachable", "1 if the peer answers on this network",
@@ -105,21 +107,21 @@ class NodeCollector(Collector):
                                      "Seconds since the peer last answered on this network",
                                      labels=["address"])
             for p in peer.get("paths") or []:
-                reach.add_metric([str(p.get("address"))], 1 if p.get("reachable") else 0)
+                reach.add_metric([str(p.get("address"))], float(bool(p.get("reachable"))))
                 if p.get("last_seen_s") is not None:
                     seen.add_metric([str(p.get("address"))], float(p["last_seen_s"]))
             yield reach
             yield seen
         db = st.get("db") or {}
         yield _gauge("esc_db_primary", "1 if the local database is the primary",
-                     1 if db.get("state") == "primary" else 0)
+                     db.get("state") == "primary")
         if db.get("state") == "primary" and st.get("ha"):
             yield _gauge("esc_replication_synchronous",
                          "1 while every commit waits for a complete standby",
-                         1 if db.get("sync") and db.get("peer_complete") else 0)
+                         bool(db.get("sync") and db.get("peer_complete")))
         elif db.get("state") == "standby":
             yield _gauge("esc_replication_streaming", "1 while this standby streams from the active",
-                         1 if db.get("streaming") else 0)
+                         bool(db.get("streaming")))
         repl = st.get("replication")
         if isinstance(repl, dict):
             yield _gauge("esc_replication_lag_bytes", "WAL bytes between the active and the standby",
@@ -131,24 +133,24 @@ class NodeCollector(Collector):
         witness = st.get("witness")
         if isinstance(witness, dict):
             yield _gauge("esc_witness_lease_held", "1 while this node holds the witness's lease",
-                         1 if witness.get("held") else 0)
+                         bool(witness.get("held")))
             yield _gauge("esc_witness_outdated", "1 while the witness holds the peer outdated",
-                         1 if witness.get("outdated") else 0)
+                         bool(witness.get("outdated")))
         bgp = st.get("bgp")
         if isinstance(bgp, dict):
             yield _gauge("esc_bgp_established", "1 while the BGP session is established",
-                         1 if bgp.get("established") else 0)
+                         bool(bgp.get("established")))
             yield _gauge("esc_bgp_announced", "1 while the anycast route is announced",
-                         1 if bgp.get("announced") else 0)
+                         bool(bgp.get("announced")))
         vip = st.get("vip")
         if isinstance(vip, dict):
-            yield _gauge("esc_vip_present", "1 while the VIP is on this node", 1 if vip.get("present") else 0)
+            yield _gauge("esc_vip_present", "1 while the VIP is on this node", bool(vip.get("present")))
         up = GaugeMetricFamily("esc_service_up", "1 for a running service (0 stopped; disabled ones absent)",
                                labels=["service"])
         for name, svc in sorted((st.get("services") or {}).items()):
             if isinstance(svc, dict) and svc.get("state") != "disabled":
                 running = svc.get("state") == "running" and svc.get("detail") != "parked"
-                up.add_metric([name], 1 if running else 0)
+                up.add_metric([name], float(running))
         yield up
         yield from self._history()
         yield from self._counts()

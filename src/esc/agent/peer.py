@@ -127,24 +127,15 @@ class PeerPoller(threading.Thread):
 
     def ask_now(self) -> dict | None:
         """One fresh answer from the peer (own connection, for the API threads), or None."""
-        conn = self._connection()
-        try:
-            conn.request("GET", "/v1/peer", headers={TOKEN_HEADER: self.token,
-                                                      "X-ESC-From": self.self_name})
-            resp = conn.getresponse()
-            return json.loads(resp.read()) if resp.status == 200 else None
-        except (OSError, http.client.HTTPException, ValueError):
-            return None
-        finally:
-            conn.close()
+        return self.fetch("/v1/peer")
 
-    def fetch(self, path: str, query: dict[str, str]) -> dict | None:
+    def fetch(self, path: str, query: dict[str, str] | None = None) -> dict | None:
         """One GET of ``path`` on the peer's API (own connection, off the heartbeat), or None."""
         import urllib.parse
 
         conn = self._connection()
         try:
-            conn.request("GET", f"{path}?{urllib.parse.urlencode(query)}",
+            conn.request("GET", f"{path}?{urllib.parse.urlencode(query)}" if query else path,
                          headers={TOKEN_HEADER: self.token, "X-ESC-From": self.self_name})
             resp = conn.getresponse()
             return json.loads(resp.read()) if resp.status == 200 else None

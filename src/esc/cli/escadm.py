@@ -17,7 +17,15 @@ import click
 from esc import health, logcollect
 from esc.agent.history import KINDS as HISTORY_KINDS
 from esc.client import AgentClient, AgentDown
-from esc.config import ConfigError, NodePaths, default_root, load_config, validation_message
+from esc.config import (
+    SNMP_AUTH,
+    SNMP_PRIV,
+    ConfigError,
+    NodePaths,
+    default_root,
+    load_config,
+    validation_message,
+)
 from esc.install import BgpArgs, HaArgs, bgp_set, ha_set, install
 
 MULTI_VALUE = ("--ha_node_list", "--ipaddr", "--ha_heartbeat_list")
@@ -461,11 +469,11 @@ def engine_id_for(node: str) -> str:
               help="A trap receiver (repeatable; port 162 by default).")
 @click.option("--community", default=None, help="SNMP v2c: the community.")
 @click.option("--v3_user", default=None, help="SNMP v3: the USM user (authentication and privacy).")
-@click.option("--auth_protocol", type=click.Choice(["SHA", "SHA224", "SHA256", "SHA384", "SHA512", "MD5"],
-                                                   case_sensitive=False), default="SHA256", show_default=True)
+@click.option("--auth_protocol", type=click.Choice(SNMP_AUTH, case_sensitive=False), default="SHA256",
+              show_default=True)
 @click.option("--auth_key", default=None, help="SNMP v3: the authentication passphrase (8 or more).")
-@click.option("--priv_protocol", type=click.Choice(["AES", "AES192", "AES256", "DES"], case_sensitive=False),
-              default="AES", show_default=True)
+@click.option("--priv_protocol", type=click.Choice(SNMP_PRIV, case_sensitive=False), default="AES",
+              show_default=True)
 @click.option("--priv_key", default=None, help="SNMP v3: the privacy passphrase (8 characters or more).")
 @click.option("--enterprise_oid", default=None, metavar="OID",
               help="Where ESC-HA-MIB sits (default 1.3.6.1.4.1.32473.1).")
@@ -500,12 +508,11 @@ def snmp_set(ctx: click.Context, targets: tuple[str, ...], community: str | None
     for key, value in (("--auth_key", auth_key), ("--priv_key", priv_key)):
         if value is not None and len(value) < 8:
             fail(f"{key}: 8 characters or more (RFC 3414)", 2)
+    kept = cfg.snmp or SnmpConfig(targets=[SnmpTarget(host="localhost")], engine_id=engine_id_for(cfg.name))
     try:
         conf = SnmpConfig(targets=[SnmpTarget.parse(t) for t in targets], version="3" if v3_user else "2c",
                           user=v3_user, auth_protocol=auth_protocol, priv_protocol=priv_protocol,
-                          engine_id=(cfg.snmp.engine_id if cfg.snmp else engine_id_for(cfg.name)),
-                          **({"enterprise_oid": enterprise_oid} if enterprise_oid else
-                             {"enterprise_oid": cfg.snmp.enterprise_oid} if cfg.snmp else {}))
+                          engine_id=kept.engine_id, enterprise_oid=enterprise_oid or kept.enterprise_oid)
     except (ConfigError, ValueError) as e:
         fail(validation_message(e) if not isinstance(e, ConfigError) else str(e), 2)
     set_secret(paths, "snmp_community", community)
