@@ -175,3 +175,32 @@ def test_force_active_of_a_standby_held_outdated_serves_again() -> None:
     assert w.agents[standby].role == Role.ACTIVE
     assert w.witness.outdated == {"pair": name[active]}
     assert w.acked and all(node == standby for node, _ in w.acked.values())
+
+
+def _alone_after_the_standby_dies(stale_by: float, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The standby loses power; whether the active went on to commit alone within 10 s,
+    each of its ticks acting ``stale_by`` seconds after its observations."""
+    actuate = world.SimAgent._actuate_sync
+
+    def late(self: world.SimAgent, want_alone: bool, obs, now: float) -> None:  # type: ignore[no-untyped-def]
+        actuate(self, want_alone, obs, now - stale_by)
+    monkeypatch.setattr(world.SimAgent, "_actuate_sync", late)
+    w = world.World(3)
+    w.sched.run_until(5.0, w.check)
+    active = next(n for n, a in w.agents.items() if a.role == "ACTIVE")
+    w.power_cut(w.peer_of(active))
+    went_alone = False
+
+    def watch() -> None:
+        nonlocal went_alone
+        w.check()
+        went_alone |= w.cluster.dbs[active].sync_name == ""
+    w.sched.run_until(15.0, watch)
+    return went_alone
+
+
+def test_a_tick_acting_long_after_it_observed_never_goes_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node frozen between its observations and its actions may have been replaced
+    meanwhile: committing alone then would acknowledge the commits waiting on it."""
+    assert _alone_after_the_standby_dies(0.0, monkeypatch)  # the scenario does go alone
+    assert not _alone_after_the_standby_dies(1.0, monkeypatch)

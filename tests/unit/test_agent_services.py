@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+from esc import clock
 from esc.agent.core import Agent
 from esc.agent.supervisor import Child
 from esc.config import EtsiConfig, NodeConfig
@@ -53,21 +54,46 @@ def test_a_stopping_controller_is_killed_not_asked_to_serve(tmp_path: Path) -> N
     runs: list[Path] = []
     agent = _agent(tmp_path, runs)
     try:
-        agent.io_services(True)
+        agent.io_services(True, clock.now())
         assert agent.serving and _lines(runs[0]).count("serve") == 1
         first = agent.manager.pid
-        agent.io_services(False)  # steps down: SIGTERM, which this one ignores
+        agent.io_services(False, clock.now())  # steps down: SIGTERM, which this one ignores
         assert agent.manager.stopping
-        agent.io_services(True)  # elected again at once
+        agent.io_services(True, clock.now())  # elected again at once
         assert not agent.serving
         deadline = time.monotonic() + 3  # killed now, not after the 5 s grace
         while agent.manager.running:
             assert time.monotonic() < deadline, "the stopping controller was not killed"
             time.sleep(0.02)
-        agent.io_services(True)  # a fresh controller, asked to serve
+        agent.io_services(True, clock.now())  # a fresh controller, asked to serve
         assert agent.serving and agent.manager.pid != first
         assert _lines(runs[1]).count("serve") == 1
         assert _lines(runs[0]).count("serve") == 1  # never a second "serve" to the old one
+    finally:
+        agent.manager.kill()
+        agent.manager.stop_wait(5)
+
+
+def _leases(path: Path) -> list[float]:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (path.exists() and "lease" in path.read_text()):
+        time.sleep(0.02)
+    return [float(x.split()[1]) for x in path.read_text().splitlines() if x.startswith("lease")]
+
+
+def test_the_serving_lease_runs_from_the_observations_not_from_the_sending(tmp_path: Path) -> None:
+    """A tick frozen between its observations and its actions sends a lease that has
+    already run out: the controller answers nothing on what the tick saw before."""
+    runs: list[Path] = []
+    agent = _agent(tmp_path, runs)
+    try:
+        agent.io_services(True, clock.now() - 5.0)  # observed 5 s ago, longer than a takeover
+        assert agent.serving and _leases(runs[0])[-1] < clock.now()
+        agent.io_services(True, clock.now())
+        deadline = time.monotonic() + 5
+        while len(_leases(runs[0])) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _leases(runs[0])[-1] > clock.now()
     finally:
         agent.manager.kill()
         agent.manager.stop_wait(5)

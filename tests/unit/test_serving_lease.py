@@ -47,3 +47,18 @@ def test_lease_lines() -> None:
     assert parse_lease_line("lease 12.5\n") == 12.5
     for bad in ("lease", "lease x", "lease inf", "lease nan", "serve", "lease 1 2"):
         assert parse_lease_line(bad) is None
+
+
+def test_an_answer_that_starts_after_the_lease_ran_out_is_refused() -> None:
+    """A request let in under a fresh lease, whose node froze while handling it: what
+    it read before the freeze is not answered after it."""
+    lease = ServingLease(until=clock.now() + 5)
+    app = FastAPI()
+
+    @app.get("/v0/slow")
+    def slow() -> dict:
+        lease.renew(clock.now() - 0.001)  # frozen here, long enough to be replaced
+        return {"stale": True}
+
+    r = TestClient(ServingGate(app, lease)).get("/v0/slow")
+    assert r.status_code == 503 and "stale" not in r.text

@@ -666,14 +666,14 @@ class Agent(AgentLoop):
     STOP_GRACE_S = 1.0
     ETSI_AFTER_S = 0.3
 
-    def io_services(self, on: bool) -> None:
+    def io_services(self, on: bool, observed_at: float) -> None:
         if self.cfg.vim is not None and not self.vim_helper.running and not self.stop_requested \
                 and self.vim_helper.start():
             log.info("VIM helper started (pid %s)", self.vim_helper.pid)
         if not self.users_settled.is_set():
             return  # who the controller runs as is not known yet (run())
         was = self.serving
-        self.serving = self._drive(self.manager, on, self.serving)
+        self.serving = self._drive(self.manager, on, self.serving, observed_at)
         if self.serving and not was:
             self.manager_serving_at = clock.now()
         if self.cfg.etsi.enabled:
@@ -681,14 +681,14 @@ class Agent(AgentLoop):
             # requests of the REST clients retrying through the VIP then have the CPU
             etsi_on = on and self.serving and clock.now() - self.manager_serving_at >= self.ETSI_AFTER_S
             self.etsi_serving = self._drive(self.etsi, etsi_on or (on and self.etsi_serving),
-                                            self.etsi_serving)
+                                            self.etsi_serving, observed_at)
         elif self.etsi.running:
             self.etsi.stop(grace=self.STOP_GRACE_S)
             self.etsi_serving = False
 
-    def _drive(self, m: Child, on: bool, serving: bool) -> bool:
+    def _drive(self, m: Child, on: bool, serving: bool, observed_at: float) -> bool:
         """Serve (on) or park one of the parked services (the controller, the ETSI
-        service); whether it serves now."""
+        service); whether it serves now. The serving lease runs from ``observed_at``."""
         if on:
             if m.stopping:
                 m.kill()  # it will never serve again; the next tick starts a fresh one
@@ -697,9 +697,10 @@ class Agent(AgentLoop):
                 serving = False
                 if not m.start():
                     return False
-            # the serving lease (esc.services.serving), renewed every tick: a node
-            # frozen longer than pause_fence answers nothing when it wakes
-            if not m.send_line(f"lease {clock.now() + self.pause_fence:.3f}"):
+            # the serving lease (esc.services.serving), renewed every tick from the time of
+            # its observations: a node frozen longer than pause_fence, even in the middle
+            # of this tick, answers nothing when it wakes
+            if not m.send_line(f"lease {observed_at + self.pause_fence:.3f}"):
                 return serving
             if not serving and m.send_line("serve"):
                 serving = True

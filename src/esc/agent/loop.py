@@ -272,8 +272,10 @@ class AgentLoop:
     def io_volume_ok(self) -> bool:
         return True
 
-    def io_services(self, on: bool) -> None:
-        """Make the controller serve (on) or park it; keeps ``self.serving`` true."""
+    def io_services(self, on: bool, observed_at: float) -> None:
+        """Make the controller serve (on) or park it; keeps ``self.serving`` true.
+        ``observed_at``: when the observations that decided it were made (the serving
+        lease runs from then)."""
         raise NotImplementedError
 
     def io_bgp(self, announce: bool) -> None:
@@ -593,7 +595,7 @@ class AgentLoop:
         # STOPPED too: a primary that crashed is restarted in place as a primary; stopping
         # the controller meanwhile would only add a restart of its own to the outage
         self.io_services(desired.services
-                         and obs.db.state in (Db.PRIMARY, Db.STARTING, Db.STOPPED))
+                         and obs.db.state in (Db.PRIMARY, Db.STARTING, Db.STOPPED), now)
         # after the services: on a new active's first tick this SQL is not in the outage
         if obs.db.state in (Db.PRIMARY, Db.STANDBY) and self.cfg.is_ha and self.job is None:
             self._keep_peer_slot(obs, now)
@@ -630,6 +632,14 @@ class AgentLoop:
                 self._prove_sync_if_needed(now)  # e.g. a primary restarted with it set
             return
         if want_alone:
+            if self.now() - now > self.pause_fence:
+                # frozen since the observations: the peer may have taken over meanwhile, and
+                # going alone would acknowledge the commits waiting here; the next tick fences
+                log.warning("not committing alone: this tick's observations are %.2fs old",
+                            self.now() - now)
+                with self.lock:
+                    self.alone = False
+                return
             with self.lock:
                 self.sync_generation += 1  # a proof still running is for the old setting
                 self.sync_from_lsn = None

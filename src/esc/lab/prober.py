@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import signal
 import threading
 import time
@@ -39,7 +40,7 @@ def run(nodes: dict[str, str], user: str, password: str, out: str, interval: flo
                for n in nodes}
 
     def probe(node: str, seq: int) -> None:
-        name = f"probe-{node}-{seq:07d}"
+        name = f"probe-{node}-{run}-{seq:07d}"
         sent = time.time()
         try:
             r = clients[node].post(f"{nodes[node]}/v0/deployments", json={"name": name})
@@ -56,6 +57,7 @@ def run(nodes: dict[str, str], user: str, password: str, out: str, interval: flo
                 errors[key] = errors.get(key, 0) + 1
 
     rounds = 0
+    run = secrets.token_hex(3)  # names never written before: see the writer
     deadline = time.monotonic() + duration
     with ThreadPoolExecutor(len(nodes)) as pool:
         while not stop.is_set() and time.monotonic() < deadline:

@@ -4,13 +4,16 @@ the demo and the benchmark.
 
 A request that got no answer is retried with the same name (an in-doubt
 commit); a 409 on a retry means the first attempt had committed. Only a 2xx
-counts as acknowledged.
+counts as acknowledged. Names carry a token of the run (``PREFIX-TOKEN-N``): a
+name written before, by an earlier run on the same pair, would be answered 2xx
+with the transaction that made it, and count as a write that committed nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import signal
 import ssl
 import sys
@@ -43,9 +46,10 @@ def run(url: str, user: str, password: str, duration: float, prefix: str, out: s
     client = httpx.Client(auth=(user, password), timeout=timeout, verify=tls)
     deadline = time.monotonic() + duration
     i = 0
+    run = secrets.token_hex(3)
     retrying = False
     while not stop and time.monotonic() < deadline:
-        name = f"{prefix}-{i:07d}"
+        name = f"{prefix}-{run}-{i:07d}"
         sent = time.time()
         try:
             r = client.post(f"{url}/v0/deployments", json={"name": name})

@@ -5,9 +5,11 @@ requests that queued meanwhile before its agent has had a chance to fence: a rea
 or an idempotent replay of a write committed before the freeze, answered by a node
 that is no longer the active. So the agent, every tick while it serves, renews a
 short lease on the controller's stdin (``lease <until>``, CLOCK_BOOTTIME, shared by
-every process on the host); past it, every request gets 503. The lease is as long
-as the freeze the agent tolerates before fencing (three VRRP adverts): a node frozen
-longer may have been replaced, and its controller answers nothing when it wakes.
+every process on the host); past it, every request gets 503, and so does a request
+whose answer starts past it. The lease is as long as the freeze the agent tolerates
+before fencing (three VRRP adverts), counted from the moment of the observations
+that let the node serve, not from when the line is written: an agent frozen in the
+middle of a tick wakes up to send a lease that has already run out.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def parse_lease_line(line: str) -> float | None:
 
 
 class ServingGate:
-    """ASGI middleware: 503 for every HTTP request once the lease has run out."""
+    """ASGI middleware: 503 for every HTTP request once the lease has run out, checked
+    when the request comes in and again when its answer starts: a request that was
+    being handled when the node froze is not answered from what it read before."""
 
     BODY = json.dumps({"error": "this node is not serving: its agent has not confirmed it "
                                 "is the active (retry through the VIP)"}).encode()
@@ -51,9 +55,27 @@ class ServingGate:
         self.app, self.lease = app, lease
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or self.lease.valid():
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not self.lease.valid():
+            await self._refuse(send)
+            return
+        refused = False
+
+        async def send_if_still_serving(message: dict) -> None:
+            nonlocal refused
+            if refused:
+                return  # the app's own answer, dropped
+            if message["type"] == "http.response.start" and not self.lease.valid():
+                refused = True
+                await self._refuse(send)
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_if_still_serving)
+
+    async def _refuse(self, send: Any) -> None:
         await send({"type": "http.response.start", "status": 503,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"retry-after", b"1"),

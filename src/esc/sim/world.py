@@ -349,7 +349,7 @@ class SimAgent(AgentLoop):
         if self.book is not None:
             self.book.force(self.now())
 
-    def io_services(self, on: bool) -> None:
+    def io_services(self, on: bool, observed_at: float) -> None:
         self.serving = on and self.db.state == Db.PRIMARY
 
 
