@@ -18,6 +18,7 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v bird >/dev/null 2>&1 || need+=(bird2)
 command -v dot >/dev/null 2>&1 || need+=(graphviz)  # make rules-docs draws docs/rules.svg
 command -v snmptrapd >/dev/null 2>&1 || need+=(snmptrapd)  # the trap receiver of the SNMP tests
+[ -x /usr/bin/chromium ] || need+=(chromium)  # the portal's browser tests (Playwright drives it)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 id postgres >/dev/null 2>&1 || need+=(postgresql-15)
 # Debian's interpreter: the controller and ExaBGP run as unprivileged users, who must be
@@ -51,6 +52,6 @@ fi
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python -c "import esc, psycopg, starlette, uvicorn, click, hypothesis, exabgp, spake2, yaml, multipart, prometheus_client, pysnmp"
+  .venv/bin/python -c "import esc, psycopg, starlette, uvicorn, click, hypothesis, exabgp, spake2, yaml, multipart, prometheus_client, pysnmp, playwright"
   touch .venv/.installed
 fi

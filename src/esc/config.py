@@ -559,6 +559,7 @@ class NodeConfig(BaseModel):
     peer_port: int = 8021
     pair_port: int = 8022  # pairing (esc.pairing): SPAKE2, plain HTTP
     health_port: int = 8060
+    portal_port: int = 9001  # the portal (esc.portal), HTTPS, with the controller
     pg_port: int = 5432
     timing: Timing = Field(default_factory=Timing)
     vim: VimConfig | None = None
@@ -692,6 +693,11 @@ class NodePaths:
     @property
     def agent_pid(self) -> Path:
         return self.run / "agent.pid"
+
+    @property
+    def portal_sock(self) -> Path:
+        """The agent's socket for the portal (esc.agent.api.portal_app), the controller's own."""
+        return self.manager_dir / "portal.sock"
 
     @property
     def vim_sock(self) -> Path:

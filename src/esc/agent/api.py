@@ -1,6 +1,9 @@
-"""The agent's two HTTP endpoints (JSON bodies), served by esc.web:
+"""The agent's HTTP endpoints (JSON bodies), served by esc.web:
 
 * a unix socket for ``escadm`` on this node (root only: the socket is 0600);
+* a narrower unix socket for the portal (the unprivileged controller's user only):
+  the status, and the two commands an admin of the portal may give (switchover,
+  op_mode), recorded as asked by the portal's user;
 * a TCP port on each of the node's HA addresses for the peer agent: mutual TLS with
   the pair's certificate (each side accepts only the holder of the pair's key), and a
   token derived from the pair's shared secret.
@@ -12,6 +15,7 @@ acts (Patroni's API → ``ha.wakeup()`` pattern).
 from __future__ import annotations
 
 import hmac
+import os
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +92,48 @@ def app(api: AgentApi, token: str | Callable[[], list[str]] | None) -> Starlette
                              Route("/v1/history" if token is None else "/v1/peer/history", history),
                              Route(prefix + "{name}", command, methods=["POST"])],
                      exception_handlers={404: not_found, 405: not_found})
+
+
+# what an admin may ask from the portal; everything else is escadm's, as root
+PORTAL_COMMANDS = ("switchover", "op_mode")
+
+
+def portal_app(api: AgentApi) -> Starlette:
+    async def status(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(api.status))
+
+    async def command(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in PORTAL_COMMANDS:
+            return JSONResponse({"error": f"{name} cannot be asked from the portal"}, 403)
+        try:
+            body = await web.read_json(request)
+        except web.BodyError as e:
+            return JSONResponse({"error": str(e)}, e.status)
+        user = body.get("user")
+        if not isinstance(user, str) or not user.strip():
+            return JSONResponse({"error": "the portal's user is needed"}, 400)
+        args = {"by": f"portal user {user}", "_via_peer": False}
+        if name == "op_mode":
+            args["mode"] = body.get("mode")
+        code, out = await run_in_threadpool(api.command, name, args)
+        return JSONResponse(out, code)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"no such resource {request.url.path}"}, 404)
+
+    return Starlette(routes=[Route("/v1/status", status),
+                             Route("/v1/command/{name}", command, methods=["POST"])],
+                     exception_handlers={404: not_found, 405: not_found})
+
+
+def serve_portal(path: Path, api: AgentApi, owner: tuple[int, int] | None) -> web.ServerThread:
+    """``owner``: the uid and gid the socket is given (the controller's user), with
+    mode 0600: nobody else on the host connects."""
+    sock = web.unix_socket(path, 0o600)
+    if owner is not None:
+        os.chown(path, *owner)
+    return web.ServerThread("api-portal", [(web.config(portal_app(api)), sock)]).start()
 
 
 def serve_unix(path: Path, api: AgentApi) -> web.ServerThread:

@@ -212,6 +212,22 @@ class Agent(AgentLoop):
         finally:
             self.users_settled.set()
             self.wake.set()
+        if self.cfg.portal_user is not None:
+            self._serve_portal_socket()
+
+    def _serve_portal_socket(self) -> None:
+        """The portal's narrow way to this agent (esc.agent.api.portal_app), in the
+        controller's own directory and only its user's."""
+        try:
+            d = self.paths.manager_dir
+            d.mkdir(parents=True, exist_ok=True)
+            owner = None
+            if self.manager.user is not None:
+                privileges.give(d, 0o700, self.manager.user)
+                owner = privileges.service_ids(self.manager.user)
+            self.servers.append(api.serve_portal(self.paths.portal_sock, self, owner))
+        except (OSError, RuntimeError, KeyError) as e:  # the portal says the agent is unreachable
+            log.error("the portal's socket %s not served: %s", self.paths.portal_sock, e)
 
     def _bgp_user(self) -> str | None:
         """ExaBGP runs as its own user, unless that user cannot run this Python (as for
@@ -748,6 +764,7 @@ class Agent(AgentLoop):
         for srv in self.servers:
             srv.shutdown()
         self.paths.agent_sock.unlink(missing_ok=True)
+        self.paths.portal_sock.unlink(missing_ok=True)
         self.paths.agent_pid.unlink(missing_ok=True)
         with self.lock:
             self.role = Role.STOPPED
@@ -1131,6 +1148,9 @@ class Agent(AgentLoop):
                         "pid": manager_pid, "detail": "VNF monitor"},
             "mona": {"state": state(parts.get("worker") and parts.get("callbacks")),
                      "pid": manager_pid, "detail": "transaction worker and callbacks"},
+            # the portal is served by the controller's process (esc.portal)
+            "portal": {"state": state(bool(parts)) if self.cfg.portal_user is not None else "disabled",
+                       "pid": manager_pid, "detail": f"HTTPS port {self.cfg.portal_port}"},
         }
 
     @staticmethod

@@ -126,13 +126,16 @@ def witness_address(bgp: bool = False) -> str:
 
 
 def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: bool = False,
-                 md5: str | None = None, witness: bool = False, paths: int = 1) -> list[str]:
+                 md5: str | None = None, witness: bool = False, paths: int = 1,
+                 portal_password: str | None = None) -> list[str]:
     """The arguments a real install of this node takes, for each lab mode:
     ``drbd`` (default), ``drbd_on_cinder`` (a volume per node) or ``standalone``; with
     ``bgp`` the original's ``--bgp_*`` arguments too."""
     ip = node_ip(node, bgp)
     args = ["install", node, "--ipaddr", ip, "--user_pass", f"admin:{secret}",
             "--user_rest_pass", f"admin:{rest_password}"]
+    if portal_password:
+        args += ["--user_portal_pass", f"admin:{portal_password}"]
     if bgp:
         args += ["--bgp_local_ip", ip, "--bgp_anycast_ip", ANYCAST, "--bgp_remote_ip", router_ip(node),
                  "--bgp_local_as", str(BGP_AS[node]), "--bgp_remote_as", str(router.ROUTER_AS),
@@ -227,9 +230,10 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
                                       for i in range(1, paths)) if n in NODES else ())
                  for n in (*NODES, CLIENT)]
     lab_dir().mkdir(parents=True, exist_ok=True)
-    rest_password = esc_secrets.generate()
+    rest_password, portal_password = esc_secrets.generate(), esc_secrets.generate()
     state = {"mode": mode, "vip": ANYCAST if bgp else VIP, "rest_user": "admin",
              "rest_password": rest_password, "api_port": 8080,
+             "portal_user": "admin", "portal_password": portal_password, "portal_port": 9001,
              "nodes": {n: {"address": node_ip(n, bgp), "root": str(node_root(n))} for n in NODES},
              "client": {"address": node_ip(CLIENT, bgp)},
              "witness": witness_address(bgp) if witness else None, "paths": paths}
@@ -250,7 +254,8 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
             if mode == "drbd_on_cinder":
                 attach_volume(n)
             res = net.netns_exec(n, *escadm_argv(), "--root", str(node_root(n)),
-                                 *install_args(n, mode, shared, rest_password, bgp, md5, witness, paths),
+                                 *install_args(n, mode, shared, rest_password, bgp, md5, witness, paths,
+                                              portal_password=portal_password),
                                  check=False, timeout=180)
             if res.returncode != 0:
                 raise LabError(f"install of {n} failed: {(res.stderr or res.stdout).strip()}")

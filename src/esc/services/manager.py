@@ -465,18 +465,29 @@ def notify(state: str) -> None:
 
 
 async def serve_all(http: web.Server, http_sock: socket.socket, https: web.Server | None,
-                    https_sock: socket.socket | None, exit_requested: threading.Event) -> None:
+                    https_sock: socket.socket | None, exit_requested: threading.Event,
+                    extra: list[tuple[web.Server, socket.socket]] | None = None,
+                    extra_stopping: threading.Event | None = None) -> None:
     """HTTP first (the failover path waits for it, and its lifespan opens the pool
-    and starts the worker), then HTTPS on the same app with no lifespan of its own.
-    On exit, HTTPS closes first, so that the pool outlives every request."""
+    and starts the worker), then HTTPS on the same app with no lifespan of its own,
+    then the ``extra`` servers (the portal, with its own lifespan). On exit, they close
+    first (``extra_stopping`` ends their long answers at once), then HTTPS, so that
+    the pool outlives every request."""
     http_task = asyncio.create_task(http.serve(sockets=[http_sock]))
     while not http.started and not http_task.done():
         await asyncio.sleep(0.002)
     https_task = None
     if https is not None and https_sock is not None and http.started:
         https_task = asyncio.create_task(https.serve(sockets=[https_sock]))
+    extra_tasks = [(server, asyncio.create_task(server.serve(sockets=[s])))
+                   for server, s in (extra or []) if http.started]
     while not exit_requested.is_set() and not http_task.done():
         await asyncio.sleep(0.05)
+    if extra_stopping is not None:
+        extra_stopping.set()
+    for server, task in extra_tasks:
+        server.should_exit = True
+        await task
     if https_task is not None:
         assert https is not None
         https.should_exit = True
@@ -505,7 +516,7 @@ def tls_files(paths: NodePaths) -> tuple[Path, Path]:
 
 
 def https_config(app: Any, cfg: NodeConfig, paths: NodePaths,
-                 port: int | None = None) -> uvicorn.Config | None:
+                 port: int | None = None, lifespan: str = "off") -> uvicorn.Config | None:
     """The HTTPS server's config, its certificate loaded now (while parked, so that
     a bad file is reported before a failover needs it); None without material."""
     cert, key = tls_files(paths)
@@ -513,7 +524,7 @@ def https_config(app: Any, cfg: NodeConfig, paths: NodePaths,
         log.warning("no TLS material in %s: HTTPS not served", paths.tls_dir)
         return None
     try:
-        config = web.config(app, ssl_certfile=str(cert), ssl_keyfile=str(key), **GUARDS)
+        config = web.config(app, ssl_certfile=str(cert), ssl_keyfile=str(key), lifespan=lifespan, **GUARDS)
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
         log.error("TLS material in %s unusable, HTTPS not served: %s", paths.tls_dir, e)
         return None
@@ -629,21 +640,36 @@ def main(argv: list[str] | None = None) -> int:
                      background_after=BACKGROUND_AFTER_S,
                      components_file=paths.manager_dir / components.FILE,
                      monitor_running=(lambda: vim.monitor.running) if vim else None)
+    portal = None
+    if cfg.portal_user is not None:
+        def portal(lease: ServingLease, stopping: threading.Event) -> ASGIApp:
+            from esc.portal.app import create_app as portal_app
+
+            return portal_app(cfg, conninfo, paths.portal_sock, serving=lease.valid, stopping=stopping)
     return run_parked(app, cfg, paths, serve_now=args.serve, name="escmanager",
-                      http_port=cfg.api_port, https_port=cfg.https_port)
+                      http_port=cfg.api_port, https_port=cfg.https_port, portal=portal)
 
 
 def run_parked(app: ASGIApp, cfg: NodeConfig, paths: NodePaths, *, serve_now: bool, name: str,
-               http_port: int, https_port: int) -> int:
+               http_port: int, https_port: int,
+               portal: Callable[[ServingLease, threading.Event], ASGIApp] | None = None) -> int:
     """Park (imports done, app built and warmed, listening on nothing) until "serve" on
     stdin, then serve ``app`` on ``http_port`` and, with TLS material, ``https_port``
     until "exit", EOF or a signal. The protocol of the module docstring; the ETSI
-    service (esc.etsi.service) runs the same way."""
+    service (esc.etsi.service) runs the same way. ``portal``: makes the portal's app
+    (esc.portal), served on ``cfg.portal_port``, HTTPS only, behind the same lease."""
     # under an agent, nothing is answered until its first lease
     lease = ServingLease() if serve_now else ServingLease(until=0.0)
     gated = ServingGate(app, lease)
     config = web.config(gated, lifespan="on", **GUARDS)  # loaded now, not at failover
     tls_config = https_config(gated, cfg, paths, https_port)
+    portal_stopping = threading.Event()
+    portal_config = None
+    if portal is not None:
+        portal_config = https_config(ServingGate(portal(lease, portal_stopping), lease), cfg, paths,
+                                     cfg.portal_port, lifespan="on")
+        if portal_config is None:
+            log.warning("the portal is not served: it is HTTPS only")
 
     t_serve = 0.0
 
@@ -659,11 +685,14 @@ def run_parked(app: ASGIApp, cfg: NodeConfig, paths: NodePaths, *, serve_now: bo
         if tls_config is None or tls_config.ssl is None:
             log.warning("stdin: tls, but HTTPS is not served")
             return
-        try:
-            tls_config.ssl.load_cert_chain(str(cert), str(key))
-            log.info("HTTPS certificate loaded again from %s", cert)
-        except (OSError, ValueError) as e:
-            log.error("HTTPS certificate in %s unusable, the previous one kept: %s", cert.parent, e)
+        for c in (tls_config, portal_config):
+            if c is None or c.ssl is None:
+                continue
+            try:
+                c.ssl.load_cert_chain(str(cert), str(key))
+                log.info("HTTPS certificate loaded again from %s", cert)
+            except (OSError, ValueError) as e:
+                log.error("HTTPS certificate in %s unusable, the previous one kept: %s", cert.parent, e)
 
     signal.signal(signal.SIGTERM, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
@@ -692,8 +721,14 @@ def run_parked(app: ASGIApp, cfg: NodeConfig, paths: NodePaths, *, serve_now: bo
             tls_sock = web.tcp_socket("::", https_port)
         except OSError as e:
             log.error("cannot bind port %d, HTTPS not served: %s", https_port, e)
+    extra: list[tuple[web.Server, socket.socket]] = []
+    if portal_config is not None:
+        try:
+            extra.append((web.Server(portal_config), web.tcp_socket("::", cfg.portal_port)))
+        except OSError as e:
+            log.error("cannot bind port %d, the portal not served: %s", cfg.portal_port, e)
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(serve_all(http, sock, https, tls_sock, exit_requested))
+        runner.run(serve_all(http, sock, https, tls_sock, exit_requested, extra, portal_stopping))
     log.info("stopped")
     return 0 if http.started else 1
 

@@ -37,7 +37,7 @@ DEFAULT_TENANT = "default"
 # Every table, children first (for TRUNCATE and for readers of this file).
 TABLES = ("events", "callbacks", "transactions", "vms", "deployment_refs", "deployments",
           "volumes", "subnets", "images", "flavors", "networks", "tenants", "auth_verified",
-          *ETSI_TABLES)
+          "portal_sessions", "portal_users", *ETSI_TABLES)
 
 _RESOURCE_COLUMNS = """
     id          bigserial   PRIMARY KEY,
@@ -166,6 +166,29 @@ DEPLOYMENTS_SQL = [
 ]
 
 
+# The portal (esc.portal): its users beside the installer's (who is in esc.json), and
+# its sessions, replicated so that a browser on the VIP stays logged in after a failover.
+# A session is kept by the sha256 of its cookie: a copy of the table logs nobody in.
+PORTAL_SQL = [
+    """CREATE TABLE IF NOT EXISTS portal_users (
+        name          text        PRIMARY KEY,
+        role          text        NOT NULL CHECK (role IN ('admin', 'viewer')),
+        password_hash text        NOT NULL,
+        created_at    timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS portal_sessions (
+        digest      bytea       PRIMARY KEY,
+        user_name   text        NOT NULL,
+        role        text        NOT NULL CHECK (role IN ('admin', 'viewer')),
+        csrf        text        NOT NULL,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        seen_at     timestamptz NOT NULL DEFAULT now(),
+        expires_at  timestamptz NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS portal_sessions_expires ON portal_sessions (expires_at)",
+]
+
+
 # The first version's deployments: (id, name UNIQUE, created_at), one namespace per node.
 # Its rows move to the default tenant.
 MIGRATE_DEPLOYMENTS_SQL = [
@@ -196,5 +219,7 @@ def ensure_schema(conn: psycopg.Connection) -> None:
     for statement in DEPLOYMENTS_SQL:
         conn.execute(statement)
     for statement in ETSI_SQL:
+        conn.execute(statement)
+    for statement in PORTAL_SQL:
         conn.execute(statement)
     conn.commit()

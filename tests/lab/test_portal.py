@@ -1,0 +1,89 @@
+"""The portal on https://VIP:9001/ in a real browser (Debian's chromium driven by
+Playwright), from the lab's client namespace: log in, see the pair, see a deployment
+made through the REST API, lose the active and see the new one on the same page (the
+live stream reconnects through the VIP, the session is in the replicated database),
+switch back from the page (who asked is in the history), log out."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from browser import chromium_in
+from esc.lab import lab as labmod
+from esc.lab import net
+
+pytestmark = pytest.mark.lab
+
+
+def _role_of(page, node: str, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until the live card says ``node`` is ACTIVE (the page is not reloaded)."""
+    t = time.monotonic()
+    page.wait_for_function(
+        """node => { const el = document.getElementById('role-' + node);
+                     return el && el.textContent.trim() === 'ACTIVE'; }""",
+        arg=node, timeout=timeout_s * 1000)
+    return time.monotonic() - t
+
+
+def test_the_portal_through_a_failover_and_a_switchover(lab) -> None:  # type: ignore[no-untyped-def]
+    state = labmod.load_state()
+    url = f"https://{lab.vip}:{state['portal_port']}"
+    old = lab.active()
+    new = lab.other(old)
+    assert lab.post("portal-dep") in (201, 202)
+    # the standby's 9001 is closed
+    code = (f"import socket\ntry: socket.create_connection(({labmod.node_ip(new)!r}, 9001), 3)\n"
+            "except ConnectionRefusedError: print('refused')")
+    assert lab.client_python(code).strip() == "refused"
+    with chromium_in(net.ns(labmod.CLIENT)) as browser:
+        context = browser.new_context(ignore_https_errors=True)  # the pair's own certificate
+        page = context.new_page()
+        page.on("dialog", lambda d: d.accept())  # the confirmations of the admin's actions
+        page.goto(url + "/")
+        assert page.url.endswith("/login")
+        page.fill("#login-user", state["portal_user"])
+        page.fill("#login-password", "wrong")
+        page.click("#login-submit")
+        assert "wrong user or password" in page.inner_text("#error")
+        page.fill("#login-user", state["portal_user"])
+        page.fill("#login-password", state["portal_password"])
+        page.click("#login-submit")
+        page.wait_for_selector(f"#role-{old}")
+        assert page.inner_text(f"#role-{old}") == "ACTIVE"
+        assert page.inner_text("#role-peer") == "STANDBY"
+        assert page.inner_text("#user") == f"{state['portal_user']} (admin)"
+
+        page.click("a[href='/deployments']")
+        page.wait_for_selector("#deployments")
+        assert "portal-dep" in page.inner_text("#deployments")
+
+        page.click("a[href='/']")
+        page.wait_for_selector(f"#role-{old}")
+        labmod.kill(old)
+        # the stream breaks with the old active; the page opens it again through the VIP
+        _role_of(page, new, timeout_s=30)
+        assert "/login" not in page.url  # still logged in: the session was replicated
+
+        labmod.start(old)
+        lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
+        deadline = time.monotonic() + 30  # a complete synchronous standby to switch to
+        while not lab.status(new).get("db", {}).get("peer_complete"):
+            assert time.monotonic() < deadline, "the old active did not become a complete standby"
+            time.sleep(0.3)
+        page.click("#switchover")
+        page.wait_for_selector("#result p")
+        assert "switchover: asked" in page.inner_text("#result")
+        _role_of(page, old, timeout_s=30)
+        lab.wait_roles({old: "ACTIVE", new: "STANDBY"}, timeout=30)
+
+        page.goto(url + "/history?kind=switchover")
+        assert f"portal user {state['portal_user']}" in page.inner_text("table.history")
+
+        page.goto(url + "/")
+        page.click("#logout")
+        page.wait_for_url("**/login")
+        page.goto(url + "/events")
+        assert page.url.endswith("/login")  # the session is over on the server too
+        context.close()
