@@ -6,6 +6,7 @@ switch back from the page (who asked is in the history), log out."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -80,6 +81,20 @@ def test_the_portal_through_a_failover_and_a_switchover(lab) -> None:  # type: i
 
         page.goto(url + "/history?kind=switchover")
         assert f"portal user {state['portal_user']}" in page.inner_text("table.history")
+
+        # a viewer, added on the active, known on both (replicated); it sees, it cannot act
+        assert "run this on the active" in lab.escadm(new, "portal", "user", "add", "--user_pass",
+                                                      "eve:viewer-pass-1", check=False).stderr
+        lab.escadm(old, "portal", "user", "add", "--user_pass", "eve:viewer-pass-1", "--role", "viewer")
+        shown = json.loads(lab.escadm(new, "portal", "show", "--json").stdout)
+        assert {"name": "eve", "role": "viewer", "from": "escadm portal user add"} in shown["users"]
+        viewer = browser.new_context(ignore_https_errors=True).new_page()
+        viewer.goto(url + "/login")
+        viewer.fill("#login-user", "eve")
+        viewer.fill("#login-password", "viewer-pass-1")
+        viewer.click("#login-submit")
+        viewer.wait_for_selector(f"#role-{old}")
+        assert viewer.inner_text("#user") == "eve (viewer)" and viewer.query_selector("#switchover") is None
 
         page.goto(url + "/")
         page.click("#logout")

@@ -588,6 +588,114 @@ def metrics_set(ctx: click.Context, user_pass: str | None, open_: bool) -> None:
 
 
 @cli.group()
+def portal() -> None:
+    """The portal (https://VIP:9001/, on the active): its users."""
+
+
+def _portal_db(ctx: click.Context, write: bool):  # type: ignore[no-untyped-def]
+    """The local database, as its superuser; for a write, the active's (a standby's is a
+    replica: its users are the active's)."""
+    import psycopg
+
+    from esc.ha.postgres import local_conninfo
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+        conn = psycopg.connect(local_conninfo(paths, cfg, "esc"), connect_timeout=2)
+    except (ConfigError, psycopg.Error, OSError) as e:
+        fail(f"the local database is not readable: {str(e).strip() or type(e).__name__}")
+    if write and conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:  # type: ignore[index]
+        conn.close()
+        fail("this node's database is a standby's replica: run this on the active")
+    return cfg, conn
+
+
+@portal.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def portal_show(ctx: click.Context, as_json: bool) -> None:
+    """The portal's address and users."""
+    import psycopg
+
+    cfg, conn = _portal_db(ctx, write=False)
+    with conn:
+        try:
+            rows = conn.execute("SELECT name, role, created_at FROM portal_users ORDER BY name").fetchall()
+        except psycopg.errors.UndefinedTable:
+            rows = []
+    host = cfg.ha.vip.address if cfg.ha else (cfg.ipaddr[0].split("/")[0] if cfg.ipaddr else "NODE")
+    users = ([{"name": cfg.portal_user.name, "role": "admin", "from": "--user_portal_pass"}]
+             if cfg.portal_user else []) + [{"name": n, "role": r, "from": "escadm portal user add"}
+                                            for n, r, _ in rows]
+    out = {"url": f"https://{host}:{cfg.portal_port}/", "enabled": cfg.portal_user is not None,
+           "users": users}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"portal: {out['url']}" + ("" if out["enabled"] else
+                                           " (off: install with --user_portal_pass USER:PASSWORD)"))
+    for u in users:
+        click.echo(f"  {u['name']:<20} {u['role']:<7} ({u['from']})")
+
+
+@portal.group("user")
+def portal_user() -> None:
+    """Users of the portal beside the installer's (kept in the replicated database)."""
+
+
+@portal_user.command("add")
+@secret_files("user_pass")
+@click.option("--user_pass", metavar="USER:PASSWORD", required=True)
+@click.option("--role", type=click.Choice(["viewer", "admin"]), default="viewer", show_default=True,
+              help="viewer: every page; admin: also switchover and maintenance.")
+@click.pass_context
+def portal_user_add(ctx: click.Context, user_pass: str, role: str) -> None:
+    """Add a user of the portal, or set its password and role (on the active)."""
+    from esc import secrets as esc_secrets
+
+    try:
+        name, password = esc_secrets.split_user_pass(user_pass, "--user_pass")
+    except ValueError as e:
+        fail(str(e), 2)
+    cfg, conn = _portal_db(ctx, write=True)
+    if cfg.portal_user is not None and name == cfg.portal_user.name:
+        conn.close()
+        fail(f"{name} is the installer's portal user (--user_portal_pass): choose another name", 2)
+    import psycopg
+
+    try:
+        with conn:
+            conn.execute("INSERT INTO portal_users (name, role, password_hash) VALUES (%s, %s, %s) "
+                         "ON CONFLICT (name) DO UPDATE SET role = excluded.role, "
+                         "password_hash = excluded.password_hash",
+                         (name, role, esc_secrets.hash_password(password)))
+            conn.execute("DELETE FROM portal_sessions WHERE user_name = %s", (name,))
+    except psycopg.errors.UndefinedTable:
+        fail("the controller has not made its tables yet: start the node (escadm start) first")
+    done(f"portal user {name}: {role}")
+
+
+@portal_user.command("del")
+@click.argument("name")
+@click.pass_context
+def portal_user_del(ctx: click.Context, name: str) -> None:
+    """Remove a user of the portal and end its sessions (on the active)."""
+    import psycopg
+
+    _, conn = _portal_db(ctx, write=True)
+    try:
+        with conn:
+            gone = conn.execute("DELETE FROM portal_users WHERE name = %s", (name,)).rowcount
+            conn.execute("DELETE FROM portal_sessions WHERE user_name = %s", (name,))
+    except psycopg.errors.UndefinedTable:
+        gone = 0
+    if not gone:
+        fail(f"no portal user {name!r} (the installer's is changed by a reinstall)", 1)
+    done(f"portal user {name} removed, its sessions ended")
+
+
+@cli.group()
 def etsi() -> None:
     """The ETSI NFV SOL003 VNF lifecycle service (ports 8250/8251, on the active)."""
 
