@@ -516,6 +516,8 @@ class SnmpConfig(BaseModel):
     priv_protocol: str = "AES"
     engine_id: str  # hex; the receiver needs it for v3 traps (escadm snmp show)
     enterprise_oid: str = "1.3.6.1.4.1.32473.1"  # where ESC-HA-MIB sits (docs/ESC-HA-MIB.txt)
+    # answer GETs of escHaStatus on this UDP port (every address), with the same credentials
+    agent_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("enterprise_oid")
     @classmethod

@@ -198,10 +198,22 @@ def test_the_history_of_a_failover_and_a_switchover_on_both_nodes(lab) -> None: 
     assert res.returncode == 0 and json.loads(res.stdout)["events"]
 
 
+def snmp_role(lab, node: str, root: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """escStatusRole and escStatusHealth of ``node``, by Debian's snmpget from the client."""
+    from snmp_receiver import AUTH_KEY, PRIV_KEY, USER
+
+    res = subprocess.run(
+        ["ip", "netns", "exec", net.ns(labmod.CLIENT), "snmpget", "-v3", "-l", "authPriv", "-u", USER,
+         "-a", "SHA-256", "-A", AUTH_KEY, "-x", "AES", "-X", PRIV_KEY, "-On", "-Oqv", "-t", "1", "-r", "2",
+         labmod.node_ip(node), f"{root}.3.2.0", f"{root}.3.3.0"], capture_output=True, text=True, timeout=30)
+    return [v.strip('"') for v in res.stdout.split()] if res.returncode == 0 else [res.stderr.strip()]
+
+
 def test_snmp_traps_from_both_nodes_through_a_failover(lab) -> None:  # type: ignore[no-untyped-def]
     """Both nodes send v3 traps (SHA-256 / AES) to Debian's snmptrapd in the client
     namespace: a test trap from each, then on a power cut of the active the survivor
-    says it lost its peer and took over, and later that its peer is back."""
+    says it lost its peer and took over, and later that its peer is back. Each answers
+    GETs of its role and health on UDP 161."""
     from esc.cli.escadm import engine_id_for
     from esc.snmp import mib
     from snmp_receiver import AUTH_KEY, PRIV_KEY, USER, TrapReceiver
@@ -229,6 +241,8 @@ def test_snmp_traps_from_both_nodes_through_a_failover(lab) -> None:  # type: ig
                 AUTH_KEY,
                 "--priv_key",
                 PRIV_KEY,
+                "--agent_port",
+                "161",
             )
             lab.escadm(node, "reload")
         for node in labmod.NODES:
@@ -242,8 +256,11 @@ def test_snmp_traps_from_both_nodes_through_a_failover(lab) -> None:  # type: ig
             receiver.wait(mib.notification_oid(root, "escTest"), **{mib.object_oid(root, "node"): node})
         old = lab.active()
         new = lab.other(old)
+        # GETs on UDP 161 (the unprivileged sender keeps only the right to bind it)
+        assert snmp_role(lab, old, root) == ["ACTIVE", "1"] and snmp_role(lab, new, root) == ["STANDBY", "1"]
         labmod.kill(old)
         lab.wait_roles({new: "ACTIVE"}, timeout=30)
+        wait_for("the survivor's role by SNMP", lambda: snmp_role(lab, new, root) == ["ACTIVE", "1"])
         node_oid = mib.object_oid(root, "node")
         lost = receiver.wait(mib.notification_oid(root, "escPeerLost"), **{node_oid: new})
         assert lost[mib.object_oid(root, "peer")] == labmod.node_ip(old)

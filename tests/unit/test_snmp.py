@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -24,7 +26,7 @@ from esc.agent.traps import TrapWatcher
 from esc.cli.escadm import cli, engine_id_for
 from esc.config import NodeConfig, NodePaths, load_config, load_secrets, save_config
 from esc.roles import Role
-from esc.snmp import mib
+from esc.snmp import mib, responder
 from snmp_receiver import AUTH_KEY, COMMUNITY, PRIV_KEY, USER, TrapReceiver
 
 ROOT_OID = "1.3.6.1.4.1.32473.1"
@@ -286,6 +288,66 @@ def test_the_watcher_tells_what_changes(receiver: TrapReceiver, tmp_path: Path) 
         w._stop_sender()
 
 
+def _snmpget(port: int, version: str, *oids: str, key: str = AUTH_KEY) -> subprocess.CompletedProcess[str]:
+    auth = (["-v2c", "-c", COMMUNITY] if version == "2c" else
+            ["-v3", "-l", "authPriv", "-u", USER, "-a", "SHA-256", "-A", key, "-x", "AES", "-X", PRIV_KEY])
+    return subprocess.run(["snmpget", *auth, "-On", "-Oqv", "-t", "1", "-r", "1", f"127.0.0.1:{port}", *oids],
+                          capture_output=True, text=True, timeout=20)
+
+
+def status_oid(name: str) -> str:
+    return f"{ROOT_OID}.3.{responder.SCALARS[name][0]}.0"
+
+
+@pytest.mark.skipif(shutil.which("snmpget") is None, reason="Debian's snmp (snmpget) is not installed")
+@pytest.mark.parametrize("version", ["2c", "3"])
+def test_gets_are_answered_with_what_the_agent_last_said(receiver: TrapReceiver, tmp_path: Path,
+                                                         version: str) -> None:
+    """With ``agent_port``, the sender answers GETs of escHaStatus (Debian's snmpget, with
+    the traps' community or v3 user) from the status the watcher sends every step."""
+    port = _udp_port()
+    child = sender_child(node_root(tmp_path))
+    status = {"node": "n1", "role": "ACTIVE", "ha": True, "peer": {"reachable": True, "role": "STANDBY"},
+              "db": {"state": "primary", "sync": True, "peer_complete": True},
+              "replication": {"lag_bytes": 1234}, "op_mode": {"mode": "operation"},
+              "vip": {"address": "10.0.0.50/24"}}
+    healthy = [True]
+    w = TrapWatcher(child, lambda: {**sender_config(receiver, version), "agent_port": port},
+                    lambda: dict(status), lambda st: healthy[0], Journal(None, "n1"), "n2",
+                    connect=lambda: None, serving=lambda: False, ready=threading.Event())
+    oids = [status_oid(k) for k in ("node", "role", "health", "peer_role", "replication_sync",
+                                    "replication_lag_bytes", "op_mode", "vip")]
+    try:
+        w.step()
+        deadline = time.monotonic() + 10
+        while (got := _snmpget(port, version, *oids)).returncode != 0:
+            assert time.monotonic() < deadline, got.stderr
+            w.step()
+        assert got.stdout.split() == ['"n1"', '"ACTIVE"', "1", '"STANDBY"', "1", "1234", '"operation"',
+                                      '"10.0.0.50/24"'], got.stdout
+        status["role"], healthy[0] = "SWITCHING_TO_STANDBY", False
+        w.step()
+        deadline = time.monotonic() + 5
+        while _snmpget(port, version, status_oid("role")).stdout.strip() != '"SWITCHING_TO_STANDBY"':
+            assert time.monotonic() < deadline
+        assert _snmpget(port, version, status_oid("health")).stdout.strip() == "2"  # failed
+        # nothing else of the tree, and nothing for a wrong credential
+        other = _snmpget(port, version, "1.3.6.1.2.1.1.1.0")  # sysDescr
+        assert other.returncode != 0 and "noAccess" in other.stderr, other
+        if version == "3":
+            assert _snmpget(port, version, status_oid("role"), key="not-the-key").returncode != 0
+    finally:
+        w._stop_sender()
+
+
+def test_stale_values_say_unknown_rather_than_what_was_true() -> None:
+    v = responder.values({"node": "n1", "role": "ACTIVE", "ha": True, "db": {"state": "primary"}}, True)
+    assert responder.current(v, now=v["at"] + 1)["role"] == "ACTIVE"
+    late = responder.current(v, now=v["at"] + responder.STALE_S + 1)
+    assert late["role"] == "UNKNOWN" and late["health"] is False and late["node"] == "n1"
+    assert responder.current(None)["role"] == "UNKNOWN"
+
+
 # --- escadm snmp ------------------------------------------------------------------------------
 
 
@@ -366,8 +428,12 @@ def test_the_mib_is_smiv2_and_says_what_the_code_sends() -> None:
         parse(text.replace("NOTIFICATION-TYPE", "NOTIFICATION TYPE", 1))
     notifications = {m[1]: int(m[2]) for m in re.finditer(
         r"^(\w+) NOTIFICATION-TYPE.*?::= \{ escHaNotifications (\d+) \}", text, re.M | re.S)}
-    objects = {m[1]: int(m[2]) for m in re.finditer(
-        r"^(\w+) OBJECT-TYPE.*?::= \{ escHaObjects (\d+) \}", text, re.M | re.S)}
+    defined = [(m[1], m[2], int(m[3])) for m in re.finditer(
+        r"^(\w+) OBJECT-TYPE\n(?:    .*\n)*?    ::= \{ (\w+) (\d+) \}", text, re.M)]
+    objects = {name: n for name, parent, n in defined if parent == "escHaObjects"}
+    status = {name: n for name, parent, n in defined if parent == "escHaStatus"}
+    assert len(defined) == len(objects) + len(status) == text.count(" OBJECT-TYPE\n")
     assert notifications == alarms.NOTIFICATIONS
     assert sorted(objects.values()) == sorted(mib.OBJECTS.values())
+    assert sorted(status.values()) == sorted(sub for sub, _ in responder.SCALARS.values())
     assert "{ enterprises 32473 1 }" in text and ROOT_OID == "1.3.6.1.4.1.32473.1"

@@ -89,7 +89,8 @@ class Agent(AgentLoop):
         self.snmp = Child("escsnmp", lambda: [sys.executable, "-m", "esc.snmp.sender",
                                               "--root", str(self.paths.root)],
                           logs / "escsnmp.out", stdin_pipe=True, grace=2.0,
-                          prepare=lambda: privileges.give_log(self.paths, "escsnmp.log"))
+                          prepare=lambda: privileges.give_log(self.paths, "escsnmp.log"),
+                          caps=("net_bind_service",))  # GETs on UDP 161 (--agent_port)
         self.traps: traps.TrapWatcher | None = None
         self.announce: tuple[bool, int] | None = None  # what bgp_desired says (None: not yet)
         self.exabgp_conf_seen = b""  # exabgp.conf as the running ExaBGP read it

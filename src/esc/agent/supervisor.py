@@ -30,9 +30,13 @@ class Child:
     def __init__(self, name: str, argv: Callable[[], list[str]], log: Path,
                  user: str | None = None, stdin_pipe: bool = False,
                  stop_signal: int = signal.SIGTERM, grace: float = 10.0,
-                 env: dict[str, str] | None = None, prepare: Callable[[], None] | None = None) -> None:
-        """``prepare``: run before each start (e.g. hand an unprivileged child its files)."""
+                 env: dict[str, str] | None = None, prepare: Callable[[], None] | None = None,
+                 caps: tuple[str, ...] = ()) -> None:
+        """``prepare``: run before each start (e.g. hand an unprivileged child its files).
+        ``caps``: the capabilities an unprivileged child keeps (e.g. net_bind_service),
+        as ambient ones: no more than those."""
         self.name, self.argv, self.log, self.user = name, argv, log, user
+        self.caps = caps
         self.prepare = prepare
         self.stdin_pipe, self.stop_signal, self.grace, self.env = stdin_pipe, stop_signal, grace, env
         self.proc: subprocess.Popen[bytes] | None = None
@@ -66,6 +70,9 @@ class Child:
         wrap = ["setpriv", "--pdeathsig=KILL"]
         if self.user:
             wrap += [f"--reuid={self.user}", f"--regid={self.user}", "--init-groups"]
+            if self.caps:
+                caps = ",".join(f"+{c}" for c in self.caps)
+                wrap += [f"--inh-caps={caps}", f"--ambient-caps={caps}"]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(

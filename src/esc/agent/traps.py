@@ -18,6 +18,7 @@ from typing import Any
 from esc.agent import alarms
 from esc.agent.history import Journal
 from esc.agent.supervisor import Child
+from esc.snmp import responder
 
 log = logging.getLogger("esc.agent.traps")
 
@@ -76,24 +77,28 @@ class TrapWatcher(threading.Thread):
             if not self.child.send_line(json.dumps(cfg)):
                 return []
             self.sent_config = cfg
-        out = self.notifications()
+        st = self.status()
+        healthy = self.healthy(st)
+        out = self.notifications(st, healthy)
         for n in out:
             self.send(n)
+        if cfg.get("agent_port"):  # what the sender answers to GETs (esc.snmp.responder)
+            with self.lock:
+                self.child.send_line(json.dumps({"status": responder.values(st, healthy)}))
         return out
 
     def send(self, n: alarms.Notification) -> bool:
         with self.lock:  # the API's test trap and the watcher's write whole lines
             return self.sent_config is not None and self.child.send_line(json.dumps(asdict(n)))
 
-    def notifications(self) -> list[alarms.Notification]:
-        st = self.status()
+    def notifications(self, st: dict, healthy: bool) -> list[alarms.Notification]:
         node = str(st.get("node", ""))
         out: list[alarms.Notification] = []
         epoch, seq = self.seen_seq
         for ev in self.journal.after(epoch, seq):
             out.extend(alarms.from_event(ev))
         self.seen_seq = self.journal.latest()
-        sig = alarms.signals(st, self.healthy(st))
+        sig = alarms.signals(st, healthy)
         if self.prev is not None or sig.role in SETTLED:  # a starting node is not yet news
             out.extend(alarms.changes(self.prev, sig, node, self.peer_name))
             self.prev = sig

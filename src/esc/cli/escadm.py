@@ -477,12 +477,16 @@ def engine_id_for(node: str) -> str:
 @click.option("--priv_key", default=None, help="SNMP v3: the privacy passphrase (8 characters or more).")
 @click.option("--enterprise_oid", default=None, metavar="OID",
               help="Where ESC-HA-MIB sits (default 1.3.6.1.4.1.32473.1).")
+@click.option("--agent_port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Also answer GETs of the node's state (ESC-HA-MIB escHaStatus) on this UDP port, "
+                   "e.g. 161, with the same community or v3 user.")
 @click.option("--disable", is_flag=True, help="No traps.")
 @click.pass_context
 def snmp_set(ctx: click.Context, targets: tuple[str, ...], community: str | None, v3_user: str | None,
              auth_protocol: str, auth_key: str | None, priv_protocol: str, priv_key: str | None,
-             enterprise_oid: str | None, disable: bool) -> None:
-    """Where and how to send traps (then `escadm reload`; set it on both nodes)."""
+             enterprise_oid: str | None, agent_port: int | None, disable: bool) -> None:
+    """Where and how to send traps, and whether to answer GETs (then `escadm reload`;
+    set it on both nodes)."""
     from esc.config import SnmpConfig, SnmpTarget, save_config
     from esc.install import set_secret
 
@@ -492,7 +496,7 @@ def snmp_set(ctx: click.Context, targets: tuple[str, ...], community: str | None
     except ConfigError as e:
         fail(str(e), 2)
     if disable:
-        if targets or community or v3_user:
+        if targets or community or v3_user or agent_port:
             fail("--disable takes no other option", 2)
         save_config(paths, cfg.model_copy(update={"snmp": None}))
         for key in ("snmp_community", "snmp_auth_key", "snmp_priv_key"):
@@ -512,7 +516,8 @@ def snmp_set(ctx: click.Context, targets: tuple[str, ...], community: str | None
     try:
         conf = SnmpConfig(targets=[SnmpTarget.parse(t) for t in targets], version="3" if v3_user else "2c",
                           user=v3_user, auth_protocol=auth_protocol, priv_protocol=priv_protocol,
-                          engine_id=kept.engine_id, enterprise_oid=enterprise_oid or kept.enterprise_oid)
+                          engine_id=kept.engine_id, enterprise_oid=enterprise_oid or kept.enterprise_oid,
+                          agent_port=agent_port)
     except (ConfigError, ValueError) as e:
         fail(validation_message(e) if not isinstance(e, ConfigError) else str(e), 2)
     set_secret(paths, "snmp_community", community)
@@ -520,7 +525,8 @@ def snmp_set(ctx: click.Context, targets: tuple[str, ...], community: str | None
     set_secret(paths, "snmp_priv_key", priv_key)
     save_config(paths, cfg.model_copy(update={"snmp": conf}))
     done(f"SNMP v{conf.version} traps to {', '.join(f'{t.host}:{t.port}' for t in conf.targets)}"
-         + (f", user {v3_user}, engine ID 0x{conf.engine_id}" if v3_user else "") + "; run `escadm reload`")
+         + (f", user {v3_user}, engine ID 0x{conf.engine_id}" if v3_user else "")
+         + (f"; GETs answered on UDP {agent_port}" if agent_port else "") + "; run `escadm reload`")
 
 
 @snmp.command("show")
@@ -545,6 +551,8 @@ def snmp_show(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"user {conf['user']}, {conf['auth_protocol']} / {conf['priv_protocol']}")
     click.echo(f"engine ID 0x{conf['engine_id']}  (snmptrapd: createUser -e 0x{conf['engine_id']} ...)")
     click.echo(f"MIB under {conf['enterprise_oid']} (docs/ESC-HA-MIB.txt)")
+    click.echo(f"GETs of escHaStatus answered on UDP {conf['agent_port']}" if conf.get("agent_port")
+               else "GETs: not answered (--agent_port)")
 
 
 @snmp.command("test")

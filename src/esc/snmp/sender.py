@@ -17,8 +17,11 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from esc.snmp import responder
 
 log = logging.getLogger("esc.snmp")
 
@@ -79,8 +82,11 @@ class Sender:
 
 
 async def run(lines: Any) -> int:
-    """``lines``: an async iterator of the input lines (the configuration first)."""
+    """``lines``: an async iterator of the input lines (the configuration first; then
+    notifications, and with ``agent_port`` the status for GETs)."""
     sender: Sender | None = None
+    agent: responder.Responder | None = None
+    latest: list[dict[str, Any] | None] = [None]  # the agent's last status line, for GETs
     async for raw in lines:
         line = raw.strip()
         if not line:
@@ -101,11 +107,25 @@ async def run(lines: Any) -> int:
                 return 2
             log.info("sending SNMP v%s traps to %s", msg["version"],
                      ", ".join(f"{t['host']}:{t['port']}" for t in msg["targets"]))
+            if msg.get("agent_port"):
+                try:
+                    agent = responder.Responder(msg, int(msg["agent_port"]), lambda: latest[0])
+                    agent.open()
+                    log.info("answering SNMP v%s GETs on UDP port %s", msg["version"], msg["agent_port"])
+                except Exception as e:  # noqa: BLE001 - the traps still go
+                    log.error("cannot answer GETs on UDP port %s: %s", msg["agent_port"], e)
+                    agent = None
+            continue
+        if "status" in msg:
+            if isinstance(msg["status"], dict):
+                latest[0] = {**msg["status"], "at": time.monotonic()}
             continue
         try:
             await sender.send(msg)
         except Exception as e:  # noqa: BLE001 - one bad notification does not stop the others
             log.warning("trap %s not sent: %s", msg.get("name"), e)
+    if agent is not None:
+        agent.close()
     if sender is not None:
         sender.close()
     return 0
