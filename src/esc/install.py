@@ -26,10 +26,13 @@ from esc.config import (
     BgpConfig,
     ConfigError,
     HaConfig,
+    NetworkConfig,
     NodeConfig,
     NodePaths,
+    Route,
     User,
     Vip,
+    VmRequest,
     check_heartbeat_pair,
     check_md5,
     load_config,
@@ -81,6 +84,47 @@ class BgpArgs:
 
     def given(self) -> bool:
         return any(v not in (None, "") for v in self.__dict__.values())
+
+
+@dataclass
+class NodeArgs:
+    """The installer's arguments about the host and the VM, as the original's bootvm
+    takes them: those about the host are applied by the agent (esc.network), those
+    describing a VM to create are recorded."""
+
+    gateway_ip: str | None = None
+    route: list[str] | tuple[str, ...] = ()
+    network_params_file: str | None = None
+    host_mapping_file: str | None = None
+    image: str | None = None
+    flavor: str | None = None
+    avail_zone: str | None = None
+    net: str | None = None  # names, space-separated (--net n1 n2 n3)
+    user_confd_pass: str | None = None
+    confd_aes_key: str | None = None
+
+    def vm_given(self) -> list[str]:
+        return [f"--{k}" for k in ("image", "flavor", "avail_zone", "net") if getattr(self, k)]
+
+
+def build_network(args: NodeArgs) -> tuple[NetworkConfig, VmRequest | None]:
+    """Validated, files read: what the node's network is asked to be, and the VM record."""
+    from esc import network
+
+    gateway = None
+    if args.gateway_ip:
+        gw = parse_ip(args.gateway_ip, "--gateway_ip")
+        if gw.is_unspecified or gw.is_multicast or gw.is_loopback:
+            raise ConfigError(f"--gateway_ip {gw}: not a gateway's address")
+        gateway = str(gw)
+    routes = [Route.parse(r) for r in args.route if r]
+    interfaces = network.read_network_params(args.network_params_file) if args.network_params_file else {}
+    hosts = network.read_host_mapping(args.host_mapping_file) if args.host_mapping_file else []
+    vm = None
+    if args.vm_given():
+        vm = VmRequest(image=args.image, flavor=args.flavor, avail_zone=args.avail_zone,
+                       net=(args.net or "").split())
+    return NetworkConfig(gateway=gateway, routes=routes, interfaces=interfaces, hosts=hosts), vm
 
 
 def build_bgp(args: BgpArgs, own: set[str], taken: dict[str, str], prefix: str = "--"
@@ -281,7 +325,7 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             user_pass: str | None = None, user_rest_pass: str | None = None,
             user_portal_pass: str | None = None, force: bool = False,
             tls_cert: str | None = None, tls_key: str | None = None,
-            bgp_args: BgpArgs | None = None) -> NodeConfig:
+            bgp_args: BgpArgs | None = None, node_args: NodeArgs | None = None) -> NodeConfig:
     if not NAME_RE.fullmatch(name):  # "$" alone would let a trailing newline through
         raise ConfigError(f"node name {name!r}: use letters, digits, '.', '_' or '-'")
     ipaddr = split_list(ipaddr)
@@ -294,9 +338,14 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
     if not user_rest_pass:  # the REST API is never left open: generate a password
         generated_rest = esc_secrets.generate()
         user_rest_pass = f"admin:{generated_rest}"
+    node_args = node_args or NodeArgs()
+    net, vm = build_network(node_args)
+    if node_args.confd_aes_key is not None and len(node_args.confd_aes_key) < 8:
+        raise ConfigError("--confd_aes_key: 8 characters or more")
     cfg = NodeConfig(name=name, ipaddr=ipaddr, ha=ha, rest_user=_user(user_rest_pass, "--user_rest_pass"),
                      portal_user=_user(user_portal_pass, "--user_portal_pass"),
-                     os_user=_user(user_pass, "--user_pass"), bgp=bgp)
+                     os_user=_user(user_pass, "--user_pass"), bgp=bgp, network=net, vm_request=vm,
+                     confd_user=_user(node_args.user_confd_pass, "--user_confd_pass"))
     check_pairing_args(ha, ha_args, user_pass)
     supplied_tls = operator_tls(tls_cert, tls_key)
     paths = NodePaths(root)
@@ -322,6 +371,7 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(paths.etc, 0o755)
         set_secret(paths, "bgp_md5", md5)
+        set_secret(paths, "confd_aes_key", node_args.confd_aes_key)
         store_pairing_credential(paths, ha_args, user_pass)
         if supplied_tls:
             tls.write_material(paths, *supplied_tls, supplied=True)

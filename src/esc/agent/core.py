@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from esc import clock, health, privileges, tls
+from esc import clock, health, network, privileges, tls
 from esc.agent import api, health_api, history, opmode, traps
 from esc.agent.lease import LeaseClient, LeaseView
 from esc.agent.loop import AgentLoop, Pending
@@ -124,6 +124,10 @@ class Agent(AgentLoop):
                  f"HA with {ha.peer_address}, VIP {ha.vip.cidr}" if ha else "standalone")
         self.journal.record("start", Role.STOPPED, "agent started" + (
             f" (HA with {ha.peer_address}, VIP {ha.vip.cidr})" if ha else " (standalone)"))
+        # the installer's network arguments (addresses, gateway, routes, host names):
+        # before the peer is looked for over them
+        for line in network.apply(self.cfg, self.paths):
+            log.info("network: %s", line)
         self.servers.append(api.serve_unix(self.paths.agent_sock, self))
         if ha:
             pairing_server = pairing.PairingServer(self.paths, ha.node_list,
