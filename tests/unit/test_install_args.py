@@ -53,8 +53,8 @@ def test_the_chapters_ha_line_with_its_spelling(root: Path) -> None:
     --user_confid_pass, `--ha_node_list=A B`, the VM's --net/--image/--avail_zone)."""
     line = ("esc-ha-1 --user_pass admin:Pass-word-1 --user_confid_pass admin:Confd-pass-1 "
             "--gateway_ip 10.9.9.254 --net esc-net --ipaddr 10.9.9.1 --image ESC-5_10 "
-            f"--avail_zone nova:zone-1 --ha_node_list=10.9.9.1 10.9.9.2 --kad_vip 10.9.9.50 --kad_vif {nic()} "
-            "--ha_mode drbd").split()
+            "--avail_zone nova:zone-1 --ha_node_list=10.9.9.1 10.9.9.2 --kad_vip 10.9.9.50 "
+            f"--kad_vif {nic()} --ha_mode drbd").split()
     res = run(root, "install", *line)
     assert res.exit_code == 0, res.output
     assert "--image, --avail_zone, --net: recorded, not used on this node" in res.output
@@ -207,7 +207,8 @@ def test_the_agent_applies_them_in_a_real_namespace(tmp_path: Path) -> None:
             assert res.returncode == 0, res.stderr
             out = res.stdout
         assert out.strip() == "", out
-        addrs = json.loads(subprocess.run(["ip", "-n", ns, "-j", "addr"], capture_output=True, text=True).stdout)
+        addrs = json.loads(subprocess.run(["ip", "-n", ns, "-j", "addr"], capture_output=True,
+                                          text=True).stdout)
         got = {(x["ifname"], a["local"], a["prefixlen"]) for x in addrs for a in x.get("addr_info", [])}
         assert {("eth0", "10.9.9.1", 24), ("eth1", "10.9.8.1", 24)} <= got
         mtu = {x["ifname"]: x["mtu"] for x in addrs}
