@@ -54,10 +54,11 @@ def test_the_chapters_ha_line_with_its_spelling(root: Path) -> None:
     line = ("esc-ha-1 --user_pass admin:Pass-word-1 --user_confid_pass admin:Confd-pass-1 "
             "--gateway_ip 10.9.9.254 --net esc-net --ipaddr 10.9.9.1 --image ESC-5_10 "
             "--avail_zone nova:zone-1 --ha_node_list=10.9.9.1 10.9.9.2 --kad_vip 10.9.9.50 "
-            f"--kad_vif {nic()} --ha_mode drbd").split()
+            f"--kad_vif {nic()} --db_volume_id 7b1c9f64-2f59-4e5c-9a51-1f5c3b1e0a42 --ha_mode drbd").split()
     res = run(root, "install", *line)
     assert res.exit_code == 0, res.output
     assert "--image, --avail_zone, --net: recorded, not used on this node" in res.output
+    assert "--db_volume_id: not used with --ha_mode drbd" in res.output
     cfg = load_config(NodePaths(root))
     assert cfg.network.gateway == "10.9.9.254" and cfg.confd_user and cfg.confd_user.name == "admin"
     assert cfg.vm_request and cfg.vm_request.image == "ESC-5_10" and cfg.vm_request.net == ["esc-net"]

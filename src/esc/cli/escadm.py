@@ -236,6 +236,8 @@ def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list,
     kind = f"HA node {cfg.ha.self_index + 1} of 2, VIP {cfg.ha.vip.cidr}" if cfg.ha else "STANDALONE node"
     if cfg.bgp:
         kind += f", anycast {cfg.bgp.anycast_prefix} via {cfg.bgp.remote_ip}"
+    if db_volume_id and cfg.ha and cfg.ha.mode != "drbd_on_cinder":
+        click.echo("--db_volume_id: not used with --ha_mode drbd (the database is on this node's disk)")
     if node.vm_given():
         click.echo(f"{', '.join(node.vm_given())}: recorded, not used on this node (they describe the VM "
                    "the original's bootvm creates)")
