@@ -72,7 +72,8 @@ def test_stopping_the_active_hands_over_without_losing_writes(lab):
     from esc.lab.measure import analyse
 
     assert analyse(record, lab.names_via_vip()).lost == []
-    assert json.loads(lab.escadm(old, "status", "--json").stdout)["role"] == "STOPPED"
+    stopped = lab.escadm(old, "status", "--json", check=False)
+    assert json.loads(stopped.stdout)["role"] == "STOPPED" and stopped.returncode == 3
     lab.escadm(old, "start")
     lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
 

@@ -220,3 +220,12 @@ def test_the_agent_applies_them_in_a_real_namespace(tmp_path: Path) -> None:
     finally:
         for n in (ns, far):
             subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+def test_status_of_a_node_that_is_not_running_exits_non_zero(tmp_path: Path) -> None:
+    from esc.config import save_config
+
+    save_config(NodePaths(tmp_path), NodeConfig(name="n1"))
+    for args in (["status"], ["status", "--json"], ["status", "-v"]):
+        res = run(tmp_path, *args)
+        assert res.exit_code == 3 and "STOPPED" in res.output, res.output

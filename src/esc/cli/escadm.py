@@ -1186,7 +1186,8 @@ def restart(ctx: click.Context, timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, verbose: bool, as_json: bool) -> None:
-    """The node's role (one line); -v for details."""
+    """The node's role (one line); -v for details. Exit code 0 while the agent runs,
+    3 when the node is STOPPED, 1 when it is FAULT (for scripts and monitors)."""
     try:
         st = AgentClient(paths_of(ctx)).status()
     except AgentDown as e:
@@ -1196,10 +1197,13 @@ def status(ctx: click.Context, verbose: bool, as_json: bool) -> None:
         st["etsi"]["instances"] = etsi_instances(paths_of(ctx))
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))
-        return
-    click.echo(health.status_line(st))
-    if verbose:
-        click.echo(health.status_details(st))
+    else:
+        click.echo(health.status_line(st))
+        if verbose:
+            click.echo(health.status_details(st))
+    code = {"STOPPED": 3, "FAULT": 1}.get(str(st.get("role")), 0)
+    if code:
+        ctx.exit(code)
 
 
 def northbound(paths: NodePaths) -> dict:
