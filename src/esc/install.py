@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +184,71 @@ def local_addresses() -> set[str]:
     return {str(ipaddress.ip_address(a)) for _, a, _ in vip.addresses()}
 
 
-def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig | None:
+def _not_a_host_address(address: str) -> str:
+    """Why ``address`` cannot be a node's or a VIP ("" if it can)."""
+    a = ipaddress.ip_address(address)
+    limited = a.version == 4 and a == ipaddress.IPv4Address("255.255.255.255")
+    for bad, why in ((a.is_unspecified, "the unspecified address"), (a.is_loopback, "a loopback address"),
+                     (a.is_multicast, "a multicast address"), (a.is_link_local, "a link-local address"),
+                     (limited, "the broadcast address")):
+        if bad:
+            return why
+    return ""
+
+
+def own_subnet(iface: str, own: set[str], family: int,
+               addresses: Callable[[str], list[tuple[str, str, int]]] = vip.addresses
+               ) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The subnet of ``iface`` that holds one of this node's own addresses (of ``family``),
+    as the interface is now; None when it holds none yet (the agent applies --ipaddr at
+    its first start): then nothing can be checked against it."""
+    for _, address, prefixlen in addresses(iface):
+        a = ipaddress.ip_address(address)
+        if a.version == family and str(a) in own and not a.is_loopback and not a.is_link_local:
+            return ipaddress.ip_interface(f"{a}/{prefixlen}").network
+    return None
+
+
+def check_addresses(nodes: list[str], vip_cfg: Vip, vif: str, own: set[str], routed: bool = False,
+                    addresses: Callable[[str], list[tuple[str, str, int]]] = vip.addresses) -> None:
+    """The nodes and the VIP are addresses a host can have, the VIP is not its subnet's
+    network or broadcast address, and, where the interfaces already say, the peer is on
+    this node's subnet of --kad_vif and the VIP on this node's subnet of its interface
+    (not when VRRP is ``routed``: BGP anycast, with nodes on networks of their own)."""
+    for a in nodes:
+        if why := _not_a_host_address(a):
+            raise ConfigError(f"--ha_node_list {a}: {why}, not a node's")
+    if why := _not_a_host_address(vip_cfg.address):
+        raise ConfigError(f"--kad_vip {vip_cfg.address}: {why}, not a VIP")
+    v = ipaddress.ip_address(vip_cfg.address)
+
+    def edge(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        if v.version == 4 and net.prefixlen <= 30 and v in (net.network_address, net.broadcast_address):
+            kind = "network" if v == net.network_address else "broadcast"
+            raise ConfigError(f"--kad_vip {v}: the {kind} address of {net}, not a VIP")
+
+    if vip_cfg.prefixlen < (32 if v.version == 4 else 128):
+        edge(ipaddress.ip_interface(vip_cfg.cidr).network)
+    if routed:
+        return
+    family = ipaddress.ip_address(nodes[0]).version
+    vrrp_net = own_subnet(vif, own, family, addresses)
+    if vrrp_net is not None:
+        outside = [a for a in nodes if ipaddress.ip_address(a) not in vrrp_net]
+        if outside:
+            raise ConfigError(f"--ha_node_list: {' '.join(outside)} is not on this node's subnet of "
+                              f"--kad_vif {vif} ({vrrp_net}): VRRP needs both nodes on one network")
+    vip_net = own_subnet(vip_cfg.interface, own, v.version, addresses)
+    if vip_net is not None:
+        if v not in vip_net:
+            raise ConfigError(f"--kad_vip {v}: outside this node's subnet of {vip_cfg.interface} "
+                              f"({vip_net}); clients on that network could not reach it")
+        edge(vip_net)
+
+
+def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50,
+             routed: bool = False) -> HaConfig | None:
+    """``routed``: VRRP between nodes on different networks (BGP anycast northbound)."""
     # HA options that alone do not make a node HA
     extras = ("ha_secret", "ha_join_token", "ha_witness", "ha_heartbeat_list")
     given = {k: v for k, v in ha.__dict__.items() if v not in (None, "") and k not in extras}
@@ -220,6 +285,9 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig 
                           "the nodes' family")
     if vip_cfg.address in nodes:
         raise ConfigError(f"--kad_vip {vip_cfg.address} is a node's own address; it must be a free one")
+    # this node's addresses as the install names them (not every address of the host)
+    check_addresses(nodes, vip_cfg, ha.kad_vif,
+                    {nodes[mine[0]], *(str(parse_ip(a, "--ipaddr")) for a in ipaddr)}, routed)
     # an extra network's address need not be in --ipaddr (that names the node's main one)
     heartbeat = _heartbeat_paths(ha.ha_heartbeat_list, nodes, own | local_addresses(), mine[0])
     if any(vip_cfg.address in pair for pair in heartbeat):
@@ -331,7 +399,7 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
     ipaddr = split_list(ipaddr)
     for a in ipaddr:
         parse_ip(a, "--ipaddr")
-    ha = build_ha(ha_args, ipaddr)
+    ha = build_ha(ha_args, ipaddr, routed=bgp_args is not None and bgp_args.given())
     own = {str(parse_ip(a, "--ipaddr")) for a in ipaddr} | local_addresses()
     bgp, md5 = build_bgp(bgp_args or BgpArgs(), own, _taken_addresses(ha, ipaddr), "--bgp_")
     generated_rest = None
@@ -482,7 +550,7 @@ def ha_set(root: Path, ha_args: HaArgs, user_pass: str | None) -> NodeConfig:
     """Turn a standalone node into an HA node (or change its HA settings)."""
     paths = NodePaths(root)
     cfg = load_config(paths)
-    ha = build_ha(ha_args, cfg.ipaddr)
+    ha = build_ha(ha_args, cfg.ipaddr, routed=cfg.bgp is not None)
     if ha is None:
         raise ConfigError("escadm ha set needs --ha_node_list, --kad_vip and --kad_vif")
     check_pairing_args(ha, ha_args, user_pass, credentials.client_credential(paths))

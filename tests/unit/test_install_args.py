@@ -229,3 +229,61 @@ def test_status_of_a_node_that_is_not_running_exits_non_zero(tmp_path: Path) -> 
     for args in (["status"], ["status", "--json"], ["status", "-v"]):
         res = run(tmp_path, *args)
         assert res.exit_code == 3 and "STOPPED" in res.output, res.output
+
+
+# --- addresses -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--kad_vip", "0.0.0.0"], "the unspecified address, not a VIP"),
+    (["--kad_vip", "224.0.0.18"], "a multicast address"),
+    (["--kad_vip", "127.0.0.9"], "a loopback address"),
+    (["--kad_vip", "10.9.9.0/24"], "the network address of 10.9.9.0/24"),
+    (["--kad_vip", "10.9.9.255/24"], "the broadcast address of 10.9.9.0/24"),
+    (["--ha_node_list", "10.9.9.1 127.0.0.2"], "a loopback address, not a node's"),
+    (["--ha_node_list", "10.9.9.1 169.254.0.2"], "a link-local address"),
+])
+def test_addresses_no_host_can_have_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
+    argv = ["--ipaddr", "10.9.9.1", "--ha_node_list", "10.9.9.1 10.9.9.2", "--kad_vip", "10.9.9.50/24",
+            "--kad_vif", "lo", "--ha_secret", "Jq7vYy1xQwE9rT2uK8mN4pL6sD3fG5hZ"]
+    for i in range(0, len(args), 2):
+        argv[argv.index(args[i]) + 1] = args[i + 1]
+    res = run(tmp_path / "root", "install", "n1", *argv)
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not (tmp_path / "root").exists()
+
+
+def test_the_interfaces_say_where_the_peer_and_the_vip_must_be() -> None:
+    """Where this node's address is on the interface already, the peer must share its
+    subnet and the VIP lie inside it (and be neither its network nor its broadcast)."""
+    from esc.config import Vip
+    from esc.install import check_addresses
+
+    addrs = {"eth0": [("eth0", "10.9.9.1", 24)], "eth1": [("eth1", "2001:db8::fa", 64)], "eth2": []}
+
+    def check(nodes: str, vip: str, vif: str = "eth0") -> str:
+        try:
+            check_addresses(nodes.split(), Vip.parse(vip, vif), vif, {"10.9.9.1", "2001:db8::fa"},
+                            addresses=lambda i: addrs[i])
+        except Exception as e:  # noqa: BLE001
+            return str(e)
+        return ""
+
+    assert check("10.9.9.1 10.9.9.2", "10.9.9.50") == ""
+    assert "not on this node's subnet of --kad_vif eth0" in check("10.9.9.1 10.9.8.2", "10.9.9.50")
+    assert "outside this node's subnet of eth0" in check("10.9.9.1 10.9.9.2", "10.9.7.50")
+    assert "the broadcast address of 10.9.9.0/24" in check("10.9.9.1 10.9.9.2", "10.9.9.255")
+    # the chapter's IPv6 northbound VIP on another interface than VRRP's
+    assert check("10.9.9.1 10.9.9.2", "[2001:db8::fc/64]:eth1") == ""
+    assert "outside" in check("10.9.9.1 10.9.9.2", "[2001:db9::fc/64]:eth1")
+    # an interface this node has no address on yet: nothing to check against
+    assert check("10.9.9.1 10.9.8.2", "10.9.7.50", vif="eth2") == ""
+
+
+def test_routed_vrrp_leaves_the_subnets_alone() -> None:
+    """With BGP anycast the nodes sit on networks of their own (unicast VRRP, routed)."""
+    from esc.config import Vip
+    from esc.install import check_addresses
+
+    check_addresses(["10.77.1.11", "10.77.2.12"], Vip.parse("10.77.9.50/32", "eth0"), "eth0", {"10.77.1.11"},
+                    routed=True, addresses=lambda i: [("eth0", "10.77.1.11", 24)])
