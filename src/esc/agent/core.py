@@ -77,6 +77,7 @@ class Agent(AgentLoop):
                           prepare=lambda: self._prepare_manager("escetsi"))
         self.etsi_serving = False
         self.manager_serving_at = 0.0
+        self.mode_sent: dict[str, tuple[int | None, str]] = {}  # service -> (pid, op_mode sent)
         # root's part of the VIM driver, for the unprivileged controller (esc.vim.service)
         self.vim_helper = Child("escvim", lambda: [sys.executable, "-m", "esc.vim.service",
                                                    "--root", str(self.paths.root)],
@@ -722,6 +723,11 @@ class Agent(AgentLoop):
             # of this tick, answers nothing when it wakes
             if not m.send_line(f"lease {observed_at + self.pause_fence:.3f}"):
                 return serving
+            # the pair's operation mode: in maintenance the northbound refuses new requests
+            # and the monitor pauses (sent when it changes, and to each new process)
+            mode = self.op_mode.mode
+            if self.mode_sent.get(m.name) != (m.pid, mode) and m.send_line(f"mode {mode}"):
+                self.mode_sent[m.name] = (m.pid, mode)
             if not serving and m.send_line("serve"):
                 serving = True
                 log.info("%s serving (pid %s)", m.name, m.pid)

@@ -408,17 +408,24 @@ def witness_token(ctx: click.Context) -> None:
 
 @cli.group("op_mode")
 def op_mode() -> None:
-    """The pair's operation mode: operation, or maintenance (no automatic failover)."""
+    """The pair's operation mode: operation, or maintenance (the northbound refuses new
+    requests with 503, the VNF monitor pauses, no automatic failover)."""
 
 
 @op_mode.command("set")
 @click.option("--mode", type=click.Choice(["operation", "maintenance"]), required=True)
+@click.option("--ipt_check", is_flag=True,
+              help="The original's check of its iptables rule; here the controller itself refuses "
+                   "new requests, so nothing else is needed (accepted for its command lines).")
 @click.pass_context
-def op_mode_set(ctx: click.Context, mode: str) -> None:
+def op_mode_set(ctx: click.Context, mode: str, ipt_check: bool) -> None:
     """Set it on this node and tell the peer (the newer setting wins on both)."""
     body = _command(ctx, "op_mode", {"mode": mode})
     peer = f"; peer {body['peer']}" if body.get("peer") else ""
-    done(f"operation mode {mode}{peer}")
+    if ipt_check:
+        click.echo("--ipt_check: no iptables rule here; the controller refuses new northbound requests")
+    done(f"operation mode {mode}{peer}" + ("; new northbound requests get 503, the monitor pauses"
+                                            if mode == "maintenance" else ""))
 
 
 @op_mode.command("show")
