@@ -147,6 +147,23 @@ def check_heartbeat_pair(pair: list[str], taken: set[str]) -> None:
                              "--ha_heartbeat_list); each network needs addresses of its own")
 
 
+CINDER_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+DISK_BY_ID = Path("/dev/disk/by-id")
+
+
+def is_cinder_id(db_volume_id: str) -> bool:
+    return bool(CINDER_ID_RE.fullmatch(db_volume_id))
+
+
+def volume_device(db_volume_id: str) -> Path:
+    """What ``--db_volume_id`` names: a Cinder volume id is found where OpenStack's
+    libvirt attaches it, ``/dev/disk/by-id/virtio-`` and the id's first 20 characters
+    (the disk serial holds no more); anything else is a block device or a mount point."""
+    if is_cinder_id(db_volume_id):
+        return DISK_BY_ID / f"virtio-{db_volume_id.lower()[:20]}"
+    return Path(db_volume_id)
+
+
 class HaConfig(BaseModel):
     node_list: list[str]  # addresses of both nodes, in the operator's order
     vip: Vip
@@ -865,8 +882,9 @@ class NodePaths:
 
     def db_volume_mount(self, cfg: NodeConfig) -> Path:
         assert cfg.ha and cfg.ha.db_volume_id
-        vol = Path(cfg.ha.db_volume_id)
-        return self.lib / "db_volume" if vol.is_block_device() else vol
+        vol = volume_device(cfg.ha.db_volume_id)
+        # a device (a Cinder id names one, attached or not yet) is mounted here
+        return self.lib / "db_volume" if vol.is_block_device() or is_cinder_id(cfg.ha.db_volume_id) else vol
 
 
 def default_root() -> Path:

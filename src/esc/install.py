@@ -36,11 +36,13 @@ from esc.config import (
     VmRequest,
     check_heartbeat_pair,
     check_md5,
+    is_cinder_id,
     load_config,
     load_secrets,
     parse_ip,
     save_config,
     validation_message,
+    volume_device,
     write_atomic,
     write_json_atomic,
 )
@@ -299,9 +301,11 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50,
         raise ConfigError(f"--ha_mode must be drbd or drbd_on_cinder, not {mode!r}")
     if mode == "drbd_on_cinder":
         if not ha.db_volume_id:
-            raise ConfigError("--ha_mode drbd_on_cinder needs --db_volume_id (block device or mount point)")
-        vol = Path(ha.db_volume_id)
-        if not (vol.is_block_device() or vol.is_dir()):
+            raise ConfigError("--ha_mode drbd_on_cinder needs --db_volume_id (a Cinder volume id, "
+                              "a block device or a mount point)")
+        vol = volume_device(ha.db_volume_id)
+        # a Cinder volume may be attached after the install (node 2); node 1 needs it now
+        if not (vol.is_block_device() or vol.is_dir()) and not is_cinder_id(ha.db_volume_id):
             raise ConfigError(f"--db_volume_id {vol}: not a block device nor a directory")
     try:
         return HaConfig(node_list=nodes, vip=vip_cfg, vif=ha.kad_vif, vri=vri, mode=mode,  # type: ignore[arg-type]
@@ -422,8 +426,8 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
                           "use --force to replace it")
     if paths.config.exists() and paths.agent_sock.exists():
         raise ConfigError(f"the node under {root} is running: `escadm stop` it before --force")
-    if ha and ha.mode == "drbd_on_cinder" and ha.self_index == 0 and \
-            Path(ha.db_volume_id or "").is_dir() and not os.path.ismount(ha.db_volume_id or ""):
+    if ha and ha.mode == "drbd_on_cinder" and ha.self_index == 0 and not is_cinder_id(ha.db_volume_id or "") \
+            and Path(ha.db_volume_id or "").is_dir() and not os.path.ismount(ha.db_volume_id or ""):
         raise ConfigError(f"--db_volume_id {ha.db_volume_id}: not a mount point; "
                           "the first node needs its volume to create the database")
     if paths.config.exists():
@@ -433,7 +437,9 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
     try:
         if ha and ha.mode == "drbd_on_cinder" and ha.self_index == 0 and \
                 not _volume_present(paths, cfg):
-            raise ConfigError(f"--db_volume_id {ha.db_volume_id}: the volume could not be "
+            vid = ha.db_volume_id or ""
+            where = f" ({volume_device(vid)})" if is_cinder_id(vid) else ""
+            raise ConfigError(f"--db_volume_id {ha.db_volume_id}{where}: the volume could not be "
                               "mounted; the first node needs it to create the database")
         for d in (paths.etc, paths.lib, paths.log, paths.run):
             d.mkdir(parents=True, exist_ok=True)
@@ -488,7 +494,7 @@ def _first_missing(path: Path) -> Path | None:
 
 def _volume_present(paths: NodePaths, cfg: NodeConfig) -> bool:
     assert cfg.ha and cfg.ha.db_volume_id
-    vol = Path(cfg.ha.db_volume_id)
+    vol = volume_device(cfg.ha.db_volume_id)
     if vol.is_block_device():
         mount = paths.db_volume_mount(cfg)
         mount.mkdir(parents=True, exist_ok=True)

@@ -287,3 +287,52 @@ def test_routed_vrrp_leaves_the_subnets_alone() -> None:
 
     check_addresses(["10.77.1.11", "10.77.2.12"], Vip.parse("10.77.9.50/32", "eth0"), "eth0", {"10.77.1.11"},
                     routed=True, addresses=lambda i: [("eth0", "10.77.1.11", 24)])
+
+
+# --- drbd_on_cinder with a Cinder volume id --------------------------------------------------
+
+VOLUME_ID = "7b1c9f64-2f59-4e5c-9a51-1f5c3b1e0a42"
+
+
+def test_a_cinder_volume_id_names_its_virtio_disk() -> None:
+    from esc.config import volume_device
+
+    assert str(volume_device(VOLUME_ID)) == "/dev/disk/by-id/virtio-7b1c9f64-2f59-4e5c-9"
+    assert str(volume_device(VOLUME_ID.upper())) == "/dev/disk/by-id/virtio-7b1c9f64-2f59-4e5c-9"
+    assert str(volume_device("/dev/vdb")) == "/dev/vdb"
+
+
+@ROOTED
+@pytest.mark.skipif(shutil.which("losetup") is None or shutil.which("mkfs.ext4") is None,
+                    reason="needs losetup and mkfs.ext4")
+def test_the_first_node_creates_its_database_on_the_cinder_volume_it_names(root: Path, tmp_path: Path) -> None:
+    """The chapter passes the Cinder volume's id; the install finds it as OpenStack attaches
+    it (a loop device standing for the volume, linked where virtio puts it), mounts it and
+    creates the database there. A missing one is refused on the first node."""
+    from esc.config import DISK_BY_ID, volume_device
+
+    line = ("n1 --ipaddr 10.9.9.1 --ha_node_list 10.9.9.1 10.9.9.2 --kad_vip 10.9.9.50 "
+            f"--kad_vif {nic()} --ha_mode drbd_on_cinder --db_volume_id {VOLUME_ID} "
+            "--ha_secret Jq7vYy1xQwE9rT2uK8mN4pL6sD3fG5hZ").split()
+    res = run(root, "install", *line)
+    assert res.exit_code == 2 and f"{volume_device(VOLUME_ID)}): the volume could not be" in res.output
+    image = tmp_path / "volume.img"
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    loop = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    made = [d for d in (DISK_BY_ID.parent, DISK_BY_ID) if not d.exists()]  # removed again
+    link = volume_device(VOLUME_ID)
+    mount = root / "var/lib/esc/db_volume"
+    try:
+        DISK_BY_ID.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(loop)
+        res = run(root, "install", *line)
+        assert res.exit_code == 0, res.output
+        assert os.path.ismount(mount) and (mount / "esc/pgdata/PG_VERSION").exists()
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+        subprocess.run(["losetup", "-d", loop], capture_output=True)
+        link.unlink(missing_ok=True)
+        for d in reversed(made):
+            d.rmdir()

@@ -32,7 +32,7 @@ from esc.agent.lease import LeaseClient, LeaseView
 from esc.agent.loop import AgentLoop, Pending
 from esc.agent.peer import PeerPoller, PeerSnapshot
 from esc.agent.supervisor import Child
-from esc.config import BgpConfig, NodeConfig, NodePaths, load_config
+from esc.config import BgpConfig, NodeConfig, NodePaths, load_config, volume_device
 from esc.ha import bgp, keepalived, postgres, vip
 from esc.pairing import material as pair_material
 from esc.pairing import service as pairing
@@ -647,7 +647,7 @@ class Agent(AgentLoop):
         if ha is None or ha.mode != "drbd_on_cinder":
             return True
         assert ha.db_volume_id
-        dev = Path(ha.db_volume_id)
+        dev = volume_device(ha.db_volume_id)
         target = self.paths.db_volume_mount(self.cfg)
         if mount and dev.is_block_device() and not os.path.ismount(target):
             target.mkdir(parents=True, exist_ok=True)
