@@ -305,7 +305,8 @@ def test_a_cinder_volume_id_names_its_virtio_disk() -> None:
 @ROOTED
 @pytest.mark.skipif(shutil.which("losetup") is None or shutil.which("mkfs.ext4") is None,
                     reason="needs losetup and mkfs.ext4")
-def test_the_first_node_creates_its_database_on_the_cinder_volume_it_names(root: Path, tmp_path: Path) -> None:
+def test_the_first_node_creates_its_database_on_the_cinder_volume_it_names(root: Path,
+                                                                         tmp_path: Path) -> None:
     """The chapter passes the Cinder volume's id; the install finds it as OpenStack attaches
     it (a loop device standing for the volume, linked where virtio puts it), mounts it and
     creates the database there. A missing one is refused on the first node."""
