@@ -147,6 +147,23 @@ def check_heartbeat_pair(pair: list[str], taken: set[str]) -> None:
                              "--ha_heartbeat_list); each network needs addresses of its own")
 
 
+CINDER_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+DISK_BY_ID = Path("/dev/disk/by-id")
+
+
+def is_cinder_id(db_volume_id: str) -> bool:
+    return bool(CINDER_ID_RE.fullmatch(db_volume_id))
+
+
+def volume_device(db_volume_id: str) -> Path:
+    """What ``--db_volume_id`` names: a Cinder volume id is found where OpenStack's
+    libvirt attaches it, ``/dev/disk/by-id/virtio-`` and the id's first 20 characters
+    (the disk serial holds no more); anything else is a block device or a mount point."""
+    if is_cinder_id(db_volume_id):
+        return DISK_BY_ID / f"virtio-{db_volume_id.lower()[:20]}"
+    return Path(db_volume_id)
+
+
 class HaConfig(BaseModel):
     node_list: list[str]  # addresses of both nodes, in the operator's order
     vip: Vip
@@ -543,6 +560,93 @@ class SnmpConfig(BaseModel):
         return v.lower()
 
 
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")  # what the kernel takes (IFNAMSIZ - 1)
+
+
+def split_outside_brackets(text: str, sep: str = ":") -> list[str]:
+    """``[2001:db8::/64]:[2001:db8::1]:eth0`` -> the three parts, brackets dropped."""
+    parts, cur, depth = [], "", 0
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == sep and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if depth != 0:
+        raise ConfigError(f"{text!r}: unbalanced brackets")
+    parts.append(cur)
+    return [x.strip().strip("[]") for x in parts]
+
+
+def check_ifname(name: str, what: str) -> str:
+    if not IFNAME_RE.fullmatch(name):
+        raise ConfigError(f"{what}: {name!r} is not an interface name")
+    return name
+
+
+class Route(BaseModel):
+    """A static route the node keeps (the installer's ``--route NET[/LEN][:GW]:IF``)."""
+
+    network: str
+    gateway: str | None = None
+    interface: str
+
+    @classmethod
+    def parse(cls, text: str) -> Route:
+        parts = split_outside_brackets(text)
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ConfigError(f"--route {text!r}: NET[/LEN][:GATEWAY]:INTERFACE, e.g. "
+                              "192.0.2.0/24:192.168.0.1:eth1 (IPv6 in brackets)")
+        try:
+            net = ipaddress.ip_network(parts[0], strict=False)
+        except ValueError:
+            raise ConfigError(f"--route {text!r}: {parts[0]!r} is not a network") from None
+        gw = None
+        if len(parts) == 3:
+            gw = parse_ip(parts[1], f"--route {text!r}: the gateway")
+            if gw.version != net.version:
+                raise ConfigError(f"--route {text!r}: the gateway is not of the network's family")
+        return cls(network=str(net), gateway=str(gw) if gw else None,
+                   interface=check_ifname(parts[-1], f"--route {text!r}"))
+
+
+class InterfaceParams(BaseModel):
+    """One interface's section of ``--network_params_file`` (INI: ``[eth1]``)."""
+
+    prefixlen: int | None = Field(default=None, ge=1, le=128)
+    mtu: int | None = Field(default=None, ge=576, le=65535)
+    gateway: str | None = None
+
+
+class HostEntry(BaseModel):
+    address: str
+    names: list[str]
+
+
+class NetworkConfig(BaseModel):
+    """What the installer's network arguments ask of the node, applied by the agent at
+    each start (esc.network): addresses, default route, static routes, host names."""
+
+    gateway: str | None = None  # --gateway_ip
+    routes: list[Route] = Field(default_factory=list)  # --route
+    interfaces: dict[str, InterfaceParams] = Field(default_factory=dict)  # --network_params_file
+    hosts: list[HostEntry] = Field(default_factory=list)  # --host_mapping_file
+
+
+class VmRequest(BaseModel):
+    """The installer's arguments that describe the VM to create (the original's bootvm
+    creates it in OpenStack): recorded, not used on the node."""
+
+    image: str | None = None
+    flavor: str | None = None
+    avail_zone: str | None = None
+    net: list[str] = Field(default_factory=list)
+
+
 class NodeConfig(BaseModel):
     version: int = CONFIG_VERSION
     name: str
@@ -570,6 +674,9 @@ class NodeConfig(BaseModel):
     bgp: BgpConfig | None = None
     etsi: EtsiConfig = Field(default_factory=EtsiConfig)
     snmp: SnmpConfig | None = None
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    vm_request: VmRequest | None = None
+    confd_user: User | None = None  # --user_confd_pass, for the NETCONF service
 
     @property
     def is_ha(self) -> bool:
@@ -777,8 +884,9 @@ class NodePaths:
 
     def db_volume_mount(self, cfg: NodeConfig) -> Path:
         assert cfg.ha and cfg.ha.db_volume_id
-        vol = Path(cfg.ha.db_volume_id)
-        return self.lib / "db_volume" if vol.is_block_device() else vol
+        vol = volume_device(cfg.ha.db_volume_id)
+        # a device (a Cinder id names one, attached or not yet) is mounted here
+        return self.lib / "db_volume" if vol.is_block_device() or is_cinder_id(cfg.ha.db_volume_id) else vol
 
 
 def default_root() -> Path:

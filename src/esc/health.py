@@ -175,6 +175,10 @@ def report(st: dict) -> tuple[str, bool]:
             # as the original: a standby's ETSI service (or one turned off) is "disabled at startup"
             lines.append(f"{name} is disabled at startup")
             return
+        if name == "monitor" and (st.get("op_mode") or {}).get("mode") == "maintenance":
+            # maintenance pauses the monitor: stopped is expected, running no fault either
+            lines.append(f"monitor (pgid {pid(name)}) is running" if up else "monitor is stopped")
+            return
         # traps are sent by both nodes (each its own view); the others serve on the active
         line(name, up, serving or name == "snmp")
 

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,17 +27,22 @@ from esc.config import (
     BgpConfig,
     ConfigError,
     HaConfig,
+    NetworkConfig,
     NodeConfig,
     NodePaths,
+    Route,
     User,
     Vip,
+    VmRequest,
     check_heartbeat_pair,
     check_md5,
+    is_cinder_id,
     load_config,
     load_secrets,
     parse_ip,
     save_config,
     validation_message,
+    volume_device,
     write_atomic,
     write_json_atomic,
 )
@@ -81,6 +87,47 @@ class BgpArgs:
 
     def given(self) -> bool:
         return any(v not in (None, "") for v in self.__dict__.values())
+
+
+@dataclass
+class NodeArgs:
+    """The installer's arguments about the host and the VM, as the original's bootvm
+    takes them: those about the host are applied by the agent (esc.network), those
+    describing a VM to create are recorded."""
+
+    gateway_ip: str | None = None
+    route: list[str] | tuple[str, ...] = ()
+    network_params_file: str | None = None
+    host_mapping_file: str | None = None
+    image: str | None = None
+    flavor: str | None = None
+    avail_zone: str | None = None
+    net: str | None = None  # names, space-separated (--net n1 n2 n3)
+    user_confd_pass: str | None = None
+    confd_aes_key: str | None = None
+
+    def vm_given(self) -> list[str]:
+        return [f"--{k}" for k in ("image", "flavor", "avail_zone", "net") if getattr(self, k)]
+
+
+def build_network(args: NodeArgs) -> tuple[NetworkConfig, VmRequest | None]:
+    """Validated, files read: what the node's network is asked to be, and the VM record."""
+    from esc import network
+
+    gateway = None
+    if args.gateway_ip:
+        gw = parse_ip(args.gateway_ip, "--gateway_ip")
+        if gw.is_unspecified or gw.is_multicast or gw.is_loopback:
+            raise ConfigError(f"--gateway_ip {gw}: not a gateway's address")
+        gateway = str(gw)
+    routes = [Route.parse(r) for r in args.route if r]
+    interfaces = network.read_network_params(args.network_params_file) if args.network_params_file else {}
+    hosts = network.read_host_mapping(args.host_mapping_file) if args.host_mapping_file else []
+    vm = None
+    if args.vm_given():
+        vm = VmRequest(image=args.image, flavor=args.flavor, avail_zone=args.avail_zone,
+                       net=(args.net or "").split())
+    return NetworkConfig(gateway=gateway, routes=routes, interfaces=interfaces, hosts=hosts), vm
 
 
 def build_bgp(args: BgpArgs, own: set[str], taken: dict[str, str], prefix: str = "--"
@@ -139,7 +186,71 @@ def local_addresses() -> set[str]:
     return {str(ipaddress.ip_address(a)) for _, a, _ in vip.addresses()}
 
 
-def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig | None:
+def _not_a_host_address(address: str) -> str:
+    """Why ``address`` cannot be a node's or a VIP ("" if it can)."""
+    a = ipaddress.ip_address(address)
+    limited = a.version == 4 and a == ipaddress.IPv4Address("255.255.255.255")
+    for bad, why in ((a.is_unspecified, "the unspecified address"), (a.is_loopback, "a loopback address"),
+                     (a.is_multicast, "a multicast address"), (a.is_link_local, "a link-local address"),
+                     (limited, "the broadcast address")):
+        if bad:
+            return why
+    return ""
+
+
+def own_subnet(iface: str, own: set[str], family: int,
+               addresses: Callable[[str], list[tuple[str, str, int]]] = vip.addresses
+               ) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The subnet of ``iface`` that holds one of this node's own addresses (of ``family``),
+    as the interface is now; None when it holds none yet (the agent applies --ipaddr at
+    its first start): then nothing can be checked against it."""
+    for _, address, prefixlen in addresses(iface):
+        a = ipaddress.ip_address(address)
+        if a.version == family and str(a) in own and not a.is_loopback and not a.is_link_local:
+            return ipaddress.ip_interface(f"{a}/{prefixlen}").network
+    return None
+
+
+def check_addresses(nodes: list[str], vip_cfg: Vip, vif: str, own: set[str], routed: bool = False,
+                    addresses: Callable[[str], list[tuple[str, str, int]]] = vip.addresses) -> None:
+    """The nodes and the VIP are addresses a host can have, the VIP is not its subnet's
+    network or broadcast address, and, where the interfaces already say, the peer is on
+    this node's subnet of --kad_vif and the VIP on this node's subnet of its interface
+    (not when VRRP is ``routed``: BGP anycast, with nodes on networks of their own)."""
+    for a in nodes:
+        if why := _not_a_host_address(a):
+            raise ConfigError(f"--ha_node_list {a}: {why}, not a node's")
+    if why := _not_a_host_address(vip_cfg.address):
+        raise ConfigError(f"--kad_vip {vip_cfg.address}: {why}, not a VIP")
+    v = ipaddress.ip_address(vip_cfg.address)
+
+    def edge(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        if v.version == 4 and net.prefixlen <= 30 and v in (net.network_address, net.broadcast_address):
+            kind = "network" if v == net.network_address else "broadcast"
+            raise ConfigError(f"--kad_vip {v}: the {kind} address of {net}, not a VIP")
+
+    if vip_cfg.prefixlen < (32 if v.version == 4 else 128):
+        edge(ipaddress.ip_interface(vip_cfg.cidr).network)
+    if routed:
+        return
+    family = ipaddress.ip_address(nodes[0]).version
+    vrrp_net = own_subnet(vif, own, family, addresses)
+    if vrrp_net is not None:
+        outside = [a for a in nodes if ipaddress.ip_address(a) not in vrrp_net]
+        if outside:
+            raise ConfigError(f"--ha_node_list: {' '.join(outside)} is not on this node's subnet of "
+                              f"--kad_vif {vif} ({vrrp_net}): VRRP needs both nodes on one network")
+    vip_net = own_subnet(vip_cfg.interface, own, v.version, addresses)
+    if vip_net is not None:
+        if v not in vip_net:
+            raise ConfigError(f"--kad_vip {v}: outside this node's subnet of {vip_cfg.interface} "
+                              f"({vip_net}); clients on that network could not reach it")
+        edge(vip_net)
+
+
+def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50,
+             routed: bool = False) -> HaConfig | None:
+    """``routed``: VRRP between nodes on different networks (BGP anycast northbound)."""
     # HA options that alone do not make a node HA
     extras = ("ha_secret", "ha_join_token", "ha_witness", "ha_heartbeat_list")
     given = {k: v for k, v in ha.__dict__.items() if v not in (None, "") and k not in extras}
@@ -176,6 +287,9 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig 
                           "the nodes' family")
     if vip_cfg.address in nodes:
         raise ConfigError(f"--kad_vip {vip_cfg.address} is a node's own address; it must be a free one")
+    # this node's addresses as the install names them (not every address of the host)
+    check_addresses(nodes, vip_cfg, ha.kad_vif,
+                    {nodes[mine[0]], *(str(parse_ip(a, "--ipaddr")) for a in ipaddr)}, routed)
     # an extra network's address need not be in --ipaddr (that names the node's main one)
     heartbeat = _heartbeat_paths(ha.ha_heartbeat_list, nodes, own | local_addresses(), mine[0])
     if any(vip_cfg.address in pair for pair in heartbeat):
@@ -187,9 +301,11 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50) -> HaConfig 
         raise ConfigError(f"--ha_mode must be drbd or drbd_on_cinder, not {mode!r}")
     if mode == "drbd_on_cinder":
         if not ha.db_volume_id:
-            raise ConfigError("--ha_mode drbd_on_cinder needs --db_volume_id (block device or mount point)")
-        vol = Path(ha.db_volume_id)
-        if not (vol.is_block_device() or vol.is_dir()):
+            raise ConfigError("--ha_mode drbd_on_cinder needs --db_volume_id (a Cinder volume id, "
+                              "a block device or a mount point)")
+        vol = volume_device(ha.db_volume_id)
+        # a Cinder volume may be attached after the install (node 2); node 1 needs it now
+        if not (vol.is_block_device() or vol.is_dir()) and not is_cinder_id(ha.db_volume_id):
             raise ConfigError(f"--db_volume_id {vol}: not a block device nor a directory")
     try:
         return HaConfig(node_list=nodes, vip=vip_cfg, vif=ha.kad_vif, vri=vri, mode=mode,  # type: ignore[arg-type]
@@ -281,22 +397,27 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
             user_pass: str | None = None, user_rest_pass: str | None = None,
             user_portal_pass: str | None = None, force: bool = False,
             tls_cert: str | None = None, tls_key: str | None = None,
-            bgp_args: BgpArgs | None = None) -> NodeConfig:
+            bgp_args: BgpArgs | None = None, node_args: NodeArgs | None = None) -> NodeConfig:
     if not NAME_RE.fullmatch(name):  # "$" alone would let a trailing newline through
         raise ConfigError(f"node name {name!r}: use letters, digits, '.', '_' or '-'")
     ipaddr = split_list(ipaddr)
     for a in ipaddr:
         parse_ip(a, "--ipaddr")
-    ha = build_ha(ha_args, ipaddr)
+    ha = build_ha(ha_args, ipaddr, routed=bgp_args is not None and bgp_args.given())
     own = {str(parse_ip(a, "--ipaddr")) for a in ipaddr} | local_addresses()
     bgp, md5 = build_bgp(bgp_args or BgpArgs(), own, _taken_addresses(ha, ipaddr), "--bgp_")
     generated_rest = None
     if not user_rest_pass:  # the REST API is never left open: generate a password
         generated_rest = esc_secrets.generate()
         user_rest_pass = f"admin:{generated_rest}"
+    node_args = node_args or NodeArgs()
+    net, vm = build_network(node_args)
+    if node_args.confd_aes_key is not None and len(node_args.confd_aes_key) < 8:
+        raise ConfigError("--confd_aes_key: 8 characters or more")
     cfg = NodeConfig(name=name, ipaddr=ipaddr, ha=ha, rest_user=_user(user_rest_pass, "--user_rest_pass"),
                      portal_user=_user(user_portal_pass, "--user_portal_pass"),
-                     os_user=_user(user_pass, "--user_pass"), bgp=bgp)
+                     os_user=_user(user_pass, "--user_pass"), bgp=bgp, network=net, vm_request=vm,
+                     confd_user=_user(node_args.user_confd_pass, "--user_confd_pass"))
     check_pairing_args(ha, ha_args, user_pass)
     supplied_tls = operator_tls(tls_cert, tls_key)
     paths = NodePaths(root)
@@ -305,8 +426,8 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
                           "use --force to replace it")
     if paths.config.exists() and paths.agent_sock.exists():
         raise ConfigError(f"the node under {root} is running: `escadm stop` it before --force")
-    if ha and ha.mode == "drbd_on_cinder" and ha.self_index == 0 and \
-            Path(ha.db_volume_id or "").is_dir() and not os.path.ismount(ha.db_volume_id or ""):
+    if ha and ha.mode == "drbd_on_cinder" and ha.self_index == 0 and not is_cinder_id(ha.db_volume_id or "") \
+            and Path(ha.db_volume_id or "").is_dir() and not os.path.ismount(ha.db_volume_id or ""):
         raise ConfigError(f"--db_volume_id {ha.db_volume_id}: not a mount point; "
                           "the first node needs its volume to create the database")
     if paths.config.exists():
@@ -316,12 +437,15 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
     try:
         if ha and ha.mode == "drbd_on_cinder" and ha.self_index == 0 and \
                 not _volume_present(paths, cfg):
-            raise ConfigError(f"--db_volume_id {ha.db_volume_id}: the volume could not be "
+            vid = ha.db_volume_id or ""
+            where = f" ({volume_device(vid)})" if is_cinder_id(vid) else ""
+            raise ConfigError(f"--db_volume_id {ha.db_volume_id}{where}: the volume could not be "
                               "mounted; the first node needs it to create the database")
         for d in (paths.etc, paths.lib, paths.log, paths.run):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(paths.etc, 0o755)
         set_secret(paths, "bgp_md5", md5)
+        set_secret(paths, "confd_aes_key", node_args.confd_aes_key)
         store_pairing_credential(paths, ha_args, user_pass)
         if supplied_tls:
             tls.write_material(paths, *supplied_tls, supplied=True)
@@ -370,7 +494,7 @@ def _first_missing(path: Path) -> Path | None:
 
 def _volume_present(paths: NodePaths, cfg: NodeConfig) -> bool:
     assert cfg.ha and cfg.ha.db_volume_id
-    vol = Path(cfg.ha.db_volume_id)
+    vol = volume_device(cfg.ha.db_volume_id)
     if vol.is_block_device():
         mount = paths.db_volume_mount(cfg)
         mount.mkdir(parents=True, exist_ok=True)
@@ -432,7 +556,7 @@ def ha_set(root: Path, ha_args: HaArgs, user_pass: str | None) -> NodeConfig:
     """Turn a standalone node into an HA node (or change its HA settings)."""
     paths = NodePaths(root)
     cfg = load_config(paths)
-    ha = build_ha(ha_args, cfg.ipaddr)
+    ha = build_ha(ha_args, cfg.ipaddr, routed=cfg.bgp is not None)
     if ha is None:
         raise ConfigError("escadm ha set needs --ha_node_list, --kad_vip and --kad_vif")
     check_pairing_args(ha, ha_args, user_pass, credentials.client_credential(paths))

@@ -69,28 +69,45 @@ def test_stopping_the_active_hands_over_without_losing_writes(lab):
     lab.wait_acks(writer, n=1)
     time.sleep(0.5)
     record = writer.stop()
-    from esc.lab.measure import analyse
 
     assert analyse(record, lab.names_via_vip()).lost == []
-    assert json.loads(lab.escadm(old, "status", "--json").stdout)["role"] == "STOPPED"
+    stopped = lab.escadm(old, "status", "--json", check=False)
+    assert json.loads(stopped.stdout)["role"] == "STOPPED" and stopped.returncode == 3
     lab.escadm(old, "start")
     lab.wait_roles({old: "STANDBY", new: "ACTIVE"}, timeout=60)
 
 
-def test_maintenance_mode_stops_automatic_failover(lab):
-    """Set on the standby, it reaches the active; a switchover is refused; when the
-    active dies the standby does not take over by itself, and force-active brings the
-    service back with every acknowledged write."""
+def test_maintenance_mode_refuses_the_northbound_and_stops_automatic_failover(lab):
+    """The original's maintenance: set on the standby, it reaches the active, whose
+    northbound then answers new requests 503 with Retry-After and whose VNF monitor
+    pauses; a switchover is refused; when the active dies the standby does not take
+    over by itself, and force-active brings the service back with every acknowledged
+    write, still in maintenance until the operator ends it."""
     active = lab.active()
     standby = lab.other(active)
-    out = lab.escadm(standby, "op_mode", "set", "--mode=maintenance").stdout
-    assert "operation mode maintenance; peer told" in out
+    assert lab.post("before-maintenance") in (201, 202)
+    out = lab.escadm(standby, "op_mode", "set", "--mode=maintenance", "--ipt_check").stdout
+    assert "operation mode maintenance; peer told" in out and "--ipt_check" in out
     assert "maintenance (set on" in lab.escadm(active, "op_mode", "show").stdout
     assert lab.escadm(active, "status").stdout.strip() == "ACTIVE, maintenance mode"
-    refused = lab.escadm(active, "ha", "switchover", check=False)
-    assert refused.returncode != 0 and "maintenance mode" in refused.stderr
-    writer = lab.start_writer("maint")
-    lab.wait_acks(writer)
+
+    def refused() -> bool:
+        code, body = lab.api("POST", "/v0/deployments", {"name": "during-maintenance"})
+        return code == 503 and "maintenance" in body["error"]
+    deadline = time.monotonic() + 5
+    while not refused():
+        assert time.monotonic() < deadline, "the northbound still takes requests in maintenance"
+        time.sleep(0.2)
+    retry = lab.client_python(f"import httpx;r=httpx.get({lab.url + '/v0/deployments'!r},auth={lab.auth!r});"
+                              "print(r.status_code, r.headers.get('retry-after'))")
+    assert retry.split() == ["503", "60"]
+    deadline = time.monotonic() + 10  # the monitor pauses; health does not count it a fault
+    while "monitor is stopped" not in (health := lab.escadm(active, "health", check=False)).stdout:
+        assert time.monotonic() < deadline, health.stdout
+        time.sleep(0.3)
+    assert health.returncode == 0 and "ESC HEALTH PASSED" in health.stdout
+    refused_swo = lab.escadm(active, "ha", "switchover", check=False)
+    assert refused_swo.returncode != 0 and "maintenance mode" in refused_swo.stderr
     labmod.kill(active)
     time.sleep(3)  # several times what a failover takes
     st = lab.status(standby)
@@ -98,11 +115,19 @@ def test_maintenance_mode_stops_automatic_failover(lab):
     assert not lab.has_vip(standby)
     lab.escadm(standby, "ha", "force-active", "--yes")
     lab.wait_roles({standby: "ACTIVE"}, timeout=30)
-    lab.wait_acks(writer, n=1)
-    record = writer.stop()
-    assert analyse(record, lab.names_via_vip()).lost == []
-    # back to operation on the survivor; the old active comes back with the newer setting
+    deadline = time.monotonic() + 10
+    while not refused():  # the new active's northbound is in maintenance too
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # back to operation on the survivor: requests are taken, nothing acknowledged is lost
     lab.escadm(standby, "op_mode", "set", "--mode=operation")
+    deadline = time.monotonic() + 10
+    while lab.post("after-maintenance") not in (201, 202):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert {"before-maintenance", "after-maintenance"} <= lab.names_via_vip()
+    assert "during-maintenance" not in lab.names_via_vip()
+    # the old active comes back with the newer setting
     labmod.start(active)
     lab.wait_roles({standby: "ACTIVE", active: "STANDBY"}, timeout=60)
     assert lab.escadm(active, "op_mode", "show").stdout.strip() == "operation"

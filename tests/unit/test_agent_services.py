@@ -11,6 +11,7 @@ from pathlib import Path
 
 from esc import clock
 from esc.agent.core import Agent
+from esc.agent.opmode import OpMode
 from esc.agent.supervisor import Child
 from esc.config import EtsiConfig, NodeConfig
 
@@ -33,6 +34,7 @@ def _agent(tmp: Path, runs: list[Path]) -> Agent:
     agent.manager = Child("escmanager", argv, tmp / "escmanager.out", stdin_pipe=True, grace=5.0)
     agent.manager.min_restart_interval = 0.0
     agent.serving, agent.stop_requested, agent.freeze_seen = False, False, 0.0
+    agent.op_mode, agent.mode_sent = OpMode(), {}
     # the ETSI service is driven by the same code (Agent._drive); off here
     agent.etsi, agent.etsi_serving = Child("escetsi", argv, tmp / "escetsi.out"), False
     agent.cfg = NodeConfig(name="n1", etsi=EtsiConfig(enabled=False))
@@ -94,6 +96,31 @@ def test_the_serving_lease_runs_from_the_observations_not_from_the_sending(tmp_p
         while len(_leases(runs[0])) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert _leases(runs[0])[-1] > clock.now()
+    finally:
+        agent.manager.kill()
+        agent.manager.stop_wait(5)
+
+
+def test_the_controller_is_told_the_pairs_operation_mode_once_per_change(tmp_path: Path) -> None:
+    runs: list[Path] = []
+    agent = _agent(tmp_path, runs)
+    try:
+        agent.io_services(True, clock.now())
+        agent.io_services(True, clock.now())
+        agent.op_mode = OpMode(mode="maintenance", version=1, by="n1")
+        agent.io_services(True, clock.now())
+        agent.io_services(True, clock.now())
+        deadline = time.monotonic() + 5
+        modes: list[str] = []
+        while time.monotonic() < deadline:
+            text = runs[0].read_text() if runs[0].exists() else ""
+            modes = [x for x in text.splitlines() if x.startswith("mode")]
+            if len(modes) >= 2:
+                break
+            time.sleep(0.02)
+        assert modes == ["mode operation", "mode maintenance"]
+        lines = runs[0].read_text().splitlines()
+        assert lines.index("mode operation") < lines.index("serve")  # told before it serves
     finally:
         agent.manager.kill()
         agent.manager.stop_wait(5)

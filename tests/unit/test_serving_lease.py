@@ -9,7 +9,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from esc import clock
-from esc.services.serving import ServingGate, ServingLease, parse_lease_line
+from esc.services.serving import (
+    MaintenanceGate,
+    OperationMode,
+    ServingGate,
+    ServingLease,
+    parse_lease_line,
+    parse_mode_line,
+)
 
 
 def app_with(lease: ServingLease) -> TestClient:
@@ -62,3 +69,37 @@ def test_an_answer_that_starts_after_the_lease_ran_out_is_refused() -> None:
 
     r = TestClient(ServingGate(app, lease)).get("/v0/slow")
     assert r.status_code == 503 and "stale" not in r.text
+
+
+def test_maintenance_refuses_new_requests_and_lets_those_in_progress_finish() -> None:
+    mode = OperationMode()
+    seen: list[str] = []
+    mode.listeners.append(seen.append)
+    app = FastAPI()
+
+    @app.get("/v0/ping")
+    def ping() -> dict:
+        return {"ok": True}
+
+    @app.get("/v0/long")
+    def long() -> dict:
+        mode.set("maintenance")  # set while this request is being handled: it finishes
+        return {"finished": True}
+
+    client = TestClient(MaintenanceGate(app, mode))
+    assert client.get("/v0/ping").json() == {"ok": True}
+    assert client.get("/v0/long").json() == {"finished": True}
+    r = client.get("/v0/ping")
+    assert r.status_code == 503 and r.headers["retry-after"] == "60" and "maintenance" in r.json()["error"]
+    etsi = TestClient(MaintenanceGate(app, mode, problem=True)).get("/v0/ping")
+    assert etsi.headers["content-type"] == "application/problem+json" and etsi.json()["status"] == 503
+    mode.set("operation")
+    assert client.get("/v0/ping").status_code == 200
+    assert seen == ["maintenance", "operation"]
+
+
+def test_mode_lines() -> None:
+    assert parse_mode_line("mode maintenance\n") == "maintenance"
+    assert parse_mode_line("mode operation") == "operation"
+    for bad in ("mode", "mode off", "mode maintenance now", "lease 1"):
+        assert parse_mode_line(bad) is None

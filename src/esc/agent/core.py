@@ -26,13 +26,13 @@ from typing import Any
 
 import psycopg
 
-from esc import clock, health, privileges, tls
+from esc import clock, health, network, privileges, tls
 from esc.agent import api, health_api, history, opmode, traps
 from esc.agent.lease import LeaseClient, LeaseView
 from esc.agent.loop import AgentLoop, Pending
 from esc.agent.peer import PeerPoller, PeerSnapshot
 from esc.agent.supervisor import Child
-from esc.config import BgpConfig, NodeConfig, NodePaths, load_config
+from esc.config import BgpConfig, NodeConfig, NodePaths, load_config, volume_device
 from esc.ha import bgp, keepalived, postgres, vip
 from esc.pairing import material as pair_material
 from esc.pairing import service as pairing
@@ -77,6 +77,7 @@ class Agent(AgentLoop):
                           prepare=lambda: self._prepare_manager("escetsi"))
         self.etsi_serving = False
         self.manager_serving_at = 0.0
+        self.mode_sent: dict[str, tuple[int | None, str]] = {}  # service -> (pid, op_mode sent)
         # root's part of the VIM driver, for the unprivileged controller (esc.vim.service)
         self.vim_helper = Child("escvim", lambda: [sys.executable, "-m", "esc.vim.service",
                                                    "--root", str(self.paths.root)],
@@ -125,6 +126,10 @@ class Agent(AgentLoop):
                  f"HA with {ha.peer_address}, VIP {ha.vip.cidr}" if ha else "standalone")
         self.journal.record("start", Role.STOPPED, "agent started" + (
             f" (HA with {ha.peer_address}, VIP {ha.vip.cidr})" if ha else " (standalone)"))
+        # the installer's network arguments (addresses, gateway, routes, host names):
+        # before the peer is looked for over them
+        for line in network.apply(self.cfg, self.paths):
+            log.info("network: %s", line)
         self.servers.append(api.serve_unix(self.paths.agent_sock, self))
         if ha:
             pairing_server = pairing.PairingServer(self.paths, ha.node_list,
@@ -643,7 +648,7 @@ class Agent(AgentLoop):
         if ha is None or ha.mode != "drbd_on_cinder":
             return True
         assert ha.db_volume_id
-        dev = Path(ha.db_volume_id)
+        dev = volume_device(ha.db_volume_id)
         target = self.paths.db_volume_mount(self.cfg)
         if mount and dev.is_block_device() and not os.path.ismount(target):
             target.mkdir(parents=True, exist_ok=True)
@@ -719,6 +724,11 @@ class Agent(AgentLoop):
             # of this tick, answers nothing when it wakes
             if not m.send_line(f"lease {observed_at + self.pause_fence:.3f}"):
                 return serving
+            # the pair's operation mode: in maintenance the northbound refuses new requests
+            # and the monitor pauses (sent when it changes, and to each new process)
+            mode = self.op_mode.mode
+            if self.mode_sent.get(m.name) != (m.pid, mode) and m.send_line(f"mode {mode}"):
+                self.mode_sent[m.name] = (m.pid, mode)
             if not serving and m.send_line("serve"):
                 serving = True
                 log.info("%s serving (pid %s)", m.name, m.pid)

@@ -26,9 +26,11 @@ from esc.config import (
     load_config,
     validation_message,
 )
-from esc.install import BgpArgs, HaArgs, bgp_set, ha_set, install
+from esc.install import BgpArgs, HaArgs, NodeArgs, bgp_set, ha_set, install
 
 MULTI_VALUE = ("--ha_node_list", "--ipaddr", "--ha_heartbeat_list")
+# options of the original installer followed by several words (--net n1 n2 n3): up to the next option
+MULTI_WORD = ("--net",)
 # A value continuing a multi-value option looks like addresses (a node name does not).
 ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f.:\[\]/, ]+")
 
@@ -41,6 +43,14 @@ def normalise_argv(argv: list[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         name, eq, first = arg.partition("=")
+        if name in MULTI_WORD:
+            values = [first] if eq else []
+            i += 1
+            while i < len(argv) and not argv[i].startswith("-"):
+                values.append(argv[i])
+                i += 1
+            out += [name, " ".join(values)]
+            continue
         if name in MULTI_VALUE:
             values = [first] if eq else []
             i += 1
@@ -171,7 +181,8 @@ def bgp_options(prefix: str):  # type: ignore[no-untyped-def]
 
 
 @cli.command("install")
-@secret_files("ha_secret", "ha_join_token", "user_pass", "user_rest_pass", "user_portal_pass", "bgp_md5")
+@secret_files("ha_secret", "ha_join_token", "user_pass", "user_rest_pass", "user_portal_pass",
+              "user_confd_pass", "confd_aes_key", "bgp_md5")
 @click.argument("name")
 @click.option("--ipaddr", help="This node's address(es).")
 @ha_options
@@ -179,8 +190,21 @@ def bgp_options(prefix: str):  # type: ignore[no-untyped-def]
 @click.option("--user_pass", help="USER:PASS of the admin user.")
 @click.option("--user_rest_pass", help="USER:PASS for the REST API.")
 @click.option("--user_portal_pass", help="USER:PASS for the portal.")
+@click.option("--user_confd_pass", "--user_confid_pass", "user_confd_pass",
+              help="USER:PASS for the NETCONF service (--user_confid_pass: the chapter's spelling).")
+@click.option("--confd_aes_key", help="The NETCONF service's AES key (kept in secrets.json).")
 @click.option("--tls_cert", help="PEM certificate (chain) for HTTPS 8443 (else generated).")
 @click.option("--tls_key", help="PEM private key of --tls_cert.")
+@click.option("--gateway_ip", help="The default gateway (applied by the agent at each start).")
+@click.option("--route", "route", multiple=True, metavar="NET[/LEN][:GW]:IF",
+              help="A static route (repeatable; applied by the agent at each start).")
+@click.option("--network_params_file", metavar="PATH",
+              help="INI, a section per interface: prefixlen, mtu, gateway.")
+@click.option("--host_mapping_file", metavar="PATH", help="ADDRESS NAME... lines (/etc/hosts form).")
+@click.option("--image", help="The VM image (recorded: the original's bootvm creates the VM).")
+@click.option("--flavor", help="The VM flavor (recorded).")
+@click.option("--avail_zone", help="The VM's availability zone (recorded).")
+@click.option("--net", help="The VM's networks, by name (recorded).")
 @click.option("--force", is_flag=True, help="Replace an existing node under this root.")
 @click.pass_context
 def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list, kad_vip, kad_vif,  # type: ignore[no-untyped-def]
@@ -188,16 +212,23 @@ def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list,
                 bgp_local_ip,
                 bgp_anycast_ip,
                 bgp_remote_ip, bgp_local_as, bgp_remote_as, bgp_local_router_id, bgp_md5, user_pass,
-                user_rest_pass, user_portal_pass, tls_cert, tls_key, force) -> None:
+                user_rest_pass, user_portal_pass, user_confd_pass, confd_aes_key, tls_cert, tls_key,
+                gateway_ip, route, network_params_file, host_mapping_file, image, flavor, avail_zone, net,
+                force) -> None:
     """Install a node (STANDALONE, or HA with --ha_node_list/--kad_vip/--kad_vif; BGP
-    anycast with the --bgp_* options)."""
+    anycast with the --bgp_* options). Takes every argument of the original installer's
+    lines; `bootvm.py NAME ...` is the same command."""
     ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret=ha_secret,
                 ha_join_token=ha_join_token, ha_witness=ha_witness, ha_heartbeat_list=ha_heartbeat_list)
     bgp = BgpArgs(bgp_local_ip, bgp_anycast_ip, bgp_remote_ip, bgp_local_as, bgp_remote_as,
                   bgp_local_router_id, bgp_md5)
+    node = NodeArgs(gateway_ip=gateway_ip, route=route, network_params_file=network_params_file,
+                    host_mapping_file=host_mapping_file, image=image, flavor=flavor, avail_zone=avail_zone,
+                    net=net, user_confd_pass=user_confd_pass, confd_aes_key=confd_aes_key)
     try:
         cfg = install(name, ctx.obj["root"], ipaddr or [], ha, user_pass, user_rest_pass,
-                      user_portal_pass, force, tls_cert=tls_cert, tls_key=tls_key, bgp_args=bgp)
+                      user_portal_pass, force, tls_cert=tls_cert, tls_key=tls_key, bgp_args=bgp,
+                      node_args=node)
     except ConfigError as e:
         fail(str(e), 2)
     except RuntimeError as e:
@@ -205,6 +236,11 @@ def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list,
     kind = f"HA node {cfg.ha.self_index + 1} of 2, VIP {cfg.ha.vip.cidr}" if cfg.ha else "STANDALONE node"
     if cfg.bgp:
         kind += f", anycast {cfg.bgp.anycast_prefix} via {cfg.bgp.remote_ip}"
+    if db_volume_id and cfg.ha and cfg.ha.mode != "drbd_on_cinder":
+        click.echo("--db_volume_id: not used with --ha_mode drbd (the database is on this node's disk)")
+    if node.vm_given():
+        click.echo(f"{', '.join(node.vm_given())}: recorded, not used on this node (they describe the VM "
+                   "the original's bootvm creates)")
     done(f"installed {cfg.name} under {ctx.obj['root']}: {kind}")
 
 
@@ -372,17 +408,24 @@ def witness_token(ctx: click.Context) -> None:
 
 @cli.group("op_mode")
 def op_mode() -> None:
-    """The pair's operation mode: operation, or maintenance (no automatic failover)."""
+    """The pair's operation mode: operation, or maintenance (the northbound refuses new
+    requests with 503, the VNF monitor pauses, no automatic failover)."""
 
 
 @op_mode.command("set")
 @click.option("--mode", type=click.Choice(["operation", "maintenance"]), required=True)
+@click.option("--ipt_check", is_flag=True,
+              help="The original's check of its iptables rule; here the controller itself refuses "
+                   "new requests, so nothing else is needed (accepted for its command lines).")
 @click.pass_context
-def op_mode_set(ctx: click.Context, mode: str) -> None:
+def op_mode_set(ctx: click.Context, mode: str, ipt_check: bool) -> None:
     """Set it on this node and tell the peer (the newer setting wins on both)."""
     body = _command(ctx, "op_mode", {"mode": mode})
     peer = f"; peer {body['peer']}" if body.get("peer") else ""
-    done(f"operation mode {mode}{peer}")
+    if ipt_check:
+        click.echo("--ipt_check: no iptables rule here; the controller refuses new northbound requests")
+    done(f"operation mode {mode}{peer}" + ("; new northbound requests get 503, the monitor pauses"
+                                            if mode == "maintenance" else ""))
 
 
 @op_mode.command("show")
@@ -1158,7 +1201,8 @@ def restart(ctx: click.Context, timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, verbose: bool, as_json: bool) -> None:
-    """The node's role (one line); -v for details."""
+    """The node's role (one line); -v for details. Exit code 0 while the agent runs,
+    3 when the node is STOPPED, 1 when it is FAULT (for scripts and monitors)."""
     try:
         st = AgentClient(paths_of(ctx)).status()
     except AgentDown as e:
@@ -1168,10 +1212,13 @@ def status(ctx: click.Context, verbose: bool, as_json: bool) -> None:
         st["etsi"]["instances"] = etsi_instances(paths_of(ctx))
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))
-        return
-    click.echo(health.status_line(st))
-    if verbose:
-        click.echo(health.status_details(st))
+    else:
+        click.echo(health.status_line(st))
+        if verbose:
+            click.echo(health.status_details(st))
+    code = {"STOPPED": 3, "FAULT": 1}.get(str(st.get("role")), 0)
+    if code:
+        ctx.exit(code)
 
 
 def northbound(paths: NodePaths) -> dict:
@@ -1237,6 +1284,12 @@ cli.add_command(lab)
 
 def main() -> None:
     cli.main(args=normalise_argv(sys.argv[1:]), prog_name="escadm")
+
+
+def bootvm_main() -> None:
+    """`bootvm.py NAME ...`, as the original's installer is typed: `escadm install NAME ...`
+    on this host (the root is $ESC_ROOT, or /)."""
+    cli.main(args=["install", *normalise_argv(sys.argv[1:])], prog_name="bootvm.py")
 
 
 def health_main() -> None:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                      background_after=BACKGROUND_AFTER_S, vim=vim, packages=packages)
     log.info("ETSI server address %s", cfg.etsi_server_address)
     return run_parked(app, cfg, paths, serve_now=args.serve, name="escetsi",
-                      http_port=cfg.etsi.http_port, https_port=cfg.etsi.https_port)
+                      http_port=cfg.etsi.http_port, https_port=cfg.etsi.https_port, problem_json=True)
 
 
 if __name__ == "__main__":

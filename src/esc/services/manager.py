@@ -68,7 +68,14 @@ from esc.services.db import CommitNotConfirmed, commit_durably, one_line
 from esc.services.executor import DeploymentExecutor
 from esc.services.metrics import RequestMetrics
 from esc.services.retention import Janitor
-from esc.services.serving import ServingGate, ServingLease, parse_lease_line
+from esc.services.serving import (
+    MaintenanceGate,
+    OperationMode,
+    ServingGate,
+    ServingLease,
+    parse_lease_line,
+    parse_mode_line,
+)
 from esc.services.transactions import Worker, WorkListener
 
 __all__ = ["CommitNotConfirmed", "commit_durably", "create_app", "db_conninfo", "main"]
@@ -532,14 +539,20 @@ def https_config(app: Any, cfg: NodeConfig, paths: NodePaths,
 
 
 def watch_stdin(exit_requested: threading.Event, lease: ServingLease,
-                on_tls: Callable[[], None] | None = None) -> None:
-    """While serving: "lease T" renews the serving lease (esc.services.serving); "tls"
-    loads the HTTPS certificate again (new connections get it); "exit" or EOF (the agent
-    died) shuts the servers down."""
+                on_tls: Callable[[], None] | None = None, mode: OperationMode | None = None) -> None:
+    """While serving: "lease T" renews the serving lease (esc.services.serving); "mode M"
+    is the pair's operation mode; "tls" loads the HTTPS certificate again (new
+    connections get it); "exit" or EOF (the agent died) shuts the servers down."""
     for line in sys.stdin:
         until = parse_lease_line(line)
         if until is not None:
             lease.renew(until)
+            continue
+        if (m := parse_mode_line(line)) is not None:
+            if mode is not None:
+                if m != mode.mode:
+                    log.info("stdin: operation mode %s", m)
+                mode.set(m)
             continue
         if line.strip() == "tls" and on_tls is not None:
             on_tls()
@@ -553,12 +566,17 @@ def watch_stdin(exit_requested: threading.Event, lease: ServingLease,
     exit_requested.set()
 
 
-def wait_for_serve(lease: ServingLease) -> bool:
-    """Parked: True on "serve", False on "exit" or EOF (a lease may come first)."""
+def wait_for_serve(lease: ServingLease, mode: OperationMode | None = None) -> bool:
+    """Parked: True on "serve", False on "exit" or EOF (a lease and the mode may come
+    first)."""
     for line in sys.stdin:
         until = parse_lease_line(line)
         if until is not None:
             lease.renew(until)
+            continue
+        if (m := parse_mode_line(line)) is not None:
+            if mode is not None:
+                mode.set(m)
             continue
         command = line.strip()
         if command == "serve":
@@ -640,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
                      background_after=BACKGROUND_AFTER_S,
                      components_file=paths.manager_dir / components.FILE,
                      monitor_running=(lambda: vim.monitor.running) if vim else None)
+    mode = OperationMode()
+    if vim is not None:
+        mode.listeners.append(lambda m: vim.set_maintenance(m == "maintenance"))
     portal = None
     if cfg.portal_user is not None:
         def portal(lease: ServingLease, stopping: threading.Event) -> ASGIApp:
@@ -647,12 +668,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return portal_app(cfg, conninfo, paths.portal_sock, serving=lease.valid, stopping=stopping)
     return run_parked(app, cfg, paths, serve_now=args.serve, name="escmanager",
-                      http_port=cfg.api_port, https_port=cfg.https_port, portal=portal)
+                      http_port=cfg.api_port, https_port=cfg.https_port, portal=portal, mode=mode)
 
 
 def run_parked(app: ASGIApp, cfg: NodeConfig, paths: NodePaths, *, serve_now: bool, name: str,
                http_port: int, https_port: int,
-               portal: Callable[[ServingLease, threading.Event], ASGIApp] | None = None) -> int:
+               portal: Callable[[ServingLease, threading.Event], ASGIApp] | None = None,
+               mode: OperationMode | None = None, problem_json: bool = False) -> int:
     """Park (imports done, app built and warmed, listening on nothing) until "serve" on
     stdin, then serve ``app`` on ``http_port`` and, with TLS material, ``https_port``
     until "exit", EOF or a signal. The protocol of the module docstring; the ETSI
@@ -660,7 +682,9 @@ def run_parked(app: ASGIApp, cfg: NodeConfig, paths: NodePaths, *, serve_now: bo
     (esc.portal), served on ``cfg.portal_port``, HTTPS only, behind the same lease."""
     # under an agent, nothing is answered until its first lease
     lease = ServingLease() if serve_now else ServingLease(until=0.0)
-    gated = ServingGate(app, lease)
+    mode = mode or OperationMode()
+    # the portal stays open in maintenance (it is where an admin ends it)
+    gated = ServingGate(MaintenanceGate(app, mode, problem=problem_json), lease)
     config = web.config(gated, lifespan="on", **GUARDS)  # loaded now, not at failover
     tls_config = https_config(gated, cfg, paths, https_port)
     portal_stopping = threading.Event()
@@ -700,7 +724,7 @@ def run_parked(app: ASGIApp, cfg: NodeConfig, paths: NodePaths, *, serve_now: bo
         warm_up(app)
         log.info("%s parked, pid %d", name, os.getpid())
         notify("parked")
-        if not wait_for_serve(lease):
+        if not wait_for_serve(lease, mode):
             return 0
     t_serve = time.monotonic()
 
@@ -709,7 +733,8 @@ def run_parked(app: ASGIApp, cfg: NodeConfig, paths: NodePaths, *, serve_now: bo
     signal.signal(signal.SIGTERM, lambda signum, frame: exit_requested.set())
     signal.signal(signal.SIGINT, lambda signum, frame: exit_requested.set())
     if not serve_now:
-        threading.Thread(target=watch_stdin, args=(exit_requested, lease, reload_tls), daemon=True).start()
+        threading.Thread(target=watch_stdin, args=(exit_requested, lease, reload_tls, mode),
+                         daemon=True).start()
     try:
         sock = web.tcp_socket("::", http_port)
     except OSError as e:

@@ -81,3 +81,61 @@ class ServingGate:
                                 (b"retry-after", b"1"),
                                 (b"content-length", str(len(self.BODY)).encode())]})
         await send({"type": "http.response.body", "body": self.BODY})
+
+
+class OperationMode:
+    """The pair's operation mode as the agent last said (``mode <operation|maintenance>``
+    on stdin). In maintenance the northbound refuses new requests (MaintenanceGate) and
+    the VNF monitor pauses; listeners are told of each change."""
+
+    def __init__(self) -> None:
+        self.mode = "operation"
+        self.listeners: list[Any] = []
+
+    @property
+    def maintenance(self) -> bool:
+        return self.mode == "maintenance"
+
+    def set(self, mode: str) -> None:
+        if mode == self.mode:
+            return
+        self.mode = mode
+        for listener in self.listeners:
+            listener(mode)
+
+
+def parse_mode_line(line: str) -> str | None:
+    parts = line.split()
+    if len(parts) == 2 and parts[0] == "mode" and parts[1] in ("operation", "maintenance"):
+        return parts[1]
+    return None
+
+
+class MaintenanceGate:
+    """ASGI middleware: in maintenance mode, 503 with Retry-After to every new request
+    (those already in progress finish). ``problem``: answer as application/problem+json
+    (the ETSI API), else the REST API's ``{"error": ...}``."""
+
+    DETAIL = ("the pair is in maintenance mode: new northbound requests are refused until "
+              "`escadm op_mode set --mode=operation`")
+    RETRY_AFTER_S = 60
+
+    def __init__(self, app: Any, mode: OperationMode, problem: bool = False) -> None:
+        self.app, self.mode, self.problem = app, mode, problem
+        if problem:
+            self.body = json.dumps({"status": 503, "title": "Service Unavailable",
+                                    "detail": self.DETAIL}).encode()
+            self.content_type = b"application/problem+json"
+        else:
+            self.body = json.dumps({"error": self.DETAIL}).encode()
+            self.content_type = b"application/json"
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.mode.maintenance:
+            await self.app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", self.content_type),
+                                (b"retry-after", str(self.RETRY_AFTER_S).encode()),
+                                (b"content-length", str(len(self.body)).encode())]})
+        await send({"type": "http.response.body", "body": self.body})

@@ -78,6 +78,9 @@ class VimController:
         self.monitor = Monitor(self._on_event, self._on_action, interval_s=vim.probe_interval,
                                timeout_s=min(1.0, vim.probe_interval),
                                thresholds=Thresholds(rise=2, down_after=vim.down_after))
+        self._mode_lock = threading.Lock()
+        self.paused = False  # the pair's maintenance mode (set_maintenance)
+        self.serving = False  # between start() and stop()
 
     # -- executor --------------------------------------------------------------
     def apply(self, work: DeploymentWork) -> Mapping[str, str]:
@@ -124,8 +127,30 @@ class VimController:
         raise RuntimeError(f"the VIM pool {self.pool} is full")
 
     # -- monitor ---------------------------------------------------------------
+    def set_maintenance(self, on: bool) -> None:
+        """The pair's maintenance mode pauses the monitor (no probes, no recoveries; one
+        already running finishes); back in operation it starts again from the database."""
+        with self._mode_lock:
+            if on == self.paused:
+                return
+            self.paused = on
+            serving = self.serving
+        if not serving:
+            return  # start() reads it
+        if on:
+            log.info("maintenance mode: the monitor pauses")
+            threading.Thread(target=self.monitor.stop, name="esc-monitor-pause", daemon=True).start()
+        else:
+            log.info("operation mode: the monitor starts again")
+            threading.Thread(target=self.start, name="esc-monitor-resume", daemon=True).start()
+
     def start(self) -> None:
         """Rebuild the monitor from the database (after a failover too) and start it."""
+        with self._mode_lock:
+            self.serving = True
+            if self.paused:
+                log.info("monitor not started: maintenance mode")
+                return
         records = []
         try:
             with psycopg.connect(self.conninfo) as c:
@@ -144,6 +169,8 @@ class VimController:
         log.info("monitor started with %d VMs", len(records))
 
     def stop(self) -> None:
+        with self._mode_lock:
+            self.serving = False
         self.monitor.stop(timeout=5)
 
     def _on_event(self, ev: Event) -> None:
