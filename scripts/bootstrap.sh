@@ -19,6 +19,7 @@ command -v bird >/dev/null 2>&1 || need+=(bird2)
 command -v dot >/dev/null 2>&1 || need+=(graphviz)  # make rules-docs draws docs/rules.svg
 command -v snmptrapd >/dev/null 2>&1 || need+=(snmptrapd)  # the trap receiver of the SNMP tests
 command -v snmpget >/dev/null 2>&1 || need+=(snmp)  # the SNMP tests' GETs
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # checks the agent's unit (not run as init)
 [ -x /usr/bin/chromium ] || need+=(chromium)  # the portal's browser tests (Playwright drives it)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 id postgres >/dev/null 2>&1 || need+=(postgresql-15)

@@ -9,6 +9,7 @@ failed install leaves no half-written node.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from esc import secrets as esc_secrets
-from esc import tls
+from esc import systemd, tls
 from esc.config import (
     PG_BIN,
     BgpConfig,
@@ -53,6 +54,8 @@ from esc.pairing.handshake import Decision
 from esc.pairing.material import PairMaterial
 from esc.pairing.service import PairingError, PairingRefused, pair_node
 from esc.render import render_all
+
+log = logging.getLogger("esc.install")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -460,6 +463,8 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
         else:
             postgres.prepare_dirs(paths, cfg)
         render_all(paths, cfg)
+        for line in systemd.install_unit(paths, cfg):
+            log.info("%s", line)
         save_config(paths, cfg)  # last: its presence means "installed"
     except BaseException:
         volume = paths.lib / "db_volume"

@@ -236,6 +236,10 @@ def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list,
     kind = f"HA node {cfg.ha.self_index + 1} of 2, VIP {cfg.ha.vip.cidr}" if cfg.ha else "STANDALONE node"
     if cfg.bgp:
         kind += f", anycast {cfg.bgp.anycast_prefix} via {cfg.bgp.remote_ip}"
+    from esc import systemd
+
+    if systemd.manages(paths_of(ctx)):
+        click.echo(f"{systemd.UNIT} enabled: the node starts at boot; `escadm start` starts it now")
     if db_volume_id and cfg.ha and cfg.ha.mode != "drbd_on_cinder":
         click.echo("--db_volume_id: not used with --ha_mode drbd (the database is on this node's disk)")
     if node.vm_given():
@@ -1134,14 +1138,22 @@ def start(ctx: click.Context, timeout: float) -> None:
         return
     except AgentDown:
         pass
+    from esc import systemd
+
     paths.log.mkdir(parents=True, exist_ok=True)
-    with open(paths.log / "agent.out", "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "esc.agent", "--root", str(paths.root)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd="/")
+    proc = None
+    if systemd.manages(paths):  # a real host: systemd runs it (and again after a reboot)
+        res = systemd.systemctl("start", systemd.UNIT)
+        if res.returncode != 0:
+            fail(f"systemctl start {systemd.UNIT}: {res.stderr.strip()} (journalctl -u {systemd.UNIT})")
+    else:
+        with open(paths.log / "agent.out", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "esc.agent", "--root", str(paths.root)],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd="/")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             tail = (paths.log / "agent.out").read_text(errors="replace").strip().splitlines()[-3:]
             fail(f"the agent exited at start ({proc.returncode}): {' | '.join(tail)}")
         try:
@@ -1154,7 +1166,15 @@ def start(ctx: click.Context, timeout: float) -> None:
 
 
 def _stop(ctx: click.Context, timeout: float) -> None:
+    from esc import systemd
+
     paths = paths_of(ctx)
+    if systemd.manages(paths):  # systemd sends the agent SIGTERM and waits for it
+        res = systemd.systemctl("stop", systemd.UNIT)
+        if res.returncode != 0:
+            fail(f"systemctl stop {systemd.UNIT}: {res.stderr.strip()}")
+        done("stopped")
+        return
     try:
         pid = int(paths.agent_pid.read_text())
     except (FileNotFoundError, ValueError):
