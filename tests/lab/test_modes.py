@@ -131,3 +131,38 @@ def test_maintenance_mode_refuses_the_northbound_and_stops_automatic_failover(la
     labmod.start(active)
     lab.wait_roles({standby: "ACTIVE", active: "STANDBY"}, timeout=60)
     assert lab.escadm(active, "op_mode", "show").stdout.strip() == "operation"
+
+
+def test_backup_on_the_standby_and_restore_on_the_active_in_maintenance(lab, tmp_path):
+    """A backup made from the standby's replica, restored on the active: refused outside
+    maintenance and on the standby, refused for a file that is not a backup (nothing
+    changed), then the data is the backup's, on both nodes."""
+    active = lab.active()
+    standby = lab.other(active)
+    assert lab.post("bk-before") in (201, 202)
+    time.sleep(0.5)  # on the standby's replica (synchronous: it is, already)
+    f = tmp_path / "esc.backup"
+    out = lab.escadm(standby, "backup", "--file", str(f)).stdout
+    assert "backup of" in out and "standby database" in out and oct(f.stat().st_mode)[-3:] == "600"
+    assert lab.escadm(standby, "backup", "--file", str(f), check=False).returncode == 2  # no --force
+    assert lab.post("bk-after") in (201, 202)
+    res = lab.escadm(active, "restore", "--file", str(f), check=False)
+    assert res.returncode == 1 and "set `escadm op_mode set --mode=maintenance` first" in res.stderr
+    res = lab.escadm(standby, "restore", "--file", str(f), check=False)
+    assert res.returncode == 1 and "restore on the active" in res.stderr
+    lab.escadm(active, "op_mode", "set", "--mode=maintenance")
+    try:
+        bad = tmp_path / "not-a-backup"
+        bad.write_bytes(b"\x00" * 1000)
+        res = lab.escadm(active, "restore", "--file", str(bad), check=False)
+        assert res.returncode == 1 and "not readable as a backup" in res.stderr
+        out = lab.escadm(active, "restore", "--file", str(f)).stdout
+        assert "restored the backup of" in out and "counts checked" in out
+    finally:
+        lab.escadm(active, "op_mode", "set", "--mode=operation")
+    names = lab.names_via_vip()
+    assert "bk-before" in names and "bk-after" not in names
+    lab.escadm(active, "ha", "switchover")  # the standby has the restored data too
+    lab.wait_roles({standby: "ACTIVE", active: "STANDBY"}, timeout=30)
+    names = lab.names_via_vip()
+    assert "bk-before" in names and "bk-after" not in names

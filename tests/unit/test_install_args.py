@@ -337,3 +337,31 @@ def test_the_first_node_creates_its_database_on_the_cinder_volume_it_names(root:
         link.unlink(missing_ok=True)
         for d in reversed(made):
             d.rmdir()
+
+
+def test_a_file_that_is_not_a_whole_backup_is_refused(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from esc.backup import BackupError, read
+
+    def tar(members: dict[str, bytes]) -> Path:
+        f = tmp_path / f"b{len(list(tmp_path.iterdir()))}.tar"
+        with tarfile.open(f, "w") as t:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        return f
+
+    out = tmp_path / "x"
+    out.mkdir()
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x00" * 100)
+    for src, message in ((junk, "not readable as a backup"),
+                         (tar({"manifest.json": b"{}"}), "not a backup of this controller"),
+                         (tar({"manifest.json": b"[", "esc.json": b"{}", "esc.dump": b""}), "not JSON"),
+                         (tar({"manifest.json": b'{"format": 9, "tables": {}}', "esc.json": b"{}",
+                               "esc.dump": b""}), "format 9")):
+        with pytest.raises(BackupError, match=message):
+            read(src, out)

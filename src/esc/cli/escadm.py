@@ -642,6 +642,63 @@ def metrics_set(ctx: click.Context, user_pass: str | None, open_: bool) -> None:
          + "; run `escadm reload`")
 
 
+@cli.command("backup")
+@click.option("--file", "file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the backup (mode 0600).")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
+@click.pass_context
+def backup_cmd(ctx: click.Context, file: Path, force: bool) -> None:
+    """The controller's data (a consistent dump of its database) and this node's
+    configuration, in one file; on either node (a standby dumps its replica)."""
+    from esc.backup import BackupError, backup
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+    except ConfigError as e:
+        fail(str(e), 2)
+    file = file.resolve()
+    if file.exists() and not force:
+        fail(f"{file} exists: give --force to replace it", 2)
+    if not file.parent.is_dir():
+        fail(f"{file.parent}: no such directory", 2)
+    try:
+        manifest = backup(paths, cfg, file)
+    except BackupError as e:
+        fail(str(e))
+    rows = sum(manifest["tables"].values())
+    done(f"backup of {cfg.name}'s {manifest['from']} database: {len(manifest['tables'])} tables, "
+         f"{rows} rows, in {file} ({file.stat().st_size} bytes)")
+
+
+@cli.command("restore")
+@click.option("--file", "file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file written by `escadm backup`.")
+@click.pass_context
+def restore_cmd(ctx: click.Context, file: Path) -> None:
+    """Replace the controller's data with a backup's, on the active, in maintenance mode
+    (`escadm op_mode set --mode=maintenance` first; the standby follows by replication)."""
+    from esc.backup import BackupError, restore
+
+    paths = paths_of(ctx)
+    try:
+        cfg = load_config(paths)
+    except ConfigError as e:
+        fail(str(e), 2)
+    try:
+        status = AgentClient(paths).status()
+    except AgentDown as e:
+        fail(f"the agent does not answer ({e}): restore on the running active")
+    try:
+        manifest = restore(paths, cfg, file.resolve(), status)
+    except BackupError as e:
+        fail(str(e))
+    made = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(manifest["made_at"]))
+    done(f"restored the backup of {manifest['node']} made {made}: {len(manifest['tables'])} tables, "
+         f"{sum(manifest['tables'].values())} rows, counts checked; "
+         "`escadm op_mode set --mode=operation` to serve again")
+
+
 @cli.group()
 def portal() -> None:
     """The portal (https://VIP:9001/, on the active): its users."""
