@@ -105,7 +105,8 @@ def read(src: Path, into: Path) -> dict:
         with tarfile.open(src, "r") as tar:
             names = tar.getnames()
             if sorted(names) != sorted(MEMBERS):
-                raise BackupError(f"{src}: not a backup of this controller (it holds {', '.join(names[:5])})")
+                held = ", ".join(names[:5]) or "nothing"
+                raise BackupError(f"{src}: not a backup of this controller (it holds {held})")
             for name in MEMBERS:
                 member = tar.getmember(name)
                 if not member.isfile():

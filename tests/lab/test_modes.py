@@ -155,7 +155,7 @@ def test_backup_on_the_standby_and_restore_on_the_active_in_maintenance(lab, tmp
         bad = tmp_path / "not-a-backup"
         bad.write_bytes(b"\x00" * 1000)
         res = lab.escadm(active, "restore", "--file", str(bad), check=False)
-        assert res.returncode == 1 and "not readable as a backup" in res.stderr
+        assert res.returncode == 1 and "not a backup of this controller (it holds nothing)" in res.stderr
         out = lab.escadm(active, "restore", "--file", str(f)).stdout
         assert "restored the backup of" in out and "counts checked" in out
     finally:
