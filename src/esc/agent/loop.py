@@ -113,6 +113,15 @@ class RunningJob:
                 self.until = now + step.seconds
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A tick's observations and decision, before it acts on them."""
+
+    now: float
+    obs: Observation
+    dec: Decision
+
+
 class AgentLoop:
     """One node's decisions and memory. Subclasses provide the ``io_*`` methods."""
 
@@ -286,6 +295,11 @@ class AgentLoop:
 
     # --------------------------------------------------------------- the tick
     def tick(self) -> Decision:
+        return self.act(self.observe_and_decide())
+
+    def observe_and_decide(self) -> Planned:
+        """The first half of a tick: what is seen, and what the rules decide; nothing
+        acted on yet. A node can freeze between the halves (the simulation makes it)."""
         now = self.now()
         paused_for = self.io_paused_for(now)
         if paused_for > self.pause_fence:
@@ -299,7 +313,12 @@ class AgentLoop:
         self.io_before_tick()
         self._advance_job(now)
         obs = replace(self._observe(now), paused_for=paused_for, pause_fence=self.pause_fence)
-        dec = decide(self.role, obs)
+        return Planned(now, obs, decide(self.role, obs))
+
+    def act(self, planned: Planned) -> Decision:
+        """The second half: record the decision and act on it, with the observations'
+        time (a lease or a step that must not outlive them is dated from it)."""
+        now, obs, dec = planned.now, planned.obs, planned.dec
         self.io_lease_want(dec.desired.lease)
         if dec.desired.outdate_peer is not None:
             self.io_lease_outdate_peer(dec.desired.outdate_peer)

@@ -379,6 +379,7 @@ class World:
         self.jitter = 0.0
         self.stats = {"duplicated": 0, "reordered": 0}  # what the jittery link did
         self.frozen_until = {n: 0.0 for n in self.NODES}
+        self.mid_tick_freeze: dict[str, float] = {}  # node -> freeze between a tick's halves
         self.down = {n: False for n in self.NODES}
         self.acked: dict[str, tuple[str, int]] = {}  # write -> (node, timeline)
         self.writer_eras: dict[int, str] = {}  # timeline -> the node that acked on it
@@ -445,17 +446,35 @@ class World:
         self.frozen_until[name] = self.sched.now + seconds
 
     # --- the agent loop, heartbeats
+    def freeze_mid_tick(self, name: str, seconds: float) -> None:
+        """The node's next tick freezes between its observations and its actions: it
+        acts ``seconds`` later on what it saw before, while the others went on."""
+        self.mid_tick_freeze[name] = seconds
+
     def _loop(self, name: str, agent: SimAgent) -> None:
+        def noted(dec: Any) -> None:
+            if dec.role != getattr(agent, "_noted_role", None):
+                self.sched.note(f"{name} {dec.role}: {dec.reason}")
+                agent._noted_role = dec.role  # type: ignore[attr-defined]
+
         def tick() -> None:
             if not agent.alive:
                 return
             if self.frozen(name):
                 self.sched.at(self.frozen_until[name], tick)
                 return
-            dec = agent.tick()
-            if dec.role != getattr(agent, "_noted_role", None):
-                self.sched.note(f"{name} {dec.role}: {dec.reason}")
-                agent._noted_role = dec.role  # type: ignore[attr-defined]
+            hold = self.mid_tick_freeze.pop(name, None)
+            if hold is not None:
+                planned = agent.observe_and_decide()
+                self.freeze(name, hold)
+
+                def resume() -> None:
+                    if agent.alive:
+                        noted(agent.act(planned))
+                        self.sched.after(self.timing.tick, tick)
+                self.sched.at(self.frozen_until[name], resume)
+                return
+            noted(agent.tick())
             self.sched.after(self.timing.tick, tick)
         self.sched.after(self.sched.rng.uniform(0, self.timing.tick), tick)
 
@@ -683,7 +702,7 @@ class World:
 
 
 FAULTS = ("power-cut-active", "power-cut-standby", "freeze-active", "freeze-standby",
-          "lossy-link", "jittery-link", "none")
+          "freeze-mid-tick-active", "freeze-mid-tick-standby", "lossy-link", "jittery-link", "none")
 # A cut of the only link between the nodes while both still reach the client is the
 # partition that splits a pair without a witness (documented); with one, it must not.
 WITNESS_FAULTS = (*FAULTS, "cut-link", "cut-link-then-power-cut-active")
@@ -712,6 +731,9 @@ def run_seed(seed: int, duration: float = 40.0, witness: bool = False, paths: in
             w.sched.run_until(t + hold, w.check)
             w.sched.note(f"REPAIR restart {victim}")
             w.start_node(victim)
+        elif fault.startswith("freeze-mid-tick"):
+            w.freeze_mid_tick(active if fault.endswith("active") else standby, hold)
+            w.sched.run_until(t + hold + w.timing.tick, w.check)
         elif fault.startswith("freeze"):
             w.freeze(active if fault.endswith("active") else standby, hold)
             w.sched.run_until(t + hold, w.check)
