@@ -320,8 +320,10 @@ def test_the_first_node_creates_its_database_on_the_cinder_volume_it_names(root:
     image = tmp_path / "volume.img"
     subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
-    loop = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    attached = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True)
+    if attached.returncode != 0:  # a container without loop devices
+        pytest.skip(f"no loop device here: {attached.stderr.strip()}")
+    loop = attached.stdout.strip()
     made = [d for d in (DISK_BY_ID.parent, DISK_BY_ID) if not d.exists()]  # removed again
     link = volume_device(VOLUME_ID)
     mount = root / "var/lib/esc/db_volume"
