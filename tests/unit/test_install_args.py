@@ -328,8 +328,11 @@ def test_the_first_node_creates_its_database_on_the_cinder_volume_it_names(root:
     link = volume_device(VOLUME_ID)
     mount = root / "var/lib/esc/db_volume"
     try:
-        DISK_BY_ID.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(loop)
+        try:
+            DISK_BY_ID.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(loop)
+        except OSError as e:  # a read-only /dev
+            pytest.skip(f"cannot link the volume where virtio puts it: {e}")
         res = run(root, "install", *line)
         assert res.exit_code == 0, res.output
         assert os.path.ismount(mount) and (mount / "esc/pgdata/PG_VERSION").exists()
