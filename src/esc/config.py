@@ -178,6 +178,9 @@ class HaConfig(BaseModel):
     # and the northbound stay on node_list's network; these only carry peer liveness, so a
     # node does not take over while its peer answers on any of them.
     heartbeat: list[list[str]] = []
+    # The network PostgreSQL replicates over (--ha_replication_list): node_list's when
+    # None, else one of the heartbeat networks, as both nodes' addresses in node_list order.
+    replication: list[str] | None = None
 
     @field_validator("witness")
     @classmethod
@@ -214,7 +217,17 @@ class HaConfig(BaseModel):
         for pair in self.heartbeat:
             check_heartbeat_pair(pair, seen)
             seen.update(str(parse_ip(a, "--ha_heartbeat_list")) for a in pair)
+        if self.replication is not None and self.replication != self.node_list and \
+                self.replication not in self.heartbeat:
+            raise ValueError(f"--ha_replication_list {' '.join(self.replication)}: give the two addresses "
+                             "of --ha_node_list or of one --ha_heartbeat_list, in the same order")
         return self
+
+    @property
+    def replication_pair(self) -> tuple[str, str]:
+        """(this node's address, the peer's) on the network PostgreSQL replicates over."""
+        pair = self.replication or self.node_list
+        return pair[self.self_index], pair[1 - self.self_index]
 
     @property
     def paths(self) -> list[tuple[str, str]]:

@@ -73,6 +73,8 @@ class HaArgs:
     ha_witness: str | None = None
     # repeatable: one "IP1 IP2" per extra heartbeat network
     ha_heartbeat_list: list[str] | tuple[str, ...] | None = None
+    # the network PostgreSQL replicates over: node_list's or one of the heartbeat lists'
+    ha_replication_list: str | None = None
 
 
 @dataclass
@@ -255,7 +257,7 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50,
              routed: bool = False) -> HaConfig | None:
     """``routed``: VRRP between nodes on different networks (BGP anycast northbound)."""
     # HA options that alone do not make a node HA
-    extras = ("ha_secret", "ha_join_token", "ha_witness", "ha_heartbeat_list")
+    extras = ("ha_secret", "ha_join_token", "ha_witness", "ha_heartbeat_list", "ha_replication_list")
     given = {k: v for k, v in ha.__dict__.items() if v not in (None, "") and k not in extras}
     if not given:
         for opt in extras:
@@ -310,10 +312,13 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50,
         # a Cinder volume may be attached after the install (node 2); node 1 needs it now
         if not (vol.is_block_device() or vol.is_dir()) and not is_cinder_id(ha.db_volume_id):
             raise ConfigError(f"--db_volume_id {vol}: not a block device nor a directory")
+    replication = None
+    if ha.ha_replication_list:
+        replication = [str(parse_ip(a, "--ha_replication_list")) for a in split_list(ha.ha_replication_list)]
     try:
         return HaConfig(node_list=nodes, vip=vip_cfg, vif=ha.kad_vif, vri=vri, mode=mode,  # type: ignore[arg-type]
                         db_volume_id=ha.db_volume_id, self_index=mine[0], witness=ha.ha_witness or None,
-                        heartbeat=heartbeat)
+                        heartbeat=heartbeat, replication=replication)
     except ValueError as e:
         raise ConfigError(validation_message(e)) from None
 

@@ -197,7 +197,9 @@ def _lab_key(node: pytest.Item) -> tuple:
     bgp = node.get_closest_marker("lab_bgp")
     if bgp:
         return (mode, "bgp", bgp.kwargs.get("md5", labmod.BGP_MD5))
-    return (mode, paths, node.get_closest_marker("lab_witness") is not None)
+    replication = node.get_closest_marker("lab_replication_path")
+    return (mode, paths, node.get_closest_marker("lab_witness") is not None,
+            replication.args[0] if replication else 0)
 
 
 def _repaired(timeout: float = 60) -> bool:
@@ -242,7 +244,8 @@ class _ModuleLab:
         if key[1] == "bgp":
             state = labmod.up(log=lambda *_: None, mode=mode, bgp=True, md5=key[2])
         else:
-            state = labmod.up(log=lambda *_: None, mode=mode, paths=key[1], witness=key[2])
+            state = labmod.up(log=lambda *_: None, mode=mode, paths=key[1], witness=key[2],
+                              replication_path=key[3])
         self.key = key
         return state
 

@@ -78,3 +78,37 @@ def _eventually(check, timeout: float = 10) -> bool:  # type: ignore[no-untyped-
             return True
         time.sleep(0.2)
     return False
+
+
+def _replication_peer(lab, node: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The addresses the standby streams from, as the primary ``node`` sees them."""
+    from esc.config import PG_BIN, NodePaths
+
+    sock = NodePaths(labmod.node_root(node)).pg_socket_dir
+    res = net.netns_exec(node, str(PG_BIN / "psql"), "-h", str(sock), "-U", "postgres", "-Atc",
+                         "SELECT client_addr FROM pg_stat_replication", check=False)
+    return res.stdout.split()
+
+
+@pytest.mark.lab_replication_path(1)
+def test_replication_on_the_second_network_and_a_failover(lab) -> None:  # type: ignore[no-untyped-def]
+    """--ha_replication_list: PostgreSQL replicates over the second network while VRRP and
+    the northbound stay on the first; a failover and the rejoin use it too."""
+    active = lab.active()
+    standby = lab.other(active)
+    assert _replication_peer(lab, active) == [labmod.path_ip(standby, 1)]
+    writer = lab.start_writer("repl2")
+    lab.wait_acks(writer)
+    labmod.kill(active)
+    lab.wait_roles({standby: "ACTIVE"}, timeout=30)
+    lab.wait_acks(writer, n=1)
+    labmod.start(active)
+    lab.wait_roles({active: "STANDBY", standby: "ACTIVE"}, timeout=60)
+    deadline = time.monotonic() + 20
+    while _replication_peer(lab, standby) != [labmod.path_ip(active, 1)]:
+        assert time.monotonic() < deadline, _replication_peer(lab, standby)
+        time.sleep(0.3)
+    record = writer.stop()
+    from esc.lab.measure import analyse
+
+    assert analyse(record, lab.names_via_vip()).lost == []

@@ -370,3 +370,30 @@ def test_a_file_that_is_not_a_whole_backup_is_refused(tmp_path: Path) -> None:
                                "esc.dump": b""}), "format 9")):
         with pytest.raises(BackupError, match=message):
             read(src, out)
+
+
+# --- replication on a network of its own -------------------------------------------------------
+
+
+def test_replication_goes_over_the_network_asked_for(tmp_path: Path) -> None:
+    from esc.config import HaConfig, Vip
+    from esc.ha import postgres
+
+    base = {"node_list": ["10.9.9.1", "10.9.9.2"], "vif": "eth0", "self_index": 0,
+            "vip": Vip(address="10.9.9.50", prefixlen=24, interface="eth0"),
+            "heartbeat": [["10.9.8.1", "10.9.8.2"]]}
+    paths = NodePaths(tmp_path)
+    default = NodeConfig(name="n1", ha=HaConfig(**base))
+    moved = NodeConfig(name="n1", ha=HaConfig(**base, replication=["10.9.8.1", "10.9.8.2"]))
+    assert "listen_addresses=10.9.9.1" in postgres.server_argv(paths, default)
+    argv = postgres.server_argv(paths, moved)
+    assert "listen_addresses=10.9.8.1" in argv
+    assert any(a.startswith("primary_conninfo=host=10.9.8.2 ") for a in argv)
+    hba = postgres.hba_conf(moved)
+    assert "10.9.8.2/32" in hba and "10.9.9.2/32" not in hba
+    # the application names synchronous replication waits for stay the nodes' own
+    assert moved.ha.self_name == default.ha.self_name and moved.ha.peer_name == default.ha.peer_name
+    with pytest.raises(ValueError, match="--ha_replication_list 10.9.7.1 10.9.7.2"):
+        HaConfig(**base, replication=["10.9.7.1", "10.9.7.2"])
+    with pytest.raises(ValueError, match="in the same order"):
+        HaConfig(**base, replication=["10.9.8.2", "10.9.8.1"])

@@ -28,7 +28,7 @@ from esc.config import (
 )
 from esc.install import BgpArgs, HaArgs, NodeArgs, bgp_set, ha_set, install
 
-MULTI_VALUE = ("--ha_node_list", "--ipaddr", "--ha_heartbeat_list")
+MULTI_VALUE = ("--ha_node_list", "--ipaddr", "--ha_heartbeat_list", "--ha_replication_list")
 # options of the original installer followed by several words (--net n1 n2 n3): up to the next option
 MULTI_WORD = ("--net",)
 # A value continuing a multi-value option looks like addresses (a node name does not).
@@ -155,6 +155,9 @@ def ha_options(f):  # type: ignore[no-untyped-def]
         click.option("--ha_join_token", help="One-time token from `escadm ha join-token` on the peer "
                                              "(pairs without a shared password)."),
         click.option("--ha_witness", help="ADDR:PORT of a witness (escadm witness run) on a third host."),
+        click.option("--ha_replication_list",
+                     help="Both nodes' addresses on the network PostgreSQL replicates over, in "
+                          "--ha_node_list order: --ha_node_list's (the default) or one --ha_heartbeat_list."),
         click.option("--ha_heartbeat_list", multiple=True,
                      help="Both nodes' addresses on one more network, in --ha_node_list order: "
                           "'IP1 IP2' (repeat per network). The peer is alive while it answers on any."),
@@ -208,8 +211,8 @@ def bgp_options(prefix: str):  # type: ignore[no-untyped-def]
 @click.option("--force", is_flag=True, help="Replace an existing node under this root.")
 @click.pass_context
 def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list, kad_vip, kad_vif,  # type: ignore[no-untyped-def]
-                kad_vri, ha_mode, db_volume_id, ha_secret, ha_join_token, ha_witness, ha_heartbeat_list,
-                bgp_local_ip,
+                kad_vri, ha_mode, db_volume_id, ha_secret, ha_join_token, ha_witness, ha_replication_list,
+                ha_heartbeat_list, bgp_local_ip,
                 bgp_anycast_ip,
                 bgp_remote_ip, bgp_local_as, bgp_remote_as, bgp_local_router_id, bgp_md5, user_pass,
                 user_rest_pass, user_portal_pass, user_confd_pass, confd_aes_key, tls_cert, tls_key,
@@ -219,7 +222,8 @@ def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list,
     anycast with the --bgp_* options). Takes every argument of the original installer's
     lines; `bootvm.py NAME ...` is the same command."""
     ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret=ha_secret,
-                ha_join_token=ha_join_token, ha_witness=ha_witness, ha_heartbeat_list=ha_heartbeat_list)
+                ha_join_token=ha_join_token, ha_witness=ha_witness, ha_heartbeat_list=ha_heartbeat_list,
+                ha_replication_list=ha_replication_list)
     bgp = BgpArgs(bgp_local_ip, bgp_anycast_ip, bgp_remote_ip, bgp_local_as, bgp_remote_as,
                   bgp_local_router_id, bgp_md5)
     node = NodeArgs(gateway_ip=gateway_ip, route=route, network_params_file=network_params_file,
@@ -260,10 +264,12 @@ def ha() -> None:
                                   "(the one given at install is remembered).")
 @click.pass_context
 def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode,  # type: ignore[no-untyped-def]
-               db_volume_id, ha_secret, ha_join_token, ha_witness, ha_heartbeat_list, user_pass) -> None:
+               db_volume_id, ha_secret, ha_join_token, ha_witness, ha_replication_list, ha_heartbeat_list,
+               user_pass) -> None:
     """Make this node an HA node (then `escadm reload` and `escadm restart`)."""
     args = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret=ha_secret,
-                  ha_join_token=ha_join_token, ha_witness=ha_witness, ha_heartbeat_list=ha_heartbeat_list)
+                  ha_join_token=ha_join_token, ha_witness=ha_witness, ha_heartbeat_list=ha_heartbeat_list,
+                  ha_replication_list=ha_replication_list)
     try:
         cfg = ha_set(ctx.obj["root"], args, user_pass)
     except ConfigError as e:

@@ -39,9 +39,18 @@ def lab() -> None:
 @click.option("--paths", type=click.IntRange(1, labmod.MAX_PATHS), default=1, show_default=True,
               help="Networks between the nodes: 2 adds br1 (eth1, 10.78.0.0/24) for the heartbeat "
                    "(--ha_heartbeat_list); VRRP, replication and the client stay on the first.")
-def up(timeout: float, mode: str, witness: bool, bgp: bool, md5: bool, paths: int) -> None:
+@click.option("--replication-path", "replication_path", type=click.IntRange(0, labmod.MAX_PATHS - 1),
+              default=0, show_default=True,
+              help="With --paths: the network PostgreSQL replicates over (0: the first, VRRP's; "
+                   "1: br1), given to the nodes as --ha_replication_list.")
+def up(timeout: float, mode: str, witness: bool, bgp: bool, md5: bool, paths: int,
+       replication_path: int) -> None:
     """Build the lab, install both nodes, start them; return when ACTIVE + STANDBY."""
-    _guard(labmod.up, timeout, print, mode, bgp, labmod.BGP_MD5 if md5 else None, witness, paths)
+    if replication_path >= paths:
+        raise click.UsageError(f"--replication-path {replication_path} needs --paths {replication_path + 1} "
+                               "or more")
+    _guard(labmod.up, timeout, print, mode, bgp, labmod.BGP_MD5 if md5 else None, witness, paths,
+           replication_path)
     click.echo(json.dumps(labmod.roles()))
 
 

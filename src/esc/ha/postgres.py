@@ -117,7 +117,7 @@ def hba_conf(cfg: NodeConfig) -> str:
     lines = ["# --- managed by esc: identical on both nodes ---",
              f"local all all peer map={IDENT_MAP}"]
     if cfg.ha:
-        for addr in cfg.ha.node_list:
+        for addr in cfg.ha.replication or cfg.ha.node_list:  # the replication network's
             plen = 32 if ":" not in addr else 128
             for db in ("replication", "all"):
                 lines.append(f"hostssl {db} {REPL_USER} {addr}/{plen} scram-sha-256 "
@@ -206,7 +206,7 @@ def conninfo_peer(paths: NodePaths, cfg: NodeConfig, dbname: str | None = None,
     application_name: that is the name synchronous_standby_names waits for."""
     assert cfg.ha
     tls = tls_files(paths)
-    parts = [f"host={cfg.ha.peer_address}", f"port={cfg.pg_port}", f"user={REPL_USER}",
+    parts = [f"host={cfg.ha.replication_pair[1]}", f"port={cfg.pg_port}", f"user={REPL_USER}",
              f"passfile={paths.pgpass}", f"application_name={app or 'esc_' + cfg.name + '_admin'}",
              "connect_timeout=2", "keepalives_idle=2", "keepalives_interval=1",
              "keepalives_count=2", "tcp_user_timeout=3000",
@@ -225,9 +225,10 @@ def server_argv(paths: NodePaths, cfg: NodeConfig) -> list[str]:
             "-c", f"cluster_name={cfg.name}"]
     if cfg.ha:
         tls = tls_files(paths)
-        # the node's own HA address only: never the VIP (a client reaching the database
-        # through it), never the northbound; TLS with the pair's certificate
-        argv += ["-c", f"listen_addresses={cfg.ha.self_address}",
+        # the node's own address on the replication network only: never the VIP (a client
+        # reaching the database through it), never the northbound; TLS with the pair's
+        # certificate
+        argv += ["-c", f"listen_addresses={cfg.ha.replication_pair[0]}",
                  "-c", "ssl=on", "-c", f"ssl_cert_file={tls['cert']}",
                  "-c", f"ssl_key_file={tls['key']}", "-c", f"ssl_ca_file={tls['ca']}",
                  "-c", "ssl_min_protocol_version=TLSv1.3",

@@ -127,7 +127,7 @@ def witness_address(bgp: bool = False) -> str:
 
 def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: bool = False,
                  md5: str | None = None, witness: bool = False, paths: int = 1,
-                 portal_password: str | None = None) -> list[str]:
+                 portal_password: str | None = None, replication_path: int = 0) -> list[str]:
     """The arguments a real install of this node takes, for each lab mode:
     ``drbd`` (default), ``drbd_on_cinder`` (a volume per node) or ``standalone``; with
     ``bgp`` the original's ``--bgp_*`` arguments too."""
@@ -151,6 +151,9 @@ def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: boo
         args += ["--ha_witness", witness_address(bgp)]
     for i in range(1, paths):
         args += ["--ha_heartbeat_list", f"{path_ip('n1', i)} {path_ip('n2', i)}"]
+    if replication_path:
+        k = replication_path
+        args += ["--ha_replication_list", f"{path_ip('n1', k)} {path_ip('n2', k)}"]
     return args
 
 
@@ -205,7 +208,7 @@ def _router_ports() -> list[net.RouterPort]:
 
 
 def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,  # type: ignore[no-untyped-def]
-       md5: str | None = BGP_MD5, witness: bool = False, paths: int = 1) -> dict:
+       md5: str | None = BGP_MD5, witness: bool = False, paths: int = 1, replication_path: int = 0) -> dict:
     """Build the lab. ``bgp``: the nodes in two subnets behind a BIRD router, reached at
     an anycast address (``md5``: the sessions' TCP MD5 key, None for none). ``witness``:
     a witness in the client namespace, given to both nodes. ``paths``: networks between
@@ -236,7 +239,8 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
              "portal_user": "admin", "portal_password": portal_password, "portal_port": 9001,
              "nodes": {n: {"address": node_ip(n, bgp), "root": str(node_root(n))} for n in NODES},
              "client": {"address": node_ip(CLIENT, bgp)},
-             "witness": witness_address(bgp) if witness else None, "paths": paths}
+             "witness": witness_address(bgp) if witness else None, "paths": paths,
+             "replication_path": replication_path}
     if bgp:
         state["bgp"] = {"anycast": ANYCAST, "kad_vip": BGP_KAD_VIP, "router_as": router.ROUTER_AS,
                         "node_as": BGP_AS, "md5": md5 is not None,
@@ -255,7 +259,8 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
                 attach_volume(n)
             res = net.netns_exec(n, *escadm_argv(), "--root", str(node_root(n)),
                                  *install_args(n, mode, shared, rest_password, bgp, md5, witness, paths,
-                                              portal_password=portal_password),
+                                              portal_password=portal_password,
+                                              replication_path=replication_path),
                                  check=False, timeout=180)
             if res.returncode != 0:
                 raise LabError(f"install of {n} failed: {(res.stderr or res.stdout).strip()}")
