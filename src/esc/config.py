@@ -174,9 +174,10 @@ class HaConfig(BaseModel):
     self_index: int  # which entry of node_list is this node
     witness: str | None = None  # ADDR:PORT of the lease server (esc.witness), or none
     # More networks the agents hear each other on (--ha_heartbeat_list, repeatable): each
-    # entry is both nodes' addresses on one network, in node_list order. VRRP, replication
-    # and the northbound stay on node_list's network; these only carry peer liveness, so a
-    # node does not take over while its peer answers on any of them.
+    # entry is both nodes' addresses on one network, in node_list order. VRRP and the
+    # northbound stay on node_list's network (replication too, unless `replication` names
+    # one of these); they carry peer liveness, so a node does not take over while its peer
+    # answers on any of them.
     heartbeat: list[list[str]] = []
     # The network PostgreSQL replicates over (--ha_replication_list): node_list's when
     # None, else one of the heartbeat networks, as both nodes' addresses in node_list order.
@@ -232,7 +233,7 @@ class HaConfig(BaseModel):
     @property
     def paths(self) -> list[tuple[str, str]]:
         """(this node's address, the peer's) on every network the agents talk on; the
-        first is node_list's (VRRP and replication)."""
+        first is node_list's (VRRP's)."""
         return [(p[self.self_index], p[1 - self.self_index]) for p in [self.node_list, *self.heartbeat]]
 
     @property
