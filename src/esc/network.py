@@ -24,6 +24,7 @@ import configparser
 import ipaddress
 import json
 import logging
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ log = logging.getLogger("esc.network")
 
 HOSTS_BEGIN = "# BEGIN esc host mapping (--host_mapping_file; kept by the agent)"
 HOSTS_END = "# END esc host mapping"
-NAME_RE_TEXT = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$"
+HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 
 
 def read_network_params(path: str) -> dict[str, InterfaceParams]:
@@ -75,8 +76,6 @@ def read_network_params(path: str) -> dict[str, InterfaceParams]:
 
 
 def read_host_mapping(path: str) -> list[HostEntry]:
-    import re
-
     try:
         text = Path(path).read_text()
     except OSError as e:
@@ -90,7 +89,7 @@ def read_host_mapping(path: str) -> list[HostEntry]:
             raise ConfigError(f"--host_mapping_file {path} line {n}: ADDRESS NAME [ALIAS...]")
         address = str(parse_ip(fields[0], f"--host_mapping_file {path} line {n}"))
         for name in fields[1:]:
-            if not re.fullmatch(NAME_RE_TEXT, name):
+            if not HOST_NAME_RE.fullmatch(name):
                 raise ConfigError(f"--host_mapping_file {path} line {n}: {name!r} is not a host name")
         out.append(HostEntry(address=address, names=fields[1:]))
     return out

@@ -341,7 +341,8 @@ def test_gets_are_answered_with_what_the_agent_last_said(receiver: TrapReceiver,
 
 
 def test_stale_values_say_unknown_rather_than_what_was_true() -> None:
-    v = responder.values({"node": "n1", "role": "ACTIVE", "ha": True, "db": {"state": "primary"}}, True)
+    v = {**responder.values({"node": "n1", "role": "ACTIVE", "ha": True, "db": {"state": "primary"}}, True),
+         "at": 100.0}
     assert responder.current(v, now=v["at"] + 1)["role"] == "ACTIVE"
     late = responder.current(v, now=v["at"] + responder.STALE_S + 1)
     assert late["role"] == "UNKNOWN" and late["health"] is False and late["node"] == "n1"

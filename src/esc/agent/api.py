@@ -98,9 +98,13 @@ def app(api: AgentApi, token: str | Callable[[], list[str]] | None) -> Starlette
 PORTAL_COMMANDS = ("switchover", "op_mode")
 
 
-def portal_app(api: AgentApi) -> Starlette:
-    async def status(request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(api.status))
+def portal_app(api: AgentApi, status: Callable[[], dict] | None = None) -> Starlette:
+    """``status``: what the portal reads (the agent's shared snapshot: every open page
+    asks each second, and a fresh status runs commands)."""
+    read_status = status or api.status
+
+    async def status_route(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(read_status))
 
     async def command(request: Request) -> Response:
         name = request.path_params["name"]
@@ -122,18 +126,19 @@ def portal_app(api: AgentApi) -> Starlette:
     async def not_found(request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": f"no such resource {request.url.path}"}, 404)
 
-    return Starlette(routes=[Route("/v1/status", status),
+    return Starlette(routes=[Route("/v1/status", status_route),
                              Route("/v1/command/{name}", command, methods=["POST"])],
                      exception_handlers={404: not_found, 405: not_found})
 
 
-def serve_portal(path: Path, api: AgentApi, owner: tuple[int, int] | None) -> web.ServerThread:
+def serve_portal(path: Path, api: AgentApi, owner: tuple[int, int] | None,
+                 status: Callable[[], dict] | None = None) -> web.ServerThread:
     """``owner``: the uid and gid the socket is given (the controller's user), with
     mode 0600: nobody else on the host connects."""
     sock = web.unix_socket(path, 0o600)
     if owner is not None:
         os.chown(path, *owner)
-    return web.ServerThread("api-portal", [(web.config(portal_app(api)), sock)]).start()
+    return web.ServerThread("api-portal", [(web.config(portal_app(api, status)), sock)]).start()
 
 
 def serve_unix(path: Path, api: AgentApi) -> web.ServerThread:

@@ -231,7 +231,8 @@ class Agent(AgentLoop):
             if self.manager.user is not None:
                 privileges.give(d, 0o700, self.manager.user)
                 owner = privileges.service_ids(self.manager.user)
-            self.servers.append(api.serve_portal(self.paths.portal_sock, self, owner))
+            self.servers.append(api.serve_portal(self.paths.portal_sock, self, owner,
+                                                 self.status_snapshot.get))
         except (OSError, RuntimeError, KeyError) as e:  # the portal says the agent is unreachable
             log.error("the portal's socket %s not served: %s", self.paths.portal_sock, e)
 

@@ -76,11 +76,16 @@ class ServingGate:
         await self.app(scope, receive, send_if_still_serving)
 
     async def _refuse(self, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"retry-after", b"1"),
-                                (b"content-length", str(len(self.BODY)).encode())]})
-        await send({"type": "http.response.body", "body": self.BODY})
+        await unavailable(send, self.BODY, b"application/json", 1)
+
+
+async def unavailable(send: Any, body: bytes, content_type: bytes, retry_after_s: int) -> None:
+    """A whole 503 answer with Retry-After, on an ASGI ``send``."""
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", content_type),
+                            (b"retry-after", str(retry_after_s).encode()),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class OperationMode:
@@ -134,8 +139,4 @@ class MaintenanceGate:
         if scope["type"] != "http" or not self.mode.maintenance:
             await self.app(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", self.content_type),
-                                (b"retry-after", str(self.RETRY_AFTER_S).encode()),
-                                (b"content-length", str(len(self.body)).encode())]})
-        await send({"type": "http.response.body", "body": self.body})
+        await unavailable(send, self.body, self.content_type, self.RETRY_AFTER_S)

@@ -23,7 +23,7 @@ SCALARS = {"node": (1, "text"), "role": (2, "text"), "health": (3, "health"), "p
 
 
 def values(st: dict, healthy: bool) -> dict[str, Any]:
-    """What the scalars say, from the agent's status."""
+    """What the scalars say, from the agent's status (the sender stamps when it got them)."""
     peer, db, vip = st.get("peer") or {}, st.get("db") or {}, st.get("vip") or {}
     return {"node": str(st.get("node", "")), "role": str(st.get("role", "STOPPED")), "health": healthy,
             "peer_role": str(peer.get("role") or ("" if not st.get("ha") else "UNKNOWN")),
@@ -31,7 +31,7 @@ def values(st: dict, healthy: bool) -> dict[str, Any]:
             if db.get("state") == "primary" else bool(db.get("streaming")),
             "replication_lag_bytes": int((st.get("replication") or {}).get("lag_bytes") or 0),
             "op_mode": str((st.get("op_mode") or {}).get("mode", "")),
-            "vip": str(vip.get("address", "")), "at": time.monotonic()}
+            "vip": str(vip.get("address", ""))}
 
 
 def current(latest: dict[str, Any] | None, now: float | None = None) -> dict[str, Any]:
