@@ -218,6 +218,9 @@ class HaConfig(BaseModel):
         for pair in self.heartbeat:
             check_heartbeat_pair(pair, seen)
             seen.update(str(parse_ip(a, "--ha_heartbeat_list")) for a in pair)
+        if self.vip.family == 4 and ipaddress.ip_address(self.node_list[0]).version == 6:
+            raise ValueError(f"--kad_vip {self.vip.address}: keepalived does not support a single IPv4 VIP "
+                             "on an IPv6 VRRP instance (--ha_node_list is IPv6); use an IPv6 VIP")
         if self.replication is not None and self.replication != self.node_list and \
                 self.replication not in self.heartbeat:
             raise ValueError(f"--ha_replication_list {' '.join(self.replication)}: give the two addresses "
@@ -235,6 +238,14 @@ class HaConfig(BaseModel):
         """(this node's address, the peer's) on every network the agents talk on; the
         first is node_list's (VRRP's)."""
         return [(p[self.self_index], p[1 - self.self_index]) for p in [self.node_list, *self.heartbeat]]
+
+    @property
+    def vrrp_native_ipv6(self) -> bool:
+        """An IPv6 VIP for nodes on IPv4 (the original's northbound IPv6 network beside an
+        IPv4 VRRP network): keepalived carries only VIPs of its instance's family, so the
+        instance speaks VRRP over IPv6 on --kad_vif, from its link-local address, by
+        multicast (the nodes have no IPv6 address there to send unicast to)."""
+        return self.vip.family == 6 and ipaddress.ip_address(self.node_list[0]).version == 4
 
     @property
     def self_address(self) -> str:

@@ -286,10 +286,9 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50,
     vip_cfg = Vip.parse(ha.kad_vip, ha.kad_vif)
     if not vip.interface_exists(vip_cfg.interface):
         raise ConfigError(f"--kad_vip: no interface named {vip_cfg.interface!r} on this host")
-    if ipaddress.ip_address(vip_cfg.address).version != ipaddress.ip_address(nodes[0]).version:
-        raise ConfigError(f"--kad_vip {vip_cfg.address}: keepalived cannot carry a VIP of another "
-                          "address family than the VRRP instance (--ha_node_list); use a VIP of "
-                          "the nodes' family")
+    if vip_cfg.family == 4 and ipaddress.ip_address(nodes[0]).version == 6:
+        raise ConfigError(f"--kad_vip {vip_cfg.address}: keepalived does not support a single IPv4 VIP "
+                          "on an IPv6 VRRP instance (--ha_node_list is IPv6); use an IPv6 VIP")
     if vip_cfg.address in nodes:
         raise ConfigError(f"--kad_vip {vip_cfg.address} is a node's own address; it must be a free one")
     # this node's addresses as the install names them (not every address of the host)

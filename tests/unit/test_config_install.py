@@ -329,6 +329,15 @@ def test_build_ha_ipv6(host: set[str]) -> None:
     assert ha is not None
     assert ha.node_list == ["2001:db8::1", "2001:db8::2"] and ha.self_index == 0
     assert ha.vip.cidr == "2001:db8::64/64"
+    assert not ha.vrrp_native_ipv6
+
+
+def test_build_ha_ipv6_vip_for_ipv4_nodes(host: set[str]) -> None:
+    """The original's IPv6 northbound network beside IPv4 VRRP: VRRP stays on --kad_vif
+    (as IPv6, native_ipv6), the VIP on its own interface."""
+    ha = build_ha(ha_args(kad_vip="[2001:db8::64/64]:eth1"), [N1])
+    assert ha is not None and ha.vrrp_native_ipv6
+    assert (ha.vip.cidr, ha.vip.interface, ha.vif) == ("2001:db8::64/64", "eth1", "eth0")
 
 
 @pytest.mark.parametrize(("kw", "ipaddr", "message"), [
@@ -355,10 +364,8 @@ def test_build_ha_ipv6(host: set[str]) -> None:
     ({"ha_mode": "raid"}, [], "--ha_mode must be drbd or drbd_on_cinder, not 'raid'"),
     ({"kad_vri": 0}, [], "--kad_vri must be between 1 and 255, not 0"),
     ({"kad_vri": 256}, [], "--kad_vri must be between 1 and 255, not 256"),
-    ({"kad_vip": "[2001:db8::100/64]:eth0"}, [],
-     "--kad_vip 2001:db8::100: keepalived cannot carry a VIP of another address family"),
     ({"ha_node_list": "2001:db8::1 2001:db8::2", "kad_vip": f"{VIP}/24"}, ["2001:db8::1"],
-     f"--kad_vip {VIP}: keepalived cannot carry a VIP of another address family"),
+     f"--kad_vip {VIP}: keepalived does not support a single IPv4 VIP on an IPv6 VRRP instance"),
 ])
 def test_build_ha_errors(host: set[str], kw: dict[str, object], ipaddr: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -448,8 +455,8 @@ def tree(root: Path) -> list[str]:
     ("n1", ["10.0.0.7"], {}, {"ha_secret": "s"}, "must be exactly one of them"),
     ("n1", [], {"kad_vri": 300}, {"user_pass": "a:b"}, "--kad_vri must be between 1 and 255"),
     ("n1", [], None, {"ha_secret": "s"}, "--ha_secret is for HA nodes"),
-    ("n1", [], {"kad_vip": "[2001:db8::100/64]"}, {"user_pass": "a:b"},
-     "VIP of another address family"),
+    ("n1", ["2001:db8::1"], {"ha_node_list": "2001:db8::1 2001:db8::2", "kad_vip": "10.0.0.100/24"},
+     {"user_pass": "a:b"}, "single IPv4 VIP on an IPv6 VRRP instance"),
     ("n1", [], {}, {"user_pass": "a:b", "tls_cert": "/etc/hostname"}, "give both --tls_cert and --tls_key"),
     ("n1", [], {}, {"user_pass": "a:b", "tls_cert": "/nonexistent.crt", "tls_key": "/nonexistent.key"},
      "cannot read /nonexistent"),

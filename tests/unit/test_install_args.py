@@ -222,6 +222,53 @@ def test_the_agent_applies_them_in_a_real_namespace(tmp_path: Path) -> None:
             subprocess.run(["ip", "netns", "del", n], capture_output=True)
 
 
+@ROOTED
+def test_the_chapters_ipv6_northbound_line_in_a_real_namespace(root: Path) -> None:
+    """The chapter's three-interface example, its own addresses: the IPv6 northbound VIP on
+    eth0, VRRP on the IPv4 network of eth1. Installed inside a namespace with those three
+    interfaces (keepalived -t checks the file there), then the agent's network step puts
+    each --ipaddr on its interface, the IPv6 one on eth0."""
+    ns = f"v6line-{uuid.uuid4().hex[:6]}"
+    far = f"{ns}-far"
+    for n in (ns, far):
+        subprocess.run(["ip", "netns", "add", n], check=True)
+    try:
+        for i in (0, 1, 2):
+            subprocess.run(["ip", "link", "add", f"eth{i}", "netns", ns, "type", "veth", "peer", "name",
+                            f"far{i}", "netns", far], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", f"eth{i}", "up"], check=True)
+        line = ["esc-ha-0", "--image", "ESC-2_2_x_yyy", "--net", "network-v6", "network",
+                "--gateway_ip", "192.168.0.1", "--ipaddr", "2001:cc0:2020::fa", "192.168.0.239",
+                "192.168.5.239", "--ha_node_list", "192.168.0.239", "192.168.0.243",
+                "--kad_vip", "[2001:cc0:2020::fc/48]:eth0", "--kad_vif", "eth1", "--ha_mode", "drbd",
+                "--route", "172.16.0.0:eth1", "--avail_zone", "nova:zone-1",
+                "--user_pass", "admin:Pass-word-1"]
+        bootvm = Path(sys.executable).parent / "bootvm.py"
+        if not bootvm.exists():
+            pytest.skip("the console scripts are not installed (pip install -e .)")
+        res = subprocess.run(["ip", "netns", "exec", ns, str(bootvm), *line], capture_output=True, text=True,
+                             env={**os.environ, "ESC_ROOT": str(root)}, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        paths = NodePaths(root)
+        cfg = load_config(paths)
+        assert cfg.ha and cfg.ha.vrrp_native_ipv6 and cfg.ha.vif == "eth1"
+        assert (cfg.ha.vip.cidr, cfg.ha.vip.interface) == ("2001:cc0:2020::fc/48", "eth0")
+        conf = paths.keepalived_conf.read_text()
+        assert "native_ipv6" in conf and "unicast_peer" not in conf
+        assert "2001:cc0:2020::fc/48 dev eth0" in conf
+        code = ("import sys,pathlib;from esc import network;from esc.config import NodePaths,load_config;"
+                "p=NodePaths(pathlib.Path(sys.argv[1]));print('\\n'.join(network.apply(load_config(p),p)))")
+        res = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, str(root)],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        shown = subprocess.run(["ip", "-n", ns, "-j", "addr"], capture_output=True, text=True).stdout
+        got = {(x["ifname"], a["local"]) for x in json.loads(shown) for a in x.get("addr_info", [])}
+        assert {("eth0", "2001:cc0:2020::fa"), ("eth1", "192.168.0.239"), ("eth2", "192.168.5.239")} <= got
+    finally:
+        for n in (ns, far):
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
 def test_status_of_a_node_that_is_not_running_exits_non_zero(tmp_path: Path) -> None:
     from esc.config import save_config
 
