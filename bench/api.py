@@ -115,7 +115,7 @@ def run_flood(state: dict, sources: int, seconds: float) -> dict:
     for a in addrs:
         net.host_ip(labmod.CLIENT, "addr", "add", f"{a}/24", "dev", "eth0", check=False)
     try:
-        url = f"http://{state['vip']}:{state['api_port']}"
+        url = labmod.vip_url(state)
         res = labmod.client_run([sys.executable, "-c", FLOOD, url, state["rest_user"],
                                  state["rest_password"], str(FLOOD_RATE), str(seconds),
                                  ",".join(addrs)], timeout=seconds + 120)
@@ -136,7 +136,7 @@ CASES = [
 
 
 def run_case(state: dict, method: str, path: str, clients: int, seconds: float) -> dict:
-    url = f"http://{state['vip']}:{state['api_port']}"
+    url = labmod.vip_url(state)
     res = labmod.client_run([sys.executable, "-c", LOAD, url, state["rest_user"],
                              state["rest_password"], method, path, str(clients), str(seconds)],
                             timeout=seconds + 60)

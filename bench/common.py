@@ -55,7 +55,7 @@ def escadm(node: str, *args: str) -> str:
 class Writer:
     def __init__(self, state: dict, prefix: str, timeout: float = 0.5) -> None:
         self.out = Path(tempfile.mkstemp(prefix=f"esc-writer-{prefix}-", suffix=".json")[1])
-        url = f"http://{state['vip']}:{state['api_port']}"
+        url = labmod.vip_url(state)
         argv = labmod.exec_argv(labmod.CLIENT, [
             sys.executable, "-m", "esc.lab.writer", "--url", url, "--user", state["rest_user"],
             f"--password={state['rest_password']}", "--duration", "600", "--prefix", prefix,
@@ -73,7 +73,7 @@ class Writer:
 
 def api(state: dict, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
     """One REST call through the VIP from the client namespace."""
-    url = f"http://{state['vip']}:{state['api_port']}{path}"
+    url = f"{labmod.vip_url(state)}{path}"
     code = (f"import httpx,json;r=httpx.request({method!r},{url!r},json={body!r},"
             f"auth=({state['rest_user']!r},{state['rest_password']!r}),timeout=30);"
             "print(json.dumps([r.status_code, r.json() if r.content else None]))")

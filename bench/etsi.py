@@ -53,7 +53,7 @@ def main() -> int:
         password = etsi_auth.password(NodePaths(labmod.node_root(active)))
         client_ip = state["client"]["address"]
         res = labmod.client_run([
-            sys.executable, str(ROOT / "bench/etsi_client.py"), "--base", f"http://{state['vip']}:8250",
+            sys.executable, str(ROOT / "bench/etsi_client.py"), "--base", labmod.vip_url(state, 8250),
             "--user", etsi_auth.ETSI_USER, "--password", password,
             "--listen", f"{client_ip}:{RECEIVER_PORT}", "--vnfd", SAMPLE_VNFD_ID,
             "--vnfd-burst", BURST_VNFD_ID, "--sequential", str(args.sequential),

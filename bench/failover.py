@@ -83,6 +83,9 @@ def main() -> int:
     ap.add_argument("--load", type=int, default=2, help="busy loops per node for the loaded runs")
     ap.add_argument("--quiet-period", type=float, default=30.0,
                     help="seconds of loaded steady state watched for spurious failovers")
+    ap.add_argument("--ipv6-runs", type=int, default=None,
+                    help="failovers through an IPv6 northbound VIP (lab --paths 3 --northbound-ipv6); "
+                         "default --runs, 0 for none")
     ap.add_argument("--floor", type=Path, metavar="FILE",
                     help="bench/floor.py --json output of this run: report the floor and the ratio")
     args = ap.parse_args()
@@ -94,25 +97,17 @@ def main() -> int:
     state = labmod.up(log=lambda *_: None)
     # link-first: idle, but the cable goes before the processes die, so the clients and
     # the peer get no RST or FIN from the old active (as when a host loses power)
-    results: dict[str, list] = {"idle": [], "loaded": [], "link-first": []}
+    results: dict[str, list] = {"idle": [], "loaded": [], "link-first": [], IPV6: []}
     spurious = 0
     try:
-        for cond in results:
+        for cond in ("idle", "loaded", "link-first"):
             hogs = cpu_hogs(args.load) if cond == "loaded" else []
             try:
                 if cond == "loaded" and args.quiet_period:
                     before = transitions_count()
                     time.sleep(args.quiet_period)
                     spurious = transitions_count() - before
-                for i in range(args.runs):
-                    r = failover_once(state, f"{cond}{i}", link_first=cond == "link-first")
-                    results[cond].append(r)
-                    o = r.outcome
-                    steps = ", ".join(f"{k} +{v:.3f}s" for k, v in r.timeline.items())
-                    print(f"{cond} run {i + 1}/{args.runs}: {r.old}->{r.new} "
-                          f"first write after {o.kill_to_first_ack:.3f}s, gap {o.max_gap:.3f}s, "
-                          f"lost {len(o.lost)} of {o.acked}, rejoin {r.rejoin_s:.1f}s ({steps})",
-                          flush=True)
+                runs(state, cond, args.runs, results[cond])
             finally:
                 stop_hogs(hogs)
         active = labmod.active_node()
@@ -122,6 +117,11 @@ def main() -> int:
         labmod.kill(standby)
         wait_alone(active)
         alone_ms = [pgbench_latency(active) for _ in range(3)]
+        ipv6_runs = args.runs if args.ipv6_runs is None else args.ipv6_runs
+        if ipv6_runs > 0:  # the original's three-interface form: its own lab
+            labmod.down()
+            state = labmod.up(log=lambda *_: None, paths=3, northbound_ipv6=True)
+            runs(state, IPV6, ipv6_runs, results[IPV6])
     finally:
         labmod.down()
         net.destroy([])  # the switch namespace, if anything was left
@@ -129,6 +129,20 @@ def main() -> int:
     write_report("failover", report)
     lost = sum(len(r.outcome.lost) for rs in results.values() for r in rs)
     return 1 if lost else 0
+
+
+IPV6 = "ipv6-northbound"
+
+
+def runs(state: dict, cond: str, count: int, into: list) -> None:  # type: ignore[type-arg]
+    for i in range(count):
+        r = failover_once(state, f"{cond}{i}", link_first=cond == "link-first")
+        into.append(r)
+        o = r.outcome
+        steps = ", ".join(f"{k} +{v:.3f}s" for k, v in r.timeline.items())
+        print(f"{cond} run {i + 1}/{count}: {r.old}->{r.new} "
+              f"first write after {o.kill_to_first_ack:.3f}s, gap {o.max_gap:.3f}s, "
+              f"lost {len(o.lost)} of {o.acked}, rejoin {r.rejoin_s:.1f}s ({steps})", flush=True)
 
 
 def floor_lines(results: dict[str, list], floor: dict) -> list[str]:
@@ -158,7 +172,10 @@ def render(args, results, spurious, sync_ms, alone_ms, floor=None) -> str:  # ty
              "of the same name on error. *First write* = time from the kill to the first write "
              "acknowledged by the new active; *gap* = longest time between two acknowledged "
              f"writes. *link-first*: idle, the cable pulled before the processes die (no RST or "
-             f"FIN reaches anyone). Timers: VRRPv3 advert {t.advert_int:g} s, heartbeat "
+             f"FIN reaches anyone). *{IPV6}*: idle, the original's three-interface form "
+             f"(`escadm lab up --paths 3 --northbound-ipv6`): VRRP on the IPv4 network, the VIP an "
+             f"IPv6 address on the IPv6-only northbound network where the client is. "
+             f"Timers: VRRPv3 advert {t.advert_int:g} s, heartbeat "
              f"{t.heartbeat_interval:g} s / {t.heartbeat_timeout:g} s, promote window "
              f"{t.promote_window:g} s, alone after {t.alone_after:g} s.", "",
              "| condition | runs | first write median | worst | gap median | worst | "
@@ -180,6 +197,8 @@ def render(args, results, spurious, sync_ms, alone_ms, floor=None) -> str:  # ty
               "| condition | " + " | ".join(MILESTONES) + " | first write |",
               "|---|" + "---|" * (len(MILESTONES) + 1)]
     for cond, rs in results.items():
+        if not rs:
+            continue
         cells = [median([r.timeline[m] for r in rs if m in r.timeline]) for m in MILESTONES]
         first = median([r.outcome.kill_to_first_ack or float("nan") for r in rs])
         lines.append(f"| {cond} | " + " | ".join(f"{c:.3f}" for c in cells) + f" | {first:.3f} |")

@@ -57,7 +57,8 @@ class Lab:
     def __init__(self, state: dict, tmp: Path) -> None:
         self.state, self.tmp = state, tmp
         self.vip = state["vip"]
-        self.url = f"http://{self.vip}:{state['api_port']}"
+        self.url = labmod.vip_url(state)
+        self.vip_host = labmod.vip_host(state)  # in a URL: an IPv6 VIP in brackets
         self.auth = (state["rest_user"], state["rest_password"])
 
     # roles
@@ -99,7 +100,7 @@ class Lab:
         return res
 
     def has_vip(self, node: str) -> bool:
-        res = net.host_ip(node, "-j", "addr", "show", "dev", "eth0", check=False)
+        res = net.host_ip(node, "-j", "addr", "show", "dev", self.state.get("vip_dev", "eth0"), check=False)
         return any(a.get("local") == self.vip
                    for link in json.loads(res.stdout or "[]") for a in link.get("addr_info", []))
 
@@ -128,7 +129,7 @@ class Lab:
         listens on HTTPS just after HTTP); a certificate error is not."""
         code = (f"import httpx,ssl,hashlib,time;ctx=ssl.create_default_context(cafile={str(cafile)!r});"
                 f"c=httpx.Client(verify=ctx,auth={self.auth!r},timeout=10);"
-                f"t=time.monotonic()\nwhile True:\n try: r=c.get('https://{self.vip}:8443{path}');break\n"
+                f"t=time.monotonic()\nwhile True:\n try: r=c.get('https://{self.vip_host}:8443{path}');break\n"
                 " except httpx.ConnectError:\n  assert time.monotonic()-t<10;time.sleep(0.1)\n"
                 "der=r.extensions['network_stream'].get_extra_info('ssl_object').getpeercert(True);"
                 "print(r.status_code, hashlib.sha256(der).hexdigest())")
@@ -199,7 +200,8 @@ def _lab_key(node: pytest.Item) -> tuple:
         return (mode, "bgp", bgp.kwargs.get("md5", labmod.BGP_MD5))
     replication = node.get_closest_marker("lab_replication_path")
     return (mode, paths, node.get_closest_marker("lab_witness") is not None,
-            replication.args[0] if replication else 0)
+            replication.args[0] if replication else 0,
+            node.get_closest_marker("lab_northbound_ipv6") is not None)
 
 
 def _repaired(timeout: float = 60) -> bool:
@@ -245,7 +247,7 @@ class _ModuleLab:
             state = labmod.up(log=lambda *_: None, mode=mode, bgp=True, md5=key[2])
         else:
             state = labmod.up(log=lambda *_: None, mode=mode, paths=key[1], witness=key[2],
-                              replication_path=key[3])
+                              replication_path=key[3], northbound_ipv6=key[4])
         self.key = key
         return state
 

@@ -3,11 +3,13 @@ the nodes, cutting the first one (VRRP, replication) does not make the standby t
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
 import pytest
 
+from esc.config import NodePaths
 from esc.lab import lab as labmod
 from esc.lab import net
 
@@ -112,3 +114,38 @@ def test_replication_on_the_second_network_and_a_failover(lab) -> None:  # type:
     from esc.lab.measure import analyse
 
     assert analyse(record, lab.names_via_vip()).lost == []
+
+
+@pytest.mark.lab_paths(3)
+@pytest.mark.lab_northbound_ipv6
+def test_ipv6_northbound_vip_beside_ipv4_vrrp(lab) -> None:  # type: ignore[no-untyped-def]
+    """The original's three-interface example: VRRP and replication on IPv4 (eth0), a second
+    IPv4 network (eth1), the northbound IPv6-only (eth2) with the VIP and the client. Writes
+    through the IPv6 VIP survive a failover, nothing lost; the ETSI server address is the VIP."""
+    assert ":" in lab.vip and lab.state["vip_dev"] == "eth2"
+    active = lab.active()
+    standby = lab.other(active)
+    text = NodePaths(labmod.node_root(active)).keepalived_conf.read_text()
+    assert "native_ipv6" in text and "interface eth0" in text and f"{lab.vip}/64 dev eth2" in text
+    assert lab.has_vip(active) and not lab.has_vip(standby)
+    # each --ipaddr on its interface, in order, the IPv6 one alone on the northbound
+    shown = net.host_ip(active, "-br", "addr", "show", "dev", "eth2").stdout
+    assert labmod.northbound_ip(active, 2) in shown and "10." not in shown, shown
+    assert labmod.vip_url(lab.state).startswith(f"http://[{lab.vip}]:")
+
+    writer = lab.start_writer("nb6")
+    lab.wait_acks(writer)
+    labmod.kill(active)
+    lab.wait_roles({standby: "ACTIVE"}, timeout=30)
+    assert _eventually(lambda: lab.has_vip(standby))
+    lab.wait_acks(writer, n=1)
+    record = writer.stop()
+    from esc.lab.measure import analyse
+
+    result = analyse(record, lab.names_via_vip())
+    assert result.lost == [] and record["acked"], (result.lost, record.get("acked"))
+    etsi = json.loads(lab.escadm(standby, "etsi", "show", "--json").stdout)
+    assert etsi["server_address"] == lab.vip
+    labmod.start(active)
+    lab.wait_roles({active: "STANDBY", standby: "ACTIVE"}, timeout=60)
+    assert not lab.has_vip(active)

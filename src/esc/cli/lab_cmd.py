@@ -38,19 +38,24 @@ def lab() -> None:
               help="With --bgp: protect the BGP sessions with a TCP MD5 key.")
 @click.option("--paths", type=click.IntRange(1, labmod.MAX_PATHS), default=1, show_default=True,
               help="Networks between the nodes: 2 adds br1 (eth1, 10.78.0.0/24) for the heartbeat "
-                   "(--ha_heartbeat_list); VRRP, replication and the client stay on the first.")
+                   "(--ha_heartbeat_list), 3 also br2 (eth2, 10.79.0.0/24); VRRP, replication and "
+                   "the client stay on the first.")
 @click.option("--replication-path", "replication_path", type=click.IntRange(0, labmod.MAX_PATHS - 1),
               default=0, show_default=True,
               help="With --paths: the network PostgreSQL replicates over (0: the first, VRRP's; "
                    "1: br1), given to the nodes as --ha_replication_list.")
+@click.option("--northbound-ipv6", "northbound_ipv6", is_flag=True,
+              help="The original's three-interface form: the last of --paths is an IPv6-only "
+                   "northbound network (fd78::/64 or fd79::/64) holding the VIP ::50 and the "
+                   "client; VRRP stays IPv4 on eth0.")
 def up(timeout: float, mode: str, witness: bool, bgp: bool, md5: bool, paths: int,
-       replication_path: int) -> None:
+       replication_path: int, northbound_ipv6: bool) -> None:
     """Build the lab, install both nodes, start them; return when ACTIVE + STANDBY."""
     if replication_path >= paths:
         raise click.UsageError(f"--replication-path {replication_path} needs --paths {replication_path + 1} "
                                "or more")
     _guard(labmod.up, timeout, print, mode, bgp, labmod.BGP_MD5 if md5 else None, witness, paths,
-           replication_path)
+           replication_path, northbound_ipv6)
     click.echo(json.dumps(labmod.roles()))
 
 
@@ -79,7 +84,7 @@ def status(as_json: bool) -> None:
         else:
             click.echo(f"vip {st['vip']}  rest user {st['rest_user']}")
         if st.get("etsi_user"):
-            click.echo(f"etsi on {st['vip']}:{st['etsi_port']} (https {st['etsi_https_port']})  "
+            click.echo(f"etsi on {labmod.vip_host(st)}:{st['etsi_port']} (https {st['etsi_https_port']})  "
                        f"user {st['etsi_user']}  (escadm lab status --json for the passwords)")
 
 

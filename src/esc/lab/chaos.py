@@ -299,7 +299,7 @@ def wait_healthy(timeout: float) -> Pair | None:
 
 def names_present(state: dict) -> set[str]:
     """Every record, read through the VIP from the client namespace."""
-    url = f"http://{state['vip']}:{state['api_port']}/v0/deployments"
+    url = f"{lab.vip_url(state)}/v0/deployments"
     code = (f"import httpx,json;r=httpx.get({url!r},auth=({state['rest_user']!r},"
             f"{state['rest_password']!r}),timeout=30);r.raise_for_status();"
             "print(json.dumps([d['name'] for d in r.json()]))")
@@ -322,7 +322,7 @@ def run_fault(fault: Fault, workdir: Path, tag: str = "", recover_timeout: float
     w_out, p_out = workdir / f"{prefix}-writer.json", workdir / f"{prefix}-prober.json"
     auth = ["--user", state["rest_user"], f"--password={state['rest_password']}"]
     writer = _client_proc("esc.lab.writer", [
-        "--url", f"http://{state['vip']}:{state['api_port']}", *auth, "--duration", "600",
+        "--url", lab.vip_url(state), *auth, "--duration", "600",
         "--prefix", f"w-{prefix}", "--out", str(w_out)])
     prober = _client_proc("esc.lab.prober", [
         *(x for n in lab.NODES for x in ("--node", f"{n}=http://{lab.node_ip(n)}:{state['api_port']}")),
@@ -374,7 +374,7 @@ def run_fault(fault: Fault, workdir: Path, tag: str = "", recover_timeout: float
 
 def write_through_vip(state: dict, name: str, timeout: float) -> bool:
     """One write through the VIP, retried until acknowledged or ``timeout``."""
-    url = f"http://{state['vip']}:{state['api_port']}/v0/deployments"
+    url = f"{lab.vip_url(state)}/v0/deployments"
     code = (f"import httpx,time\nt=time.monotonic()\nwhile time.monotonic()-t<{timeout}:\n"
             f" try:\n  r=httpx.post({url!r},json={{'name':{name!r}}},auth=({state['rest_user']!r},"
             f"{state['rest_password']!r}),timeout=2)\n  if r.status_code<300 or r.status_code==409: break\n"

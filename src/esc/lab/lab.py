@@ -32,12 +32,16 @@ VIP = f"{SUBNET4}.50"
 VM_POOL = f"{SUBNET4}.128/25"  # the VMs the controller deploys, on the same lab network
 VRID = 77
 WITNESS_PORT = 8025
-# `lab up --paths 2`: a second network between the nodes only (heartbeat), br1, eth1.
-# VRRP, replication and the client stay on the first.
-PATH_SUBNET4 = {1: "10.78.0"}
-PATH_SUBNET6 = {1: "fd78:"}
-PATH_BRIDGE = {1: "br1"}
+# `lab up --paths 2`: a second network between the nodes only (heartbeat), br1, eth1;
+# `--paths 3` a third (br2, eth2). VRRP, replication and the client stay on the first.
+PATH_SUBNET4 = {1: "10.78.0", 2: "10.79.0"}
+PATH_SUBNET6 = {1: "fd78:", 2: "fd79:"}
+PATH_BRIDGE = {1: "br1", 2: "br2"}
 MAX_PATHS = 1 + len(PATH_BRIDGE)
+# `--northbound-ipv6`: the last of those networks is the northbound, IPv6 only, as in the
+# original's three-interface example: the VIP is an IPv6 address there (VRRP stays IPv4 on
+# eth0, carried by an IPv6 keepalived instance) and the client reaches the pair on it.
+NB_VIP = 50  # fd7N::50
 
 # BGP mode (`lab up --bgp`): each node in its own subnet behind a BIRD router, the client
 # behind the router too; the pair is reached at an anycast address announced by the active.
@@ -85,6 +89,24 @@ def path_ip(name: str, index: int) -> str:
     return node_ip(name, False) if index == 0 else f"{PATH_SUBNET4[index]}.{ADDR[name]}"
 
 
+def northbound_ip(name: str, index: int) -> str:
+    """A host's IPv6 address on the northbound network ``index`` (--northbound-ipv6)."""
+    return f"{PATH_SUBNET6[index]}:{ADDR[name]}"
+
+
+def northbound_vip(index: int) -> str:
+    return f"{PATH_SUBNET6[index]}:{NB_VIP}"
+
+
+def vip_host(state: dict) -> str:
+    """The VIP (or anycast address) as a URL's host: an IPv6 one in brackets."""
+    return f"[{state['vip']}]" if ":" in state["vip"] else state["vip"]
+
+
+def vip_url(state: dict, port: int | None = None, scheme: str = "http") -> str:
+    return f"{scheme}://{vip_host(state)}:{port or state['api_port']}"
+
+
 def lab_paths() -> int:
     """How many networks join the nodes in the lab that is up."""
     try:
@@ -127,12 +149,19 @@ def witness_address(bgp: bool = False) -> str:
 
 def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: bool = False,
                  md5: str | None = None, witness: bool = False, paths: int = 1,
-                 portal_password: str | None = None, replication_path: int = 0) -> list[str]:
+                 portal_password: str | None = None, replication_path: int = 0,
+                 northbound_ipv6: bool = False) -> list[str]:
     """The arguments a real install of this node takes, for each lab mode:
     ``drbd`` (default), ``drbd_on_cinder`` (a volume per node) or ``standalone``; with
-    ``bgp`` the original's ``--bgp_*`` arguments too."""
+    ``bgp`` the original's ``--bgp_*`` arguments too; with ``northbound_ipv6`` the
+    original's three-interface form (every interface's address in --ipaddr, in order,
+    and the VIP ``[IPv6/len]:ethN`` on the last)."""
     ip = node_ip(node, bgp)
-    args = ["install", node, "--ipaddr", ip, "--user_pass", f"admin:{secret}",
+    nb = paths - 1 if northbound_ipv6 else 0
+    ipaddr = [ip]
+    if nb:
+        ipaddr += [path_ip(node, i) for i in range(1, nb)] + [northbound_ip(node, nb)]
+    args = ["install", node, "--ipaddr", *ipaddr, "--user_pass", f"admin:{secret}",
             "--user_rest_pass", f"admin:{rest_password}"]
     if portal_password:
         args += ["--user_portal_pass", f"admin:{portal_password}"]
@@ -143,13 +172,15 @@ def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: boo
     if mode == "standalone":
         return args
     vip = BGP_KAD_VIP if bgp else f"{VIP}/24"
+    if nb:
+        vip = f"[{northbound_vip(nb)}/64]:eth{nb}"
     args += ["--ha_node_list", f"{node_ip('n1', bgp)} {node_ip('n2', bgp)}", "--kad_vip", vip,
              "--kad_vif", "eth0", "--kad_vri", str(VRID), "--ha_mode", mode]
     if mode == "drbd_on_cinder":
         args += ["--db_volume_id", str(volume_path(node))]
     if witness:
         args += ["--ha_witness", witness_address(bgp)]
-    for i in range(1, paths):
+    for i in range(1, nb or paths):
         args += ["--ha_heartbeat_list", f"{path_ip('n1', i)} {path_ip('n2', i)}"]
     if replication_path:
         k = replication_path
@@ -208,11 +239,13 @@ def _router_ports() -> list[net.RouterPort]:
 
 
 def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,  # type: ignore[no-untyped-def]
-       md5: str | None = BGP_MD5, witness: bool = False, paths: int = 1, replication_path: int = 0) -> dict:
+       md5: str | None = BGP_MD5, witness: bool = False, paths: int = 1, replication_path: int = 0,
+       northbound_ipv6: bool = False) -> dict:
     """Build the lab. ``bgp``: the nodes in two subnets behind a BIRD router, reached at
     an anycast address (``md5``: the sessions' TCP MD5 key, None for none). ``witness``:
     a witness in the client namespace, given to both nodes. ``paths``: networks between
-    the nodes (2: a second one, br1 / eth1, for the heartbeat only)."""
+    the nodes (2: a second one, br1 / eth1, for the heartbeat only). ``northbound_ipv6``:
+    the last of them is an IPv6-only northbound network with the VIP and the client."""
     if mode not in MODES:
         raise LabError(f"unknown lab mode {mode!r} (one of {', '.join(MODES)})")
     if witness and mode == "standalone":
@@ -221,26 +254,42 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
         raise LabError(f"--paths must be between 1 and {MAX_PATHS}, not {paths}")
     if paths > 1 and (bgp or mode == "standalone"):
         raise LabError("--paths 2 is for a VRRP pair: not with --bgp or --mode standalone")
+    if northbound_ipv6 and (paths < 2 or bgp or mode == "standalone"):
+        raise LabError("--northbound-ipv6 makes the last of --paths (2 or 3) the northbound network "
+                       "of a VRRP pair: give --paths 2 or 3, not with --bgp or --mode standalone")
+    if northbound_ipv6 and replication_path == paths - 1:
+        raise LabError(f"--replication-path {replication_path} is the northbound network")
     if is_up():
         raise LabError("a lab is already up (or left over): run `escadm lab down` first")
     t0 = time.monotonic()
     if bgp:
         hosts = _bgp_hosts()
     else:
-        hosts = [net.Host(n, f"{node_ip(n, False)}/24", f"{SUBNET6}:{ADDR[n]}/64",
-                          extra=tuple(net.Link(PATH_BRIDGE[i], f"{path_ip(n, i)}/24",
-                                               f"{PATH_SUBNET6[i]}:{ADDR[n]}/64")
-                                      for i in range(1, paths)) if n in NODES else ())
+        nb = paths - 1 if northbound_ipv6 else 0
+
+        def links(n: str) -> tuple[net.Link, ...]:
+            if n not in NODES:  # the client: on the northbound network too, if there is one
+                return (net.Link(PATH_BRIDGE[nb], None, f"{northbound_ip(n, nb)}/64"),) if nb else ()
+            return tuple(net.Link(PATH_BRIDGE[i], None if i == nb else f"{path_ip(n, i)}/24",
+                                  f"{PATH_SUBNET6[i]}:{ADDR[n]}/64") for i in range(1, paths))
+
+        hosts = [net.Host(n, f"{node_ip(n, False)}/24", f"{SUBNET6}:{ADDR[n]}/64", extra=links(n))
                  for n in (*NODES, CLIENT)]
     lab_dir().mkdir(parents=True, exist_ok=True)
     rest_password, portal_password = esc_secrets.generate(), esc_secrets.generate()
-    state = {"mode": mode, "vip": ANYCAST if bgp else VIP, "rest_user": "admin",
+    vip = northbound_vip(paths - 1) if northbound_ipv6 else ANYCAST if bgp else VIP
+    state = {"mode": mode, "vip": vip, "rest_user": "admin",
              "rest_password": rest_password, "api_port": 8080,
              "portal_user": "admin", "portal_password": portal_password, "portal_port": 9001,
              "nodes": {n: {"address": node_ip(n, bgp), "root": str(node_root(n))} for n in NODES},
              "client": {"address": node_ip(CLIENT, bgp)},
              "witness": witness_address(bgp) if witness else None, "paths": paths,
-             "replication_path": replication_path}
+             "replication_path": replication_path, "northbound_ipv6": northbound_ipv6,
+             # where the VIP lives, for a power cut to take it away
+             "vip_cidr": f"{vip}/64" if northbound_ipv6 else BGP_KAD_VIP if bgp else f"{VIP}/24",
+             "vip_dev": f"eth{paths - 1}" if northbound_ipv6 else "eth0"}
+    if northbound_ipv6:
+        state["client"]["northbound"] = northbound_ip(CLIENT, paths - 1)
     if bgp:
         state["bgp"] = {"anycast": ANYCAST, "kad_vip": BGP_KAD_VIP, "router_as": router.ROUTER_AS,
                         "node_as": BGP_AS, "md5": md5 is not None,
@@ -260,7 +309,8 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
             res = net.netns_exec(n, *escadm_argv(), "--root", str(node_root(n)),
                                  *install_args(n, mode, shared, rest_password, bgp, md5, witness, paths,
                                               portal_password=portal_password,
-                                              replication_path=replication_path),
+                                              replication_path=replication_path,
+                                              northbound_ipv6=northbound_ipv6),
                                  check=False, timeout=180)
             if res.returncode != 0:
                 raise LabError(f"install of {n} failed: {(res.stderr or res.stdout).strip()}")
@@ -386,11 +436,13 @@ def kill(node: str, link_first: bool = False) -> Killed:
     net.signal_all(pids)  # then all at once: nothing may react to the link going down
     at = time.time()
     net.set_link(node, False)
+    state = load_state()
     if bgp_mode():
         net.host_ip(node, "addr", "del", BGP_KAD_VIP, "dev", "eth0", check=False)
         net.host_ip(node, "addr", "del", f"{ANYCAST}/32", "dev", "lo", check=False)
     else:
-        net.host_ip(node, "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
+        net.host_ip(node, "addr", "del", state.get("vip_cidr", f"{VIP}/24"), "dev",
+                    state.get("vip_dev", "eth0"), check=False)
     return Killed(sorted(set(pids) | set(net.kill_all(node))), at)
 
 

@@ -33,7 +33,7 @@ class Link:
     """One more network cable of a host (eth1, eth2 ...)."""
 
     bridge: str
-    ipv4: str
+    ipv4: str | None  # None: an IPv6-only network
     ipv6: str
 
 
@@ -109,7 +109,8 @@ def create(hosts: list[Host], bridges: tuple[str, ...] = (BRIDGE,)) -> None:
             ip("-n", sw, "link", "set", port(h.name, i), "master", link.bridge)
             ip("-n", sw, "link", "set", port(h.name, i), "up")
             ip("-n", hn, "link", "set", f"v{i}-{h.name}", "name", f"eth{i}")
-            ip("-n", hn, "addr", "add", link.ipv4, "dev", f"eth{i}")
+            if link.ipv4:
+                ip("-n", hn, "addr", "add", link.ipv4, "dev", f"eth{i}")
             ip("-n", hn, "addr", "add", link.ipv6, "dev", f"eth{i}", "nodad")
             ip("-n", hn, "link", "set", f"eth{i}", "up")
         if h.gateway4:
