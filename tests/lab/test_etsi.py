@@ -20,6 +20,11 @@ from esc.etsi.samples import sample_csar
 from esc.lab import lab as labmod
 from esc.vim.local import LocalDriver
 
+try:
+    from etsi_spec import Spec
+except ImportError:  # pragma: no cover
+    Spec = None  # type: ignore[assignment,misc]
+
 pytestmark = pytest.mark.lab
 
 FAKE = Path(__file__).resolve().parents[1] / "etsi_fakes.py"
@@ -155,6 +160,9 @@ def test_vnf_lifecycle_through_the_vip_survives_a_failover(lab: Any, tmp_path: P
         for b in got:  # a receiver never sees a node's own address
             for link in b["_links"].values():
                 assert link["href"].startswith(f"https://{lab.vip}:8251/"), link
+        if Spec is not None:  # and each one, across the failover, conforms
+            for b in got:
+                Spec.load().check_notification(b)
 
         # operate: the VMs stop (and the VNF monitor leaves them stopped), then start again
         def running() -> list[str]:
