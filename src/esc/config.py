@@ -200,7 +200,7 @@ class HaConfig(BaseModel):
             return None
         from esc import etcd
 
-        if "://" in v:
+        if "://" in v or v.strip().startswith("etcd"):  # a URL, maybe mistyped: say what one is
             return etcd.parse_url(v).url
         host, sep, port = v.strip().rpartition(":")
         if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
