@@ -44,6 +44,10 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
+# the lab and the tests run their own etcd members: not the package's at boot
+if [ -e /etc/systemd/system/multi-user.target.wants/etcd.service ]; then
+  systemctl disable etcd.service >/dev/null 2>&1 || rm -f /etc/systemd/system/multi-user.target.wants/etcd.service
+fi
 
 PY=/usr/bin/python3.11
 if [ -x .venv/bin/python ] && ! grep -qx "home = /usr/bin" .venv/pyvenv.cfg; then
