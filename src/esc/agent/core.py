@@ -1100,8 +1100,8 @@ class Agent(AgentLoop):
             out["witness"] = {"address": ha.witness, "held": lv.valid(now), "holder": lv.holder,
                               "last_answer_s": round(now - lv.answered_at, 3) if lv.answered_at else None,
                               "error": lv.error, "outdated": lv.outdated}
-            if isinstance(self.lease, EtcdLeaseClient):  # which member answers
-                out["witness"]["endpoint"] = self.lease.endpoint
+            if isinstance(self.lease, EtcdLeaseClient):  # which member answers, and etcd's TTL floor
+                out["witness"].update(endpoint=self.lease.endpoint, warning=self.lease.warning)
         if ha:
             out["vip"] = {"address": ha.vip.cidr, "interface": ha.vip.interface,
                           "present": vip.has_address(ha.vip.address, ha.vip.interface)}
