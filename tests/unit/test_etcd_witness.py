@@ -349,3 +349,47 @@ def test_the_config_takes_an_etcd_witness_and_its_tls_files() -> None:
         _ha(witness="etcd://10.0.0.9:2379", witness_ca="/etc/esc/ca.pem")
     with pytest.raises(ValueError, match="go together"):
         _ha(witness="etcd+https://10.0.0.9:2379", witness_cert="/c.pem")
+
+
+def test_a_restarted_etcd_still_holds_the_mark_and_the_holders_key(tmp_path: Path) -> None:
+    """etcd keeps keys and leases on disk: after a restart of the (only) member the peer
+    is still held outdated, and the holder renews the lease it had."""
+    e = start_etcd(tmp_path)
+    try:
+        a, b = client(e, "p", "a"), client(e, "p", "b")
+        assert ask(a)
+        a.book.set_outdated("b")
+        assert ask(a)
+        stop_etcd(e)
+        ask(a)
+        assert "no etcd member answered" in a.view().error  # what was held runs out
+        argv = e.proc.args
+        log = open(tmp_path / "etcd.log", "ab")  # noqa: SIM115 - the child keeps it
+        e.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = clock.now() + 20
+        while ask(b, want=False) or b.view().error:  # a look, until etcd answers again
+            assert clock.now() < deadline, (tmp_path / "etcd.log").read_text()[-1000:]
+            time.sleep(0.1)
+        assert b.view().outdated == "b" and b.view().holder == "a"
+        assert not ask(b)
+        assert ask(a) and a.view().outdated == "b"
+    finally:
+        stop_etcd(e)
+
+
+def test_status_lines_and_metrics_show_the_etcd_witness() -> None:
+    from esc import health
+    from esc.agent import metrics
+    from esc.agent.history import Journal
+
+    st = {"role": "ACTIVE", "witness": {
+        "address": "etcd://10.0.0.31:2379,10.0.0.32:2379", "held": True, "holder": "esc_10_0_0_1",
+        "last_answer_s": 0.1, "error": "", "outdated": "esc_10_0_0_2",
+        "endpoint": "http://10.0.0.32:2379", "warning": "etcd gave a 2s lease for 1s"}}
+    text = health.status_details(st)
+    assert ("witness:     etcd://10.0.0.31:2379,10.0.0.32:2379: lease held here "
+            "via http://10.0.0.32:2379") in text
+    assert "etcd gave a 2s lease for 1s" in text and "holds esc_10_0_0_2 outdated" in text
+    out = metrics.render(metrics.registry(lambda: st, Journal(None, "n1"), None)).decode()
+    assert "esc_witness_lease_held 1.0" in out and "esc_witness_last_answer_seconds 0.1" in out
