@@ -180,6 +180,18 @@ def test_force_clears_the_mark_only_while_nobody_holds_the_lease(server: Etcd, p
     assert ask(b) and b.view().outdated is None and value(server, keys(pair)[1]) is None
 
 
+def test_a_forced_node_may_mark_its_lost_peer_at_once(server: Etcd, pair: str) -> None:
+    """Forced active with its peer lost, the node asks with force *and* its word on the
+    peer in one request: our mark is replaced by the peer's."""
+    a, b = client(server, pair, "a"), client(server, pair, "b")
+    assert ask(a)
+    a.book.set_outdated("b")
+    assert ask(a) and not ask(a, want=False)
+    b.book.force(clock.now())
+    b.book.set_outdated("a")
+    assert ask(b) and b.view().outdated == "a" and value(server, keys(pair)[1]) == "a"
+
+
 def test_a_stale_key_of_ours_is_put_on_our_new_lease(server: Etcd, pair: str) -> None:
     """An agent restarted while it held the key finds it on its old etcd lease: it puts
     it on its new one, so the key cannot vanish with the old lease while it counts on

@@ -58,10 +58,6 @@ class EtcdLeaseClient(LeaseThread):
     def endpoint(self) -> str:
         return self.gateway.endpoint
 
-    def stop(self, release: bool = True) -> None:
-        super().stop(release)
-        self.gateway.close()
-
     def _ask(self, want: bool) -> bool:
         with self.lock:
             body = self.book.request(want, clock.now())
@@ -110,9 +106,12 @@ class EtcdLeaseClient(LeaseThread):
         # renewing: write the mark only when it changes (a renewal is 5 times a second)
         renew_marks = marks if "outdated" in body and body["outdated"] != known_mark else []
         take = [etcd.put(lk, me, lease), *marks, etcd.get(ok)]
+        # forced: our mark goes, replaced by the holder's word if it has one (etcd refuses a
+        # put and a delete of one key in the same branch)
+        forced = [etcd.put(lk, me, lease), *(marks or [etcd.delete(ok)]), etcd.get(ok)]
         free = etcd.txn_op(
             [etcd.value_is(ok, me)],  # held outdated: no lease (unless forced while free)
-            [etcd.delete(ok), *take] if body.get("force") else [etcd.get(lk), etcd.get(ok)],
+            forced if body.get("force") else [etcd.get(lk), etcd.get(ok)],
             take)
         ours = etcd.txn_op(
             [etcd.value_is(lk, me)],
