@@ -91,3 +91,32 @@ def test_one_etcd_member_dead_changes_nothing(lab):  # type: ignore[no-untyped-d
     record = writer.stop()
     out = analyse(record, lab.names_via_vip())
     assert out.lost == [] and out.max_gap < 1.0, out
+
+
+def test_an_outdated_standby_waits_for_force_active_with_the_mark_in_etcd(lab):  # type: ignore[no-untyped-def]
+    """As with the built-in witness (test_pair.py): the active holds its cut-off standby
+    outdated in etcd and commits alone, then dies; the standby, back, must not take over
+    by itself; force-active deletes the mark (the key is free) and it serves."""
+    active = lab.active()
+    standby = lab.other(active)
+    assert lab.post("both") == 201
+    labmod.cut(standby)
+    deadline = time.monotonic() + 15
+    while lab.status(active)["witness"].get("outdated") != peer_app_name(labmod.node_ip(standby)):
+        assert time.monotonic() < deadline, lab.status(active)["witness"]
+        time.sleep(0.2)
+    assert lab.post("alone") == 201
+    labmod.kill(active)
+    labmod.heal(standby)
+    lab.wait_roles({standby: "SWITCHING_TO_ACTIVE"}, timeout=20)
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        st = lab.status(standby)
+        assert st["role"] != "ACTIVE" and not lab.has_vip(standby), st
+        time.sleep(0.25)
+    lab.escadm(standby, "ha", "force-active", "--yes")
+    lab.wait_roles({standby: "ACTIVE"}, timeout=15)
+    assert lab.post("forced") == 201
+    names = lab.names_in_db(standby)
+    assert {"both", "forced"} <= names and "alone" not in names
+    assert lab.status(standby)["witness"]["held"]
