@@ -37,11 +37,16 @@ bench-scale: setup
 
 # every fault 5 times, on a lab of its own (never an operator's: own prefix and directory)
 CHAOS_COUNT ?= 5
+# with the etcd witness: its own faults, and those a witness changes
+CHAOS_ETCD_FAULTS ?= kill-etcd-member kill-etcd-all power-cut-active partition-all pause-active
 chaos: setup
 	ESC_LAB_NS_PREFIX=chaos- ESC_LAB_DIR=/var/tmp/esc-chaos $(VENV)/bin/escadm lab chaos \
 		--count $(CHAOS_COUNT) --report docs/benchmarks/chaos-$$(date +%F).md $(CHAOS_ARGS)
 	ESC_LAB_NS_PREFIX=chaos- ESC_LAB_DIR=/var/tmp/esc-chaos $(VENV)/bin/escadm lab chaos --witness \
 		--count $(CHAOS_COUNT) --report docs/benchmarks/chaos-$$(date +%F)-witness.md $(CHAOS_ARGS)
+	ESC_LAB_NS_PREFIX=chaos- ESC_LAB_DIR=/var/tmp/esc-chaos $(VENV)/bin/escadm lab chaos --witness etcd \
+		$(foreach f,$(CHAOS_ETCD_FAULTS),--fault $(f)) \
+		--count $(CHAOS_COUNT) --report docs/benchmarks/chaos-$$(date +%F)-etcd.md $(CHAOS_ARGS)
 
 # the real agent loop under the deterministic simulation (tests/sim runs 1000 seeds)
 SEEDS ?= 10000

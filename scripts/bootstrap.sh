@@ -20,6 +20,8 @@ command -v dot >/dev/null 2>&1 || need+=(graphviz)  # make rules-docs draws docs
 command -v snmptrapd >/dev/null 2>&1 || need+=(snmptrapd)  # the trap receiver of the SNMP tests
 command -v snmpget >/dev/null 2>&1 || need+=(snmp)  # the SNMP tests' GETs
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # checks the agent's unit (not run as init)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)  # the etcd witness (lab --witness etcd, its tests)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 [ -x /usr/bin/chromium ] || need+=(chromium)  # the portal's browser tests (Playwright drives it)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 id postgres >/dev/null 2>&1 || need+=(postgresql-15)
@@ -41,6 +43,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+# the lab and the tests run their own etcd members: not the package's at boot
+if [ -e /etc/systemd/system/multi-user.target.wants/etcd.service ]; then
+  systemctl disable etcd.service >/dev/null 2>&1 || rm -f /etc/systemd/system/multi-user.target.wants/etcd.service
 fi
 
 PY=/usr/bin/python3.11

@@ -6,6 +6,8 @@
 #   bootvm.py esc-ha-1 --ipaddr ... --ha_node_list ... --kad_vip ... --kad_vif ... --user_pass ...
 #   escadm start
 # (the install writes and enables the agent's systemd unit: the node starts at boot).
+# With ESC_WITH_ETCD=1 it also installs etcd-client (etcdctl, to look at an etcd witness);
+# the members themselves (etcd-server) belong on the hosts that run the etcd cluster.
 # Safe to run again: each step checks first.
 set -euo pipefail
 PREFIX=${1:-/opt/esc}
@@ -23,6 +25,9 @@ command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 [ -x /usr/bin/python3.11 ] || need+=(python3)
 /usr/bin/python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+if [ "${ESC_WITH_ETCD:-0}" = 1 ]; then
+  command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-host: installing ${need[*]}"
   # no cluster of the package's own: the node's database is made by escadm install

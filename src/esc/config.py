@@ -84,6 +84,9 @@ class Timing(BaseModel):
 
 # promote_window and alone_after when a witness is configured (see NodeConfig)
 WITNESS_TIMING_DEFAULTS: Final = {"promote_window": 2.0, "alone_after": 4.0}
+# etcd's lessor looks for expired leases twice a second: a dead holder's key may outlive
+# its lease by that much (esc.agent.etcd_lease)
+ETCD_REVOKE_DELAY: Final = 0.5
 
 
 class Vip(BaseModel):
@@ -172,7 +175,14 @@ class HaConfig(BaseModel):
     mode: Literal["drbd", "drbd_on_cinder"] = "drbd"
     db_volume_id: str | None = None
     self_index: int  # which entry of node_list is this node
-    witness: str | None = None  # ADDR:PORT of the lease server (esc.witness), or none
+    # ADDR:PORT of the lease server (esc.witness), or an etcd cluster
+    # (etcd://HOST:PORT,... or etcd+https://...: esc.agent.etcd_lease), or none
+    witness: str | None = None
+    # etcd+https: the CA that signed the members' certificates (else the system's), and
+    # this node's client certificate and key when the members ask for one
+    witness_ca: str | None = None
+    witness_cert: str | None = None
+    witness_key: str | None = None
     # More networks the agents hear each other on (--ha_heartbeat_list, repeatable): each
     # entry is both nodes' addresses on one network, in node_list order. VRRP and the
     # northbound stay on node_list's network (replication too, unless `replication` names
@@ -188,11 +198,32 @@ class HaConfig(BaseModel):
     def _witness(cls, v: str | None) -> str | None:
         if v is None:
             return None
+        from esc import etcd
+
+        if "://" in v or v.strip().startswith("etcd"):  # a URL, maybe mistyped: say what one is
+            return etcd.parse_url(v).url
         host, sep, port = v.strip().rpartition(":")
         if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError(f"--ha_witness {v!r}: expected ADDR:PORT, e.g. 10.0.0.9:8025 or [fd00::9]:8025")
+            raise ValueError(f"--ha_witness {v!r}: expected ADDR:PORT, e.g. 10.0.0.9:8025 or [fd00::9]:8025, "
+                             "or etcd://HOST:PORT,HOST:PORT,...")
         ip = parse_ip(host, "--ha_witness")
         return f"[{ip}]:{int(port)}" if ip.version == 6 else f"{ip}:{int(port)}"
+
+    @property
+    def witness_is_etcd(self) -> bool:
+        from esc import etcd
+
+        return etcd.is_etcd(self.witness)
+
+    @model_validator(mode="after")
+    def _witness_tls(self) -> HaConfig:
+        given = [f"--ha_witness_{k}" for k in ("ca", "cert", "key") if getattr(self, f"witness_{k}")]
+        if given and not (self.witness or "").startswith("etcd+https://"):
+            raise ValueError(f"{', '.join(given)}: for a witness on etcd over TLS "
+                             "(--ha_witness etcd+https://HOST:PORT,...)")
+        if bool(self.witness_cert) != bool(self.witness_key):
+            raise ValueError("--ha_witness_cert and --ha_witness_key go together")
+        return self
 
     @property
     def pair_id(self) -> str:
@@ -755,6 +786,12 @@ class NodeConfig(BaseModel):
                 f"with a witness, promote_window ({t.promote_window:g}s) must exceed lease "
                 f"({t.lease:g}s) + heartbeat_timeout ({t.heartbeat_timeout:g}s): a standby waits for "
                 "the dead active's lease to run out, and must still be within its window")
+        if self.ha and self.ha.witness_is_etcd and not \
+                t.promote_window > math.ceil(t.lease) + ETCD_REVOKE_DELAY + t.heartbeat_timeout:
+            raise ValueError(
+                f"with an etcd witness, promote_window ({t.promote_window:g}s) must exceed the etcd "
+                f"lease ({math.ceil(t.lease)}s, whole seconds) + {ETCD_REVOKE_DELAY:g}s (etcd revokes "
+                f"an expired lease up to that late) + heartbeat_timeout ({t.heartbeat_timeout:g}s)")
         return self
 
 

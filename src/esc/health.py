@@ -77,7 +77,11 @@ def status_details(st: dict) -> str:
         w = st["witness"]
         held = "lease held here" if w.get("held") else \
             f"lease held by {w['holder']}" if w.get("holder") else "lease not held"
-        lines.append(f"witness:     {w['address']}: {held}" + (f" ({w['error']})" if w.get("error") else ""))
+        via = f" via {w['endpoint']}" if w.get("endpoint") else ""  # etcd: the member answering
+        why = f" ({w['error']})" if w.get("error") else ""
+        lines.append(f"witness:     {w['address']}: {held}{via}{why}")
+        if w.get("warning"):
+            lines.append(f"             {w['warning']}")
         if w.get("outdated"):
             lines.append(f"             holds {w['outdated']} outdated: it gets no lease (it cannot "
                          "promote) until it is a complete standby again")

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import ssl
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ class HaArgs:
     ha_secret: str | None = None
     ha_join_token: str | None = None
     ha_witness: str | None = None
+    # a witness on etcd over TLS (etcd+https://): the members' CA, this node's client cert/key
+    ha_witness_ca: str | None = None
+    ha_witness_cert: str | None = None
+    ha_witness_key: str | None = None
     # repeatable: one "IP1 IP2" per extra heartbeat network
     ha_heartbeat_list: list[str] | tuple[str, ...] | None = None
     # the network PostgreSQL replicates over: node_list's or one of the heartbeat lists'
@@ -257,7 +262,8 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50,
              routed: bool = False) -> HaConfig | None:
     """``routed``: VRRP between nodes on different networks (BGP anycast northbound)."""
     # HA options that alone do not make a node HA
-    extras = ("ha_secret", "ha_join_token", "ha_witness", "ha_heartbeat_list", "ha_replication_list")
+    extras = ("ha_secret", "ha_join_token", "ha_witness", "ha_heartbeat_list", "ha_replication_list",
+              "ha_witness_ca", "ha_witness_cert", "ha_witness_key")
     given = {k: v for k, v in ha.__dict__.items() if v not in (None, "") and k not in extras}
     if not given:
         for opt in extras:
@@ -315,11 +321,36 @@ def build_ha(ha: HaArgs, ipaddr: list[str], vrid_default: int = 50,
     if ha.ha_replication_list:
         replication = [str(parse_ip(a, "--ha_replication_list")) for a in split_list(ha.ha_replication_list)]
     try:
-        return HaConfig(node_list=nodes, vip=vip_cfg, vif=ha.kad_vif, vri=vri, mode=mode,  # type: ignore[arg-type]
-                        db_volume_id=ha.db_volume_id, self_index=mine[0], witness=ha.ha_witness or None,
-                        heartbeat=heartbeat, replication=replication)
+        cfg = HaConfig(node_list=nodes, vip=vip_cfg, vif=ha.kad_vif, vri=vri, mode=mode,  # type: ignore[arg-type]
+                       db_volume_id=ha.db_volume_id, self_index=mine[0], witness=ha.ha_witness or None,
+                       heartbeat=heartbeat, replication=replication,
+                       witness_ca=_abs(ha.ha_witness_ca), witness_cert=_abs(ha.ha_witness_cert),
+                       witness_key=_abs(ha.ha_witness_key))
     except ValueError as e:
         raise ConfigError(validation_message(e)) from None
+    check_witness_tls(cfg)
+    return cfg
+
+
+def _abs(path: str | None) -> str | None:
+    """A file the agent reads at each start, wherever it runs from."""
+    return str(Path(path).resolve()) if path else None
+
+
+def check_witness_tls(ha: HaConfig) -> None:
+    """The etcd witness's TLS files load (the agent reads them where they are, at each
+    start: a renewed certificate needs only `escadm restart`)."""
+    ctx = ssl.create_default_context()
+    for option, load in (("--ha_witness_ca", lambda: ctx.load_verify_locations(cafile=ha.witness_ca)),
+                         ("--ha_witness_cert/--ha_witness_key",
+                          lambda: ctx.load_cert_chain(ha.witness_cert or "", ha.witness_key))):
+        if (ha.witness_ca if option == "--ha_witness_ca" else ha.witness_cert) is None:
+            continue
+        try:
+            load()
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"{option}: {e.strerror or e.args[-1] if e.args else e}: not a PEM "
+                              "file that loads (a CA certificate; a certificate and its key)") from None
 
 
 def _heartbeat_paths(values: list[str] | tuple[str, ...] | None, nodes: list[str], own: set[str],

@@ -186,7 +186,7 @@ def _lab_env(tmp: Path) -> None:
 
 
 def _left_behind() -> list[str]:
-    return [h for h in (*labmod.NODES, labmod.CLIENT, "esc-sw", "router") if net.exists(h)]
+    return [h for h in (*labmod.HOSTS, "esc-sw") if net.exists(h)]
 
 
 def _lab_key(node: pytest.Item) -> tuple:
@@ -199,7 +199,8 @@ def _lab_key(node: pytest.Item) -> tuple:
     if bgp:
         return (mode, "bgp", bgp.kwargs.get("md5", labmod.BGP_MD5))
     replication = node.get_closest_marker("lab_replication_path")
-    return (mode, paths, node.get_closest_marker("lab_witness") is not None,
+    witness = node.get_closest_marker("lab_witness")
+    return (mode, paths, (witness.args[0] if witness.args else "builtin") if witness else None,
             replication.args[0] if replication else 0,
             node.get_closest_marker("lab_northbound_ipv6") is not None)
 
@@ -302,9 +303,9 @@ class SharedLab:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.mode: tuple[str, bool, int] | None = None
+        self.mode: tuple[str, bool | str | None, int] | None = None
 
-    def ready(self, mode: str, witness: bool = False, paths: int = 1) -> None:
+    def ready(self, mode: str, witness: bool | str | None = False, paths: int = 1) -> None:
         from esc.lab.chaos import wait_healthy
 
         if self.mode == (mode, witness, paths) and wait_healthy(30) is not None:

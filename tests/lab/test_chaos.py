@@ -16,24 +16,28 @@ PLAIN = [(f, False) for f in sorted(chaos.FAULTS.values(), key=lambda f: f.mode 
          if not f.witness_only]
 WITH_WITNESS = [(chaos.FAULTS[n], True) for n in ("partition", "partition-all", "power-cut-active",
                                                     "pause-active", "kill-witness")]
+# the etcd witness's own faults (3 members beside the client)
+WITH_ETCD = [(chaos.FAULTS[n], "etcd") for n in ("kill-etcd-member", "kill-etcd-all")]
 # a second network between the nodes (--ha_heartbeat_list), no witness
 TWO_PATHS = [(chaos.FAULTS[n], False, 2) for n in ("partition", "partition-all", "power-cut-active",
                                                    "cut-active")]
 
 
-def _param(fault: chaos.Fault, witness: bool, paths: int = 1):  # type: ignore[no-untyped-def]
+def _param(fault: chaos.Fault, witness: bool | str, paths: int = 1):  # type: ignore[no-untyped-def]
     marks = []
     if fault.needs_witness_with(paths) and not witness:
         marks.append(pytest.mark.xfail(
             reason="without a witness a partition of every network between the nodes can split the "
                    "pair (docs/failure-modes.md)", strict=True))
-    tag = ("-witness" if witness else "") + (f"-{paths}paths" if paths > 1 else "")
+    tag = (f"-{witness}" if isinstance(witness, str) else "-witness" if witness else "") + \
+        (f"-{paths}paths" if paths > 1 else "")
     return pytest.param(fault, witness, paths, id=f"{fault.name}{tag}", marks=marks)
 
 
 @pytest.mark.parametrize(("fault", "witness", "paths"),
-                         [_param(f, w) for f, w in PLAIN + WITH_WITNESS] + [_param(*x) for x in TWO_PATHS])
-def test_fault(shared_lab, fault: chaos.Fault, witness: bool, paths: int) -> None:  # type: ignore[no-untyped-def]
+                         [_param(f, w) for f, w in PLAIN + WITH_WITNESS + WITH_ETCD]
+                         + [_param(*x) for x in TWO_PATHS])
+def test_fault(shared_lab, fault: chaos.Fault, witness: bool | str, paths: int) -> None:  # type: ignore[no-untyped-def]
     shared_lab.ready(fault.mode, witness, paths)
     result = chaos.run_fault(fault, shared_lab.tmp)
     if not result.ok:

@@ -747,3 +747,46 @@ def test_haconfig_validates_heartbeat_when_loaded() -> None:
     with pytest.raises(ValueError, match="already used"):
         _ha(heartbeat=[[N1, H2]])
     assert _ha(heartbeat=[[H1, H2]]).paths == [(N1, N2), (H1, H2)]
+
+
+@pytest.mark.parametrize(("witness", "message"), [
+    ("etcd://", "expected etcd://HOST:PORT"), ("etcd://10.0.0.9:70000", "out of range"),
+    ("etcd://10.0.0.9:2379,", "an empty host"), ("etcd://a b:2379", "no path, user or spaces"),
+    ("etcd:/10.0.0.9:2379", "expected etcd://HOST:PORT"),
+])
+def test_an_etcd_witness_refused_in_one_line(host: set[str], witness: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as e:
+        build_ha(ha_args(ha_witness=witness), [])
+    assert "\n" not in str(e.value)
+
+
+def test_an_etcd_witness_with_tls_files(host: set[str], tmp_path: Path) -> None:
+    from esc import tls as esc_tls
+
+    cert, key = esc_tls.make_certificate(["10.0.0.9"])
+    (tmp_path / "ca.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    ha = build_ha(ha_args(ha_witness="etcd+https://10.0.0.9:2379,10.0.0.10",
+                          ha_witness_ca=str(tmp_path / "ca.pem"), ha_witness_cert=str(tmp_path / "ca.pem"),
+                          ha_witness_key=str(tmp_path / "key.pem")), [])
+    assert ha is not None and ha.witness == "etcd+https://10.0.0.9:2379,10.0.0.10:2379"
+    assert ha.witness_ca == str(tmp_path / "ca.pem")
+    with pytest.raises(ConfigError, match="--ha_witness_ca: .*not a PEM file"):
+        build_ha(ha_args(ha_witness="etcd+https://10.0.0.9", ha_witness_ca=str(tmp_path / "none.pem")), [])
+    (tmp_path / "junk.pem").write_text("junk")
+    with pytest.raises(ConfigError, match="--ha_witness_cert/--ha_witness_key: .*not a PEM file"):
+        build_ha(ha_args(ha_witness="etcd+https://10.0.0.9", ha_witness_cert=str(tmp_path / "junk.pem"),
+                         ha_witness_key=str(tmp_path / "key.pem")), [])
+    with pytest.raises(ConfigError, match="for a witness on etcd over TLS"):
+        build_ha(ha_args(ha_witness="etcd://10.0.0.9", ha_witness_ca=str(tmp_path / "ca.pem")), [])
+
+
+def test_etcd_witness_timing_rule() -> None:
+    """etcd's lease is whole seconds, and a dead holder's key may outlive it by 0.5 s."""
+    from esc.config import NodeConfig
+
+    ha = HaConfig(node_list=[N1, N2], vip=Vip(address=VIP, prefixlen=24, interface="eth0"), vif="eth0",
+                  self_index=0, witness="etcd://10.0.0.9:2379")
+    NodeConfig(name="n", ha=ha)  # the defaults hold: 2 > 1 + 0.5 + 0.4
+    with pytest.raises(ValueError, match="with an etcd witness, promote_window"):
+        NodeConfig(name="n", ha=ha, timing=Timing(lease=1.2, promote_window=2.7, alone_after=3.2))

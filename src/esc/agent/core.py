@@ -26,9 +26,10 @@ from typing import Any
 
 import psycopg
 
-from esc import clock, health, network, privileges, tls
+from esc import clock, etcd, health, network, privileges, tls
 from esc.agent import api, health_api, history, opmode, traps
-from esc.agent.lease import LeaseClient, LeaseView
+from esc.agent.etcd_lease import EtcdLeaseClient
+from esc.agent.lease import LeaseClient, LeaseThread, LeaseView
 from esc.agent.loop import AgentLoop, Pending
 from esc.agent.peer import PeerPoller, PeerSnapshot
 from esc.agent.supervisor import Child
@@ -52,7 +53,7 @@ class Agent(AgentLoop):
         self.wake = threading.Event()
         super().__init__(cfg, opmode.load(self.paths))
         self.notify_reader: keepalived.NotifyReader | None = None
-        self.lease: LeaseClient | None = None
+        self.lease: LeaseThread | None = None
         self.stopped_db: DbView | None = None  # cached: read from pg_control once per stop
         self.beat_at = clock.now()  # the freeze sentinel's last beat
         self.freeze_seen = 0.0  # the longest freeze the sentinel saw since the last tick
@@ -153,7 +154,12 @@ class Agent(AgentLoop):
                             for _, peer_addr in ha.paths]
             for poller in self.pollers:
                 poller.start()
-            if ha.witness:
+            if ha.witness_is_etcd:
+                self.lease = EtcdLeaseClient(etcd.parse_url(ha.witness or ""), ha.pair_id, ha.self_name,
+                                             duration=self.cfg.timing.lease, wake=self.wake,
+                                             ca=ha.witness_ca, cert=ha.witness_cert, key=ha.witness_key)
+                self.lease.start()
+            elif ha.witness:
                 self.lease = LeaseClient(ha.witness, material.witness_token(ha.self_name),
                                          ha.pair_id, ha.self_name, duration=self.cfg.timing.lease,
                                          wake=self.wake)
@@ -1094,6 +1100,8 @@ class Agent(AgentLoop):
             out["witness"] = {"address": ha.witness, "held": lv.valid(now), "holder": lv.holder,
                               "last_answer_s": round(now - lv.answered_at, 3) if lv.answered_at else None,
                               "error": lv.error, "outdated": lv.outdated}
+            if isinstance(self.lease, EtcdLeaseClient):  # which member answers, and etcd's TTL floor
+                out["witness"].update(endpoint=self.lease.endpoint, warning=self.lease.warning)
         if ha:
             out["vip"] = {"address": ha.vip.cidr, "interface": ha.vip.interface,
                           "present": vip.has_address(ha.vip.address, ha.vip.interface)}

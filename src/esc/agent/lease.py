@@ -100,14 +100,15 @@ class LeaseBook:
         self.state = replace(self.state, error=error)  # what we held still counts until it runs out
 
 
-class LeaseClient(threading.Thread):
-    def __init__(self, address: str, token: str, pair: str, node: str, duration: float = 1.0,
-                 renew: float = 0.2, margin: float = 0.25, timeout: float = 0.3,
-                 wake: threading.Event | None = None) -> None:
+class LeaseThread(threading.Thread):
+    """The thread that asks a witness for the lease while the agent wants it, around a
+    LeaseBook; ``_ask`` is the transport (the built-in witness's HTTP below, or etcd's:
+    esc.agent.etcd_lease)."""
+
+    def __init__(self, pair: str, node: str, duration: float = 1.0, renew: float = 0.2,
+                 margin: float = 0.25, wake: threading.Event | None = None) -> None:
         super().__init__(name="witness-lease", daemon=True)
-        host, _, port = address.rpartition(":")
-        self.host, self.port = host.strip("[]"), int(port)
-        self.token, self.renew, self.timeout = token, renew, timeout
+        self.renew = renew
         self.agent_wake = wake
         self.lock = threading.Lock()
         self.book = LeaseBook(pair, node, duration, margin)
@@ -162,6 +163,34 @@ class LeaseClient(threading.Thread):
 
     def _ask(self, want: bool) -> bool:
         """One request; returns whether we hold the lease after it."""
+        raise NotImplementedError
+
+    def _answered(self, sent: float, data: dict) -> bool:
+        """The witness's answer (LeaseBook's form) to a request sent at ``sent``."""
+        with self.lock:
+            granted, changed = self.book.on_answer(sent, clock.now(), data)
+        if self.agent_wake is not None and changed:
+            self.agent_wake.set()
+        return granted
+
+    def _failed(self, error: str) -> bool:
+        with self.lock:
+            self.book.on_error(error)
+            return self.book.state.valid(clock.now())
+
+
+class LeaseClient(LeaseThread):
+    """The built-in witness's client (esc.witness), over HTTP."""
+
+    def __init__(self, address: str, token: str, pair: str, node: str, duration: float = 1.0,
+                 renew: float = 0.2, margin: float = 0.25, timeout: float = 0.3,
+                 wake: threading.Event | None = None) -> None:
+        super().__init__(pair, node, duration, renew, margin, wake)
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.token, self.timeout = token, timeout
+
+    def _ask(self, want: bool) -> bool:
         sent = clock.now()
         nonce = secrets.token_hex(16)
         with self.lock:
@@ -184,11 +213,5 @@ class LeaseClient(threading.Thread):
                     self.token, nonce, raw).encode()):
                 raise OSError("answer not signed by the witness (wrong token, or forged)")
         except (OSError, ValueError) as e:
-            with self.lock:
-                self.book.on_error(f"witness {self.host}:{self.port}: {e}")
-                return self.book.state.valid(clock.now())
-        with self.lock:
-            granted, changed = self.book.on_answer(sent, clock.now(), data)
-        if self.agent_wake is not None and changed:
-            self.agent_wake.set()
-        return granted
+            return self._failed(f"witness {self.host}:{self.port}: {e}")
+        return self._answered(sent, data)

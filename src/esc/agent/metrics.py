@@ -136,6 +136,9 @@ class NodeCollector(Collector):
                          bool(witness.get("held")))
             yield _gauge("esc_witness_outdated", "1 while the witness holds the peer outdated",
                          bool(witness.get("outdated")))
+            # the built-in witness or etcd: a growing age is a witness (or every member) down
+            yield _gauge("esc_witness_last_answer_seconds", "Seconds since the witness last answered",
+                         witness.get("last_answer_s"))
         bgp = st.get("bgp")
         if isinstance(bgp, dict):
             yield _gauge("esc_bgp_established", "1 while the BGP session is established",

@@ -154,7 +154,14 @@ def ha_options(f):  # type: ignore[no-untyped-def]
                                          "(else --user_pass pairs them)."),
         click.option("--ha_join_token", help="One-time token from `escadm ha join-token` on the peer "
                                              "(pairs without a shared password)."),
-        click.option("--ha_witness", help="ADDR:PORT of a witness (escadm witness run) on a third host."),
+        click.option("--ha_witness", help="ADDR:PORT of a witness (escadm witness run) on a third host, "
+                                          "or an etcd cluster: etcd://HOST:PORT,HOST:PORT,... "
+                                          "(etcd+https:// for TLS)."),
+        click.option("--ha_witness_ca", help="With etcd+https://: the CA file of the etcd members' "
+                                             "certificates (default: the system's)."),
+        click.option("--ha_witness_cert", help="With etcd+https://: this node's client certificate "
+                                               "(when etcd asks for one)."),
+        click.option("--ha_witness_key", help="The private key of --ha_witness_cert."),
         click.option("--ha_replication_list",
                      help="Both nodes' addresses on the network PostgreSQL replicates over, in "
                           "--ha_node_list order: --ha_node_list's (the default) or one --ha_heartbeat_list."),
@@ -211,8 +218,8 @@ def bgp_options(prefix: str):  # type: ignore[no-untyped-def]
 @click.option("--force", is_flag=True, help="Replace an existing node under this root.")
 @click.pass_context
 def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list, kad_vip, kad_vif,  # type: ignore[no-untyped-def]
-                kad_vri, ha_mode, db_volume_id, ha_secret, ha_join_token, ha_witness, ha_replication_list,
-                ha_heartbeat_list, bgp_local_ip,
+                kad_vri, ha_mode, db_volume_id, ha_secret, ha_join_token, ha_witness, ha_witness_ca,
+                ha_witness_cert, ha_witness_key, ha_replication_list, ha_heartbeat_list, bgp_local_ip,
                 bgp_anycast_ip,
                 bgp_remote_ip, bgp_local_as, bgp_remote_as, bgp_local_router_id, bgp_md5, user_pass,
                 user_rest_pass, user_portal_pass, user_confd_pass, confd_aes_key, tls_cert, tls_key,
@@ -223,7 +230,8 @@ def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list,
     lines; `bootvm.py NAME ...` is the same command."""
     ha = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret=ha_secret,
                 ha_join_token=ha_join_token, ha_witness=ha_witness, ha_heartbeat_list=ha_heartbeat_list,
-                ha_replication_list=ha_replication_list)
+                ha_replication_list=ha_replication_list, ha_witness_ca=ha_witness_ca,
+                ha_witness_cert=ha_witness_cert, ha_witness_key=ha_witness_key)
     bgp = BgpArgs(bgp_local_ip, bgp_anycast_ip, bgp_remote_ip, bgp_local_as, bgp_remote_as,
                   bgp_local_router_id, bgp_md5)
     node = NodeArgs(gateway_ip=gateway_ip, route=route, network_params_file=network_params_file,
@@ -264,12 +272,13 @@ def ha() -> None:
                                   "(the one given at install is remembered).")
 @click.pass_context
 def ha_set_cmd(ctx: click.Context, ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode,  # type: ignore[no-untyped-def]
-               db_volume_id, ha_secret, ha_join_token, ha_witness, ha_replication_list, ha_heartbeat_list,
-               user_pass) -> None:
+               db_volume_id, ha_secret, ha_join_token, ha_witness, ha_witness_ca, ha_witness_cert,
+               ha_witness_key, ha_replication_list, ha_heartbeat_list, user_pass) -> None:
     """Make this node an HA node (then `escadm reload` and `escadm restart`)."""
     args = HaArgs(ha_node_list, kad_vip, kad_vif, kad_vri, ha_mode, db_volume_id, ha_secret=ha_secret,
                   ha_join_token=ha_join_token, ha_witness=ha_witness, ha_heartbeat_list=ha_heartbeat_list,
-                  ha_replication_list=ha_replication_list)
+                  ha_replication_list=ha_replication_list, ha_witness_ca=ha_witness_ca,
+                  ha_witness_cert=ha_witness_cert, ha_witness_key=ha_witness_key)
     try:
         cfg = ha_set(ctx.obj["root"], args, user_pass)
     except ConfigError as e:

@@ -30,7 +30,9 @@ def lab() -> None:
 @click.option("--mode", type=click.Choice(labmod.MODES), default="drbd", show_default=True,
               help="drbd: database on each node's disk; drbd_on_cinder: on a volume per node; "
                    "standalone: two standalone nodes (to try `escadm ha set`).")
-@click.option("--witness", is_flag=True, help="Run a witness in the client namespace and use it.")
+@click.option("--witness", type=click.Choice(labmod.WITNESS_KINDS), is_flag=False, flag_value="builtin",
+              default=None, help="Use a witness: --witness (or --witness builtin) runs esc's in the client "
+                                 "namespace; --witness etcd a 3-member etcd cluster beside it.")
 @click.option("--bgp", is_flag=True,
               help="Northbound over BGP anycast: n1 and n2 in two subnets behind a BIRD router, "
                    f"the client behind it too, anycast {labmod.ANYCAST}.")
@@ -48,7 +50,7 @@ def lab() -> None:
               help="The original's three-interface form: the last of --paths is an IPv6-only "
                    "northbound network (fd78::/64 or fd79::/64) holding the VIP ::50 and the "
                    "client; VRRP stays IPv4 on eth0.")
-def up(timeout: float, mode: str, witness: bool, bgp: bool, md5: bool, paths: int,
+def up(timeout: float, mode: str, witness: str | None, bgp: bool, md5: bool, paths: int,
        replication_path: int, northbound_ipv6: bool) -> None:
     """Build the lab, install both nodes, start them; return when ACTIVE + STANDBY."""
     if replication_path >= paths:
@@ -105,6 +107,27 @@ def kill(node: str) -> None:
     click.echo(f"{node}: killed {len(killed.pids)} processes, link down")
 
 
+@lab.group()
+def etcd() -> None:
+    """The etcd members of a lab made with --witness etcd (etcd1, etcd2, etcd3)."""
+
+
+@etcd.command("kill")
+@click.argument("member", required=False)
+def etcd_kill(member: str | None) -> None:
+    """Kill -9 one etcd member, or every one."""
+    _guard(labmod.etcd_kill, member)
+    click.echo(f"{member or 'every etcd member'}: killed")
+
+
+@etcd.command("start")
+@click.argument("member", required=False)
+def etcd_start(member: str | None) -> None:
+    """Start one etcd member again (its data kept), or every one."""
+    _guard(labmod.etcd_start, member)
+    click.echo(f"{member or 'every etcd member'}: serving")
+
+
 @lab.command()
 @click.argument("node")
 def start(node: str) -> None:
@@ -144,11 +167,13 @@ def heal(node: str, network: int | None) -> None:
               help="Write the markdown table here.")
 @click.option("--json", "as_json", is_flag=True, help="Print every run's result as JSON lines.")
 @click.option("--list", "list_only", is_flag=True, help="List the faults and exit.")
-@click.option("--witness", is_flag=True, help="Run the lab with a witness (and the witness's own faults).")
+@click.option("--witness", type=click.Choice(labmod.WITNESS_KINDS), is_flag=False, flag_value="builtin",
+              default=None, help="Run the lab with a witness (and the witness's own faults): "
+                                 "--witness for esc's, --witness etcd for a 3-member etcd cluster.")
 @click.option("--paths", type=click.IntRange(1, labmod.MAX_PATHS), default=1, show_default=True,
               help="Networks between the nodes (as `lab up --paths`).")
 def chaos(faults: tuple[str, ...], count: int, report: str | None, as_json: bool, list_only: bool,
-          witness: bool, paths: int) -> None:
+          witness: str | None, paths: int) -> None:
     """Inject faults while a client writes; check no acknowledged write is lost and
     never two writers (makes its own lab, one per lab mode the faults need)."""
     import datetime
@@ -171,7 +196,8 @@ def chaos(faults: tuple[str, ...], count: int, report: str | None, as_json: bool
     if as_json:
         for r in results:
             click.echo(json.dumps(r.row()))
-    kind = ("with a witness" if witness else "without a witness") + \
+    kind = ("with an etcd witness" if witness == "etcd" else "with a witness" if witness
+            else "without a witness") + \
         (f", {paths} networks between the nodes" if paths > 1 else "")
     title = f"Fault injection, {datetime.date.today().isoformat()}, {kind}"
     table = chaosmod.report(results, title, witness, paths)

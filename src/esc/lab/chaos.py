@@ -53,7 +53,9 @@ class Fault:
     hold: float = 0.0  # seconds between inject and repair
     mode: str = "drbd"  # the lab mode it needs
     needs_witness: bool = False  # without one, a documented failure (docs/failure-modes.md)
-    witness_only: bool = False  # a fault of the witness itself
+    witness_only: bool = False  # a fault of the witness itself ...
+    witness_kind: str = "builtin"  # ... of this kind (lab up --witness KIND)
+    same_roles: bool = False  # nothing may change: the same active and standby afterwards
     # a second network between the nodes (lab --paths 2) handles it without a witness
     paths_suffice: bool = False
 
@@ -171,6 +173,19 @@ def witness_up(pair: Pair) -> None:
     lab.start_witness()
 
 
+def etcd_down(member: str | None) -> Callable[[Pair], None]:
+    """kill -9 of one etcd member (None: every one)."""
+    def act(pair: Pair) -> None:
+        lab.etcd_kill(member)
+    return act
+
+
+def etcd_up(member: str | None) -> Callable[[Pair], None]:
+    def act(pair: Pair) -> None:
+        lab.etcd_start(member)
+    return act
+
+
 def restart_both(pair: Pair) -> None:
     """Both nodes lose power at the same instant."""
     net.signal_all([pid for n in lab.NODES for pid in net.pids(n)])
@@ -228,6 +243,14 @@ def _catalogue() -> dict[str, Fault]:
               "writes alone; then both started", active_then_standby, start_both, hold=1.0),
         Fault("kill-witness", "the witness killed for 3 s, then started again (it grants no lease "
               "for 2 s after a start)", witness_down, witness_up, hold=3.0, witness_only=True),
+        # etcd1 is the member both nodes ask first: they go on with the next one
+        Fault("kill-etcd-member", "etcd witness: the first member killed for 3 s, then started; "
+              "nothing may change (the same active, no lost write)", etcd_down("etcd1"), etcd_up("etcd1"),
+              hold=3.0, witness_only=True, witness_kind="etcd", same_roles=True),
+        Fault("kill-etcd-all", "etcd witness: every member killed for 6 s, then started; no lease, so "
+              "no failover could happen, and the active keeps serving with its synchronous standby",
+              etcd_down(None), etcd_up(None), hold=6.0, witness_only=True, witness_kind="etcd",
+              same_roles=True),
     ]
     return {f.name: f for f in faults}
 
@@ -357,6 +380,8 @@ def run_fault(fault: Fault, workdir: Path, tag: str = "", recover_timeout: float
                 notes.append(f"repair failed: {e}")
         w_rec, p_rec = _stop(writer, w_out), _stop(prober, p_out)
     roles_after = lab.roles()
+    if fault.same_roles and roles_after != roles_before:
+        notes.append(f"the roles changed: {roles_before} -> {roles_after}")
     acks = acks_of(w_rec, p_rec)
     try:
         present = names_present(state)
@@ -429,12 +454,14 @@ def _keep_logs(before: dict[Path, int], into: Path) -> Path:
     return into
 
 
-def run_suite(faults: list[Fault], count: int, workdir: Path, witness: bool = False,
+def run_suite(faults: list[Fault], count: int, workdir: Path, witness: bool | str | None = False,
               log: Callable[[str], None] = print, paths: int = 1) -> list[Result]:
-    """Each fault ``count`` times, on a lab of the mode it needs, with a witness or not and
-    ``paths`` networks between the nodes (made here, rebuilt when a run leaves the pair
-    unhealthy, removed at the end). Faults of the witness itself are skipped without one."""
-    faults = [f for f in faults if witness or not f.witness_only]
+    """Each fault ``count`` times, on a lab of the mode it needs, with a witness (True or
+    "builtin": esc's; "etcd": an etcd cluster) or not and ``paths`` networks between the
+    nodes (made here, rebuilt when a run leaves the pair unhealthy, removed at the end).
+    Faults of a witness are skipped without that kind of witness."""
+    witness = lab.witness_kind(witness)
+    faults = [f for f in faults if not f.witness_only or f.witness_kind == witness]
     if count < 1:
         raise lab.LabError(f"count must be at least 1, not {count}")
     if lab.is_up():
@@ -470,7 +497,7 @@ def _median(xs: list[float]) -> float:
     return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
 
-def report(results: list[Result], title: str, witness: bool = False, paths: int = 1) -> str:
+def report(results: list[Result], title: str, witness: bool | str | None = False, paths: int = 1) -> str:
     """The markdown table of a suite's results, one line per fault."""
     from esc.config import WITNESS_TIMING_DEFAULTS, Timing
     from esc.lab import provenance
@@ -484,7 +511,9 @@ def report(results: list[Result], title: str, witness: bool = False, paths: int 
              "\"two writers\": windows where two nodes certainly both acknowledged writes; "
              "\"gap\": longest time without an acknowledged write through the VIP; "
              "\"recovered\": repair to a healthy pair with a write acknowledged. "
-             + ("With a witness (in the client namespace; lease 1 s)." if witness else
+             + ("With an etcd witness (3 members beside the client, heartbeat 100 ms, election 600 ms; "
+                "lease 1 s)." if witness == "etcd" else
+                "With a witness (in the client namespace; lease 1 s)." if witness else
                 "Without a witness: a partition between the nodes is the documented failure.")
              + (f" {paths} networks between the nodes (--ha_heartbeat_list)." if paths > 1 else ""), "",
              "| fault | runs | ok | lost | two writers | gap median / max (s) | recovered median / max (s) "

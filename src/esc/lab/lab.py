@@ -22,7 +22,7 @@ from pathlib import Path
 from esc import secrets as esc_secrets
 from esc.client import AgentClient
 from esc.config import NodePaths, write_json_atomic
-from esc.lab import net, router
+from esc.lab import etcd_members, net, router
 
 NODES = ("n1", "n2")
 CLIENT = "client"
@@ -54,8 +54,37 @@ BGP_KAD_VIP = "10.77.9.50/32"  # keepalived still elects (unicast VRRP, routed);
 BGP_MD5 = "esc-lab-md5"
 
 
+# every namespace a lab may have (the etcd members only with --witness etcd)
+HOSTS = (*NODES, CLIENT, router.NAME, *etcd_members.MEMBERS)
+
+
 class LabError(RuntimeError):
     pass
+
+
+def etcd_kill(member: str | None = None) -> None:
+    """Kill one etcd member (a crash), or every one."""
+    if member is None:
+        etcd_members.kill_all(lab_dir())
+    else:
+        _check_member(member)
+        etcd_members.kill(lab_dir(), member)
+
+
+def etcd_start(member: str | None = None) -> None:
+    """Start one etcd member again (its data kept), or every one; returns once they serve."""
+    members = etcd_members.MEMBERS if member is None else (_check_member(member) or (member,))
+    try:
+        etcd_members.restart(lab_dir(), members, etcd_subnet(bgp_mode()))
+    except RuntimeError as e:
+        raise LabError(str(e)) from None
+
+
+def _check_member(member: str) -> None:
+    if lab_witness() != "etcd":
+        raise LabError("the lab has no etcd witness (escadm lab up --witness etcd)")
+    if member not in etcd_members.MEMBERS:
+        raise LabError(f"unknown etcd member {member!r} (one of {', '.join(etcd_members.MEMBERS)})")
 
 
 def lab_dir() -> Path:
@@ -138,17 +167,47 @@ def load_state() -> dict:
 
 
 def is_up() -> bool:
-    return state_file().exists() or any(net.exists(n) for n in (*NODES, CLIENT, router.NAME))
+    return state_file().exists() or any(net.exists(n) for n in HOSTS)
 
 
-def witness_address(bgp: bool = False) -> str:
-    """The lab's witness runs in the client namespace: it reaches both nodes, as a
-    management host would, even when the nodes cannot reach each other."""
+WITNESS_KINDS = ("builtin", "etcd")
+
+
+def witness_kind(witness: bool | str | None) -> str | None:
+    """``lab up --witness`` (the built-in witness) or ``--witness etcd``; None: none."""
+    if witness is True:
+        return "builtin"
+    if not witness:
+        return None
+    if witness not in WITNESS_KINDS:
+        raise LabError(f"unknown witness {witness!r} (one of {', '.join(WITNESS_KINDS)})")
+    return str(witness)
+
+
+def lab_witness() -> str | None:
+    """The witness kind of the lab that is up."""
+    try:
+        return json.loads(state_file().read_text()).get("witness_kind")
+    except (OSError, ValueError):
+        return None
+
+
+def etcd_subnet(bgp: bool = False) -> str:
+    """The etcd members sit on the client's network (behind the router in BGP mode)."""
+    return BGP_SUBNET4[CLIENT] if bgp else SUBNET4
+
+
+def witness_address(bgp: bool = False, kind: str | None = "builtin") -> str:
+    """The lab's built-in witness runs in the client namespace: it reaches both nodes, as a
+    management host would, even when the nodes cannot reach each other. An etcd witness:
+    three members beside the client."""
+    if kind == "etcd":
+        return etcd_members.cluster_url(etcd_subnet(bgp))
     return f"{node_ip(CLIENT, bgp)}:{WITNESS_PORT}"
 
 
 def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: bool = False,
-                 md5: str | None = None, witness: bool = False, paths: int = 1,
+                 md5: str | None = None, witness: bool | str | None = False, paths: int = 1,
                  portal_password: str | None = None, replication_path: int = 0,
                  northbound_ipv6: bool = False) -> list[str]:
     """The arguments a real install of this node takes, for each lab mode:
@@ -179,7 +238,7 @@ def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: boo
     if mode == "drbd_on_cinder":
         args += ["--db_volume_id", str(volume_path(node))]
     if witness:
-        args += ["--ha_witness", witness_address(bgp)]
+        args += ["--ha_witness", witness_address(bgp, witness_kind(witness))]
     for i in range(1, nb or paths):
         args += ["--ha_heartbeat_list", f"{path_ip('n1', i)} {path_ip('n2', i)}"]
     if replication_path:
@@ -239,13 +298,15 @@ def _router_ports() -> list[net.RouterPort]:
 
 
 def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,  # type: ignore[no-untyped-def]
-       md5: str | None = BGP_MD5, witness: bool = False, paths: int = 1, replication_path: int = 0,
-       northbound_ipv6: bool = False) -> dict:
+       md5: str | None = BGP_MD5, witness: bool | str | None = False, paths: int = 1,
+       replication_path: int = 0, northbound_ipv6: bool = False) -> dict:
     """Build the lab. ``bgp``: the nodes in two subnets behind a BIRD router, reached at
     an anycast address (``md5``: the sessions' TCP MD5 key, None for none). ``witness``:
-    a witness in the client namespace, given to both nodes. ``paths``: networks between
-    the nodes (2: a second one, br1 / eth1, for the heartbeat only). ``northbound_ipv6``:
+    True or "builtin", a witness in the client namespace; "etcd", a 3-member etcd
+    cluster beside the client; given to both nodes. ``paths``: networks between the
+    nodes (2: a second one, br1 / eth1, for the heartbeat only). ``northbound_ipv6``:
     the last of them is an IPv6-only northbound network with the VIP and the client."""
+    witness = witness_kind(witness)
     if mode not in MODES:
         raise LabError(f"unknown lab mode {mode!r} (one of {', '.join(MODES)})")
     if witness and mode == "standalone":
@@ -275,6 +336,10 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
 
         hosts = [net.Host(n, f"{node_ip(n, False)}/24", f"{SUBNET6}:{ADDR[n]}/64", extra=links(n))
                  for n in (*NODES, CLIENT)]
+    if witness == "etcd":
+        client = next(h for h in hosts if h.name == CLIENT)
+        hosts += etcd_members.hosts(etcd_subnet(bgp), BGP_SUBNET6[CLIENT] if bgp else SUBNET6, client.bridge,
+                                    client.gateway4, client.gateway6)
     lab_dir().mkdir(parents=True, exist_ok=True)
     rest_password, portal_password = esc_secrets.generate(), esc_secrets.generate()
     vip = northbound_vip(paths - 1) if northbound_ipv6 else ANYCAST if bgp else VIP
@@ -283,7 +348,8 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
              "portal_user": "admin", "portal_password": portal_password, "portal_port": 9001,
              "nodes": {n: {"address": node_ip(n, bgp), "root": str(node_root(n))} for n in NODES},
              "client": {"address": node_ip(CLIENT, bgp)},
-             "witness": witness_address(bgp) if witness else None, "paths": paths,
+             "witness": witness_address(bgp, witness) if witness else None, "witness_kind": witness,
+             "paths": paths,
              "replication_path": replication_path, "northbound_ipv6": northbound_ipv6,
              # where the VIP lives, for a power cut to take it away
              "vip_cidr": f"{vip}/64" if northbound_ipv6 else BGP_KAD_VIP if bgp else f"{VIP}/24",
@@ -302,6 +368,10 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
         else:
             net.create(hosts, bridges=(net.BRIDGE, *(PATH_BRIDGE[i] for i in range(1, paths))))
         write_json_atomic(state_file(), state, mode=0o600)
+        if witness == "etcd":  # up before the nodes, as a site's etcd would be
+            etcd_members.start_all(lab_dir(), etcd_subnet(bgp))
+            log(f"lab: etcd members {', '.join(etcd_members.MEMBERS)} serving "
+                f"in {time.monotonic() - t0:.1f}s")
         shared = esc_secrets.generate()
         for n in NODES:
             if mode == "drbd_on_cinder":
@@ -321,7 +391,7 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
                                  check=False)
             if res.returncode != 0:
                 raise LabError(f"vim set on {n} failed: {(res.stderr or res.stdout).strip()}")
-        if witness:  # its token derives from the pair key, which the first node made
+        if witness == "builtin":  # its token derives from the pair key, which the first node made
             res = net.netns_exec(NODES[0], *escadm_argv(), "--root", str(node_root(NODES[0])),
                                  "witness", "token", check=False)
             if res.returncode != 0:
@@ -393,8 +463,9 @@ def down() -> None:
 
     cleanup_all(net.ns(""), vim_state_dir())
     kill_witness()
+    etcd_members.kill_all(lab_dir())
     router.stop(lab_dir())
-    net.destroy([*NODES, CLIENT, router.NAME])
+    net.destroy(list(HOSTS))
     for n in NODES:
         detach_volume(n)
     shutil.rmtree(lab_dir(), ignore_errors=True)
@@ -464,9 +535,8 @@ def heal(node: str, network: int | None = None) -> None:
 
 
 def exec_argv(node: str, argv: list[str]) -> list[str]:
-    hosts = (*NODES, CLIENT, router.NAME)
-    if node not in hosts:
-        raise LabError(f"unknown lab host {node!r} (one of {', '.join(hosts)})")
+    if node not in HOSTS:
+        raise LabError(f"unknown lab host {node!r} (one of {', '.join(HOSTS)})")
     return ["ip", "netns", "exec", net.ns(node), *argv]
 
 
