@@ -136,9 +136,9 @@ class BodyError(ValueError):
         self.status = status
 
 
-async def read_json(request: Request, limit: int = 65536, timeout: float = 5.0) -> dict:
-    """The request's JSON object body: 413 past ``limit`` bytes, 408 when it takes longer
-    than ``timeout`` to arrive, 400 when it is not a JSON object (as BodyError)."""
+async def read_body(request: Request, limit: int = 65536, timeout: float = 5.0) -> bytes:
+    """The request's body bytes: 413 past ``limit`` bytes, 408 when it takes longer than
+    ``timeout`` to arrive (as BodyError)."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise BodyError(413 if declared.isdigit() else 400,
@@ -154,9 +154,13 @@ async def read_json(request: Request, limit: int = 65536, timeout: float = 5.0) 
         return bytes(data)
 
     try:
-        raw = await asyncio.wait_for(read(), timeout)
+        return await asyncio.wait_for(read(), timeout)
     except TimeoutError:
         raise BodyError(408, f"the body did not arrive within {timeout:g}s") from None
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """A body as a JSON object; 400 (BodyError) when it is not one."""
     try:
         body = json.loads(raw or b"{}")
     except ValueError as e:
@@ -164,6 +168,11 @@ async def read_json(request: Request, limit: int = 65536, timeout: float = 5.0) 
     if not isinstance(body, dict):
         raise BodyError(400, "bad JSON body: must be a JSON object")
     return body
+
+
+async def read_json(request: Request, limit: int = 65536, timeout: float = 5.0) -> dict:
+    """The request's JSON object body: read_body, then parse_json_object."""
+    return parse_json_object(await read_body(request, limit, timeout))
 
 
 def tcp_socket(host: str, port: int) -> socket.socket:

@@ -8,17 +8,21 @@ the moment it *sent* the request, minus a margin, so it always stops before the
 witness could give the lease to the other node (monotonic clocks on both sides;
 only their rates must agree, within the margin).
 
-Protocol (HTTP, JSON, ``X-ESC-Witness-Token``: each node has its own, derived from the
-pair key and its name, and the witness answers a lease request only for the node whose
-token it carries; each request carries a fresh ``nonce`` and the answer an
+Protocol (HTTP, JSON). Each node has its own token, derived from the pair key and its
+name; the token never travels. A request carries ``X-ESC-Witness-MAC``, an HMAC of its
+body under the token of the node it names, and in the body a fresh ``nonce`` and ``sent``
+(the node's wall clock): the witness takes it only with a right MAC, ``sent`` within
+``--max-skew`` of its own clock, and a nonce it has not seen in that time, so a request
+recorded on the path can be neither altered nor played again. The answer carries
 ``X-ESC-Witness-Signature``, an HMAC of the nonce and the answer under the token, which
-the node checks)::
+the node checks::
 
-    POST /v1/lease {"pair": P, "node": N, "want": true, "duration": 1.0, "nonce": X}
+    POST /v1/lease {"pair": P, "node": N, "want": true, "duration": 1.0, "nonce": X, "sent": T}
       -> {"granted": true, "holder": N, "term": 7, "remaining": 1.0}
       -> {"granted": false, "holder": "other", "term": 6, "remaining": 0.4}
     POST /v1/lease {"pair": P, "node": N, "want": false}   (release, if N holds it)
-    GET  /v1/leases                                        (what it holds, for operators)
+    GET  /v1/leases?node=N&sent=T&nonce=X                  (what it holds, for operators;
+                                                            the MAC is of "GET " + the path)
 
 The holder may also mark its peer *outdated* (``"outdated": "peer"`` in a renewal;
 ``null`` clears it): the active does so before it commits without its standby, and
@@ -40,10 +44,14 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -54,8 +62,15 @@ from esc import clock, web
 
 log = logging.getLogger("esc.witness")
 
-TOKEN_HEADER = "X-ESC-Witness-Token"
+MAC_HEADER = "X-ESC-Witness-MAC"
 SIGNATURE_HEADER = "X-ESC-Witness-Signature"
+MAX_SKEW = 30.0  # seconds between a node's clock and the witness's that a request may show
+
+
+def request_mac(token: str, message: bytes) -> str:
+    """What a node puts on a request: the HMAC of its body (of "GET " + the path for a
+    GET) under its token. Only a holder of the token can make it, and it fits that body."""
+    return hmac.new(token.encode(), b"esc-witness-request\n" + message, "sha256").hexdigest()
 
 
 def answer_signature(token: str, nonce: str, body: bytes) -> str:
@@ -74,6 +89,42 @@ class Lease:
 
 
 UNSET = object()  # a request that says nothing of the outdated mark
+
+
+def signed(token: str, body: dict) -> tuple[bytes, dict[str, str]]:
+    """A lease request as a node sends it: the body with a fresh nonce and the send time,
+    and its headers (the MAC). Returns (body bytes, headers); the nonce is in the body."""
+    raw = json.dumps({**body, "nonce": body.get("nonce") or secrets.token_hex(16),
+                      "sent": round(time.time(), 3)}).encode()
+    return raw, {MAC_HEADER: request_mac(token, raw), "Content-Type": "application/json"}
+
+
+def signed_leases_path(token: str, node: str) -> tuple[str, dict[str, str]]:
+    """GET /v1/leases as node ``node`` signs it: (path with query, headers)."""
+    query = urlencode({"node": node, "sent": f"{time.time():.3f}", "nonce": secrets.token_hex(16)})
+    path = f"/v1/leases?{query}"
+    return path, {MAC_HEADER: request_mac(token, b"GET " + path.encode())}
+
+
+class NonceCache:
+    """The nonces of the requests taken in the last ``window`` seconds (witness monotonic
+    clock): a request whose nonce is here is a replay. Bounded: a flood of fresh, valid
+    requests (only a token holder can make one) pushes the oldest out first."""
+
+    def __init__(self, window: float, limit: int = 100_000) -> None:
+        self.window, self.limit = window, limit
+        self.seen: OrderedDict[str, float] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def fresh(self, nonce: str, now: float) -> bool:
+        """True (and remembered) the first time ``nonce`` is seen within the window."""
+        with self.lock:
+            while self.seen and (next(iter(self.seen.values())) <= now or len(self.seen) >= self.limit):
+                self.seen.popitem(last=False)
+            if nonce in self.seen:
+                return False
+            self.seen[nonce] = now + self.window
+            return True
 
 
 class LeaseTable:
@@ -189,6 +240,18 @@ def parse_outdated(body: dict) -> object:
     return value
 
 
+def parse_freshness(nonce: object, sent: object, now_wall: float, max_skew: float) -> str | None:
+    """Why a request's nonce and send time are not acceptable, or None."""
+    if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
+        return "'nonce' must be a string of 16 to 128 characters"
+    if isinstance(sent, bool) or not isinstance(sent, int | float):
+        return "'sent' must be the sender's clock, in seconds since the epoch"
+    if abs(now_wall - sent) > max_skew:
+        return (f"'sent' is {now_wall - sent:+.1f} s from the witness's clock (more than {max_skew:g} s: "
+                "a replay, or clocks not kept in time)")
+    return None
+
+
 def parse_request(body: object, max_duration: float = MAX_DURATION) -> tuple[str, str, bool, float]:
     """(pair, node, want, duration) from a request body; ValueError with a message."""
     if not isinstance(body, dict):
@@ -229,67 +292,80 @@ def parse_tokens(text: str) -> Tokens:
     return tokens
 
 
-def app(tokens: Tokens | str, table: LeaseTable) -> Starlette:
+def app(tokens: Tokens | str, table: LeaseTable, max_skew: float = MAX_SKEW,
+        wall: Callable[[], float] = time.time) -> Starlette:
     known = {None: tokens} if isinstance(tokens, str) else dict(tokens)
+    nonces = NonceCache(2 * max_skew)
 
-    def holder(request: Request) -> tuple[str | None, str] | None:
+    def token_of(node: str) -> str | None:
+        return known.get(node, known.get(None))
+
+    def authentic(request: Request, node: object, message: bytes) -> str | None:
+        """The token the request is signed with (that of the node it names), or None."""
         # as bytes: compare_digest raises on a str with non-ASCII characters
-        given = request.headers.get(TOKEN_HEADER, "").encode("latin-1")
-        found = None
-        for node, token in known.items():  # every one compared: no early exit to time
-            if hmac.compare_digest(given, token.encode()):
-                found = (node, token)
-        return found
-
-    def refused(request: Request) -> Response | None:
-        if holder(request) is not None:
+        given = request.headers.get(MAC_HEADER, "").encode("latin-1")
+        token = token_of(node) if isinstance(node, str) else None
+        if token is None or not hmac.compare_digest(given, request_mac(token, message).encode()):
             return None
-        return JSONResponse({"error": "missing or wrong witness token"}, 401)
+        return token
+
+    def stale(nonce: object, sent: object) -> Response | None:
+        why = parse_freshness(nonce, sent, wall(), max_skew)
+        if why is None and not nonces.fresh(str(nonce), clock.now()):
+            why = "this request was already taken (a replay)"
+        return None if why is None else JSONResponse({"error": why}, 401)
 
     async def leases(request: Request) -> Response:
-        return refused(request) or JSONResponse(table.snapshot(clock.now()))
+        q = request.query_params
+        message = b"GET " + request.url.path.encode() + b"?" + request.url.query.encode()
+        if authentic(request, q.get("node"), message) is None:
+            return JSONResponse({"error": "missing or wrong witness MAC"}, 401)
+        try:
+            sent: object = float(q.get("sent", ""))
+        except ValueError:
+            sent = None
+        return stale(q.get("nonce"), sent) or JSONResponse(table.snapshot(clock.now()))
 
     async def lease(request: Request) -> Response:
-        who = holder(request)
-        if who is None:
-            return JSONResponse({"error": "missing or wrong witness token"}, 401)
-        token_node, token = who
         try:
-            body = await web.read_json(request, limit=4096)
-            pair, node, want, duration = parse_request(body, table.max_duration)
-            outdated, force = parse_outdated(body), parse_force(body)
+            raw = await web.read_body(request, limit=4096)
+            body = web.parse_json_object(raw)
         except web.BodyError as e:
             return JSONResponse({"error": str(e)}, e.status)
+        token = authentic(request, body.get("node"), raw)
+        if token is None:
+            return JSONResponse({"error": "missing or wrong witness MAC (the node's token)"}, 401)
+        try:
+            pair, node, want, duration = parse_request(body, table.max_duration)
+            outdated, force = parse_outdated(body), parse_force(body)
         except ValueError as e:
             return JSONResponse({"error": str(e)}, 400)
-        if token_node is not None and node != token_node:
-            return JSONResponse({"error": f"this token is {token_node}'s, not {node}'s"}, 403)
         nonce = body.get("nonce")
-        if nonce is not None and (not isinstance(nonce, str) or not 16 <= len(nonce) <= 128):
-            return JSONResponse({"error": "'nonce' must be a string of 16 to 128 characters"}, 400)
+        if (refused := stale(nonce, body.get("sent"))) is not None:
+            return refused
         out = table.request(pair, node, want, duration, clock.now(), outdated, force)
         if out.pop("new", False):
             log.info("lease of %s granted to %s (term %d)", pair, node, out["term"])
         data = json.dumps(out).encode()
-        headers = {SIGNATURE_HEADER: answer_signature(token, nonce, data)} if nonce else {}
-        return Response(data, 200, headers=headers, media_type="application/json")
+        return Response(data, 200, headers={SIGNATURE_HEADER: answer_signature(token, nonce, data)},
+                        media_type="application/json")
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return refused(request) or JSONResponse(
-            {"error": f"no such resource {request.url.path}"}, 404)
+        return JSONResponse({"error": f"no such resource {request.url.path}"}, 404)
 
     return Starlette(routes=[Route("/v1/leases", leases), Route("/v1/lease", lease, methods=["POST"])],
                      exception_handlers={404: not_found, 405: not_found})
 
 
-def serve(host: str, port: int, token: Tokens | str, table: LeaseTable | None = None) -> web.ServerThread:
+def serve(host: str, port: int, token: Tokens | str, table: LeaseTable | None = None,
+          max_skew: float = MAX_SKEW) -> web.ServerThread:
     """Start the witness's HTTP server in a thread; returns it (``shutdown()`` stops it).
     ``token``: one for every node, or each node's (parse_tokens)."""
     table = table or LeaseTable(clock.now())
     if not token or (isinstance(token, dict) and not all(token.values())):
         raise ValueError("an empty witness token")
     sock = web.tcp_socket(host, port)
-    return web.ServerThread("witness", [(web.config(app(token, table)), sock)]).start()
+    return web.ServerThread("witness", [(web.config(app(token, table, max_skew)), sock)]).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-file", required=True, help="file holding the token (escadm witness token)")
     p.add_argument("--max-lease", type=float, default=MAX_DURATION,
                    help="longest lease granted, and the time it grants none after it starts")
+    p.add_argument("--max-skew", type=float, default=MAX_SKEW,
+                   help="seconds a request's send time may differ from this host's clock "
+                        "(older requests are refused as replays: keep the clocks in time, e.g. NTP)")
     p.add_argument("--state-file", help="where the outdated marks are kept "
                    "(default: witness-state.json beside the token file)")
     a = p.parse_args(argv)
@@ -311,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                            on_marks=lambda marks: save_marks(state, marks))
         if table.outdated:
             log.warning("outdated marks from %s: %s", state, table.outdated)
-        srv = serve(host.strip("[]"), int(port), token, table)
+        srv = serve(host.strip("[]"), int(port), token, table, a.max_skew)
     except (OSError, ValueError) as e:
         print(f"esc-witness: {e}")
         return 2

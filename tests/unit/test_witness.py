@@ -13,7 +13,7 @@ import pytest
 
 from esc import clock
 from esc.agent.lease import LeaseClient
-from esc.witness import TOKEN_HEADER, LeaseTable, parse_request, serve
+from esc.witness import MAC_HEADER, LeaseTable, parse_request, serve, signed, signed_leases_path
 
 T0 = 100.0
 
@@ -78,19 +78,61 @@ def witness() -> Iterator[str]:
     srv.server_close()
 
 
-def test_server_checks_the_token_and_the_body(witness: str) -> None:
+def post(url: str, token: str, body: dict) -> httpx.Response:
+    raw, headers = signed(token, body)
+    return httpx.post(url, content=raw, headers=headers)
+
+
+def test_server_checks_the_mac_and_the_body(witness: str) -> None:
     url = f"http://{witness}/v1/lease"
     assert httpx.post(url, json={"pair": "p", "node": "a"}).status_code == 401
-    # a token with non-ASCII characters is a wrong token, not a crash of the handler
-    non_ascii = {TOKEN_HEADER: "t\u00f6k".encode("latin-1")}
-    bad = httpx.post(url, json={"pair": "p", "node": "a"}, headers=non_ascii)
+    # a MAC with non-ASCII characters is a wrong MAC, not a crash of the handler
+    raw, headers = signed("tok", {"pair": "p", "node": "a"})
+    bad = httpx.post(url, content=raw, headers={MAC_HEADER: "t\u00f6k".encode("latin-1")})
     assert bad.status_code == 401
-    r = httpx.post(url, content=b"{nope", headers={TOKEN_HEADER: "tok"})
+    assert post(url, "not-the-token", {"pair": "p", "node": "a"}).status_code == 401
+    r = httpx.post(url, content=b"{nope", headers=headers)
     assert r.status_code == 400 and "error" in r.json()
-    r = httpx.post(url, json={"pair": "p", "node": "a", "duration": 1}, headers={TOKEN_HEADER: "tok"})
+    r = post(url, "tok", {"pair": "p", "node": "a", "duration": 1})
     assert r.status_code == 200 and r.json()["granted"]
-    leases = httpx.get(f"http://{witness}/v1/leases", headers={TOKEN_HEADER: "tok"}).json()
+    path, headers = signed_leases_path("tok", "a")
+    leases = httpx.get(f"http://{witness}{path}", headers=headers).json()
     assert leases["p"]["holder"] == "a"
+    assert httpx.get(f"http://{witness}{path}", headers=headers).status_code == 401  # replayed
+    assert httpx.get(f"http://{witness}/v1/leases", headers={MAC_HEADER: "x"}).status_code == 401
+
+
+def test_the_token_never_travels_and_a_recorded_request_is_no_use(witness: str) -> None:
+    """What someone on the path sees (the body, the MAC) cannot be played again, altered,
+    or replayed late: the lease cannot be released, taken or marked in a node's name."""
+    url = f"http://{witness}/v1/lease"
+    raw, headers = signed("tok", {"pair": "p", "node": "a", "want": True, "duration": 1})
+    assert b"tok" not in raw and "tok" not in headers.values()
+    assert httpx.post(url, content=raw, headers=headers).json()["granted"]
+    again = httpx.post(url, content=raw, headers=headers)
+    assert again.status_code == 401 and "replay" in again.json()["error"]
+    # the same request altered (a release, a mark on the other node): the MAC no longer fits
+    for change in ((b'"want": true', b'"want": false'), (b'"pair": "p"', b'"pair": "p", "outdated": "b"')):
+        assert httpx.post(url, content=raw.replace(*change), headers=headers).status_code == 401
+    # made with the token but sent late (recorded, held back, replayed after the nonce cache)
+    body = json.loads(raw)
+    body.update(nonce="f" * 32, sent=time.time() - 3600)
+    late = json.dumps(body).encode()
+    from esc.witness import request_mac
+
+    r = httpx.post(url, content=late, headers={MAC_HEADER: request_mac("tok", late)})
+    assert r.status_code == 401 and "from the witness's clock" in r.json()["error"]
+
+
+def test_nonce_cache_forgets_after_its_window_and_stays_bounded() -> None:
+    from esc.witness import NonceCache
+
+    cache = NonceCache(window=10, limit=3)
+    assert cache.fresh("a", 0) and not cache.fresh("a", 5)
+    assert cache.fresh("a", 10.5)  # the window passed: the send time check refuses it by then
+    for n in "bcd":
+        assert cache.fresh(n, 11)
+    assert len(cache.seen) == 3
 
 
 def test_two_clients_never_both_hold_it(witness: str) -> None:
@@ -349,16 +391,17 @@ def test_each_node_has_its_own_token() -> None:
         url = f"http://127.0.0.1:{port}/v1/lease"
 
         def ask(token: str, node: str) -> httpx.Response:
-            return httpx.post(url, json={"pair": "p", "node": node, "want": True},
-                              headers={TOKEN_HEADER: token})
+            return post(url, token, {"pair": "p", "node": node, "want": True})
 
         assert ask("token-of-a", "a").status_code == 200
-        r = ask("token-of-a", "b")
-        assert r.status_code == 403 and "this token is a's" in r.json()["error"]
+        r = ask("token-of-a", "b")  # a's token, in b's name: the MAC is checked with b's
+        assert r.status_code == 401
         assert ask("token-of-b", "b").json()["holder"] == "a"  # refused: a holds it
         assert ask("token-of-c", "a").status_code == 401
-        leases = httpx.get(f"http://127.0.0.1:{port}/v1/leases", headers={TOKEN_HEADER: "token-of-b"})
-        assert leases.status_code == 200
+        path, headers = signed_leases_path("token-of-b", "b")
+        assert httpx.get(f"http://127.0.0.1:{port}{path}", headers=headers).status_code == 200
+        path, headers = signed_leases_path("token-of-a", "b")
+        assert httpx.get(f"http://127.0.0.1:{port}{path}", headers=headers).status_code == 401
     finally:
         srv.shutdown()
     assert parse_tokens("only-one-token\n") == {None: "only-one-token"}  # one for every node

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, replace
 
 from esc import clock
-from esc.witness import SIGNATURE_HEADER, TOKEN_HEADER, answer_signature
+from esc.witness import SIGNATURE_HEADER, answer_signature, signed
 
 
 @dataclass(frozen=True)
@@ -194,12 +194,11 @@ class LeaseClient(LeaseThread):
         sent = clock.now()
         nonce = secrets.token_hex(16)
         with self.lock:
-            body = json.dumps({**self.book.request(want, sent), "nonce": nonce}).encode()
+            body, headers = signed(self.token, {**self.book.request(want, sent), "nonce": nonce})
         try:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
-                conn.request("POST", "/v1/lease", body, {TOKEN_HEADER: self.token,
-                                                         "Content-Type": "application/json"})
+                conn.request("POST", "/v1/lease", body, headers)
                 resp = conn.getresponse()
                 raw = resp.read()
                 signature = resp.getheader(SIGNATURE_HEADER, "")

@@ -397,13 +397,18 @@ def witness() -> None:
               help="The token (`escadm witness token` on a node).")
 @click.option("--max-lease", type=float, default=5.0, show_default=True,
               help="Longest lease granted; no lease is granted this long after a start.")
+@click.option("--max-skew", type=float, default=30.0, show_default=True,
+              help="Seconds a request's send time may differ from this host's clock; older ones are "
+                   "refused as replays (keep the clocks of the nodes and the witness in time).")
 @click.option("--state-file", default=None,
               help="Where the outdated marks are kept (default: witness-state.json beside the token).")
-def witness_run(listen: str, token_file: str, max_lease: float, state_file: str | None) -> None:
+def witness_run(listen: str, token_file: str, max_lease: float, max_skew: float,
+                state_file: str | None) -> None:
     """Run the witness in the foreground (as a service of the third host)."""
     from esc.witness import main as witness_main
 
     sys.exit(witness_main(["--listen", listen, "--token-file", token_file, "--max-lease", str(max_lease),
+                           "--max-skew", str(max_skew),
                            *(["--state-file", state_file] if state_file else [])]))
 
 
