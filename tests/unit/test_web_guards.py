@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from esc import clock, web
 from esc.agent import health_api
-from esc.witness import LeaseTable
+from esc.witness import LeaseTable, signed
 from esc.witness import serve as serve_witness
 
 HALF_REQUEST = b"GET /esc/health HTTP/1.1\r\nHost: x\r\n"  # no blank line: never complete
@@ -188,8 +188,8 @@ def test_the_witness_is_guarded_too() -> None:
             time.sleep(0.2)
             assert threading.active_count() - before < 10
             with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as c:
-                r = c.post(f"http://127.0.0.1:{port}/v1/lease", headers={"X-ESC-Witness-Token": "tok"},
-                           json={"pair": "p", "node": "n1", "duration": 1.0})
+                raw, headers = signed("tok", {"pair": "p", "node": "n1", "duration": 1.0})
+                r = c.post(f"http://127.0.0.1:{port}/v1/lease", headers=headers, content=raw)
             assert r.status_code == 200 and r.json()["granted"]
     finally:
         srv.shutdown()
