@@ -53,6 +53,14 @@ def unit_path(paths: NodePaths) -> Path:
     return paths.root / "etc/systemd/system" / UNIT
 
 
+def exec_start(paths: NodePaths) -> list[str]:
+    """The unit's ExecStart, as systemd would run it (the lab's reboot runs it so)."""
+    for line in unit_path(paths).read_text().splitlines():
+        if line.startswith("ExecStart="):
+            return shlex.split(line.removeprefix("ExecStart="))
+    raise ValueError(f"{unit_path(paths)}: no ExecStart line")
+
+
 def running() -> bool:
     """systemd is this host's init (sd_booted(3))."""
     return Path("/run/systemd/system").is_dir()

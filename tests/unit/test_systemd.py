@@ -39,6 +39,14 @@ def test_what_the_unit_says(tmp_path: Path) -> None:
     assert "Conflicts=keepalived.service postgresql.service postgresql@15-main.service" in lines
 
 
+def test_exec_start_reads_back_what_the_install_wrote(tmp_path: Path) -> None:
+    paths = NodePaths(tmp_path / "a root with spaces")
+    path = systemd.unit_path(paths)
+    path.parent.mkdir(parents=True)
+    path.write_text(systemd.unit_text(paths, NodeConfig(name="n1"), python="/opt/esc/bin/python"))
+    assert systemd.exec_start(paths) == ["/opt/esc/bin/python", "-m", "esc.agent", "--root", str(paths.root)]
+
+
 def test_a_node_under_another_root_has_its_unit_written_and_is_not_run_by_systemd(tmp_path: Path) -> None:
     paths = NodePaths(tmp_path)
     said = systemd.install_unit(paths, NodeConfig(name="n1"))

@@ -130,6 +130,15 @@ def etcd_start(member: str | None) -> None:
 
 @lab.command()
 @click.argument("node")
+def reboot(node: str) -> None:
+    """Reboot NODE: a power cut, /run emptied, then the agent's systemd unit started by its
+    ExecStart (as a boot would), not by escadm start."""
+    _guard(labmod.reboot, node)
+    click.echo(f"{node}: rebooted (the agent started by its unit's ExecStart)")
+
+
+@lab.command()
+@click.argument("node")
 def start(node: str) -> None:
     """Power on NODE: link up, then the node's own start-up."""
     _guard(labmod.start, node)

@@ -517,6 +517,25 @@ def kill(node: str, link_first: bool = False) -> Killed:
     return Killed(sorted(set(pids) | set(net.kill_all(node))), at)
 
 
+def reboot(node: str) -> int:
+    """A host's reboot: a power cut, then what its boot does: /run empty again (a tmpfs),
+    the cables in, and systemd starting the agent's unit by its ExecStart as the install
+    wrote it (no `escadm start`). Returns the agent's pid."""
+    from esc import systemd
+
+    kill(node)
+    shutil.rmtree(node_root(node) / "run", ignore_errors=True)
+    net.set_link(node, True)
+    for i in range(len(net.ports(node))):
+        net.host_ip(node, "link", "set", f"eth{i}", "up")
+    paths = NodePaths(node_root(node))
+    paths.log.mkdir(parents=True, exist_ok=True)
+    with open(paths.log / "agent.out", "ab") as out:  # the journal, here
+        proc = subprocess.Popen(exec_argv(node, systemd.exec_start(paths)), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
+    return proc.pid
+
+
 def _network(node: str, network: int | None) -> int | None:
     if network is not None and not 0 <= network < len(net.ports(node)):
         raise LabError(f"{node} has no network {network} (0 to {len(net.ports(node)) - 1})")
