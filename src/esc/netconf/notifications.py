@@ -166,7 +166,8 @@ class EventFeed:
             conn.close()
 
     def poll(self, conn: psycopg.Connection) -> list[Notification]:
-        """The events since the last poll (none at the first: it sets the starting point)."""
+        """The events since the last poll: the controller's from the first poll on (ids
+        grow), the pair's history of the last HA_WINDOW not given before."""
         first = self.last_id is None
         if first:
             row = conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()
@@ -182,9 +183,11 @@ class EventFeed:
                                   (since,)):
                 n = ha_event(r)
                 if n.key not in self.ha_seen:
+                    # even at the first poll: a node's history reaches the table up to a
+                    # second late, and a subscription's replay may have read it before
+                    # (a subscription drops what it replayed: rpc.Session._deliver)
                     self.ha_seen[n.key] = n.at
-                    if not first:
-                        out.append(n)
+                    out.append(n)
             self.ha_seen = {k: at for k, at in self.ha_seen.items() if at >= since}
         return out
 
