@@ -182,6 +182,20 @@ def test_a_subtree_filter_selects(netconf: Running, rest: Any) -> None:
         data = etree.fromstring(got.data_xml.encode())
         assert data.xpath("//e:tenant/e:name/text()", namespaces=NS) == ["acme"]
         assert data.xpath("//e:tenant/e:description/text()", namespaces=NS) == ["the tenant"]
+        # XPath (:xpath), with a prefix or without one as netconf-console sends it
+        for select in ("/esc_datamodel/tenants/tenant[name='acme']/description",
+                       "/e:esc_datamodel/e:tenants/e:tenant[e:name='acme']/e:description"):
+            got = m.get_config("running", filter=("xpath", (NS, select)) if "e:" in select
+                               else ("xpath", select))
+            data = etree.fromstring(got.data_xml.encode())
+            tenants = data.xpath("//e:tenant", namespaces=NS)
+            assert len(tenants) == 1 and [local_names(t) for t in tenants] == [["name", "description"]]
+        got = m.get(filter=("xpath", "//vm_instance"))
+        assert etree.fromstring(got.data_xml.encode()).xpath("//e:vm_instance", namespaces=NS) == []
+
+
+def local_names(el: etree._Element) -> list[str]:
+    return [etree.QName(c).localname for c in el]
 
 
 def error_of(call: Callable[[], Any]) -> RPCError:
@@ -234,8 +248,8 @@ def test_errors_have_the_right_tags_and_write_nothing(netconf: Running, rest: An
         assert e.tag == "invalid-value"  # the deployment would name an image being deleted
         e = error_of(lambda: m.dispatch(etree.fromstring("<frobnicate/>")))
         assert e.tag == "operation-not-supported"
-        e = error_of(lambda: m.get_config("running", filter=("xpath", "/esc_datamodel")))
-        assert e.tag in ("invalid-value", "operation-not-supported")
+        e = error_of(lambda: m.get_config("running", filter=("xpath", "/esc_datamodel[")))
+        assert e.tag == "invalid-value"
         assert rest.sql("SELECT count(*) FROM transactions") == before
         assert rest.sql("SELECT count(*) FROM tenants WHERE name = 't2'") == [(0,)]
 

@@ -20,7 +20,7 @@ from typing import Any
 from lxml import etree
 from psycopg_pool import ConnectionPool
 
-from esc.netconf import datastore, edit, mapping, subtree, yangtree
+from esc.netconf import datastore, edit, mapping, subtree, xpath, yangtree
 from esc.netconf.errors import RpcError, bad_element
 from esc.netconf.names import (
     CAPABILITIES,
@@ -319,8 +319,9 @@ class Session:
         if start is not None and stop is not None and stop < start:
             raise bad_element("bad-element", "stopTime", "stopTime is before startTime")
         filt = _child(op, "filter", NOTIF_NS)
-        if filt is not None and filt.get("type", "subtree") != "subtree":
-            raise bad_element("invalid-value", "filter", "only subtree filters (no :xpath capability)")
+        if filt is not None and filt.get("type", "subtree") not in ("subtree", "xpath"):
+            raise RpcError("bad-attribute", f"filter type {filt.get('type')!r}: subtree or xpath",
+                           type="protocol", info={"bad-attribute": "type", "bad-element": "filter"})
         feed = self.server.feed
         if feed is None:
             raise RpcError("operation-not-supported", "no notifications here", type="protocol")
@@ -366,9 +367,11 @@ class Session:
             self.server.feed.remove(listener)
 
     async def _notify(self, n: Notification, filt: etree._Element | None) -> None:
-        content = n.content
         if filt is not None:
-            picked = subtree.apply([content], filt)
+            if filt.get("type", "subtree") == "xpath":
+                picked = xpath.apply([n.content], filt.get("select", ""), dict(filt.nsmap))
+            else:
+                picked = subtree.apply([n.content], filt)
             if not picked:
                 return
         await self.send(serialize(n.xml()))
@@ -434,9 +437,14 @@ def _esc_children(config: etree._Element) -> list[etree._Element]:
 def _data(elements: list[etree._Element], filt: etree._Element | None) -> etree._Element:
     data = etree.Element(qn("data"), nsmap={None: NC_NS})
     if filt is not None:
-        if filt.get("type", "subtree") != "subtree":
-            raise bad_element("invalid-value", "filter", "only subtree filters (no :xpath capability)")
-        elements = subtree.apply(elements, filt)
+        kind = filt.get("type", "subtree")
+        if kind == "xpath":
+            elements = xpath.apply(elements, filt.get("select", ""), dict(filt.nsmap))
+        elif kind == "subtree":
+            elements = subtree.apply(elements, filt)
+        else:
+            raise RpcError("bad-attribute", f"filter type {kind!r}: subtree or xpath", type="protocol",
+                           info={"bad-attribute": "type", "bad-element": "filter"})
     for el in elements:
         data.append(el)
     return data
