@@ -131,3 +131,96 @@ def test_framing_end_of_message_then_chunked() -> None:
     d.push(b"x" * 20)
     with pytest.raises(FramingError):
         d.pop()
+
+
+# --- edit-config's operations on the configuration (esc.netconf.edit), no database --------
+
+NC = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"'
+ESC = "http://www.cisco.com/esc/esc"
+
+
+def _tree(body: str) -> object:
+    from lxml import etree
+
+    return etree.fromstring(f'<esc_datamodel xmlns="{ESC}" {NC}>{body}</esc_datamodel>')
+
+
+def _edited(current: str, edit_body: str, default: str = "merge") -> dict:
+    from esc.netconf import edit
+
+    return yangtree.from_xml(edit.apply(_tree(current), _tree(edit_body), default))  # type: ignore[arg-type]
+
+
+GROUP = "<vm_group><name>g</name><image>i</image><flavor>f</flavor></vm_group>"
+CURRENT = (f"<tenants><tenant><name>t</name><description>old</description><deployments><deployment>"
+           f"<name>d</name>{GROUP}</deployment></deployments></tenant><tenant><name>u</name></tenant></tenants>"
+           "<images><image><name>i</name><src>s</src></image></images>")
+
+
+def test_merge_changes_a_leaf_and_adds_an_entry() -> None:
+    got = _edited(CURRENT, "<tenants><tenant><name>t</name><description>new</description></tenant>"
+                           "<tenant><name>v</name></tenant></tenants>")
+    tenants = got["tenants"]["tenant"]
+    assert [t["name"] for t in tenants] == ["t", "u", "v"] and tenants[0]["description"] == "new"
+    assert tenants[0]["deployments"]["deployment"][0]["vm_group"][0]["image"] == "i"  # untouched
+
+
+def test_replace_a_list_entry_and_delete_a_leaf() -> None:
+    got = _edited(CURRENT, '<tenants><tenant nc:operation="replace"><name>t</name></tenant>'
+                           '<tenant><name>u</name><description nc:operation="remove"/></tenant></tenants>')
+    t = got["tenants"]["tenant"][0]
+    assert t == {"name": "t"}  # its deployments and description gone with the replace
+    got = _edited(CURRENT, '<tenants><tenant><name>t</name><description nc:operation="delete"/></tenant>'
+                           "</tenants>")
+    assert "description" not in got["tenants"]["tenant"][0]
+
+
+def test_operation_none_is_only_a_path() -> None:
+    got = _edited(CURRENT, '<tenants nc:operation="none"><tenant nc:operation="none"><name>w</name>'
+                           "</tenant></tenants>")
+    assert [t["name"] for t in got["tenants"]["tenant"]] == ["t", "u"]  # nothing made
+    # none on a leaf that exists changes nothing; on one that does not, data-missing (RFC 6241 7.2)
+    got = _edited(CURRENT, "<tenants><tenant><name>t</name><description>x</description></tenant></tenants>",
+                  "none")
+    assert got["tenants"]["tenant"][0]["description"] == "old"
+    with pytest.raises(RpcError) as e:
+        _edited(CURRENT, "<tenants><tenant><name>u</name><description>x</description></tenant></tenants>",
+                "none")
+    assert e.value.tag == "data-missing"
+
+
+def test_default_operation_replace_is_the_whole_configuration() -> None:
+    got = _edited(CURRENT, "<images><image><name>j</name><src>s</src></image></images>", "replace")
+    assert got == {"images": {"image": [{"name": "j", "src": "s"}]}}
+
+
+@pytest.mark.parametrize("body, tag", [
+    ('<tenants><tenant nc:operation="create"><name>t</name></tenant></tenants>', "data-exists"),
+    ('<tenants><tenant nc:operation="delete"><name>x</name></tenant></tenants>', "data-missing"),
+    ('<tenants><tenant nc:operation="frob"><name>t</name></tenant></tenants>', "bad-attribute"),
+    ("<tenants><tenant><description>no key</description></tenant></tenants>", "missing-element"),
+    ("<opdata/>", "invalid-value"),
+    ("<gadgets/>", "unknown-element"),
+])
+def test_edit_errors(body: str, tag: str) -> None:
+    with pytest.raises(RpcError) as e:
+        _edited(CURRENT, body)
+    assert e.value.tag == tag, e.value.message
+
+
+def test_a_notification_queue_that_overflows_says_so() -> None:
+    import asyncio
+
+    from esc.netconf.notifications import asyncio_listener
+
+    async def run() -> int:
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=2)
+        overflowed: list[bool] = []
+        put = asyncio_listener(asyncio.get_running_loop(), queue, lambda: overflowed.append(True))  # type: ignore[arg-type]
+        for i in range(3):
+            put(i)  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert queue.qsize() == 2
+        return len(overflowed)
+
+    assert asyncio.run(run()) == 1

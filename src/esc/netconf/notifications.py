@@ -192,8 +192,16 @@ class EventFeed:
         return out
 
 
-def asyncio_listener(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Notification]) -> Listener:
-    """A listener that puts each event on ``queue``, from the feed's thread."""
+def asyncio_listener(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Notification],
+                     overflow: Callable[[], None]) -> Listener:
+    """A listener that puts each event on ``queue`` (from the feed's thread); ``overflow``
+    is called, on the loop, when the queue is full."""
+    def put_or_overflow(n: Notification) -> None:
+        try:
+            queue.put_nowait(n)
+        except asyncio.QueueFull:
+            overflow()
+
     def put(n: Notification) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, n)
+        loop.call_soon_threadsafe(put_or_overflow, n)
     return put

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from lxml import etree
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from esc.netconf import datastore, edit, mapping, subtree, xpath, yangtree
 from esc.netconf.errors import RpcError, bad_element
@@ -35,6 +36,7 @@ from esc.netconf.names import (
     qn,
 )
 from esc.netconf.notifications import EventFeed, Notification, asyncio_listener, history, oldest, signal
+from esc.services.db import CommitNotConfirmed, one_line
 from esc.services.serving import OperationMode, ServingLease
 
 log = logging.getLogger("esc.netconf")
@@ -183,17 +185,11 @@ class Session:
                 return fn(conn, *args)
         try:
             return await asyncio.to_thread(run)
-        except RpcError:
-            raise
-        except Exception as e:
-            import psycopg
-            from psycopg_pool import PoolTimeout
-
-            if isinstance(e, psycopg.Error | PoolTimeout):
-                log.warning("session %d: database: %s", self.id, str(e).strip().splitlines()[:1])
-                raise RpcError("operation-failed",
-                               "database unavailable: nothing was written; retry") from None
-            raise
+        except (psycopg.Error, PoolTimeout, CommitNotConfirmed) as e:
+            # read-only (a node stepping down), connection lost, no connection in time, a
+            # commit the standby did not confirm: nothing was acknowledged, the client retries
+            log.warning("session %d: database: %s", self.id, one_line(e))
+            raise RpcError("operation-failed", "database unavailable: nothing was written; retry") from None
 
     # ---------------------------------------------------------------- reads
     async def get_config(self, op: etree._Element) -> list[etree._Element]:
@@ -325,11 +321,23 @@ class Session:
         feed = self.server.feed
         if feed is None:
             raise RpcError("operation-not-supported", "no notifications here", type="protocol")
-        queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=10_000)
-        listener = asyncio_listener(asyncio.get_running_loop(), queue)
+        queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=self.QUEUE_MAX)
+        listener = asyncio_listener(asyncio.get_running_loop(), queue, self._overflow)
         feed.add(listener)  # before the replay is read: nothing between them is lost
         self.subscription = asyncio.create_task(self._deliver(queue, listener, start, stop, filt))
         return [etree.Element(qn("ok"))]
+
+    QUEUE_MAX = 10_000  # events waiting for a client that does not read
+
+    def _overflow(self) -> None:
+        """The client reads its notifications slower than they come: its subscription
+        ends (it subscribes again with a replay from its last eventTime) rather than the
+        server's memory."""
+        if self.subscription is None or self.subscription.cancelling():
+            return  # said once
+        log.warning("session %d (%s): over %d notifications unread: subscription ended",
+                    self.id, self.user, self.QUEUE_MAX)
+        self.stop_subscription()
 
     def stop_subscription(self) -> None:
         if self.subscription is not None:
