@@ -2,7 +2,7 @@
 namespace with ncclient, through the VIP: one step of the scenario per run, its findings
 as JSON on stdout.
 
-    python netconf_lab_client.py before|after '{"vip": ..., "user": ..., "password": ...}'
+    python netconf_lab_client.py before|after|read '{"vip": ..., "user": ..., "password": ...}'
 """
 
 from __future__ import annotations
@@ -121,6 +121,15 @@ def after(a: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read(a: dict[str, Any]) -> dict[str, Any]:
+    m = connect(a, 30)
+    data = etree.fromstring(m.get_config("running").data_xml.encode())
+    out = {"host_key": host_key(m),
+           "tenants": data.xpath("//e:tenant/e:name/text()", namespaces=NS)}
+    m.close_session()
+    return out
+
+
 if __name__ == "__main__":
     step, args = sys.argv[1], json.loads(sys.argv[2])
-    print(json.dumps({"before": before, "after": after}[step](args)))
+    print(json.dumps({"before": before, "after": after, "read": read}[step](args)))

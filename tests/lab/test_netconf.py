@@ -26,6 +26,25 @@ def run_client(lab: Any, step: str, args: dict[str, Any], timeout: float = 150) 
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def port_open(lab: Any, address: str, port: int = 830) -> bool:
+    """Whether the client reaches ``address:port``."""
+    code = (f"import socket\ntry:\n socket.create_connection(({address!r}, {port}), timeout=2).close()"
+            "; print(1)\nexcept OSError:\n print(0)")
+    return lab.client_python(code).strip() == "1"
+
+
+@pytest.mark.lab_bgp
+def test_netconf_through_the_anycast_address(lab: Any) -> None:
+    """With BGP instead of a VIP: the active answers on the anycast address."""
+    state = lab.state
+    active = lab.active()
+    res = run_client(lab, "read", {"vip": state["bgp"]["anycast"], "user": state["confd_user"],
+                                   "password": state["confd_password"]})
+    assert res["host_key"] == lab.status(active)["confd"]["host_key"]
+    assert "default" in res["tenants"]
+    assert not port_open(lab, lab.state["nodes"][lab.other(active)]["address"])
+
+
 def test_netconf_through_the_vip_survives_a_failover(lab: Any) -> None:
     state = lab.state
     assert state["confd_user"] and state["confd_password"] and state["confd_port"] == 830
@@ -37,6 +56,8 @@ def test_netconf_through_the_vip_survives_a_failover(lab: Any) -> None:
     assert "confd is stopped" in lab.escadm(standby, "health", check=False).stdout.splitlines()
     shown = [lab.status(n)["confd"]["host_key"] for n in (active, standby)]
     assert shown[0] == shown[1] and shown[0].startswith("SHA256:")
+    assert port_open(lab, lab.state["nodes"][active]["address"])
+    assert not port_open(lab, lab.state["nodes"][standby]["address"])  # parked: listening on nothing
 
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
     first = run_client(lab, "before", args)
