@@ -139,3 +139,37 @@ def test_parked_then_serving_behind_the_lease_then_exit(root: Path, confd: Confd
     confd.send("exit")
     assert confd.proc.wait(10) == 0
     assert not _listening(port)
+
+
+def test_a_login_verified_by_one_node_is_not_checked_again_by_the_next(esc_db: str, monkeypatch) -> None:
+    """The shared cache (esc.services.auth_cache): a new active's first login of a client
+    pays no scrypt; a wrong password is still checked, and refused."""
+    import asyncio
+
+    from psycopg_pool import ConnectionPool
+
+    from esc.netconf import server
+
+    checks: list[str] = []
+    real = server.verify_password
+
+    def counting(password: str, stored: str) -> bool:
+        checks.append(password)
+        return real(password, stored)
+
+    monkeypatch.setattr(server, "verify_password", counting)
+    password_hash = hash_password(PASSWORD)
+    with ConnectionPool(esc_db, min_size=1, max_size=2) as pool:
+        def check() -> server.PasswordCheck:
+            from esc.services.auth_cache import VerifiedHeaders
+
+            return server.PasswordCheck(USER, password_hash, VerifiedHeaders("k" * 64, password_hash),
+                                        lambda: pool)
+
+        first, second = check(), check()  # the old active, the new one
+        assert asyncio.run(first(USER, PASSWORD, "192.0.2.1"))
+        assert asyncio.run(second(USER, PASSWORD, "192.0.2.1"))
+        assert checks == [PASSWORD]  # scrypt once, on the first
+        assert not asyncio.run(second(USER, "wrong", "192.0.2.1"))
+        assert not asyncio.run(second("root", PASSWORD, "192.0.2.1"))
+        assert checks == [PASSWORD, "wrong"]

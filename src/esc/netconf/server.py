@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import asyncssh
 
@@ -18,6 +19,7 @@ from esc.netconf.errors import RpcError
 from esc.netconf.framing import Deframer, FramingError, frame
 from esc.netconf.names import BASE_10, BASE_11
 from esc.secrets import verify_password
+from esc.services.auth_cache import VerifiedHeaders
 from esc.services.manager import FailedLogins
 
 log = logging.getLogger("esc.netconf.server")
@@ -30,16 +32,36 @@ HELLO_TIMEOUT_S = 60.0
 class PasswordCheck:
     """The confd user's password, checked with scrypt (~0.1 s, on two threads of its own)
     once per password: a login that verified is remembered by its keyed digest (no
-    password kept). Each client address has a budget of failures (FailedLogins)."""
+    password kept), in memory and, with ``shared`` (HA), in the replicated table the REST
+    API's logins use (esc.services.auth_cache), so that a client logging in again after a
+    failover does not pay scrypt on the new active. Each client address has a budget of
+    failures (FailedLogins)."""
 
-    def __init__(self, user: str, password_hash: str) -> None:
+    def __init__(self, user: str, password_hash: str, shared: VerifiedHeaders | None = None,
+                 pool: Callable[[], Any] | None = None) -> None:
         self.user, self.password_hash = user, password_hash
+        self.shared, self.pool = shared, pool
         self.threads = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="confd-auth")
         self.verified: set[bytes] = set()
         self.failed = FailedLogins()
 
     def _digest(self, user: str, password: str) -> bytes:
         return hmac.new(self.password_hash.encode(), f"{user}\0{password}".encode(), hashlib.sha256).digest()
+
+    def _verify(self, user: str, password: str) -> bool:
+        """On a thread of its own: the shared cache, else scrypt (then remembered there)."""
+        if not hmac.compare_digest(user.encode(), self.user.encode()):
+            return False
+        pool = self.pool() if self.pool is not None else None
+        # "netconf" apart: a NETCONF login's digest is never a REST header's
+        shared = self.shared.digest(f"netconf {user}:{password}") if self.shared and pool else None
+        if shared is not None and self.shared and self.shared.known(pool, shared):
+            return True
+        if not verify_password(password, self.password_hash):
+            return False
+        if shared is not None and self.shared:
+            self.shared.remember(pool, shared)
+        return True
 
     async def __call__(self, user: str, password: str, peer: str) -> bool:
         if self.failed.retry_after(peer):
@@ -48,9 +70,7 @@ class PasswordCheck:
         digest = self._digest(user, password)
         if digest in self.verified:
             return True
-        ok = await asyncio.get_running_loop().run_in_executor(
-            self.threads, lambda: verify_password(password, self.password_hash))
-        ok = ok and hmac.compare_digest(user.encode(), self.user.encode())
+        ok = await asyncio.get_running_loop().run_in_executor(self.threads, self._verify, user, password)
         if ok:
             if len(self.verified) > 64:
                 self.verified.clear()

@@ -23,9 +23,11 @@ import time
 
 from psycopg_pool import ConnectionPool
 
+from esc.config import NodePaths
 from esc.netconf import credentials, rpc
 from esc.netconf.notifications import EventFeed
 from esc.netconf.server import NetconfSsh, PasswordCheck
+from esc.services.auth_cache import VerifiedHeaders
 from esc.services.serving import OperationMode, ServingLease
 
 log = logging.getLogger("esc.netconf")
@@ -36,8 +38,10 @@ class Running:
     thread: ``start`` returns once it listens (its port), ``stop`` ends it."""
 
     def __init__(self, conninfo: str, auth: credentials.ConfdAuth, lease: ServingLease | None = None,
-                 mode: OperationMode | None = None, feed_interval: float = 0.2) -> None:
-        self.conninfo, self.auth = conninfo, auth
+                 mode: OperationMode | None = None, feed_interval: float = 0.2,
+                 shared_secret: str | None = None) -> None:
+        """``shared_secret``: the pair's, keys the logins both nodes remember (HA)."""
+        self.conninfo, self.auth, self.shared_secret = conninfo, auth, shared_secret
         self.lease, self.mode = lease or ServingLease(), mode or OperationMode()
         self.feed_interval = feed_interval
         self.loop = asyncio.new_event_loop()
@@ -56,8 +60,9 @@ class Running:
         self.feed = EventFeed(self.conninfo, self.feed_interval)
         self.feed.start()
         self.server = rpc.Server(self.pool, self.lease, self.mode, self.feed)
-        self.ssh = NetconfSsh(self.server, self.auth.host_key,
-                              PasswordCheck(self.auth.user, self.auth.password_hash))
+        shared = VerifiedHeaders(self.shared_secret, self.auth.password_hash) if self.shared_secret else None
+        check = PasswordCheck(self.auth.user, self.auth.password_hash, shared, lambda: self.pool)
+        self.ssh = NetconfSsh(self.server, self.auth.host_key, check)
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.ssh.start(host, port), self.loop).result(10)
         return self.ssh.port
@@ -75,6 +80,17 @@ class Running:
             self.feed.stop()
         if self.pool is not None:
             self.pool.close(2.0)
+
+
+def _shared_secret(paths: NodePaths) -> str | None:
+    """The key of the logins both nodes remember: the one the agent hands the controller
+    (esc.privileges); None when it cannot be read (each node then checks on its own)."""
+    from esc.services.manager import auth_secret
+
+    try:
+        return auth_secret(paths)
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("asyncssh").setLevel(logging.WARNING)  # a line per packet type otherwise
     lease = ServingLease() if args.serve else ServingLease(until=0.0)
     mode = OperationMode()
-    running = Running(db_conninfo(cfg, paths), auth, lease, mode)
+    running = Running(db_conninfo(cfg, paths), auth, lease, mode,
+                      shared_secret=_shared_secret(paths) if cfg.is_ha else None)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     if not args.serve:
