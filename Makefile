@@ -28,6 +28,7 @@ bench: setup
 	$(PY) bench/api.py
 	$(PY) bench/anycast.py
 	$(PY) bench/etsi.py
+	$(PY) bench/netconf.py
 
 # failover and rejoin with a 2 GB database (100,000 deployments, 1,000,000 events) against
 # the small one: 2-4 min here and ~7 GB of disk in the lab directory; a target of its own

@@ -60,6 +60,6 @@ fi
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python -c "import esc, psycopg, starlette, uvicorn, click, hypothesis, exabgp, spake2, yaml, multipart, prometheus_client, pysnmp, playwright"
+  .venv/bin/python -c "import esc, psycopg, starlette, uvicorn, click, hypothesis, exabgp, spake2, yaml, multipart, prometheus_client, pysnmp, playwright, asyncssh, lxml, ncclient, pyang"
   touch .venv/.installed
 fi

@@ -733,6 +733,7 @@ class NodeConfig(BaseModel):
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     vm_request: VmRequest | None = None
     confd_user: User | None = None  # --user_confd_pass, for the NETCONF service
+    confd_port: int = Field(default=830, ge=1, le=65535)  # the NETCONF service (esc.netconf)
 
     @property
     def is_ha(self) -> bool:

@@ -132,13 +132,17 @@ def status_details(st: dict) -> str:
                          f"https {e['https_port']}{count}")
         else:
             lines.append("etsi:        disabled (escadm etsi set --enable)")
+    if (st.get("confd") or {}).get("enabled"):
+        c = st["confd"]
+        lines.append(f"confd:       NETCONF over SSH port {c['port']}, user {c['user']}, "
+                     f"host key {c['host_key']}")
     for t in st.get("transitions", [])[-5:]:
         lines.append(f"transition:  {t['from']} -> {t['to']}: {t['reason']}")
     return "\n".join(lines)
 
 
 # The original's health.sh order (its active node's). Lines for snmp, portal and confd
-# appear once those services exist; bgp only where BGP is configured.
+# appear where they are configured; bgp only where BGP is configured.
 ORDER = ("vimmanager", "monitor", "mona", "drbd", "snmp", "etsi", "pgsql", "keepalived", "bgp",
          "portal", "confd", "filesystem", "escmanager")
 
@@ -174,7 +178,9 @@ def report(st: dict) -> tuple[str, bool]:
         svc = svcs.get(name)
         if svc is None:
             return
-        up = svc.get("state") == "running" and (name != "etsi" or svc.get("detail") == "serving")
+        # the parked services run on both nodes: up is serving
+        parked_kind = name in ("etsi", "confd")
+        up = svc.get("state") == "running" and (not parked_kind or svc.get("detail") == "serving")
         if svc.get("state") == "disabled" or (name == "etsi" and not serving and not up):
             # as the original: a standby's ETSI service (or one turned off) is "disabled at startup"
             lines.append(f"{name} is disabled at startup")

@@ -490,6 +490,10 @@ def install(name: str, root: Path, ipaddr: list[str], ha_args: HaArgs,
         material = obtain_material(paths, cfg) if ha else None  # installed, HTTPS certificate too
         if ha is None and not supplied_tls:
             tls.write_material(paths, *pair_material.https_material(cfg, None), supplied=False)
+        if ha is None:  # this node's own kept key, made now: its ETSI password and NETCONF host key
+            from esc.etsi.auth import kept_key
+
+            kept_key(paths)
         if generated_rest:
             write_atomic(paths.etc / "rest_credentials", f"admin:{generated_rest}\n".encode(),
                          mode=0o600)  # 0600 from its creation, never readable by others

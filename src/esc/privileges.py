@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from esc.config import NodePaths
+from esc.config import NodeConfig, NodePaths
 
 log = logging.getLogger("esc.privileges")
 
@@ -111,6 +111,23 @@ def prepare_manager_files(paths: NodePaths) -> None:
     write_private(auth_file(paths), auth_data(make_auth(paths)))
     for name in ("escmanager.log", "escetsi.log"):
         give_log(paths, name)
+
+
+def prepare_confd_files(paths: NodePaths, cfg: NodeConfig) -> None:
+    """What the NETCONF service reads, as its own (in ``run/esc/manager``, beside the
+    controller's): the confd user's password hash and the pair's SSH host key
+    (esc.netconf.credentials); and its log."""
+    from esc.netconf import credentials
+
+    d = paths.manager_dir
+    d.mkdir(parents=True, exist_ok=True)
+    give(d, 0o700)
+    auth = credentials.make(paths, cfg)
+    if auth is None:
+        credentials.auth_file(paths).unlink(missing_ok=True)
+    else:
+        write_private(credentials.auth_file(paths), auth.to_json())
+    give_log(paths, "escconfd.log")
 
 
 def give_log(paths: NodePaths, name: str) -> None:

@@ -37,6 +37,7 @@ def _agent(tmp: Path, runs: list[Path]) -> Agent:
     agent.op_mode, agent.mode_sent = OpMode(), {}
     # the ETSI service is driven by the same code (Agent._drive); off here
     agent.etsi, agent.etsi_serving = Child("escetsi", argv, tmp / "escetsi.out"), False
+    agent.confd, agent.confd_serving = Child("escconfd", argv, tmp / "escconfd.out"), False
     agent.cfg = NodeConfig(name="n1", etsi=EtsiConfig(enabled=False))
     agent.users_settled = threading.Event()
     agent.users_settled.set()

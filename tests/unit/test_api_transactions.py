@@ -550,3 +550,25 @@ def test_a_conflict_found_by_the_worker_fails_the_transaction(esc_api, receiver:
     headers, body = receiver.wait(1)[0]
     assert headers["esc-status-code"] == "409" and body["status"] == "failed"
     assert c.get("/v0/networks/n").status_code == 200
+
+
+def test_a_parent_whose_users_are_being_deleted_may_be_deleted(esc_api) -> None:
+    """DELETE of a deployment, then at once of its tenant: accepted (202), done in that
+    order; the accept-time check does not count a user whose own delete is accepted
+    (NETCONF deletes a tenant with its deployments in one edit the same way)."""
+    api, c = esc_api, esc_api.client
+    api.wait(c.post("/v0/tenants", json={"name": "t"}).json()["transaction_id"])
+    api.wait(c.post("/v0/tenants/t/deployments", json={"name": "d"}).json()["transaction_id"])
+    assert c.delete("/v0/tenants/t").status_code == 409  # still in use
+    api.app.state.worker.stop()  # both accepted before either is done
+    first = c.delete("/v0/tenants/t/deployments/d")
+    second = c.delete("/v0/tenants/t")
+    assert first.status_code == 202 and second.status_code == 202, second.text
+    worker = transactions.Worker(api.conninfo, poll=0.05)
+    worker.start()
+    try:
+        assert api.wait(first.json()["transaction_id"])["status"] == "succeeded"
+        assert api.wait(second.json()["transaction_id"])["status"] == "succeeded"
+    finally:
+        worker.stop()
+    assert c.get("/v0/tenants/t").status_code == 404

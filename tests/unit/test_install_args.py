@@ -64,6 +64,14 @@ def test_the_chapters_ha_line_with_its_spelling(root: Path) -> None:
     assert cfg.vm_request and cfg.vm_request.image == "ESC-5_10" and cfg.vm_request.net == ["esc-net"]
     assert cfg.vm_request.avail_zone == "nova:zone-1"
     assert "Confd-pass-1" not in (root / "etc/esc/esc.json").read_text()
+    # the pair's NETCONF host key: made at install on the first node, from the pair's kept key
+    from esc.netconf import credentials
+    from esc.pairing import material
+
+    kept = material.load(NodePaths(root))
+    assert kept is not None
+    key = credentials.fingerprint(credentials.host_key(kept.witness_key))
+    assert f"NETCONF on port 830: host key {key}" in res.output
 
 
 @ROOTED

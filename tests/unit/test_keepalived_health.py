@@ -442,3 +442,22 @@ def test_track_files_are_never_empty_nor_renamed(tmp_path: Path) -> None:
     path.write_bytes(b"1\n")  # the old two-byte format is replaced whole
     keepalived.write_track(path, 20)
     assert path.read_bytes() == b"   20\n"
+
+
+def test_health_confd_lines_as_the_original() -> None:
+    """With a NETCONF user: ``confd (pgid N) is running`` on the active, before
+    filesystem as the original orders it; ``confd is stopped`` on the standby (parked);
+    a parked one on the active fails the health."""
+    active = status("ACTIVE", "primary", serving=True)
+    active["services"]["confd"] = {"state": "running", "pid": 66, "detail": "serving"}
+    text, ok = health.report(active)
+    lines = text.splitlines()
+    assert ok and lines[lines.index("keepalived (pgid 11) is running") + 1] == "confd (pgid 66) is running"
+    assert lines[lines.index("confd (pgid 66) is running") + 1] == "filesystem (pgid 0) is running"
+    standby = status("STANDBY", "standby", serving=False, streaming=True)
+    standby["services"]["confd"] = {"state": "running", "pid": 67, "detail": "parked"}
+    text, ok = health.report(standby)
+    assert ok and "confd is stopped" in text.splitlines()
+    active["services"]["confd"]["detail"] = "parked"
+    text, ok = health.report(active)
+    assert not ok and "confd is stopped" in text.splitlines()

@@ -77,6 +77,13 @@ class Agent(AgentLoop):
                           env=self._metrics_env("escetsi"),
                           prepare=lambda: self._prepare_manager("escetsi"))
         self.etsi_serving = False
+        # the NETCONF service (esc.netconf.service, the original's confd): the same, on port 830
+        self.confd = Child("escconfd", lambda: [sys.executable, "-m", "esc.netconf.service",
+                                                "--root", str(self.paths.root)],
+                           logs / "escconfd.out", stdin_pipe=True, grace=5.0,
+                           prepare=self._prepare_confd, caps=("net_bind_service",))
+        self.confd_serving = False
+        self.confd_host_key = ""  # its fingerprint, for status (the pair's: see esc.netconf.credentials)
         self.manager_serving_at = 0.0
         self.mode_sent: dict[str, tuple[int | None, str]] = {}  # service -> (pid, op_mode sent)
         # root's part of the VIM driver, for the unprivileged controller (esc.vim.service)
@@ -215,7 +222,7 @@ class Agent(AgentLoop):
 
     def _settle_users(self) -> None:
         try:
-            self.manager.user = self.etsi.user = self.snmp.user = self._manager_user()
+            self.manager.user = self.etsi.user = self.snmp.user = self.confd.user = self._manager_user()
             if self.cfg.bgp:
                 self.exabgp.user = self._bgp_user()
                 self.exabgp.env = bgp.env(self.paths, self.exabgp.user)
@@ -263,6 +270,12 @@ class Agent(AgentLoop):
             privileges.prepare_metrics_dir(self.paths, service)
         except OSError as e:  # it starts anyway: HTTP still serves, HTTPS says what is missing
             log.error("could not hand %s its files in %s: %s", service, self.paths.manager_dir, e)
+
+    def _prepare_confd(self) -> None:
+        try:
+            privileges.prepare_confd_files(self.paths, self.cfg)
+        except (OSError, KeyError) as e:  # it starts as root's copy cannot be read: says so in its log
+            log.error("could not hand escconfd its files in %s: %s", self.paths.manager_dir, e)
 
     # ------------------------------------------------------ the pair's material
     def _use_material(self) -> None:
@@ -431,7 +444,7 @@ class Agent(AgentLoop):
 
     # ---------------------------------------------------------------- tick
     def children(self) -> tuple[Child, ...]:
-        return (self.pg, self.keepalived, self.manager, self.etsi, self.exabgp, self.vim_helper)
+        return (self.pg, self.keepalived, self.manager, self.etsi, self.confd, self.exabgp, self.vim_helper)
 
     def io_before_tick(self) -> None:
         for child in self.children():
@@ -441,6 +454,8 @@ class Agent(AgentLoop):
                     self.serving = False
                 if child is self.etsi:
                     self.etsi_serving = False
+                if child is self.confd:
+                    self.confd_serving = False
                 if child is self.keepalived:
                     self.on_vrrp(Vrrp.UNKNOWN)
                 if child.crashed:
@@ -714,6 +729,14 @@ class Agent(AgentLoop):
         elif self.etsi.running:
             self.etsi.stop(grace=self.STOP_GRACE_S)
             self.etsi_serving = False
+        if self.cfg.confd_user is not None:
+            # NETCONF with the ETSI service: after the REST clients' first requests
+            confd_on = on and self.serving and clock.now() - self.manager_serving_at >= self.ETSI_AFTER_S
+            self.confd_serving = self._drive(self.confd, confd_on or (on and self.confd_serving),
+                                             self.confd_serving, observed_at)
+        elif self.confd.running:
+            self.confd.stop(grace=self.STOP_GRACE_S)
+            self.confd_serving = False
 
     def _drive(self, m: Child, on: bool, serving: bool, observed_at: float) -> bool:
         """Serve (on) or park one of the parked services (the controller, the ETSI
@@ -759,6 +782,7 @@ class Agent(AgentLoop):
         # database is down, so every second spent here is a second without service.
         self.manager.stop(grace=2)
         self.etsi.stop(grace=2)
+        self.confd.stop(grace=2)
         self.pg.stop()
         # The peer promotes when it sees our database down, and only within its promote
         # window: keep what we tell it true (and fresh) while the database stops.
@@ -772,6 +796,7 @@ class Agent(AgentLoop):
             self.role = Role.STOPPED
         self.manager.stop_wait(5)
         self.etsi.stop_wait(5)
+        self.confd.stop_wait(5)
         self.vim_helper.stop_wait(5)
         self.keepalived.stop_wait(5)
         self.exabgp.stop_wait(5)
@@ -1022,7 +1047,8 @@ class Agent(AgentLoop):
                 self.localdb.execute("SELECT pg_reload_conf()")
             except Exception:
                 pass
-        for child, serving in ((self.manager, self.serving), (self.etsi, self.etsi_serving)):
+        for child, serving in ((self.manager, self.serving), (self.etsi, self.etsi_serving),
+                               (self.confd, self.confd_serving)):
             if not serving and child.running:
                 child.stop()  # parked: the loop starts it again, reading the new esc.json
         log.info("configuration reloaded")
@@ -1083,6 +1109,8 @@ class Agent(AgentLoop):
                                     "serving" if self.serving else "parked"),
             "etsi": self._svc(self.etsi, self.cfg.etsi.enabled,
                               "serving" if self.etsi_serving else "parked"),
+            "confd": self._svc(self.confd, self.cfg.confd_user is not None,
+                               "serving" if self.confd_serving else "parked"),
             "filesystem": {"state": "running" if self._volume_ok(mount=False) else "stopped",
                            "pid": 0},
         }
@@ -1094,6 +1122,9 @@ class Agent(AgentLoop):
         out["disk"] = self._disk()
         out["etsi"] = {"enabled": self.cfg.etsi.enabled, "server_address": self.cfg.etsi_server_address,
                        "http_port": self.cfg.etsi.http_port, "https_port": self.cfg.etsi.https_port}
+        out["confd"] = {"enabled": self.cfg.confd_user is not None, "port": self.cfg.confd_port,
+                        "user": self.cfg.confd_user.name if self.cfg.confd_user else None,
+                        "host_key": self._confd_host_key()}
         ha = self.cfg.ha
         if ha and self.lease is not None:
             lv = self.lease.view()
@@ -1125,6 +1156,20 @@ class Agent(AgentLoop):
                 out["replication"] = {"lag_bytes": max(lag, 0),
                                       "peer_timeline": peer.db.timeline}
         return out
+
+    def _confd_host_key(self) -> str:
+        """The NETCONF host key's fingerprint (worked out once: it changes only with the pair)."""
+        if not self.confd_host_key and self.cfg.confd_user is not None:
+            if self.cfg.is_ha and pair_material.load(self.paths) is None:
+                return "not yet (the node has not paired)"
+            try:
+                from esc.etsi.auth import kept_key
+                from esc.netconf import credentials
+
+                self.confd_host_key = credentials.fingerprint(credentials.host_key(kept_key(self.paths)))
+            except (OSError, ValueError) as e:
+                return f"unknown ({e})"
+        return self.confd_host_key
 
     def _bgp_status(self) -> dict:
         """The session and the route as the API helper last saw them (bgp_state.json)."""

@@ -21,6 +21,7 @@ from esc.config import (
     SNMP_AUTH,
     SNMP_PRIV,
     ConfigError,
+    NodeConfig,
     NodePaths,
     default_root,
     load_config,
@@ -257,7 +258,21 @@ def install_cmd(ctx: click.Context, name: str, ipaddr: str | None, ha_node_list,
     if node.vm_given():
         click.echo(f"{', '.join(node.vm_given())}: recorded, not used on this node (they describe the VM "
                    "the original's bootvm creates)")
+    if cfg.confd_user is not None:
+        click.echo(f"NETCONF on port {cfg.confd_port}: {_confd_host_key(paths_of(ctx), cfg)}")
     done(f"installed {cfg.name} under {ctx.obj['root']}: {kind}")
+
+
+def _confd_host_key(paths: NodePaths, cfg: NodeConfig) -> str:
+    """The NETCONF host key's fingerprint, or why there is none yet (a second node that
+    pairs when its agent starts)."""
+    from esc.netconf import credentials
+    from esc.pairing import material
+
+    if cfg.is_ha and material.load(paths) is None:
+        return "host key the pair's, once this node has paired (escadm status -v)"
+    auth = credentials.make(paths, cfg)
+    return f"host key {credentials.fingerprint(auth.host_key)}" if auth else "no user"
 
 
 @cli.group()
@@ -872,7 +887,7 @@ def etsi_set(ctx: click.Context, server_address: str | None, enabled: bool | Non
              grant_user_pass: str | None, package_url: str | None, package_user_pass: str | None) -> None:
     """Change the ETSI service's settings (then `escadm reload`; the serving service
     applies them at its next start)."""
-    from esc.config import NodeConfig, save_config
+    from esc.config import save_config
     from esc.secrets import split_user_pass
 
     paths = paths_of(ctx)

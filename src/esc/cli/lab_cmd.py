@@ -88,6 +88,8 @@ def status(as_json: bool) -> None:
         if st.get("etsi_user"):
             click.echo(f"etsi on {labmod.vip_host(st)}:{st['etsi_port']} (https {st['etsi_https_port']})  "
                        f"user {st['etsi_user']}  (escadm lab status --json for the passwords)")
+        if st.get("confd_user"):
+            click.echo(f"netconf on {st['vip']}:{st['confd_port']}  user {st['confd_user']}")
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})

@@ -209,7 +209,7 @@ def witness_address(bgp: bool = False, kind: str | None = "builtin") -> str:
 def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: bool = False,
                  md5: str | None = None, witness: bool | str | None = False, paths: int = 1,
                  portal_password: str | None = None, replication_path: int = 0,
-                 northbound_ipv6: bool = False) -> list[str]:
+                 northbound_ipv6: bool = False, confd_password: str | None = None) -> list[str]:
     """The arguments a real install of this node takes, for each lab mode:
     ``drbd`` (default), ``drbd_on_cinder`` (a volume per node) or ``standalone``; with
     ``bgp`` the original's ``--bgp_*`` arguments too; with ``northbound_ipv6`` the
@@ -224,6 +224,8 @@ def install_args(node: str, mode: str, secret: str, rest_password: str, bgp: boo
             "--user_rest_pass", f"admin:{rest_password}"]
     if portal_password:
         args += ["--user_portal_pass", f"admin:{portal_password}"]
+    if confd_password:  # as every HA install line of the original's chapter
+        args += ["--user_confd_pass", f"admin:{confd_password}", "--confd_aes_key", confd_password[:16]]
     if bgp:
         args += ["--bgp_local_ip", ip, "--bgp_anycast_ip", ANYCAST, "--bgp_remote_ip", router_ip(node),
                  "--bgp_local_as", str(BGP_AS[node]), "--bgp_remote_as", str(router.ROUTER_AS),
@@ -342,10 +344,12 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
                                     client.gateway4, client.gateway6)
     lab_dir().mkdir(parents=True, exist_ok=True)
     rest_password, portal_password = esc_secrets.generate(), esc_secrets.generate()
+    confd_password = esc_secrets.generate()
     vip = northbound_vip(paths - 1) if northbound_ipv6 else ANYCAST if bgp else VIP
     state = {"mode": mode, "vip": vip, "rest_user": "admin",
              "rest_password": rest_password, "api_port": 8080,
              "portal_user": "admin", "portal_password": portal_password, "portal_port": 9001,
+             "confd_user": "admin", "confd_password": confd_password, "confd_port": 830,
              "nodes": {n: {"address": node_ip(n, bgp), "root": str(node_root(n))} for n in NODES},
              "client": {"address": node_ip(CLIENT, bgp)},
              "witness": witness_address(bgp, witness) if witness else None, "witness_kind": witness,
@@ -380,7 +384,8 @@ def up(timeout: float = 120.0, log=print, mode: str = "drbd", bgp: bool = False,
                                  *install_args(n, mode, shared, rest_password, bgp, md5, witness, paths,
                                               portal_password=portal_password,
                                               replication_path=replication_path,
-                                              northbound_ipv6=northbound_ipv6),
+                                              northbound_ipv6=northbound_ipv6,
+                                              confd_password=confd_password),
                                  check=False, timeout=180)
             if res.returncode != 0:
                 raise LabError(f"install of {n} failed: {(res.stderr or res.stdout).strip()}")

@@ -9,6 +9,7 @@ own earlier work (``created_tx``) rather than failing or doing it twice.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,32 +172,36 @@ def check_deployment_refs(conn: psycopg.Connection, name: str, spec: dict[str, A
                 raise Fail(422, f"vm_group {g['name']}: ip {ip} is in no subnet of network {i['network']}")
 
 
-def users_of(conn: psycopg.Connection, kind: Kind, parent: str | None, name: str) -> list[str]:
-    """What keeps the resource from being deleted: "subnet net1/a", "deployment t/d"..."""
+def users_of(conn: psycopg.Connection, kind: Kind, parent: str | None, name: str,
+             going: Callable[[str, str | None, str], bool] | None = None) -> list[str]:
+    """What keeps the resource from being deleted: "subnet net1/a", "deployment t/d"...
+    ``going(kind, parent, name)``: whether a user is on its way out (a delete accepted
+    before, in the same request or not: the worker does that one first), so not counted."""
     rid = row_id(conn, kind, parent, name)
     if rid is None:
         return []
-    users: list[str] = []
+    users: list[tuple[str, str, str]] = []  # (kind, parent, name)
     if kind.name == "tenant":
         for table, what in (("volumes", "volume"), ("deployments", "deployment")):
-            users += [f"{what} {name}/{r[0]}" for r in conn.execute(
+            users += [(what, name, r[0]) for r in conn.execute(
                 f"SELECT name FROM {table} WHERE tenant_id = %s ORDER BY id LIMIT 10", (rid,))]
     if kind.name == "network":
-        users += [f"subnet {name}/{r[0]}" for r in conn.execute(
+        users += [("subnet", name, r[0]) for r in conn.execute(
             "SELECT name FROM subnets WHERE network_id = %s ORDER BY id LIMIT 10", (rid,))]
     if kind.name in ("network", "image", "flavor"):
-        users += [f"deployment {r[0]}/{r[1]}" for r in conn.execute(
+        users += [("deployment", r[0], r[1]) for r in conn.execute(
             "SELECT DISTINCT t.name, d.name FROM deployment_refs x"
             " JOIN deployments d ON d.id = x.deployment_id"
             f" JOIN tenants t ON t.id = d.tenant_id WHERE x.{kind.name}_id = %s ORDER BY 1, 2 LIMIT 10",
             (rid,))]
-    return users
+    return [f"{k} {p}/{n}" for k, p, n in users if going is None or not going(k, p, n)]
 
 
-def check_deletable(conn: psycopg.Connection, kind: Kind, parent: str | None, name: str) -> None:
+def check_deletable(conn: psycopg.Connection, kind: Kind, parent: str | None, name: str,
+                    going: Callable[[str, str | None, str], bool] | None = None) -> None:
     if kind.name == "tenant" and name == DEFAULT_TENANT:
         raise Fail(409, f"tenant {DEFAULT_TENANT} is built in and cannot be deleted")
-    users = users_of(conn, kind, parent, name)
+    users = users_of(conn, kind, parent, name, going)
     if users:
         raise Fail(409, f"{kind.name} {kind.key(parent, name)} is in use by {', '.join(users)}")
 
