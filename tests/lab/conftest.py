@@ -109,6 +109,19 @@ class Lab:
         assert res.returncode == 0, res.stderr
         return res.stdout
 
+    def netconf_client(self, step: str, args: dict, timeout: float = 150) -> dict:
+        """One step of tests/netconf_lab_client.py (ncclient) in the client namespace."""
+        script = Path(__file__).resolve().parents[1] / "netconf_lab_client.py"
+        res = labmod.client_run([sys.executable, str(script), step, json.dumps(args)], timeout=timeout)
+        assert res.returncode == 0, f"{step}: {res.stdout}\n{res.stderr}"
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    def port_open(self, address: str, port: int) -> bool:
+        """Whether the client reaches ``address:port``."""
+        code = (f"import socket\ntry:\n socket.create_connection(({address!r}, {port}), timeout=2).close()"
+                "; print(1)\nexcept OSError:\n print(0)")
+        return self.client_python(code).strip() == "1"
+
     def post(self, name: str) -> int:
         code = (f"import httpx;r=httpx.post({self.url + '/v0/deployments'!r},json={{'name':{name!r}}},"
                 f"auth={self.auth!r},timeout=10);print(r.status_code)")

@@ -51,6 +51,18 @@ def established(st: dict) -> bool:
     return bool(st.get("bgp", {}).get("established"))
 
 
+def test_netconf_through_the_anycast_address(lab):  # type: ignore[no-untyped-def]
+    """With BGP instead of a VIP: the active answers NETCONF on the anycast address, the
+    standby's 830 is closed."""
+    state = lab.state
+    active = lab.active()
+    res = lab.netconf_client("read", {"vip": state["bgp"]["anycast"], "user": state["confd_user"],
+                                      "password": state["confd_password"]})
+    assert res["host_key"] == lab.status(active)["confd"]["host_key"]
+    assert "default" in res["tenants"]
+    assert not lab.port_open(state["nodes"][lab.other(active)]["address"], 830)
+
+
 def test_the_route_points_at_the_active_only(lab):
     active = lab.active()
     standby = lab.other(active)

@@ -168,11 +168,12 @@ def test_backup_on_the_standby_and_restore_on_the_active_in_maintenance(lab, tmp
     assert "bk-before" in names and "bk-after" not in names
 
 
-def test_rebooted_nodes_come_back_as_standby_started_by_their_unit(lab):
+def test_a_rebooted_active_comes_back_as_standby_started_by_its_unit(lab):
     """A reboot (power cut, /run emptied as a tmpfs is, the agent started by the systemd
     unit's ExecStart as the install wrote it, not by escadm start): the active's peer takes
-    over, and the rebooted node comes back STANDBY, synchronous; then the standby's reboot
-    changes nothing for the active. Nothing acknowledged is lost."""
+    over, and the rebooted node comes back STANDBY, synchronous. Nothing acknowledged is
+    lost. (A standby's reboot is the same boot; the chaos suite's power cuts of the
+    standby cover what its absence does to the active.)"""
     active = lab.active()
     standby = lab.other(active)
     writer = lab.start_writer("reboot")
@@ -183,8 +184,6 @@ def test_rebooted_nodes_come_back_as_standby_started_by_their_unit(lab):
     while not lab.status(standby).get("db", {}).get("peer_complete"):
         assert time.monotonic() < deadline, lab.status(standby).get("db")
         time.sleep(0.2)
-    labmod.reboot(active)  # now the standby
-    lab.wait_roles({standby: "ACTIVE", active: "STANDBY"}, timeout=90)
     lab.wait_acks(writer, n=1)
     record = writer.stop()
     assert analyse(record, lab.names_via_vip()).lost == []

@@ -6,9 +6,6 @@ history replayed with the failover in it; delete the deployment. REST sees the s
 from __future__ import annotations
 
 import datetime as dt
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,34 +13,6 @@ import pytest
 from esc.lab import lab as labmod
 
 pytestmark = pytest.mark.lab
-
-CLIENT = Path(__file__).resolve().parents[1] / "netconf_lab_client.py"
-
-
-def run_client(lab: Any, step: str, args: dict[str, Any], timeout: float = 150) -> dict[str, Any]:
-    res = labmod.client_run([sys.executable, str(CLIENT), step, json.dumps(args)], timeout=timeout)
-    assert res.returncode == 0, f"{step}: {res.stdout}\n{res.stderr}"
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def port_open(lab: Any, address: str, port: int = 830) -> bool:
-    """Whether the client reaches ``address:port``."""
-    code = (f"import socket\ntry:\n socket.create_connection(({address!r}, {port}), timeout=2).close()"
-            "; print(1)\nexcept OSError:\n print(0)")
-    return lab.client_python(code).strip() == "1"
-
-
-@pytest.mark.lab_bgp
-def test_netconf_through_the_anycast_address(lab: Any) -> None:
-    """With BGP instead of a VIP: the active answers on the anycast address."""
-    state = lab.state
-    active = lab.active()
-    res = run_client(lab, "read", {"vip": state["bgp"]["anycast"], "user": state["confd_user"],
-                                   "password": state["confd_password"]})
-    assert res["host_key"] == lab.status(active)["confd"]["host_key"]
-    assert "default" in res["tenants"]
-    assert not port_open(lab, lab.state["nodes"][lab.other(active)]["address"])
-
 
 def test_netconf_through_the_vip_survives_a_failover(lab: Any) -> None:
     state = lab.state
@@ -56,11 +25,11 @@ def test_netconf_through_the_vip_survives_a_failover(lab: Any) -> None:
     assert "confd is stopped" in lab.escadm(standby, "health", check=False).stdout.splitlines()
     shown = [lab.status(n)["confd"]["host_key"] for n in (active, standby)]
     assert shown[0] == shown[1] and shown[0].startswith("SHA256:")
-    assert port_open(lab, lab.state["nodes"][active]["address"])
-    assert not port_open(lab, lab.state["nodes"][standby]["address"])  # parked: listening on nothing
+    assert lab.port_open(lab.state["nodes"][active]["address"], 830)
+    assert not lab.port_open(lab.state["nodes"][standby]["address"], 830)  # parked: listening on nothing
 
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
-    first = run_client(lab, "before", args)
+    first = lab.netconf_client("before", args)
     assert first["host_key"] == shown[0]
     assert first["before"] == [] and first["after"] == ["ncdep"]
     assert {"kind": "escEvent", "type": "CREATE_DEPLOYMENT", "depname": "ncdep", "status": "SUCCESS"} \
@@ -71,7 +40,7 @@ def test_netconf_through_the_vip_survives_a_failover(lab: Any) -> None:
 
     labmod.kill(active)
     lab.wait_roles({standby: "ACTIVE"}, timeout=30)
-    second = run_client(lab, "after", {**args, "since": since, "new_active": standby})
+    second = lab.netconf_client("after", {**args, "since": since, "new_active": standby})
     assert second["host_key"] == first["host_key"]  # no host-key change for the client
     assert second["deployments"] == ["ncdep"]
     replayed_types = [e.get("type") for e in second["replayed"] if e["kind"] == "escEvent"]
