@@ -10,8 +10,6 @@ defaults, 100 ms / 1 s, it is 2 s, and a failover would wait that long).
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -77,10 +75,7 @@ def start(lab_dir: Path, member: str, subnet4: str) -> int:
 def start_all(lab_dir: Path, subnet4: str, timeout: float = 30.0) -> None:
     """Every member, then wait until each serves clients (a member serves only once the
     cluster has a leader)."""
-    marks = {m: _log_size(lab_dir, m) for m in MEMBERS}
-    for m in MEMBERS:
-        start(lab_dir, m, subnet4)
-    wait_serving(lab_dir, marks, timeout)
+    restart(lab_dir, MEMBERS, subnet4, timeout)
 
 
 def _log_size(lab_dir: Path, member: str) -> int:
@@ -115,21 +110,7 @@ def restart(lab_dir: Path, members: tuple[str, ...], subnet4: str, timeout: floa
 
 def kill(lab_dir: Path, member: str) -> None:
     """SIGKILL one member by its pid (a crash: no goodbye to its peers)."""
-    try:
-        pid = int(_pid_file(lab_dir, member).read_text())
-    except (OSError, ValueError):
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:  # started by another process (escadm lab up): wait until it is gone
-        deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-            time.sleep(0.05)
-    _pid_file(lab_dir, member).unlink(missing_ok=True)
+    net.kill_by_pid_file(_pid_file(lab_dir, member))
 
 
 def kill_all(lab_dir: Path) -> None:

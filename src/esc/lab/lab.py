@@ -440,21 +440,7 @@ def start_witness(address: str | None = None) -> int:
 
 def kill_witness() -> None:
     """Kill the witness (by its pid, and what ``ip netns exec`` started under it)."""
-    import signal
-
-    try:
-        pid = int((lab_dir() / "witness.pid").read_text())
-    except (OSError, ValueError):
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-    (lab_dir() / "witness.pid").unlink(missing_ok=True)
+    net.kill_by_pid_file(lab_dir() / "witness.pid")
 
 
 def vim_state_dir() -> Path:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 BRIDGE = "br0"
 
@@ -192,6 +193,27 @@ def kill_all(host: str, timeout: float = 15.0) -> list[int]:
                 pass
         time.sleep(0.05)
     return killed
+
+
+def kill_by_pid_file(pid_file: Path) -> None:
+    """SIGKILL the process group a pid file names (a process the lab started with its own
+    session, and what ``ip netns exec`` started under it), wait until it is gone, and
+    remove the file. Nothing to do when the file is absent."""
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # started by another process (escadm lab up): wait until it is gone
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
 
 
 def exists(host: str) -> bool:
