@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,6 +179,25 @@ class Lab:
             "--out", str(out), "--timeout", str(timeout)])
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         return Writer(proc, out)
+
+    def power_cut_under_writes(self, prefix: str) -> tuple[str, str, Any, dict]:
+        """A writer through the VIP, a power cut of the active, the standby ACTIVE and
+        writing again: (old active, new active, the writer's outcome, its record), nothing
+        lost."""
+        from esc.lab.measure import analyse
+
+        old = self.active()
+        new = self.other(old)
+        writer = self.start_writer(prefix)
+        self.wait_acks(writer)
+        killed_at = labmod.kill(old).at
+        self.wait_roles({new: "ACTIVE"}, timeout=30)
+        self.wait_acks(writer, n=1)
+        time.sleep(1)
+        record = writer.stop()
+        out = analyse(record, self.names_via_vip(), killed_at, new_node=new)
+        assert out.lost == [], f"acknowledged writes lost: {out.lost[:10]}"
+        return old, new, out, record
 
     def wait_acks(self, writer: Writer, n: int = 20, timeout: float = 30) -> None:
         """Let the writer get some acknowledgements in (it reports on a signal)."""

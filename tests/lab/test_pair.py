@@ -40,17 +40,7 @@ def test_a_write_is_on_the_standby_before_it_is_acknowledged(lab):
 
 
 def test_killing_the_active_fails_over_without_losing_writes(lab):
-    old = lab.active()
-    new = lab.other(old)
-    writer = lab.start_writer("kill")
-    lab.wait_acks(writer)
-    killed_at = labmod.kill(old).at
-    lab.wait_roles({new: "ACTIVE"}, timeout=30)
-    lab.wait_acks(writer, n=1)
-    time.sleep(1)
-    record = writer.stop()
-    out = analyse(record, lab.names_via_vip(), killed_at, new_node=new)
-    assert out.lost == [], f"acknowledged writes lost: {out.lost[:10]}"
+    old, new, out, record = lab.power_cut_under_writes("kill")
     assert out.kill_to_first_ack is not None and out.nodes[-1] == new
     assert lab.has_vip(new)
     # The old node comes back as the standby, with every record.
